@@ -1,0 +1,3 @@
+from loadgen.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Command-line interface: parsing and wiring only; the work happens in the layers below."""

@@ -1,0 +1,46 @@
+"""argparse with agentload's conventions: one-line errors, exit code 2, examples in --help."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import NoReturn
+
+__all__ = ["CommandParser", "parse_duration", "parse_rate"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line naming the command and the fix."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "90", "90s", "1.5m", "250ms" or "2h"."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: use a number with an optional unit, e.g. 30s, 5m, 250ms"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_rate(text: str) -> float:
+    """A probability in [0, 1], for fault flags."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid rate {text!r}: use a number from 0 to 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"rate {text} is outside 0..1: use e.g. 0.05 for 5%")
+    return value

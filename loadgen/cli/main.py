@@ -1,0 +1,53 @@
+"""The `agentload` command: subcommand dispatch and exit codes (wiring only)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from loadgen import __version__
+from loadgen.cli import sim_command
+from loadgen.cli.arguments import CommandParser
+from loadgen.errors import AgentloadError
+
+__all__ = ["main"]
+
+_EPILOG = """\
+examples:
+  agentload sim                          serve the built-in GPU simulator on :8000
+  agentload sim --preset fast --port 0   a quick simulator on a free port
+  agentload sim --help                   every simulator flag
+
+exit codes: 0 passed, 1 a gate failed, 2 usage or profile error,
+            3 target unreachable or run aborted before measuring
+"""
+
+
+def build_parser() -> CommandParser:
+    """The top-level parser with every subcommand registered."""
+    parser = CommandParser(
+        prog="agentload",
+        description="Load tester for agentic LLM traffic against OpenAI-compatible endpoints.",
+        epilog=_EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"agentload {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
+    sim_command.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.handler(args)
+    except AgentloadError as exc:
+        sys.stderr.write(f"agentload {args.command}: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code

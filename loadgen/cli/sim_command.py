@@ -1,0 +1,184 @@
+"""`agentload sim`: serve the built-in OpenAI-compatible GPU simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import signal
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from loadgen.cli.arguments import parse_duration, parse_rate
+from loadgen.errors import ConfigError, UsageError
+from loadgen.sim import PRESETS, SimConfig, SimServer
+
+__all__ = ["config_from_args", "register"]
+
+_EXAMPLES = """\
+examples:
+  agentload sim                                  Llama-3.1-8B on one H100, port 8000
+  agentload sim --preset llama-70b-4xh100        Llama-3.1-70B, tensor-parallel over 4 H100s
+  agentload sim --decode-step-ms 20 --max-num-seqs 64
+                                                 analytical mode: ceiling 3200 output tokens/s
+  agentload sim --num-kv-blocks 512 --max-model-len 8192
+                                                 a small KV cache: preemptions and evictions
+  agentload sim --fault-stream-cut 0.05 --fault-http-5xx 0.01
+                                                 inject faults (counted on /metrics)
+
+presets: {presets}
+endpoints: /v1/chat/completions /v1/completions /v1/responses /v1/models /health /metrics
+"""
+
+# flag -> SimConfig field, for flags that override a preset's value
+_ENGINE_FLAGS = {
+    "served_model_name": "served_model_name",
+    "seed": "seed",
+    "max_num_seqs": "max_num_seqs",
+    "max_num_batched_tokens": "max_num_batched_tokens",
+    "max_model_len": "max_model_len",
+    "block_size": "block_size",
+    "num_kv_blocks": "num_kv_blocks",
+    "output_tokens_median": "output_tokens_median",
+    "tool_call_probability": "tool_call_probability",
+    "responses_store_capacity": "responses_store_capacity",
+    "responses_store_ttl": "responses_store_ttl_s",
+    "max_body_bytes": "max_body_bytes",
+}
+_FAULT_FLAGS = {
+    "fault_http_5xx": "http_5xx",
+    "fault_rate_limit": "rate_limit",
+    "fault_stream_cut": "stream_cut",
+    "fault_malformed_tool_args": "malformed_tool_args",
+    "fault_latency_spike": "latency_spike",
+    "latency_spike": "latency_spike_ms",
+    "fault_store_evict": "store_evict",
+}
+
+
+def register(commands: Any) -> None:
+    """Add the `sim` subcommand."""
+    p = commands.add_parser(
+        "sim",
+        help="serve the built-in OpenAI-compatible GPU simulator",
+        description="Serve an OpenAI-compatible endpoint that behaves like a GPU serving "
+        "engine (continuous batching, paged KV cache with prefix caching, preemption).",
+        epilog=_EXAMPLES.format(presets=", ".join(PRESETS)),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks one)")
+    p.add_argument("--preset", default="llama-8b-h100", choices=list(PRESETS), metavar="NAME",
+                   help="model/hardware preset (default llama-8b-h100)")  # fmt: skip
+    p.add_argument("--seed", type=int, help="seed for every random choice (default 0)")
+    p.add_argument("--served-model-name", metavar="NAME", help="model id (default agentload-sim)")
+    engine = p.add_argument_group("engine")
+    engine.add_argument("--max-num-seqs", type=int, metavar="N", help="running batch size")
+    engine.add_argument("--max-num-batched-tokens", type=int, metavar="N",
+                        help="token budget per step, shared by prefill chunks and decodes")  # fmt: skip
+    engine.add_argument("--max-model-len", type=int, metavar="N", help="context window")
+    engine.add_argument("--block-size", type=int, metavar="N", help="KV block size in tokens")
+    engine.add_argument("--num-kv-blocks", type=int, metavar="N", help="KV cache capacity")
+    engine.add_argument("--output-tokens-median", type=int, metavar="N",
+                        help="median natural reply length")  # fmt: skip
+    engine.add_argument("--tool-call-probability", type=parse_rate, metavar="P",
+                        help="chance of a tool call when tools are offered (tool_choice auto)")  # fmt: skip
+    analytical = p.add_argument_group(
+        "analytical mode", "exact, computable step times (throughput ceiling = N / step)"
+    )
+    analytical.add_argument("--decode-step-ms", type=float, metavar="MS",
+                            help="fixed cost of every engine step; turns analytical mode on")  # fmt: skip
+    analytical.add_argument("--prefill-tokens-per-s", type=float, metavar="R",
+                            help="prefill speed in analytical mode (default 1e6)")  # fmt: skip
+    store = p.add_argument_group("responses store")
+    store.add_argument("--responses-store-capacity", type=int, metavar="N",
+                       help="stored responses kept (default 10000)")  # fmt: skip
+    store.add_argument("--responses-store-ttl", type=parse_duration, metavar="DURATION",
+                       help="how long a stored response lives (default 1h)")  # fmt: skip
+    p.add_argument("--max-body-bytes", type=int, metavar="N",
+                   help="request body limit; larger bodies get 413 (default 64 MiB)")  # fmt: skip
+    faults = p.add_argument_group("fault injection", "each a rate in [0,1]")
+    faults.add_argument("--fault-http-5xx", type=parse_rate, metavar="P", help="HTTP 500")
+    faults.add_argument("--fault-rate-limit", type=parse_rate, metavar="P", help="HTTP 429")
+    faults.add_argument("--fault-stream-cut", type=parse_rate, metavar="P",
+                        help="drop a stream before its finish_reason and [DONE]")  # fmt: skip
+    faults.add_argument("--fault-malformed-tool-args", type=parse_rate, metavar="P",
+                        help="tool-call arguments that are not valid JSON")  # fmt: skip
+    faults.add_argument("--fault-latency-spike", type=parse_rate, metavar="P",
+                        help="stall before the first token")  # fmt: skip
+    faults.add_argument("--latency-spike", type=parse_duration, metavar="DURATION",
+                        help="length of a latency spike (default 2s)")  # fmt: skip
+    faults.add_argument("--fault-store-evict", type=parse_rate, metavar="P",
+                        help="evict a stored response just before it is continued")  # fmt: skip
+    p.set_defaults(handler=run)
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """The preset with every given flag applied, validated."""
+    data = PRESETS[args.preset].model_dump()
+    for flag, field in _ENGINE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            data[field] = value
+    for flag, field in _FAULT_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            data["faults"][field] = value * 1000.0 if flag == "latency_spike" else value
+    if args.decode_step_ms is not None or args.prefill_tokens_per_s is not None:
+        if args.decode_step_ms is None:
+            raise UsageError("--prefill-tokens-per-s needs --decode-step-ms (analytical mode)")
+        perf: dict[str, Any] = {"kind": "analytical", "decode_step_ms": args.decode_step_ms}
+        if args.prefill_tokens_per_s is not None:
+            perf["prefill_tokens_per_s"] = args.prefill_tokens_per_s
+        data["perf"] = perf
+    try:
+        return SimConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if not err["loc"]:
+            raise ConfigError(message) from exc
+        field = str(err["loc"][-1])
+        flag = {v: k for k, v in {**_ENGINE_FLAGS, **_FAULT_FLAGS}.items()}.get(field, field)
+        raise ConfigError(f"--{flag.replace('_', '-')}: {message}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted."""
+    config = config_from_args(args)
+    try:
+        import uvloop
+
+        uvloop.run(_serve(config, args.host, args.port))
+    except ImportError:
+        asyncio.run(_serve(config, args.host, args.port))
+    return 0
+
+
+async def _serve(config: SimConfig, host: str, port: int) -> None:
+    server = SimServer(config, host, port)
+    try:
+        await server.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"--port {port}: address in use; pick another or use --port 0") from exc
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    ceiling = config.output_tokens_per_s_ceiling()
+    mode = f"analytical, ceiling {ceiling:.0f} output tokens/s" if ceiling else config.preset
+    print(
+        f"agentload sim: serving {config.served_model_name!r} ({mode}) on "
+        f"{server.base_url}  (Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()

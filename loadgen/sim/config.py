@@ -1,0 +1,198 @@
+"""Simulator configuration: hardware/model presets, analytical mode, behaviour and faults."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "PRESETS",
+    "AnalyticalModel",
+    "FaultRates",
+    "RooflineModel",
+    "SimConfig",
+    "preset_config",
+]
+
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RooflineModel(_Frozen):
+    """Step time from a roofline: max(compute, memory traffic) per GPU plus fixed overheads."""
+
+    kind: Literal["roofline"] = "roofline"
+    params: float = Field(gt=0, description="model parameters (dense)")
+    num_layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    weight_bytes_per_gpu: float = Field(gt=0)
+    kv_bytes_per_token_per_gpu: float = Field(gt=0)
+    tensor_parallel: int = Field(default=1, ge=1)
+    peak_flops_per_gpu: float = Field(gt=0)
+    flops_efficiency: float = Field(default=0.5, gt=0, le=1)
+    memory_bandwidth_per_gpu: float = Field(gt=0, description="bytes/s")
+    bandwidth_efficiency: float = Field(default=0.8, gt=0, le=1)
+    step_overhead_s: float = Field(default=0.002, ge=0, description="scheduler, sampling, launch")
+    tp_overhead_s: float = Field(default=0.0, ge=0, description="all-reduce cost per step")
+
+
+class AnalyticalModel(_Frozen):
+    """Every step costs decode_step_ms plus its prefill tokens / prefill_tokens_per_s.
+
+    With all max_num_seqs slots decoding, output throughput is exactly
+    max_num_seqs / decode_step_s tokens/s: the ceiling tests and benchmarks look for.
+    """
+
+    kind: Literal["analytical"] = "analytical"
+    decode_step_ms: float = Field(gt=0)
+    prefill_tokens_per_s: float = Field(default=1_000_000.0, gt=0)
+
+
+class FaultRates(_Frozen):
+    """Probabilities of injected faults; each injection is counted on /metrics."""
+
+    http_5xx: Rate = 0.0
+    rate_limit: Rate = 0.0
+    stream_cut: Rate = 0.0
+    malformed_tool_args: Rate = 0.0
+    latency_spike: Rate = 0.0
+    latency_spike_ms: float = Field(default=2000.0, ge=0)
+    store_evict: Rate = 0.0
+
+    def any(self) -> bool:
+        """True when at least one fault can fire."""
+        return any(
+            (
+                self.http_5xx,
+                self.rate_limit,
+                self.stream_cut,
+                self.malformed_tool_args,
+                self.latency_spike,
+                self.store_evict,
+            )
+        )
+
+
+class SimConfig(_Frozen):
+    """Everything that decides how the simulator behaves; deterministic for a given seed."""
+
+    preset: str = "fast"
+    served_model_name: str = "agentload-sim"
+    seed: int = 0
+    perf: RooflineModel | AnalyticalModel = Field(discriminator="kind")
+    max_num_seqs: int = Field(default=256, ge=1)
+    max_num_batched_tokens: int = Field(default=8192, ge=1)
+    max_model_len: int = Field(default=131072, ge=16)
+    block_size: int = Field(default=16, ge=1)
+    num_kv_blocks: int = Field(default=65536, ge=1)
+    output_tokens_median: int = Field(default=200, ge=1, description="natural reply length")
+    output_tokens_sigma: float = Field(default=0.8, ge=0, description="lognormal spread")
+    tool_call_probability: Rate = 0.5
+    responses_store_capacity: int = Field(default=10_000, ge=0)
+    responses_store_ttl_s: float = Field(default=3600.0, gt=0)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    faults: FaultRates = FaultRates()
+
+    @model_validator(mode="after")
+    def _context_fits_in_kv_cache(self) -> SimConfig:
+        # vLLM refuses to start when one full-length sequence cannot fit in the KV cache.
+        capacity = self.num_kv_blocks * self.block_size
+        if self.max_model_len > capacity:
+            raise ValueError(
+                f"max_model_len {self.max_model_len} exceeds the KV cache ({self.num_kv_blocks} "
+                f"blocks x {self.block_size} = {capacity} tokens); lower --max-model-len "
+                "or raise --num-kv-blocks"
+            )
+        return self
+
+    def output_tokens_per_s_ceiling(self) -> float | None:
+        """Analytical mode's exact decode capacity (tokens/s); None for roofline presets."""
+        if isinstance(self.perf, AnalyticalModel):
+            return self.max_num_seqs / (self.perf.decode_step_ms / 1000.0)
+        return None
+
+
+_H100_FLOPS = 989e12  # dense BF16
+_H100_BW = 3.35e12  # HBM3 bytes/s
+_H100_MEM = 80e9
+
+
+def _kv_blocks(gpu_mem: float, weights: float, kv_per_token: float, block_size: int) -> int:
+    # vLLM's default gpu_memory_utilization 0.9 minus weights and ~4 GB activations/graphs.
+    return int((gpu_mem * 0.9 - weights - 4e9) / (kv_per_token * block_size))
+
+
+PRESETS: dict[str, SimConfig] = {
+    # Llama-3.1-8B BF16 on one H100: 32 layers, 8 KV heads x 128 dims -> 128 KiB KV per token.
+    "llama-8b-h100": SimConfig(
+        preset="llama-8b-h100",
+        perf=RooflineModel(
+            params=8.03e9,
+            num_layers=32,
+            hidden_size=4096,
+            weight_bytes_per_gpu=16.06e9,
+            kv_bytes_per_token_per_gpu=131072,
+            peak_flops_per_gpu=_H100_FLOPS,
+            flops_efficiency=0.55,
+            memory_bandwidth_per_gpu=_H100_BW,
+            step_overhead_s=0.002,
+        ),
+        max_num_seqs=256,
+        max_num_batched_tokens=8192,
+        max_model_len=131072,
+        num_kv_blocks=_kv_blocks(_H100_MEM, 16.06e9, 131072, 16),
+    ),
+    # Llama-3.1-70B BF16, tensor-parallel over 4 H100s: weights and KV split four ways.
+    "llama-70b-4xh100": SimConfig(
+        preset="llama-70b-4xh100",
+        perf=RooflineModel(
+            params=70.6e9,
+            num_layers=80,
+            hidden_size=8192,
+            weight_bytes_per_gpu=141.2e9 / 4,
+            kv_bytes_per_token_per_gpu=327680 / 4,
+            tensor_parallel=4,
+            peak_flops_per_gpu=_H100_FLOPS,
+            flops_efficiency=0.5,
+            memory_bandwidth_per_gpu=_H100_BW,
+            step_overhead_s=0.003,
+            tp_overhead_s=0.002,
+        ),
+        max_num_seqs=256,
+        max_num_batched_tokens=8192,
+        max_model_len=131072,
+        num_kv_blocks=_kv_blocks(_H100_MEM, 141.2e9 / 4, 327680 / 4, 16),
+    ),
+    # A ~1B model on one H100: steps of a few milliseconds so tests finish quickly.
+    "fast": SimConfig(
+        preset="fast",
+        perf=RooflineModel(
+            params=1.0e9,
+            num_layers=16,
+            hidden_size=2048,
+            weight_bytes_per_gpu=2.0e9,
+            kv_bytes_per_token_per_gpu=32768,
+            peak_flops_per_gpu=_H100_FLOPS,
+            flops_efficiency=0.5,
+            memory_bandwidth_per_gpu=_H100_BW,
+            step_overhead_s=0.002,
+        ),
+        max_num_seqs=1024,
+        max_num_batched_tokens=16384,
+        max_model_len=131072,
+        num_kv_blocks=_kv_blocks(_H100_MEM, 2.0e9, 32768, 16),
+        output_tokens_median=64,
+    ),
+}
+
+
+def preset_config(name: str) -> SimConfig:
+    """The named preset; raises KeyError with the valid names when unknown."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

@@ -1,0 +1,183 @@
+"""One request's trip through the simulator: checks, faults, reply plan, engine, token stream."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+
+from loadgen.sim.api_errors import ApiError
+from loadgen.sim.config import SimConfig
+from loadgen.sim.engine import Engine, EngineSequence
+from loadgen.sim.metrics import SimMetrics
+from loadgen.sim.prompt import PromptInfo, analyse_prompt
+from loadgen.sim.reply import ReplyPlan, ReplyRequest, plan_reply, reply_seed
+from loadgen.sim.response_store import ResponseStore
+
+__all__ = ["Generation", "SimContext"]
+
+
+@dataclass(slots=True)
+class Generation:
+    """A planned reply being produced by the engine, token by token."""
+
+    context: SimContext
+    prompt: PromptInfo
+    plan: ReplyPlan
+    seq: EngineSequence
+    created: int  # unix seconds, for the response bodies
+    cut_after: int | None = None  # stream_cut fault: tokens to send before dropping
+    sent: int = 0
+    done: bool = False
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens, as usage reports them."""
+        return self.prompt.length
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens served from the prefix cache."""
+        return max(0, self.seq.cached_tokens)
+
+    @property
+    def completion_tokens(self) -> int:
+        """Tokens generated so far."""
+        return self.seq.output_count
+
+    async def next_deltas(self) -> list[tuple[int, str]] | None:
+        """The deltas of tokens produced since the last call; None once the reply is complete."""
+        if self.done:
+            return None
+        seq = self.seq
+        await seq.wait(self.sent)
+        if seq.aborted and not seq.finished:
+            self.done = True
+            raise ApiError(503, "The simulator is shutting down.")
+        new = self.plan.deltas[self.sent : seq.output_count]
+        self.sent = seq.output_count
+        if seq.finished:
+            self.done = True
+            self.context.record_finish(self)
+        return new
+
+    async def run_to_end(self) -> None:
+        """Wait for the whole reply (non-streaming requests)."""
+        while await self.next_deltas() is not None:
+            pass
+
+    def should_cut(self) -> bool:
+        """True when the stream_cut fault says to drop the connection now."""
+        return self.cut_after is not None and self.sent >= self.cut_after and not self.done
+
+    def abandon(self) -> None:
+        """The client left (or a fault cut it off): stop generating and free the KV blocks."""
+        if not self.done:
+            self.done = True
+            self.context.engine.abort(self.seq)
+            self.context.metrics.finished("abort")
+            self.context.metrics.prompt_tokens.inc(self.prompt.length)
+            self.context.metrics.generation_tokens.inc(self.seq.output_count)
+
+
+class SimContext:
+    """Shared state of one simulator: config, engine, metrics, response store, fault dice."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.engine = Engine(config)
+        self.metrics = SimMetrics(config.served_model_name)
+        self.store = ResponseStore(config.responses_store_capacity, config.responses_store_ttl_s)
+        self.engine.on_step = self.metrics.on_step
+        # Faults get their own dice so that switching one on does not change any reply.
+        self._fault_rng = random.Random(reply_seed("faults", config.seed))
+        self._requests = 0
+
+    def fault(self, kind: str, rate: float) -> bool:
+        """Roll the dice for one fault; count it when it fires."""
+        if rate <= 0.0 or self._fault_rng.random() >= rate:
+            return False
+        self.metrics.fault(kind)
+        return True
+
+    def check_model(self, model: str) -> None:
+        """404 for a model this server does not serve, with vLLM's message."""
+        if model != self.config.served_model_name:
+            raise ApiError(404, f"The model `{model}` does not exist.", param="model")
+
+    async def admission_faults(self) -> None:
+        """Faults that strike before any work: 5xx, 429, and a latency spike."""
+        faults = self.config.faults
+        if self.fault("http_5xx", faults.http_5xx):
+            raise ApiError(500, "Internal server error (injected by agentload sim).")
+        if self.fault("rate_limit", faults.rate_limit):
+            raise ApiError(
+                429, "Too many requests (injected by agentload sim).", headers={"Retry-After": "1"}
+            )
+        if self.fault("latency_spike", faults.latency_spike):
+            await asyncio.sleep(faults.latency_spike_ms / 1000.0)
+
+    def start(
+        self,
+        prompt_text: str,
+        reply: ReplyRequest,
+        requested_max_tokens: int | None,
+        *,
+        temperature: float | None,
+        seed: int | None,
+        stream: bool,
+    ) -> Generation:
+        """Check the prompt, plan the reply and queue it on the engine."""
+        cfg = self.config
+        prompt = analyse_prompt(prompt_text, cfg.block_size)
+        if prompt.length >= cfg.max_model_len:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {cfg.max_model_len} tokens. "
+                f"However, your prompt contains {prompt.length} input tokens, which leaves no "
+                "room for output. Please reduce the length of the input messages.",
+                param="messages",
+            )
+        # vLLM clamps max_tokens silently to the room left in the context window.
+        room = cfg.max_model_len - prompt.length
+        reply.max_tokens = min(requested_max_tokens or room, room)
+        reply.min_tokens = min(reply.min_tokens, reply.max_tokens)
+        self._requests += 1
+        # Greedy or seeded requests repeat exactly; sampled ones differ per request.
+        nonce = 0 if (temperature == 0 or seed is not None) else self._requests
+        tail = prompt_text[-256:]
+        rng = random.Random(reply_seed(cfg.seed, seed, prompt.length, tail, nonce))
+        malformed = bool(reply.tools) and self.fault_pending("malformed_tool_args")
+        plan = plan_reply(
+            reply,
+            rng,
+            median_tokens=cfg.output_tokens_median,
+            sigma=cfg.output_tokens_sigma,
+            tool_call_probability=cfg.tool_call_probability,
+            malformed_tool_args=malformed,
+        )
+        if plan.tool_calls and plan.tool_calls[0].malformed:
+            self.metrics.fault("malformed_tool_args")
+        loop_now = asyncio.get_running_loop().time()
+        seq = EngineSequence(prompt.length, prompt.block_hashes, prompt.tail, plan.tokens, loop_now)
+        seq.on_token = self.metrics.on_token
+        generation = Generation(self, prompt, plan, seq, created=int(time.time()))
+        if stream and self.fault("stream_cut", cfg.faults.stream_cut):
+            generation.cut_after = rng.randrange(max(1, len(plan.tokens)))
+        self.engine.submit(seq)
+        return generation
+
+    def fault_pending(self, kind: str) -> bool:
+        """Roll for a fault that is counted later, only if it really takes effect."""
+        rate: float = getattr(self.config.faults, kind)
+        return rate > 0.0 and self._fault_rng.random() < rate
+
+    def record_finish(self, generation: Generation) -> None:
+        """Metrics for a request that ran to its end."""
+        seq = generation.seq
+        m = self.metrics
+        m.finished(generation.plan.finish_reason)
+        m.prompt_tokens.inc(seq.prompt_len)
+        m.generation_tokens.inc(seq.output_count)
+        m.e2e.observe(max(0.0, seq.last_token_time - seq.arrival))

@@ -1,0 +1,126 @@
+"""Rendering requests into prompt text (a simple chat template) and hashing its KV blocks.
+
+The template renders each message as "<|role|>\\n{content}\\n" after a "<s>" start token
+and ends the prompt with the generation prompt "<|assistant|>\\n". A reply re-sent as an
+assistant message therefore re-renders to the same tokens the engine generated, which is
+what makes a resending client's history hit the prefix cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from loadgen.protocol.tokens import token_pieces
+from loadgen.sim.engine import chain_block_hashes
+from loadgen.sim.requests import ChatMessage, ToolDef
+
+__all__ = [
+    "GENERATION_PROMPT",
+    "PromptInfo",
+    "analyse_prompt",
+    "render_chat",
+    "render_responses_input",
+    "render_tool_call",
+]
+
+START = "<s>\n"
+GENERATION_PROMPT = "<|assistant|>\n"
+
+
+@dataclass(slots=True)
+class PromptInfo:
+    """What the engine needs to know about a prompt."""
+
+    text: str
+    length: int
+    block_hashes: list[int]
+    tail: list[str]  # tokens after the last full block
+
+
+def analyse_prompt(text: str, block_size: int) -> PromptInfo:
+    """Tokenize `text` and hash its full blocks."""
+    pieces = token_pieces(text)
+    full = len(pieces) // block_size * block_size
+    return PromptInfo(
+        text=text,
+        length=len(pieces),
+        block_hashes=chain_block_hashes(pieces, block_size),
+        tail=pieces[full:],
+    )
+
+
+def render_tool_call(name: str, arguments: str) -> str:
+    """How a tool call appears in the transcript (and so how it tokenizes)."""
+    return f"<|tool_call|>{name} {arguments}\n"
+
+
+def _content_text(content: str | list[dict[str, Any]] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        text = part.get("text")
+        if isinstance(text, str):
+            texts.append(text)
+        elif part.get("type") in ("image_url", "input_image"):
+            texts.append("<|image|>")
+    return "\n".join(texts)
+
+
+def _render_tools(tools: Iterable[Mapping[str, Any]]) -> str:
+    return "<|tools|>\n" + orjson.dumps(list(tools)).decode() + "\n"
+
+
+def render_chat(messages: list[ChatMessage], tools: list[ToolDef] | None) -> str:
+    """The chat-completions prompt text for `messages` (and tool definitions, if any)."""
+    out = [START]
+    if tools:
+        out.append(_render_tools(t.function.model_dump(exclude_none=True) for t in tools))
+    for msg in messages:
+        out.append(f"<|{msg.role}|>\n{_content_text(msg.content)}")
+        for call in msg.tool_calls or ():
+            fn = call.get("function") or {}
+            out.append(render_tool_call(str(fn.get("name", "")), str(fn.get("arguments", ""))))
+        out.append("\n")
+    out.append(GENERATION_PROMPT)
+    return "".join(out)
+
+
+def render_responses_input(
+    items: str | list[dict[str, Any]],
+    instructions: str | None,
+    tools: Iterable[Mapping[str, Any]] | None,
+    history: str | None,
+) -> str:
+    """The Responses-API prompt: stored history (if chained), then the new input items."""
+    out = [history if history is not None else START]
+    if tools:
+        out.append(_render_tools(tools))
+    if instructions:
+        out.append(f"<|system|>\n{instructions}\n")
+    if isinstance(items, str):
+        out.append(f"<|user|>\n{items}\n")
+    else:
+        for item in items:
+            kind = item.get("type", "message")
+            if kind == "message" or "role" in item:
+                out.append(
+                    f"<|{item.get('role', 'user')}|>\n{_content_text(item.get('content'))}\n"
+                )
+            elif kind == "function_call":
+                out.append(
+                    "<|assistant|>\n"
+                    + render_tool_call(str(item.get("name", "")), str(item.get("arguments", "")))
+                )
+            elif kind == "function_call_output":
+                out.append(f"<|tool|>\n{item.get('output', '')}\n")
+            else:
+                out.append(f"<|{kind}|>\n{orjson.dumps(item).decode()}\n")
+    out.append(GENERATION_PROMPT)
+    return "".join(out)

@@ -1,0 +1,140 @@
+"""The simulator's aiohttp application, and a server object that tests start on port 0."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from loadgen.sim.api_errors import ApiError, error_response
+from loadgen.sim.chat import handle_chat
+from loadgen.sim.completions import handle_completions
+from loadgen.sim.config import SimConfig
+from loadgen.sim.generation import SimContext
+from loadgen.sim.request_body import json_reply
+from loadgen.sim.responses import handle_get_response, handle_responses
+
+__all__ = ["SimServer", "build_app"]
+
+log = logging.getLogger("agentload.sim")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status == 413:
+            return error_response(ApiError(413, "Request body too large."))
+        if exc.status < 400:
+            raise
+        return error_response(ApiError(exc.status, exc.reason))
+    except (ConnectionResetError, OSError):
+        raise
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return error_response(ApiError(500, "Internal server error."))
+
+
+async def _models(request: web.Request) -> web.Response:
+    cfg: SimConfig = request.app["sim"].config
+    model = {
+        "id": cfg.served_model_name,
+        "object": "model",
+        "created": request.app["started"],
+        "owned_by": "agentload-sim",
+        "root": cfg.served_model_name,
+        "parent": None,
+        "max_model_len": cfg.max_model_len,
+    }
+    return json_reply({"object": "list", "data": [model]})
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.Response(text="")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    ctx: SimContext = request.app["sim"]
+    ctx.metrics.on_step(ctx.engine)
+    return web.Response(
+        body=ctx.metrics.exposition(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+def build_app(config: SimConfig) -> web.Application:
+    """The simulator as an aiohttp application; its engine starts with the app."""
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_errors])
+    app["started"] = int(time.time())
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        ctx = SimContext(config)
+        app["sim"] = ctx
+        ctx.engine.start()
+        yield
+        await ctx.engine.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/v1/chat/completions", handle_chat)
+    app.router.add_post("/v1/completions", handle_completions)
+    app.router.add_post("/v1/responses", handle_responses)
+    app.router.add_get("/v1/responses/{response_id}", handle_get_response)
+    return app
+
+
+class SimServer:
+    """A running simulator on host:port (port 0 picks a free one); use as an async context."""
+
+    def __init__(self, config: SimConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.app = build_app(config)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, ending in /v1."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def context(self) -> SimContext:
+        """The live engine, metrics and store (for tests and benchmarks)."""
+        ctx: SimContext = self.app["sim"]
+        return ctx
+
+    async def start(self) -> None:
+        """Bind and serve; afterwards `port` holds the real port."""
+        # handler_cancellation: a client that disconnects cancels its handler, which frees
+        # the engine's work for it, as vLLM aborts requests whose client went away.
+        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=4096)
+        await site.start()
+        server = site._server
+        if server is not None and self.port == 0:
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop serving and end the engine."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> SimServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

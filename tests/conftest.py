@@ -65,7 +65,9 @@ async def scrape(http: aiohttp.ClientSession) -> Scrape:
             text = await resp.text()
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     return float(sample.value)
         raise AssertionError(f"metric {name}{labels} not found on /metrics")
 

@@ -40,7 +40,9 @@ def parse_rate(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid rate {text!r}: use a number from 0 to 1") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid rate {text!r}: use a number from 0 to 1"
+        ) from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"rate {text} is outside 0..1: use e.g. 0.05 for 5%")
     return value

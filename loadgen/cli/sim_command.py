@@ -70,48 +70,99 @@ def register(commands: Any) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks one)")
-    p.add_argument("--preset", default="llama-8b-h100", choices=list(PRESETS), metavar="NAME",
-                   help="model/hardware preset (default llama-8b-h100)")  # fmt: skip
+    p.add_argument(
+        "--preset",
+        default="llama-8b-h100",
+        choices=list(PRESETS),
+        metavar="NAME",
+        help="model/hardware preset (default llama-8b-h100)",
+    )
     p.add_argument("--seed", type=int, help="seed for every random choice (default 0)")
     p.add_argument("--served-model-name", metavar="NAME", help="model id (default agentload-sim)")
     engine = p.add_argument_group("engine")
     engine.add_argument("--max-num-seqs", type=int, metavar="N", help="running batch size")
-    engine.add_argument("--max-num-batched-tokens", type=int, metavar="N",
-                        help="token budget per step, shared by prefill chunks and decodes")  # fmt: skip
+    engine.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        metavar="N",
+        help="token budget per step, shared by prefill chunks and decodes",
+    )
     engine.add_argument("--max-model-len", type=int, metavar="N", help="context window")
     engine.add_argument("--block-size", type=int, metavar="N", help="KV block size in tokens")
     engine.add_argument("--num-kv-blocks", type=int, metavar="N", help="KV cache capacity")
-    engine.add_argument("--output-tokens-median", type=int, metavar="N",
-                        help="median natural reply length")  # fmt: skip
-    engine.add_argument("--tool-call-probability", type=parse_rate, metavar="P",
-                        help="chance of a tool call when tools are offered (tool_choice auto)")  # fmt: skip
+    engine.add_argument(
+        "--output-tokens-median", type=int, metavar="N", help="median natural reply length"
+    )
+    engine.add_argument(
+        "--tool-call-probability",
+        type=parse_rate,
+        metavar="P",
+        help="chance of a tool call when tools are offered (tool_choice auto)",
+    )
     analytical = p.add_argument_group(
         "analytical mode", "exact, computable step times (throughput ceiling = N / step)"
     )
-    analytical.add_argument("--decode-step-ms", type=float, metavar="MS",
-                            help="fixed cost of every engine step; turns analytical mode on")  # fmt: skip
-    analytical.add_argument("--prefill-tokens-per-s", type=float, metavar="R",
-                            help="prefill speed in analytical mode (default 1e6)")  # fmt: skip
+    analytical.add_argument(
+        "--decode-step-ms",
+        type=float,
+        metavar="MS",
+        help="fixed cost of every engine step; turns analytical mode on",
+    )
+    analytical.add_argument(
+        "--prefill-tokens-per-s",
+        type=float,
+        metavar="R",
+        help="prefill speed in analytical mode (default 1e6)",
+    )
     store = p.add_argument_group("responses store")
-    store.add_argument("--responses-store-capacity", type=int, metavar="N",
-                       help="stored responses kept (default 10000)")  # fmt: skip
-    store.add_argument("--responses-store-ttl", type=parse_duration, metavar="DURATION",
-                       help="how long a stored response lives (default 1h)")  # fmt: skip
-    p.add_argument("--max-body-bytes", type=int, metavar="N",
-                   help="request body limit; larger bodies get 413 (default 64 MiB)")  # fmt: skip
+    store.add_argument(
+        "--responses-store-capacity",
+        type=int,
+        metavar="N",
+        help="stored responses kept (default 10000)",
+    )
+    store.add_argument(
+        "--responses-store-ttl",
+        type=parse_duration,
+        metavar="DURATION",
+        help="how long a stored response lives (default 1h)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        metavar="N",
+        help="request body limit; larger bodies get 413 (default 64 MiB)",
+    )
     faults = p.add_argument_group("fault injection", "each a rate in [0,1]")
     faults.add_argument("--fault-http-5xx", type=parse_rate, metavar="P", help="HTTP 500")
     faults.add_argument("--fault-rate-limit", type=parse_rate, metavar="P", help="HTTP 429")
-    faults.add_argument("--fault-stream-cut", type=parse_rate, metavar="P",
-                        help="drop a stream before its finish_reason and [DONE]")  # fmt: skip
-    faults.add_argument("--fault-malformed-tool-args", type=parse_rate, metavar="P",
-                        help="tool-call arguments that are not valid JSON")  # fmt: skip
-    faults.add_argument("--fault-latency-spike", type=parse_rate, metavar="P",
-                        help="stall before the first token")  # fmt: skip
-    faults.add_argument("--latency-spike", type=parse_duration, metavar="DURATION",
-                        help="length of a latency spike (default 2s)")  # fmt: skip
-    faults.add_argument("--fault-store-evict", type=parse_rate, metavar="P",
-                        help="evict a stored response just before it is continued")  # fmt: skip
+    faults.add_argument(
+        "--fault-stream-cut",
+        type=parse_rate,
+        metavar="P",
+        help="drop a stream before its finish_reason and [DONE]",
+    )
+    faults.add_argument(
+        "--fault-malformed-tool-args",
+        type=parse_rate,
+        metavar="P",
+        help="tool-call arguments that are not valid JSON",
+    )
+    faults.add_argument(
+        "--fault-latency-spike", type=parse_rate, metavar="P", help="stall before the first token"
+    )
+    faults.add_argument(
+        "--latency-spike",
+        type=parse_duration,
+        metavar="DURATION",
+        help="length of a latency spike (default 2s)",
+    )
+    faults.add_argument(
+        "--fault-store-evict",
+        type=parse_rate,
+        metavar="P",
+        help="evict a stored response just before it is continued",
+    )
     p.set_defaults(handler=run)
 
 
@@ -163,7 +214,9 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
         await server.start()
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise UsageError(f"--port {port}: address in use; pick another or use --port 0") from exc
+            raise UsageError(
+                f"--port {port}: address in use; pick another or use --port 0"
+            ) from exc
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

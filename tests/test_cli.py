@@ -108,6 +108,8 @@ def sim_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def test_sim_serves_until_sigterm_then_exits_0(

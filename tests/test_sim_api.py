@@ -84,13 +84,19 @@ async def health_status(http: aiohttp.ClientSession, server: SimServer) -> int:
 
 async def test_malformed_json_is_a_bad_request(http: aiohttp.ClientSession, sim: SimServer) -> None:
     status, body = await post(
-        http, sim, "/chat/completions", data=b'{"model": ', headers={"Content-Type": "application/json"}
+        http,
+        sim,
+        "/chat/completions",
+        data=b'{"model": ',
+        headers={"Content-Type": "application/json"},
     )
     assert status == 400
     assert "JSON" in assert_error(body, 400, "BadRequestError")
 
 
-async def test_json_array_body_is_a_bad_request(http: aiohttp.ClientSession, sim: SimServer) -> None:
+async def test_json_array_body_is_a_bad_request(
+    http: aiohttp.ClientSession, sim: SimServer
+) -> None:
     status, body = await post(http, sim, "/chat/completions", json=[chat_body(sim)])
     assert status == 400
     assert_error(body, 400, "BadRequestError")
@@ -171,38 +177,55 @@ async def test_max_tokens_is_clamped_silently_to_the_room_left(
 async def test_ignore_eos_generates_exactly_max_tokens(
     http: aiohttp.ClientSession, sim: SimServer
 ) -> None:
-    reply = await chat(http, sim, max_tokens=333, ignore_eos=True)
+    reply = await chat(http, sim, max_tokens=150, ignore_eos=True)
     (choice,) = reply["choices"]
-    assert reply["usage"]["completion_tokens"] == 333
-    assert count_tokens(choice["message"]["content"]) == 333
+    assert reply["usage"]["completion_tokens"] == 150
+    assert count_tokens(choice["message"]["content"]) == 150
     assert choice["finish_reason"] == "length"
 
 
 async def test_min_tokens_sets_a_floor_on_output_length(
     http: aiohttp.ClientSession, sim: SimServer
 ) -> None:
-    for seed in range(5):
-        reply = await chat(http, sim, min_tokens=300, max_tokens=2000, seed=seed)
-        assert reply["usage"]["completion_tokens"] >= 300
+    for seed in range(3):
+        reply = await chat(http, sim, min_tokens=150, max_tokens=2000, seed=seed)
+        assert reply["usage"]["completion_tokens"] >= 150
+
+
+async def a_reply_with_words(
+    http: aiohttp.ClientSession, server: SimServer, **fields: Any
+) -> tuple[int, list[str], dict[str, Any]]:
+    """The first seed (bounded search) whose reply has at least 8 words: seed, words, body."""
+    for seed in range(20):
+        reply = await chat(http, server, seed=seed, **fields)
+        words = reply["choices"][0]["message"]["content"].split()
+        if len(words) >= 8:
+            return seed, words, reply
+    raise AssertionError("no seed gave a reply of 8 words or more")
 
 
 async def test_stop_string_cuts_output_before_it(
     http: aiohttp.ClientSession, sim: SimServer
 ) -> None:
-    for seed in range(20):
-        free = await chat(http, sim, seed=seed, max_tokens=80)
-        words = free["choices"][0]["message"]["content"].split()
-        if len(words) >= 8:
-            break
-    else:
-        pytest.fail("no seed gave a reply of 8 words or more")
-    text = " ".join(words)
-    stop = words[len(words) // 2]
+    seed, words, free = await a_reply_with_words(http, sim, max_tokens=80)
+    text, stop = " ".join(words), words[len(words) // 2]
     cut = await chat(http, sim, seed=seed, max_tokens=80, stop=[stop])
     (choice,) = cut["choices"]
     assert choice["message"]["content"] == text[: text.index(stop)]
     assert choice["finish_reason"] == "stop"
     assert cut["usage"]["completion_tokens"] < free["usage"]["completion_tokens"]
+
+
+async def test_stop_string_still_applies_with_ignore_eos(
+    http: aiohttp.ClientSession, sim: SimServer
+) -> None:
+    # vLLM's ignore_eos only stops the EOS token from ending the reply; stop strings still do.
+    seed, words, _free = await a_reply_with_words(http, sim, max_tokens=40, ignore_eos=True)
+    text, stop = " ".join(words), words[len(words) // 2]
+    cut = await chat(http, sim, seed=seed, max_tokens=40, ignore_eos=True, stop=[stop])
+    (choice,) = cut["choices"]
+    assert choice["message"]["content"] == text[: text.index(stop)]
+    assert choice["finish_reason"] == "stop"
 
 
 async def test_same_seed_at_temperature_zero_repeats_the_reply(
@@ -228,21 +251,39 @@ async def wait_for_metric(
     return value
 
 
+async def open_stream_and_read(
+    http: aiohttp.ClientSession, server: SimServer, body: dict[str, Any], events: int
+) -> aiohttp.ClientResponse:
+    """Start a streaming chat and read its first `events` SSE events; the open response."""
+    resp = await http.post(f"{server.base_url}/chat/completions", json=body)
+    try:
+        assert resp.status == 200
+        for _ in range(events):
+            assert (await resp.content.readline()).startswith(b"data: {")
+            assert await resp.content.readline() == b"\n"
+    except BaseException:
+        resp.close()
+        raise
+    return resp
+
+
 async def test_clients_that_disconnect_mid_stream_free_their_work(
     http: aiohttp.ClientSession, sim: SimServer, scrape: Scrape
 ) -> None:
     body = chat_body(sim, stream=True, max_tokens=20_000, ignore_eos=True)
+    opened = await asyncio.gather(
+        *(open_stream_and_read(http, sim, body, 3) for _ in range(20)), return_exceptions=True
+    )
+    streams = [r for r in opened if isinstance(r, aiohttp.ClientResponse)]
+    try:
+        assert len(streams) == 20, [r for r in opened if isinstance(r, BaseException)]
+        assert await scrape(sim, "vllm:num_requests_running") == 20
+    finally:
+        for resp in streams:
+            resp.close()  # drops the connection, not just the response
 
-    async def read_a_little_then_leave() -> None:
-        resp = await http.post(f"{sim.base_url}/chat/completions", json=body)
-        assert resp.status == 200
-        for _ in range(3):
-            assert (await resp.content.readline()).startswith(b"data: ")
-        resp.close()  # drops the connection, not just the response
-
-    await asyncio.gather(*(read_a_little_then_leave() for _ in range(20)))
     assert await wait_for_metric(scrape, sim, "vllm:num_requests_running", 0.0) == 0.0
-    assert await scrape(sim, "agentload_sim_client_disconnects_total") >= 1
+    assert await scrape(sim, "agentload_sim_client_disconnects_total") == 20
     reply = await chat(http, sim, max_tokens=5, ignore_eos=True)
     assert reply["usage"]["completion_tokens"] == 5
 

@@ -17,6 +17,8 @@ from loadgen.protocol import count_tokens
 from loadgen.protocol.tokens import words_for_tokens
 from loadgen.sim import SimServer
 
+StartSim = Callable[..., Awaitable[SimServer]]
+
 EDIT_FILE: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -43,8 +45,7 @@ TOOLS: list[Any] = [
     {"type": "function", "function": {"name": name, "description": name, "parameters": schema}}
     for name, schema in SCHEMAS.items()
 ]
-StartSim = Callable[..., Awaitable[SimServer]]
-USER = [{"role": "user", "content": "Please fix the failing test in the repository."}]
+USER: list[Any] = [{"role": "user", "content": "Please fix the failing test in the repository."}]
 
 
 def client_for(server: SimServer) -> AsyncOpenAI:
@@ -75,7 +76,7 @@ async def test_streamed_chat_delivers_content_over_many_chunks_and_usage_last(
 ) -> None:
     stream = await client.chat.completions.create(
         model=model_of(sim),
-        messages=USER,  # type: ignore[arg-type]
+        messages=USER,
         stream=True,
         stream_options={"include_usage": True},
         max_tokens=200,
@@ -108,7 +109,7 @@ async def test_streamed_named_tool_call_arguments_arrive_in_pieces_and_validate(
 ) -> None:
     stream = await client.chat.completions.create(
         model=model_of(sim),
-        messages=USER,  # type: ignore[arg-type]
+        messages=USER,
         tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "edit_file"}},
         stream=True,
@@ -138,7 +139,7 @@ async def test_streamed_required_tool_calls_each_validate_against_their_tool(
 ) -> None:
     stream = await client.chat.completions.create(
         model=model_of(sim), messages=USER, tools=TOOLS, tool_choice="required", stream=True
-    )  # type: ignore[arg-type]
+    )
     names: dict[int, str] = {}
     arguments: dict[int, list[str]] = {}
     finish: list[str] = []
@@ -147,7 +148,7 @@ async def test_streamed_required_tool_calls_each_validate_against_their_tool(
         for call in choice.delta.tool_calls or ():
             if call.function and call.function.name:
                 names[call.index] = call.function.name
-            arguments.setdefault(call.index, []).append(call.function.arguments or "")  # type: ignore[union-attr]
+            arguments.setdefault(call.index, []).append(call.function.arguments or "")
         if choice.finish_reason is not None:
             finish.append(choice.finish_reason)
 
@@ -163,7 +164,7 @@ async def test_non_streamed_tool_call_has_valid_arguments_and_no_content(
 ) -> None:
     reply = await client.chat.completions.create(
         model=model_of(sim),
-        messages=USER,  # type: ignore[arg-type]
+        messages=USER,
         tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "read_file"}},
     )
@@ -252,7 +253,7 @@ async def test_streamed_response_events_arrive_in_documented_order(
     last_delta = events[deltas[-1]]
     assert last_delta.type == "response.output_text.delta"
     assert last_delta.snapshot == final.output_text
-    assert "".join(events[i].delta for i in deltas) == final.output_text  # type: ignore[union-attr]
+    assert "".join(events[i].delta for i in deltas) == final.output_text
     assert final.status == "completed"
 
 

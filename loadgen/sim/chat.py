@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from loadgen.sim.generation import Generation, SimContext
+from loadgen.sim.generation import Generation, sim_context
 from loadgen.sim.prompt import render_chat
 from loadgen.sim.reply import CONTENT, ReplyRequest, ToolSpec
 from loadgen.sim.request_body import json_reply, parse_body
@@ -39,7 +39,7 @@ def usage_body(gen: Generation) -> dict[str, Any]:
 
 async def handle_chat(request: web.Request) -> web.StreamResponse:
     """Chat completions."""
-    ctx: SimContext = request.app["sim"]
+    ctx = sim_context(request)
     body = await parse_body(request, ChatRequest)
     ctx.check_model(body.model)
     await ctx.admission_faults()

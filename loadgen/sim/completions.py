@@ -10,7 +10,7 @@ from aiohttp import web
 from loadgen.protocol.tokens import VOCABULARY
 from loadgen.sim.api_errors import ApiError
 from loadgen.sim.chat import usage_body
-from loadgen.sim.generation import SimContext
+from loadgen.sim.generation import sim_context
 from loadgen.sim.prompt import START
 from loadgen.sim.reply import ReplyRequest
 from loadgen.sim.request_body import json_reply, parse_body
@@ -33,7 +33,7 @@ def _prompt_text(prompt: str | list[str] | list[int]) -> str:
 
 async def handle_completions(request: web.Request) -> web.StreamResponse:
     """Text completions."""
-    ctx: SimContext = request.app["sim"]
+    ctx = sim_context(request)
     body = await parse_body(request, CompletionRequest)
     ctx.check_model(body.model)
     await ctx.admission_faults()

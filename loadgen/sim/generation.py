@@ -7,6 +7,8 @@ import random
 import time
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from loadgen.sim.api_errors import ApiError
 from loadgen.sim.config import SimConfig
 from loadgen.sim.engine import Engine, EngineSequence
@@ -15,7 +17,7 @@ from loadgen.sim.prompt import PromptInfo, analyse_prompt
 from loadgen.sim.reply import ReplyPlan, ReplyRequest, plan_reply, reply_seed
 from loadgen.sim.response_store import ResponseStore
 
-__all__ = ["Generation", "SimContext"]
+__all__ = ["SIM_CONTEXT", "Generation", "SimContext", "sim_context"]
 
 
 @dataclass(slots=True)
@@ -181,3 +183,11 @@ class SimContext:
         m.prompt_tokens.inc(seq.prompt_len)
         m.generation_tokens.inc(seq.output_count)
         m.e2e.observe(max(0.0, seq.last_token_time - seq.arrival))
+
+
+SIM_CONTEXT: web.AppKey[SimContext] = web.AppKey("sim", SimContext)
+
+
+def sim_context(request: web.Request) -> SimContext:
+    """The simulator serving `request`."""
+    return request.app[SIM_CONTEXT]

@@ -94,7 +94,9 @@ def _text_reply(
     words = [rng.choice(VOCABULARY) for _ in range(count)]
     deltas = [(CONTENT, words[0])] + [(CONTENT, " " + w) for w in words[1:]]
     plan = ReplyPlan(tokens=words, deltas=deltas, finish_reason=finish, content=" ".join(words))
-    if request.stop and not request.ignore_eos:
+    # ignore_eos only keeps the end-of-sequence token from ending the reply; stop strings
+    # still cut it, as in vLLM and SGLang.
+    if request.stop:
         _apply_stop(plan, request.stop, request.min_tokens)
     return plan
 

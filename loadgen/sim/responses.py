@@ -10,7 +10,7 @@ from aiohttp import web
 
 from loadgen.sim.api_errors import ApiError
 from loadgen.sim.chat import tool_choice_name
-from loadgen.sim.generation import Generation, SimContext
+from loadgen.sim.generation import Generation, SimContext, sim_context
 from loadgen.sim.prompt import render_responses_input, render_tool_call
 from loadgen.sim.reply import CONTENT, ReplyRequest, ToolSpec
 from loadgen.sim.request_body import json_reply, parse_body
@@ -113,7 +113,7 @@ class _ResponseBuilder:
 
 async def handle_responses(request: web.Request) -> web.StreamResponse:
     """Create a response (optionally continuing a stored one)."""
-    ctx: SimContext = request.app["sim"]
+    ctx = sim_context(request)
     body = await parse_body(request, ResponsesRequest)
     ctx.check_model(body.model)
     history = _history(ctx, body.previous_response_id)
@@ -238,7 +238,7 @@ async def _stream(
 
 async def handle_get_response(request: web.Request) -> web.Response:
     """GET /v1/responses/{id}: a stored response, or vLLM's 404."""
-    ctx: SimContext = request.app["sim"]
+    ctx = sim_context(request)
     response_id = request.match_info["response_id"]
     stored = ctx.store.get(response_id)
     if stored is None:

@@ -12,13 +12,15 @@ from loadgen.sim.api_errors import ApiError, error_response
 from loadgen.sim.chat import handle_chat
 from loadgen.sim.completions import handle_completions
 from loadgen.sim.config import SimConfig
-from loadgen.sim.generation import SimContext
+from loadgen.sim.generation import SIM_CONTEXT, SimContext, sim_context
 from loadgen.sim.request_body import json_reply
 from loadgen.sim.responses import handle_get_response, handle_responses
 
 __all__ = ["SimServer", "build_app"]
 
 log = logging.getLogger("agentload.sim")
+
+STARTED: web.AppKey[int] = web.AppKey("started", int)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,11 +45,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _models(request: web.Request) -> web.Response:
-    cfg: SimConfig = request.app["sim"].config
+    cfg = sim_context(request).config
     model = {
         "id": cfg.served_model_name,
         "object": "model",
-        "created": request.app["started"],
+        "created": request.app[STARTED],
         "owned_by": "agentload-sim",
         "root": cfg.served_model_name,
         "parent": None,
@@ -61,7 +63,7 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    ctx: SimContext = request.app["sim"]
+    ctx = sim_context(request)
     ctx.metrics.on_step(ctx.engine)
     return web.Response(
         body=ctx.metrics.exposition(),
@@ -72,11 +74,11 @@ async def _metrics(request: web.Request) -> web.Response:
 def build_app(config: SimConfig) -> web.Application:
     """The simulator as an aiohttp application; its engine starts with the app."""
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_errors])
-    app["started"] = int(time.time())
+    app[STARTED] = int(time.time())
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         ctx = SimContext(config)
-        app["sim"] = ctx
+        app[SIM_CONTEXT] = ctx
         ctx.engine.start()
         yield
         await ctx.engine.stop()
@@ -110,14 +112,15 @@ class SimServer:
     @property
     def context(self) -> SimContext:
         """The live engine, metrics and store (for tests and benchmarks)."""
-        ctx: SimContext = self.app["sim"]
-        return ctx
+        return self.app[SIM_CONTEXT]
 
     async def start(self) -> None:
         """Bind and serve; afterwards `port` holds the real port."""
         # handler_cancellation: a client that disconnects cancels its handler, which frees
         # the engine's work for it, as vLLM aborts requests whose client went away.
-        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        self._runner = web.AppRunner(
+            self.app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=4096)
         await site.start()
@@ -129,6 +132,8 @@ class SimServer:
     async def stop(self) -> None:
         """Stop serving and end the engine."""
         if self._runner is not None:
+            # End the engine first: open streams then finish at once instead of running on.
+            await self.context.engine.stop()
             await self._runner.cleanup()
             self._runner = None
 

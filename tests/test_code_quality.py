@@ -15,9 +15,14 @@ PACKAGE = ROOT / "loadgen"
 # What each part of loadgen may import from loadgen (itself always allowed).
 ALLOWED = {
     "errors": set(),
-    "protocol": {"errors"},
+    "transport": {"errors"},
+    "protocol": {"transport", "errors"},
+    "observe": {"protocol", "errors"},
+    "agents": {"protocol", "errors"},
+    "profile": {"agents", "protocol", "errors"},
+    "runtime": {"profile", "agents", "observe", "protocol", "transport", "errors"},
     "sim": {"protocol", "errors"},
-    "cli": {"sim", "protocol", "errors"},
+    "cli": {"runtime", "profile", "agents", "observe", "protocol", "transport", "sim", "errors"},
 }
 
 

@@ -38,3 +38,22 @@ def test_wheel_never_ships_a_top_level_agents_package(wheel: zipfile.ZipFile) ->
 def test_wheel_declares_the_agentload_console_script(wheel: zipfile.ZipFile) -> None:
     (entry,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
     assert "agentload = loadgen.cli.main:main" in wheel.read(entry).decode()
+
+
+def test_wheel_holds_every_package_of_the_source_tree(wheel: zipfile.ZipFile) -> None:
+    source = {
+        str(init.parent.relative_to(ROOT))
+        for init in (ROOT / "loadgen").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    shipped = {name.rsplit("/", 1)[0] for name in wheel.namelist() if name.endswith("__init__.py")}
+    assert source <= shipped
+
+
+def test_wheel_ships_the_builtin_profiles(wheel: zipfile.ZipFile) -> None:
+    shipped = {
+        n.rsplit("/", 1)[1] for n in wheel.namelist() if n.startswith("loadgen/builtin_profiles/")
+    }
+    expected = {p.name for p in (ROOT / "profiles").glob("*.yaml")}
+    assert expected
+    assert expected <= shipped

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from loadgen import __version__
-from loadgen.cli import sim_command
+from loadgen.cli import run_command, sim_command
 from loadgen.cli.arguments import CommandParser
 from loadgen.errors import AgentloadError
 
@@ -14,6 +14,9 @@ __all__ = ["main"]
 
 _EPILOG = """\
 examples:
+  agentload run                          the quickstart swarm against the built-in simulator
+  agentload run coding-agent --target http://localhost:8000/v1 --agents 100
+  agentload profiles                     the built-in workload profiles
   agentload sim                          serve the built-in GPU simulator on :8000
   agentload sim --preset fast --port 0   a quick simulator on a free port
   agentload sim --help                   every simulator flag
@@ -32,6 +35,7 @@ def build_parser() -> CommandParser:
     )
     parser.add_argument("--version", action="version", version=f"agentload {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
+    run_command.register(commands)
     sim_command.register(commands)
     return parser
 

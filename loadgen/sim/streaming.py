@@ -53,9 +53,17 @@ async def pump(
         if request.transport is not None:
             request.transport.close()
         return False
+    except ConnectionResetError:
+        # The client went away while we wrote: nothing to log, just free the engine's work.
+        _client_gone(generation)
+        return False
     except BaseException:
-        # Client disconnect (cancellation or a failed write): free the engine's work.
-        if not generation.done:
-            generation.context.metrics.disconnects.inc()
-        generation.abandon()
+        # Cancelled (the client disconnected while we waited) or shutting down.
+        _client_gone(generation)
         raise
+
+
+def _client_gone(generation: Generation) -> None:
+    if not generation.done:
+        generation.context.metrics.disconnects.inc()
+    generation.abandon()

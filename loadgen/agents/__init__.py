@@ -1,0 +1,33 @@
+"""Agent archetypes: the long-lived state each synthetic agent keeps and its step policy."""
+
+from loadgen.agents.agent import Agent, StepPlan, ToolInvocation, stable_seed
+from loadgen.agents.archetypes import (
+    AssistantAgent,
+    CodingAgent,
+    RagAgent,
+    ResearchAgent,
+    SupportAgent,
+)
+from loadgen.agents.conversation import Conversation
+from loadgen.agents.distributions import Distribution, parse_seconds
+from loadgen.agents.params import AgentParams, ToolParams
+from loadgen.agents.registry import BUILTIN_AGENTS, resolve_agent
+
+__all__ = [
+    "BUILTIN_AGENTS",
+    "Agent",
+    "AgentParams",
+    "AssistantAgent",
+    "CodingAgent",
+    "Conversation",
+    "Distribution",
+    "RagAgent",
+    "ResearchAgent",
+    "StepPlan",
+    "SupportAgent",
+    "ToolInvocation",
+    "ToolParams",
+    "parse_seconds",
+    "resolve_agent",
+    "stable_seed",
+]

@@ -1,0 +1,393 @@
+"""A synthetic agent: long-lived state and the policy that decides what each step sends.
+
+The agent is a plain state machine; the runtime drives it (sends what `plan_step` returns,
+feeds the reply to `apply_reply`, waits for the tools it asks for, forks the sub-agents it
+wants) and owns every clock. That keeps agents deterministic for a given seed and
+testable without a network.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen.agents.conversation import Conversation
+from loadgen.agents.params import AgentParams, ToolParams
+from loadgen.protocol import (
+    Api,
+    Reply,
+    ToolDefinition,
+    chat_body,
+    completions_body,
+    encode_function_call_output,
+    encode_message,
+    encode_tools,
+    responses_body,
+    words_for_tokens,
+)
+
+__all__ = ["Agent", "StepPlan", "ToolInvocation", "stable_seed"]
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed that is the same in every process (hash() is salted per process)."""
+    return zlib.crc32("\x1f".join(map(str, parts)).encode())
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_text(kind: str, tokens: int) -> str:
+    # Every agent of an archetype shares this prefix, as real deployments share a system prompt.
+    return words_for_tokens(tokens, offset=stable_seed(kind))
+
+
+@dataclass(slots=True)
+class ToolInvocation:
+    """A tool the agent runs between steps: how long it takes, whether it fails, what it returns."""
+
+    call_id: str
+    name: str
+    latency_s: float  # unscaled; the runtime applies the profile's time_scale
+    fails: bool
+    result_tokens: int
+
+
+@dataclass(slots=True)
+class StepPlan:
+    """What the next request is, and what the runtime should expect of its reply."""
+
+    kind: str  # turn | tool_result | subagent_result | compaction | resume
+    api: Api
+    body: list[bytes]
+    max_tokens: int
+    forced_min_tokens: int | None  # set when the output length is forced
+    context_tokens: int  # the agent's estimate of the prompt
+    delay_s: float = 0.0  # think time before sending (unscaled)
+    tools: Mapping[str, dict[str, Any] | None] | None = None  # for validating tool calls
+    continues_history: bool = True  # prompt must hold at least the last prompt + reply
+    uses_server_state: bool = False  # carries previous_response_id
+
+
+@dataclass
+class _Turn:
+    index: int = 0
+    steps_planned: int = 1
+    steps_done: int = 0
+
+
+class Agent:
+    """One long-lived synthetic agent; subclass (or set params) to make an archetype."""
+
+    kind = "agent"
+    Params: type[AgentParams] = AgentParams
+
+    def __init__(self, agent_id: str, params: AgentParams, *, model: str, seed: int) -> None:
+        self.id = agent_id
+        self.params = params
+        self.model = model
+        self.rng = random.Random(stable_seed(seed, self.kind, agent_id))
+        self.force_length_supported = True  # the runtime turns this off for targets without it
+        self.memory: list[str] = []
+        self.conversation = Conversation()
+        self.session_id = ""
+        self.sessions_started = 0
+        self.last_response_id: str | None = None
+        self.done = True
+        self._pending: list[bytes] = []  # input items since the last stored response
+        self._prompt_parts: list[str] = []  # the completions API's plain-text history
+        self._turn = _Turn()
+        self._turns_total = 1
+        self._next_kind = "turn"
+        self._next_delay = 0.0
+        self._tools: dict[str, ToolParams] = {t.name: t for t in params.tools}
+        definitions = [ToolDefinition(t.name, t.parameters, t.description) for t in params.tools]
+        # Encoded once per agent: the tools array rides along on every model-driven step.
+        self._tools_json = encode_tools(definitions, params.api)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def start_session(self, session_id: str) -> None:
+        """Begin a session: fresh history (memory notes carried), first turn queued."""
+        p = self.params
+        self.session_id = session_id
+        self.sessions_started += 1
+        self.done = False
+        resume = p.state == "server" and p.memory and self.last_response_id is not None
+        if not resume:
+            self.last_response_id = None
+            self.conversation = Conversation()
+            self._pending = []
+            self._prompt_parts = []
+            self._add("system", self._system_prompt())
+        self._turns_total = p.turns.sample_int(self.rng, 1)
+        self._turn = _Turn()
+        self._begin_turn(first=True)
+        if resume:
+            self._next_kind = "resume"
+
+    def end_session(self) -> None:
+        """Keep what a long-lived agent remembers; forget the rest unless state is resumable."""
+        p = self.params
+        self.done = True
+        if p.memory and p.memory_max_notes:
+            tokens = p.memory_note_tokens.sample_int(self.rng, 1)
+            self.memory.append(f"note {self.sessions_started}: {self._words(tokens)}")
+            del self.memory[: -p.memory_max_notes]
+
+    def idle_time(self) -> float:
+        """Seconds (unscaled) a long-lived agent waits before its next session."""
+        return self.params.idle_between_sessions_s.sample(self.rng)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def plan_step(self) -> StepPlan | None:
+        """The next request, or None when the session is over."""
+        if self.done:
+            return None
+        p = self.params
+        max_tokens = p.output_tokens.sample_int(self.rng, 1)
+        forced = (
+            max_tokens
+            if p.force_output_length and self.force_length_supported and p.tool_mode == "scripted"
+            else None
+        )
+        offer_tools = p.tool_mode == "model" and bool(self._tools)
+        last_step = self._turn.steps_done + 1 >= self._turn.steps_planned
+        tool_choice = None if not offer_tools else ("none" if last_step else "auto")
+        plan = StepPlan(
+            kind=self._next_kind,
+            api=p.api,
+            body=self._body(max_tokens, forced, offer_tools, tool_choice),
+            max_tokens=max_tokens,
+            forced_min_tokens=forced,
+            context_tokens=self.conversation.tokens,
+            delay_s=self._next_delay,
+            tools={n: t.parameters for n, t in self._tools.items()} if offer_tools else None,
+            uses_server_state=self.last_response_id is not None,
+        )
+        self._next_delay = 0.0
+        return plan
+
+    def apply_reply(self, reply: Reply) -> list[ToolInvocation]:
+        """Take a successful reply into the history; returns the tools to run next."""
+        p = self.params
+        self._turn.steps_done += 1
+        if reply.response_id:
+            self.last_response_id = reply.response_id
+            self._pending = []
+        calls = reply.tool_calls if p.tool_mode == "model" else []
+        self.conversation.append("assistant", reply.text or None, tool_calls=calls or None)
+        self._prompt_parts.append(reply.text)
+        if p.tool_mode == "model":
+            if calls and self._turn.steps_done < self._turn.steps_planned:
+                self._next_kind = "tool_result"
+                return [self._invocation(c.name, c.id) for c in calls]
+        elif self._turn.steps_done < self._turn.steps_planned:
+            self._next_kind = "tool_result"
+            count = p.parallel_tools.sample_int(self.rng, 1)
+            names = [self.rng.choice(p.tools).name for _ in range(count)] if p.tools else []
+            return [self._invocation(n, f"call_{self.rng.getrandbits(48):012x}") for n in names]
+        self._end_turn()
+        return []
+
+    def apply_tool_results(self, invocations: Sequence[ToolInvocation]) -> None:
+        """Append what the tools returned; a failed tool often costs the agent another step."""
+        p = self.params
+        for inv in invocations:
+            if inv.fails and self.rng.random() < p.retry_failed_tool:
+                self._turn.steps_planned += 1
+        if p.tool_mode == "model":
+            for inv in invocations:
+                text = self._tool_output(inv)
+                raw = self.conversation.append("tool", text, tool_call_id=inv.call_id)
+                self._prompt_parts.append(text)
+                if p.api == "responses":
+                    raw = encode_function_call_output(inv.call_id, text)
+                self._pending.append(raw)
+        else:
+            text = "tool results:\n" + "\n".join(self._tool_output(i) for i in invocations)
+            self._add("user", text)
+
+    def wants_subagents(self) -> int:
+        """How many sub-agents to fork now (0 for none); asked after tools ran."""
+        p = self.params
+        if self.done or p.subagent_probability <= 0 or self.rng.random() >= p.subagent_probability:
+            return 0
+        return p.subagents.sample_int(self.rng, 1)
+
+    def subagent_params(self) -> AgentParams:
+        """A child's knobs: one focused turn, no think time, no further fan-out, own history."""
+        p = self.params
+        return p.model_copy(
+            update={
+                "turns": p.turns.model_validate(1),
+                "steps_per_turn": p.subagent_steps,
+                "think_time_s": p.think_time_s.model_validate(0),
+                "subagent_probability": 0.0,
+                "system_prompt_tokens": min(p.system_prompt_tokens, 1000),
+                "state": "client",
+                "memory": False,
+            }
+        )
+
+    def join_subagents(self, results: Sequence[str]) -> None:
+        """Append the sub-agents' findings; the next step reads them."""
+        tokens = [self.params.subagent_result_tokens.sample_int(self.rng, 1) for _ in results]
+        parts = [
+            f"sub-agent {i + 1}: " + " ".join(text.split()[:n])
+            for i, (text, n) in enumerate(zip(results, tokens, strict=True))
+        ]
+        self._add("user", "sub-agent results:\n" + "\n".join(parts))
+        self._next_kind = "subagent_result"
+
+    # -- context management -----------------------------------------------------------------
+
+    def needs_compaction(self) -> bool:
+        """True when the history reached the compaction threshold of the context budget."""
+        p = self.params
+        return p.compaction and self.conversation.tokens >= p.compact_at * p.context_budget_tokens
+
+    def over_budget(self) -> bool:
+        """True when the history no longer fits the agent's own context window."""
+        return self.conversation.tokens > self.params.context_budget_tokens
+
+    def plan_compaction(self) -> StepPlan:
+        """A request that summarises the whole history (client-held: it must see everything)."""
+        p = self.params
+        ask = self._encoded_user("Summarize the work so far for a fresh context.")
+        n = p.compact_to_tokens
+        forced = n if p.force_output_length and self.force_length_supported else None
+        messages = [*self.conversation.messages, ask]
+        if p.api == "chat":
+            body = chat_body(
+                self.model, messages, max_tokens=n, min_tokens=forced, ignore_eos=forced is not None
+            )
+        else:
+            body = responses_body(
+                self.model,
+                messages,
+                store=p.state == "server",
+                max_output_tokens=n,
+                extra=self._force_extra(forced),
+            )
+        return StepPlan(
+            kind="compaction",
+            api="chat" if p.api == "chat" else "responses",
+            body=body,
+            max_tokens=n,
+            forced_min_tokens=forced,
+            context_tokens=self.conversation.tokens,
+        )
+
+    def apply_compaction(self, reply: Reply) -> None:
+        """Replace the history with its summary; the server-held chain restarts from it."""
+        self.conversation.replace(
+            1, [("user", f"session {self.session_id} summary:"), ("assistant", reply.text)]
+        )
+        self._prompt_parts = (
+            [self._prompt_parts[0], reply.text] if self._prompt_parts else [reply.text]
+        )
+        self.last_response_id = None
+        self._pending = []
+
+    def fall_back_to_client_history(self) -> None:
+        """The server lost our state: resend the full history from now on (new chain)."""
+        self.last_response_id = None
+        self._pending = []
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _system_prompt(self) -> str:
+        p = self.params
+        shared = _shared_text(self.kind, p.system_prompt_tokens)
+        text = shared if p.shared_system_prompt else f"agent {self.id}: {shared}"
+        if self.memory:
+            text += "\nmemory:\n" + "\n".join(self.memory)
+        return text
+
+    def _begin_turn(self, *, first: bool = False) -> None:
+        p = self.params
+        self._turn = _Turn(self._turn.index + 1, p.steps_per_turn.sample_int(self.rng, 1), 0)
+        words = self._words(p.user_tokens.sample_int(self.rng, 1))
+        text = f"session {self.session_id} turn {self._turn.index}: {words}"
+        for _ in range(p.retrieved_chunks.sample_int(self.rng)):
+            text += "\n[document] " + self._words(p.chunk_tokens.sample_int(self.rng, 1))
+        self._add("user", text)
+        self._next_kind = "turn"
+        self._next_delay = 0.0 if first else p.think_time_s.sample(self.rng)
+
+    def _end_turn(self) -> None:
+        if self._turn.index >= self._turns_total:
+            self.done = True
+        else:
+            self._begin_turn()
+
+    def _add(self, role: str, text: str) -> None:
+        raw = self.conversation.append(role, text)
+        self._pending.append(raw)
+        self._prompt_parts.append(text)
+
+    def _encoded_user(self, text: str) -> bytes:
+        return encode_message("user", text)
+
+    def _words(self, tokens: int) -> str:
+        return words_for_tokens(tokens, offset=self.rng.getrandbits(16))
+
+    def _invocation(self, name: str, call_id: str) -> ToolInvocation:
+        p = self.params
+        tool = self._tools.get(name)
+        latency = (tool.latency_s if tool and tool.latency_s else p.tool_latency_s).sample(self.rng)
+        rate = tool.error_rate if tool and tool.error_rate is not None else p.tool_error_rate
+        size = tool.result_tokens if tool and tool.result_tokens else p.tool_result_tokens
+        return ToolInvocation(
+            call_id, name, latency, self.rng.random() < rate, size.sample_int(self.rng, 1)
+        )
+
+    def _tool_output(self, inv: ToolInvocation) -> str:
+        if inv.fails:
+            return f"[{inv.name}] error: exit status 1 {self._words(min(inv.result_tokens, 40))}"
+        return f"[{inv.name}] ok: {self._words(inv.result_tokens)}"
+
+    def _force_extra(self, forced: int | None) -> dict[str, Any] | None:
+        return {"min_tokens": forced, "ignore_eos": True} if forced else None
+
+    def _body(
+        self, max_tokens: int, forced: int | None, offer_tools: bool, tool_choice: str | None
+    ) -> list[bytes]:
+        p = self.params
+        tools = self._tools_json if offer_tools else None
+        if p.api == "chat":
+            return chat_body(
+                self.model,
+                self.conversation.messages,
+                max_tokens=max_tokens,
+                min_tokens=forced,
+                ignore_eos=True if forced else None,
+                tools=tools,
+                tool_choice=tool_choice,
+            )
+        if p.api == "responses":
+            server = p.state == "server"
+            items = (
+                self._pending if server and self.last_response_id else self.conversation.messages
+            )
+            return responses_body(
+                self.model,
+                items,
+                previous_response_id=self.last_response_id if server else None,
+                store=server,
+                max_output_tokens=max_tokens,
+                tools=tools,
+                tool_choice=tool_choice,
+                extra=self._force_extra(forced),
+            )
+        return completions_body(
+            self.model,
+            "\n".join(self._prompt_parts),
+            max_tokens=max_tokens,
+            min_tokens=forced,
+            ignore_eos=True if forced else None,
+        )

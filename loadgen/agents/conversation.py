@@ -1,0 +1,63 @@
+"""An agent's message history, kept as already-encoded JSON messages.
+
+Each message is serialized once, when it is appended; a request body is then the list of
+those byte strings (sent as segments, never joined in Python), so building a step costs
+time proportional to what the step appends, not to the whole context. A coding agent's
+100K-token history is about half a megabyte of bytes objects and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from loadgen.protocol import ToolCall, count_tokens, encode_message
+
+__all__ = ["MESSAGE_OVERHEAD_TOKENS", "Conversation"]
+
+# Chat templates add a few tokens per message (role markers, separators).
+MESSAGE_OVERHEAD_TOKENS = 4
+
+
+class Conversation:
+    """Append-only history (until compaction) with the agent's own token estimate."""
+
+    __slots__ = ("_counts", "_messages", "tokens")
+
+    def __init__(self) -> None:
+        self._messages: list[bytes] = []
+        self._counts: list[int] = []  # estimated tokens of each message
+        self.tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    @property
+    def messages(self) -> Sequence[bytes]:
+        """The encoded messages, oldest first."""
+        return self._messages
+
+    def append(
+        self,
+        role: str,
+        content: str | None,
+        *,
+        tool_calls: Sequence[ToolCall] | None = None,
+        tool_call_id: str | None = None,
+    ) -> bytes:
+        """Encode and append one message; returns its bytes (server-held mode sends just it)."""
+        encoded = encode_message(role, content, tool_calls=tool_calls, tool_call_id=tool_call_id)
+        count = MESSAGE_OVERHEAD_TOKENS + (count_tokens(content) if content else 0)
+        for call in tool_calls or ():
+            count += count_tokens(call.name) + count_tokens(call.arguments)
+        self._messages.append(encoded)
+        self._counts.append(count)
+        self.tokens += count
+        return encoded
+
+    def replace(self, keep: int, messages: Sequence[tuple[str, str]]) -> None:
+        """Compaction: keep the first `keep` messages and put `messages` after them."""
+        del self._messages[keep:]
+        del self._counts[keep:]
+        self.tokens = sum(self._counts)
+        for role, content in messages:
+            self.append(role, content)

@@ -1,0 +1,107 @@
+"""The run directory: steps.jsonl and sessions.jsonl as they happen, summary.json at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from loadgen.errors import UsageError
+from loadgen.observe.records import SessionRecord, StepRecord
+
+__all__ = ["SESSIONS_FILE", "STEPS_FILE", "SUMMARY_FILE", "ResultFiles"]
+
+STEPS_FILE = "steps.jsonl"
+SESSIONS_FILE = "sessions.jsonl"
+SUMMARY_FILE = "summary.json"
+
+_LINE = orjson.OPT_APPEND_NEWLINE
+_DOCUMENT = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+
+
+class ResultFiles:
+    """Writes one run's result files into `out_dir`, created if missing.
+
+    Each record is one unbuffered write, so the line is in the OS the moment it is written
+    and a crashed or killed run keeps everything it measured. Existing steps.jsonl and
+    sessions.jsonl are started afresh: a run directory belongs to one run.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(out_dir)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            # buffering=0: a raw file whose write() is a system call, never held in Python.
+            self._steps = open(self.path / STEPS_FILE, "wb", buffering=0)  # noqa: SIM115
+            try:
+                self._sessions = open(self.path / SESSIONS_FILE, "wb", buffering=0)  # noqa: SIM115
+            except BaseException:
+                self._steps.close()
+                raise
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write results to {self.path}: {exc.strerror or exc}; "
+                "choose an output directory that can be created and written to"
+            ) from exc
+
+    @property
+    def steps_path(self) -> Path:
+        """Where step records go."""
+        return self.path / STEPS_FILE
+
+    @property
+    def sessions_path(self) -> Path:
+        """Where session records go."""
+        return self.path / SESSIONS_FILE
+
+    @property
+    def summary_path(self) -> Path:
+        """Where `write_summary()` puts the summary."""
+        return self.path / SUMMARY_FILE
+
+    def write_step(self, rec: StepRecord) -> None:
+        """Append one step as a steps.jsonl line."""
+        self._steps.write(orjson.dumps(rec.to_json(), option=_LINE))
+
+    def write_session(self, rec: SessionRecord) -> None:
+        """Append one session as a sessions.jsonl line."""
+        self._sessions.write(orjson.dumps(rec.to_json(), option=_LINE))
+
+    def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        """Write summary.json atomically: readers see the old file or the new one, never half."""
+        data = orjson.dumps(dict(summary), option=_DOCUMENT)
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{SUMMARY_FILE}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as tmp_file:
+                tmp_file.write(data)
+                tmp_file.flush()
+                # Durable before the rename, or a power cut could leave an empty summary.
+                os.fsync(tmp_file.fileno())
+            os.replace(tmp, self.summary_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return self.summary_path
+
+    def close(self) -> None:
+        """Close the record files; calling it again does nothing."""
+        self._steps.close()
+        self._sessions.close()
+
+    def __enter__(self) -> ResultFiles:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,299 @@
+"""Counters and histograms of one run, mergeable across worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadgen.observe.histogram import LatencyHistogram
+from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
+from loadgen.observe.summary import build_summary
+from loadgen.protocol.failures import FailureKind
+
+__all__ = ["RUN_STATS_SCHEMA", "AgentStats", "RunStats", "SessionCounts"]
+
+RUN_STATS_SCHEMA = "agentload.run_stats/1"
+
+_KINDS = tuple(kind.value for kind in FailureKind)
+_OUTCOMES = (SessionOutcome.COMPLETED, SessionOutcome.FAILED, SessionOutcome.ABORTED)
+
+
+def _zero_by_kind() -> dict[str, int]:
+    return dict.fromkeys(_KINDS, 0)
+
+
+def _kind(kind: str) -> str:
+    """The canonical name of `kind`; raises ValueError for a name outside FailureKind."""
+    try:
+        return FailureKind(kind).value
+    except ValueError:
+        raise ValueError(f"unknown failure kind {kind!r}; expected one of {_KINDS}") from None
+
+
+def _add_counts(into: dict[str, int], other: Mapping[str, int]) -> None:
+    for key, n in other.items():
+        into[key] = into.get(key, 0) + n
+
+
+@dataclass(slots=True)
+class SessionCounts:
+    """Sessions by how they ended; `recovered` overlaps the others."""
+
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    aborted: int = 0
+    recovered: int = 0
+
+    def ended(self, rec: SessionRecord) -> None:
+        """Count one finished session."""
+        if rec.outcome == SessionOutcome.COMPLETED:
+            self.completed += 1
+        elif rec.outcome == SessionOutcome.FAILED:
+            self.failed += 1
+        elif rec.outcome == SessionOutcome.ABORTED:
+            self.aborted += 1
+        else:
+            raise ValueError(
+                f"unknown session outcome {rec.outcome!r}; expected one of {_OUTCOMES}"
+            )
+        if rec.recovered:
+            self.recovered += 1
+
+    def merge(self, other: SessionCounts) -> None:
+        """Add `other`'s counts."""
+        self.started += other.started
+        self.completed += other.completed
+        self.failed += other.failed
+        self.aborted += other.aborted
+        self.recovered += other.recovered
+
+    def to_dict(self) -> dict[str, int]:
+        """{started, completed, failed, aborted, recovered}."""
+        return {
+            "started": self.started,
+            "completed": self.completed,
+            "failed": self.failed,
+            "aborted": self.aborted,
+            "recovered": self.recovered,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SessionCounts:
+        """Rebuild from `to_dict()` output."""
+        return cls(**{key: int(data[key]) for key in cls().to_dict()})
+
+
+@dataclass(slots=True)
+class AgentStats:
+    """The per-archetype share of a run."""
+
+    requests_ok: int = 0
+    requests_failed: int = 0
+    sessions: SessionCounts = field(default_factory=SessionCounts)
+    failures: dict[str, int] = field(default_factory=dict)  # non-zero kinds only
+    recoveries: dict[str, int] = field(default_factory=dict)  # non-zero kinds only
+    ttft_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+    e2e_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def merge(self, other: AgentStats) -> None:
+        """Add `other`'s counts and histograms."""
+        self.requests_ok += other.requests_ok
+        self.requests_failed += other.requests_failed
+        self.sessions.merge(other.sessions)
+        _add_counts(self.failures, other.failures)
+        _add_counts(self.recoveries, other.recoveries)
+        self.ttft_s.merge(other.ttft_s)
+        self.e2e_s.merge(other.e2e_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Lossless JSON-able form."""
+        return {
+            "requests_ok": self.requests_ok,
+            "requests_failed": self.requests_failed,
+            "sessions": self.sessions.to_dict(),
+            "failures": dict(self.failures),
+            "recoveries": dict(self.recoveries),
+            "ttft_s": self.ttft_s.to_dict(),
+            "e2e_s": self.e2e_s.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AgentStats:
+        """Rebuild from `to_dict()` output."""
+        return cls(
+            requests_ok=int(data["requests_ok"]),
+            requests_failed=int(data["requests_failed"]),
+            sessions=SessionCounts.from_dict(data["sessions"]),
+            failures={_kind(k): int(n) for k, n in data["failures"].items()},
+            recoveries={_kind(k): int(n) for k, n in data["recoveries"].items()},
+            ttft_s=LatencyHistogram.from_dict(data["ttft_s"]),
+            e2e_s=LatencyHistogram.from_dict(data["e2e_s"]),
+        )
+
+
+# Histograms every run keeps, by name: (summary section, field) is decided in summary().
+_HISTOGRAMS = ("ttft_s", "itl_s", "e2e_s", "session_s", "context_tokens", "schedule_lag_s")
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Everything a run summary is computed from: counters plus mergeable histograms.
+
+    Failures and tokens are counted from step records; session outcomes from session
+    records; recoveries from `recovery()` calls (a SessionRecord's own failure and recovery
+    dicts repeat those events, so they are not counted again). Latency histograms hold
+    successful steps only, so a burst of timeouts cannot pass for a latency figure.
+    """
+
+    requests_ok: int = 0
+    requests_failed: int = 0
+    sessions: SessionCounts = field(default_factory=SessionCounts)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    tool_calls: int = 0
+    failures: dict[str, int] = field(default_factory=_zero_by_kind)
+    recoveries: dict[str, int] = field(default_factory=_zero_by_kind)
+    ttft_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+    itl_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+    e2e_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+    session_s: LatencyHistogram = field(default_factory=LatencyHistogram)  # completed only
+    context_tokens: LatencyHistogram = field(default_factory=LatencyHistogram)
+    schedule_lag_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+    agents: dict[str, AgentStats] = field(default_factory=dict)
+
+    @property
+    def requests_total(self) -> int:
+        """Every step recorded, successful or not."""
+        return self.requests_ok + self.requests_failed
+
+    def _agent(self, name: str) -> AgentStats:
+        stats = self.agents.get(name)
+        if stats is None:
+            stats = self.agents[name] = AgentStats()
+        return stats
+
+    def session_started(self, agent: str) -> None:
+        """Count a session of archetype `agent` as started."""
+        self.sessions.started += 1
+        self._agent(agent).sessions.started += 1
+
+    def add_step(self, rec: StepRecord) -> None:
+        """Count one request: outcome, tokens, failures, latencies, context and schedule lag."""
+        agent = self._agent(rec.agent)
+        if rec.ok:
+            self.requests_ok += 1
+            agent.requests_ok += 1
+            if rec.ttft_s is not None:
+                self.ttft_s.record(rec.ttft_s)
+                agent.ttft_s.record(rec.ttft_s)
+            self.itl_s.record_many(rec.itl_s)
+            self.e2e_s.record(rec.e2e_s)
+            agent.e2e_s.record(rec.e2e_s)
+        else:
+            self.requests_failed += 1
+            agent.requests_failed += 1
+        for failure in rec.failures:
+            kind = _kind(failure)
+            self.failures[kind] += 1
+            agent.failures[kind] = agent.failures.get(kind, 0) + 1
+        self.prompt_tokens += rec.prompt_tokens or 0
+        self.completion_tokens += rec.completion_tokens or 0
+        self.cached_tokens += rec.cached_tokens or 0
+        self.tool_calls += rec.tool_calls
+        if rec.context_tokens > 0:  # 0 means the agent made no estimate
+            self.context_tokens.record(rec.context_tokens)
+        # A step that started early is on time as far as the generator's health goes.
+        self.schedule_lag_s.record(max(rec.schedule_lag_s, 0.0))
+
+    def add_session(self, rec: SessionRecord) -> None:
+        """Count one finished session by outcome; time it if it completed."""
+        self.sessions.ended(rec)
+        self._agent(rec.agent).sessions.ended(rec)
+        if rec.outcome == SessionOutcome.COMPLETED:
+            self.session_s.record(rec.duration_s)
+
+    def recovery(self, kind: str, agent: str) -> None:
+        """Count one failure of `kind` absorbed by an agent's reaction (retry, fallback...)."""
+        kind = _kind(kind)
+        self.recoveries[kind] += 1
+        stats = self._agent(agent)
+        stats.recoveries[kind] = stats.recoveries.get(kind, 0) + 1
+
+    def merge(self, other: RunStats) -> None:
+        """Add another process's stats, exactly as if its records had been added here."""
+        self.requests_ok += other.requests_ok
+        self.requests_failed += other.requests_failed
+        self.sessions.merge(other.sessions)
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        self.tool_calls += other.tool_calls
+        _add_counts(self.failures, other.failures)
+        _add_counts(self.recoveries, other.recoveries)
+        for name in _HISTOGRAMS:
+            self.histogram(name).merge(other.histogram(name))
+        for name, stats in other.agents.items():
+            self._agent(name).merge(stats)
+
+    def histogram(self, name: str) -> LatencyHistogram:
+        """The run-wide histogram called `name` (ttft_s, itl_s, e2e_s, session_s, ...)."""
+        if name not in _HISTOGRAMS:
+            raise ValueError(f"unknown histogram {name!r}; expected one of {_HISTOGRAMS}")
+        hist: LatencyHistogram = getattr(self, name)
+        return hist
+
+    def to_dict(self) -> dict[str, Any]:
+        """Lossless JSON-able form, for shipping a worker's stats to the master."""
+        return {
+            "schema": RUN_STATS_SCHEMA,
+            "requests_ok": self.requests_ok,
+            "requests_failed": self.requests_failed,
+            "sessions": self.sessions.to_dict(),
+            "tokens": {
+                "prompt": self.prompt_tokens,
+                "completion": self.completion_tokens,
+                "cached": self.cached_tokens,
+            },
+            "tool_calls": self.tool_calls,
+            "failures": dict(self.failures),
+            "recoveries": dict(self.recoveries),
+            "histograms": {name: self.histogram(name).to_dict() for name in _HISTOGRAMS},
+            "agents": {name: stats.to_dict() for name, stats in self.agents.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunStats:
+        """Rebuild from `to_dict()` output; raises ValueError for another schema."""
+        if data.get("schema") != RUN_STATS_SCHEMA:
+            raise ValueError(f"expected schema {RUN_STATS_SCHEMA!r}, got {data.get('schema')!r}")
+        stats = cls(
+            requests_ok=int(data["requests_ok"]),
+            requests_failed=int(data["requests_failed"]),
+            sessions=SessionCounts.from_dict(data["sessions"]),
+            prompt_tokens=int(data["tokens"]["prompt"]),
+            completion_tokens=int(data["tokens"]["completion"]),
+            cached_tokens=int(data["tokens"]["cached"]),
+            tool_calls=int(data["tool_calls"]),
+            agents={name: AgentStats.from_dict(d) for name, d in data["agents"].items()},
+        )
+        _add_counts(stats.failures, {_kind(k): int(n) for k, n in data["failures"].items()})
+        _add_counts(stats.recoveries, {_kind(k): int(n) for k, n in data["recoveries"].items()})
+        for name in _HISTOGRAMS:
+            stats.histogram(name).merge(LatencyHistogram.from_dict(data["histograms"][name]))
+        return stats
+
+    def summary(
+        self,
+        *,
+        target: Mapping[str, Any],
+        profile: str,
+        duration_s: float,
+        generator: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """The summary.json document (schema "agentload.summary/1", see docs/summary-schema.md)."""
+        return build_summary(
+            self, target=target, profile=profile, duration_s=duration_s, generator=generator
+        )

@@ -1,0 +1,87 @@
+"""The summary.json document: what a finished run measured, in schema agentload.summary/1."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from loadgen.observe.histogram import LatencyHistogram
+
+if TYPE_CHECKING:
+    # Only for annotations: run_stats imports this module to implement RunStats.summary().
+    from loadgen.observe.run_stats import AgentStats, RunStats
+
+__all__ = ["LATENCY_HISTOGRAMS", "SUMMARY_SCHEMA", "build_summary"]
+
+SUMMARY_SCHEMA = "agentload.summary/1"
+# The latency histograms a summary reports and also ships whole, for exact later merging.
+LATENCY_HISTOGRAMS = ("ttft_s", "itl_s", "e2e_s", "session_s")
+
+
+def _per(total: float, duration_s: float, scale: float = 1.0) -> float | None:
+    return total / duration_s * scale if duration_s > 0 else None
+
+
+def _context(hist: LatencyHistogram) -> dict[str, float | None]:
+    return {
+        "p50": hist.percentile(50),
+        "p90": hist.percentile(90),
+        "p99": hist.percentile(99),
+        "max": hist.max,
+        "mean": hist.mean,
+    }
+
+
+def _agent_summary(stats: AgentStats) -> dict[str, Any]:
+    return {
+        "requests": {
+            "total": stats.requests_ok + stats.requests_failed,
+            "ok": stats.requests_ok,
+            "failed": stats.requests_failed,
+        },
+        "sessions": stats.sessions.to_dict(),
+        "latency": {"ttft_s": stats.ttft_s.quantiles_dict(), "e2e_s": stats.e2e_s.quantiles_dict()},
+        "state_failures": dict(sorted(stats.failures.items())),
+        "recoveries": dict(sorted(stats.recoveries.items())),
+    }
+
+
+def build_summary(
+    stats: RunStats,
+    *,
+    target: Mapping[str, Any],
+    profile: str,
+    duration_s: float,
+    generator: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The summary.json document of `stats` for a run of `duration_s` seconds."""
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "target": dict(target),
+        "profile": profile,
+        "duration_s": duration_s,
+        "requests": {
+            "total": stats.requests_total,
+            "ok": stats.requests_ok,
+            "failed": stats.requests_failed,
+        },
+        "sessions": stats.sessions.to_dict(),
+        "tokens": {
+            "prompt": stats.prompt_tokens,
+            "completion": stats.completion_tokens,
+            "cached": stats.cached_tokens,
+        },
+        "throughput": {
+            "requests_per_s": _per(stats.requests_total, duration_s),
+            "output_tokens_per_s": _per(stats.completion_tokens, duration_s),
+            "sessions_per_min": _per(stats.sessions.completed, duration_s, 60.0),
+        },
+        "latency": {name: stats.histogram(name).quantiles_dict() for name in LATENCY_HISTOGRAMS},
+        "state_failures": dict(stats.failures),
+        "recoveries": dict(stats.recoveries),
+        "tool_calls": stats.tool_calls,
+        "context_tokens": _context(stats.context_tokens),
+        "by_agent": {name: _agent_summary(a) for name, a in sorted(stats.agents.items())},
+        "generator": dict(generator),
+        "histograms": {name: stats.histogram(name).to_dict() for name in LATENCY_HISTOGRAMS},
+    }

@@ -1,0 +1,1 @@
+"""Workload profiles: the typed schema and the YAML loader."""

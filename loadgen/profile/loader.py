@@ -1,0 +1,114 @@
+"""Loading profiles from YAML: built-in names or paths, with errors that name file, field, fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from loadgen.agents import Agent, resolve_agent
+from loadgen.errors import ConfigError
+from loadgen.profile.schema import Profile
+
+__all__ = ["LoadedProfile", "ProfileError", "builtin_profiles", "load_profile"]
+
+_BUILTIN_PACKAGE = "loadgen.builtin_profiles"
+
+
+class ProfileError(ConfigError):
+    """A profile that cannot be used; the message names the file, the field and the fix."""
+
+
+@dataclass(frozen=True)
+class LoadedProfile:
+    """A validated profile, where it came from, and its resolved agent classes."""
+
+    profile: Profile
+    source: str
+    agent_classes: tuple[type[Agent], ...]
+
+
+def _builtin_dir() -> Traversable:
+    try:
+        return files(_BUILTIN_PACKAGE)
+    except ModuleNotFoundError:
+        # A source checkout imported from its own folder: profiles/ sits beside loadgen/.
+        return Path(__file__).resolve().parents[2] / "profiles"
+
+
+def builtin_profiles() -> dict[str, str]:
+    """Built-in profile names and their one-line descriptions."""
+    found = {}
+    for entry in sorted(_builtin_dir().iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            data = yaml.safe_load(entry.read_text()) or {}
+            found[entry.name.removesuffix(".yaml")] = str(data.get("description", "")).strip()
+    return found
+
+
+def _read(name_or_path: str) -> tuple[str, str, Path]:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ProfileError(f"{name_or_path}: no such profile file; check the path")
+        return path.read_text(), str(path), path.resolve().parent
+    resource = _builtin_dir().joinpath(f"{name_or_path}.yaml")
+    if not resource.is_file():
+        names = ", ".join(builtin_profiles())
+        raise ProfileError(
+            f"unknown profile {name_or_path!r}: use a built-in name ({names}) or a YAML path"
+        )
+    return resource.read_text(), f"builtin:{name_or_path}", Path.cwd()
+
+
+def _describe(err: ErrorDetails, prefix: str = "") -> str:
+    parts = [*(prefix.split(".") if prefix else []), *map(str, err["loc"])]
+    where = ".".join(parts)
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown field; remove it or check its spelling (see docs/profiles.md)"
+    elif err["type"] == "missing":
+        message = "required field is missing; add it"
+    return f"{where or 'profile'}: {message}"
+
+
+def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> LoadedProfile:
+    """Load, merge top-level `overrides`, validate, and resolve agent kinds and params."""
+    text, source, base_dir = _read(name_or_path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ProfileError(f"{source}:{where} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProfileError(f"{source}: a profile is a YAML mapping (name:, agents:, arrival:...)")
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError(f"{source}: {_describe(exc.errors()[0])}") from exc
+    classes = []
+    for i, mix in enumerate(profile.agents):
+        try:
+            cls = resolve_agent(mix.kind, base_dir)
+        except ConfigError as exc:
+            raise ProfileError(f"{source}: agents.{i}.kind: {exc}") from exc
+        try:
+            cls.Params.model_validate(mix.params)
+        except ValidationError as exc:
+            raise ProfileError(
+                f"{source}: {_describe(exc.errors()[0], f'agents.{i}.params')}"
+            ) from exc
+        classes.append(cls)
+    return LoadedProfile(profile, source, tuple(classes))

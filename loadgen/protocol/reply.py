@@ -1,0 +1,76 @@
+"""What one request produced, from the wire: text, tool calls, usage, timings, failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Literal
+
+__all__ = ["Api", "Reply", "ToolCall", "Usage"]
+
+Api = Literal["chat", "responses", "completions"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call as the model emitted it; `arguments` is the raw JSON text, unchecked."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Server-reported token counts; cached_tokens is None when the server does not say."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int | None = None
+
+
+@dataclass(slots=True)
+class Reply:
+    """One request's outcome; failed requests are Replies with ok=False, never exceptions."""
+
+    api: Api
+    ok: bool = True
+    status: int | None = None  # HTTP status; None when no response arrived
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    response_id: str | None = None  # Responses API: the id a follow-up can chain on
+    saw_done: bool = False  # [DONE], response.completed/incomplete, or a complete JSON body
+    t_sent_ns: int = 0  # perf_counter_ns just before sending
+    t_first_token_ns: int | None = None  # first content or tool-call delta (streaming only)
+    # Arrival of every event that carried content or a tool-call delta; ITLs are their gaps.
+    token_times_ns: list[int] = field(default_factory=list)
+    t_end_ns: int = 0  # perf_counter_ns when the exchange ended (last byte or failure)
+    failures: list[str] = field(default_factory=list)  # FailureKind values
+    error: str | None = None  # short message for failed requests
+    retry_after_s: float | None = None  # the server's Retry-After, when it sent one
+
+    @property
+    def e2e_s(self) -> float:
+        """Request sent to exchange ended, in seconds."""
+        return (self.t_end_ns - self.t_sent_ns) / 1e9
+
+    @property
+    def ttft_s(self) -> float | None:
+        """Request sent to first token, in seconds; None when no token was streamed."""
+        if self.t_first_token_ns is None:
+            return None
+        return (self.t_first_token_ns - self.t_sent_ns) / 1e9
+
+    def itl_s(self) -> list[float]:
+        """The gaps between consecutive token events, in seconds."""
+        return [(b - a) / 1e9 for a, b in pairwise(self.token_times_ns)]
+
+    def fail(self, kind: str, message: str) -> None:
+        """Record a failure (keeping the first message as the error)."""
+        self.ok = False
+        if kind not in self.failures:
+            self.failures.append(kind)
+        if self.error is None:
+            self.error = message

@@ -1,0 +1,111 @@
+"""Sending one request and turning whatever comes back into a Reply; failures never raise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from time import perf_counter_ns
+
+import orjson
+
+from loadgen.protocol.assembly import ChoiceStream, read_choice_body
+from loadgen.protocol.classify import (
+    classify_error,
+    error_message,
+    mentions_previous_response,
+    retry_after_seconds,
+)
+from loadgen.protocol.failures import FailureKind
+from loadgen.protocol.reply import Api, Reply
+from loadgen.protocol.responses_assembly import ResponsesStream, read_response_body
+from loadgen.transport import HttpExchange, Transport, TransportError
+
+__all__ = ["API_PATHS", "send"]
+
+API_PATHS: dict[str, str] = {
+    "chat": "chat/completions",
+    "responses": "responses",
+    "completions": "completions",
+}
+
+# Finish reasons that mean the server gave up on the request rather than completing it.
+_ABNORMAL_FINISH = frozenset({"abort", "error"})
+
+
+async def send(
+    transport: Transport,
+    api: Api,
+    body: bytes | Sequence[bytes],
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
+    """POST `body` to `api`'s endpoint and assemble the reply, streamed or not."""
+    segments = (body,) if isinstance(body, bytes) else body
+    reply = Reply(api=api, t_sent_ns=perf_counter_ns())
+    streamed = False
+    try:
+        async with transport.post(API_PATHS[api], segments, headers) as exchange:
+            reply.t_sent_ns = exchange.t_sent_ns
+            reply.status = exchange.status
+            if exchange.status >= 400:
+                await _read_error(exchange, reply, segments)
+            elif "text/event-stream" in exchange.headers.get("Content-Type", ""):
+                streamed = True
+                await _read_stream(exchange, reply)
+            else:
+                _read_json(await exchange.read(), reply)
+    except TransportError as exc:
+        reply.fail(exc.kind, str(exc))
+    reply.t_end_ns = perf_counter_ns()
+    if reply.token_times_ns:
+        reply.t_first_token_ns = reply.token_times_ns[0]
+    _check_ending(reply, streamed=streamed)
+    return reply
+
+
+async def _read_error(exchange: HttpExchange, reply: Reply, segments: Sequence[bytes]) -> None:
+    raw = await exchange.read()
+    chained = reply.api == "responses" and mentions_previous_response(segments)
+    kind = classify_error(exchange.status, raw, reply.api, chained)
+    reply.retry_after_s = retry_after_seconds(exchange.headers.get("Retry-After"))
+    reply.fail(kind, f"HTTP {exchange.status}: {error_message(raw)}")
+
+
+async def _read_stream(exchange: HttpExchange, reply: Reply) -> None:
+    assembler = ResponsesStream(reply) if reply.api == "responses" else ChoiceStream(reply)
+    try:
+        async for event in exchange.events():
+            assembler.feed(event.t_ns, event.data)
+    finally:
+        # A stream cut mid-way still leaves its partial text and calls on the reply.
+        assembler.finish()
+
+
+def _read_json(raw: bytes, reply: Reply) -> None:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        reply.fail(FailureKind.HTTP_ERROR, f"unparseable reply body: {raw[:80]!r}")
+        return
+    if not isinstance(obj, dict):
+        reply.fail(FailureKind.HTTP_ERROR, f"reply body is not a JSON object: {raw[:80]!r}")
+        return
+    reply.saw_done = True
+    if reply.api == "responses":
+        read_response_body(reply, obj)
+    else:
+        read_choice_body(reply, obj)
+
+
+def _check_ending(reply: Reply, *, streamed: bool) -> None:
+    """A reply that arrived but ended wrongly: cut short, or stopped by the server."""
+    if reply.failures:
+        return
+    if not reply.saw_done:
+        end = "response.completed" if reply.api == "responses" else "[DONE]"
+        reply.fail(FailureKind.STREAM_TRUNCATED, f"stream ended without {end}")
+    elif reply.finish_reason is None:
+        # A stream without one was cut before its last chunk; a whole body without one is odd.
+        kind = FailureKind.STREAM_TRUNCATED if streamed else FailureKind.ABNORMAL_FINISH
+        reply.fail(kind, "reply ended without a finish_reason")
+    elif reply.finish_reason in _ABNORMAL_FINISH:
+        reply.fail(FailureKind.ABNORMAL_FINISH, f"finish_reason {reply.finish_reason!r}")

@@ -1,0 +1,187 @@
+"""How much load, when: stages over time, closed-loop agent pools and open-loop session arrivals."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import random
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from loadgen.agents import Agent, stable_seed
+from loadgen.profile.schema import Arrival, Stage
+
+__all__ = ["AgentFactory", "ClosedLoop", "OpenLoop", "WeightedPicker", "level_at"]
+
+AgentFactory = Callable[[int], tuple[Agent, str]]  # slot index -> (agent, label)
+SessionFn = Callable[[Agent, str, str], Coroutine[Any, Any, object]]
+
+_CONTROL_PERIOD_S = 0.25
+
+
+def level_at(t: float, arrival: Arrival, stages: Sequence[Stage]) -> float:
+    """Agents (closed loop) or sessions/s (open loop) wanted `t` seconds into the run."""
+    if not stages:
+        return arrival.level
+    level = 0.0 if stages[0].kind == "ramp" else arrival.level
+    start = 0.0
+    for stage in stages:
+        end = start + stage.duration
+        if t < end:
+            if stage.kind == "ramp":
+                assert stage.target is not None
+                frac = (t - start) / stage.duration if stage.duration else 1.0
+                return level + (stage.target - level) * frac
+            if stage.kind == "spike":
+                return float(stage.target or level)
+            return float(stage.target if stage.target is not None else level)
+        if stage.kind == "ramp" or (stage.kind in ("hold", "soak") and stage.target is not None):
+            level = float(stage.target or 0.0)
+        start = end
+    return level
+
+
+class WeightedPicker:
+    """Smooth weighted round robin: any first n picks follow the weights as closely as possible."""
+
+    def __init__(self, weights: Sequence[float]) -> None:
+        self.weights = list(weights)
+        self.given = [0] * len(self.weights)
+
+    def next(self) -> int:
+        """The index of the next pick."""
+        j = min(range(len(self.weights)), key=lambda k: (self.given[k] + 1) / self.weights[k])
+        self.given[j] += 1
+        return j
+
+
+class ClosedLoop:
+    """N long-lived agents, each running sessions back to back (with idle time between)."""
+
+    def __init__(
+        self,
+        arrival: Arrival,
+        stages: Sequence[Stage],
+        make_agent: AgentFactory,
+        run_session: SessionFn,
+        time_scale: float,
+        seed: int,
+    ) -> None:
+        self.arrival = arrival
+        self.stages = stages
+        self.make_agent = make_agent
+        self.run_session = run_session
+        self.time_scale = time_scale
+        self.rng = random.Random(stable_seed(seed, "closed-loop"))
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.retiring: set[int] = set()
+        self._slots = itertools.count()
+
+    @property
+    def active(self) -> int:
+        """Agents currently running (retiring ones excluded)."""
+        return len(self.tasks) - len(self.retiring)
+
+    async def run(self, duration: float) -> None:
+        """Keep the pool at the staged size until `duration` ends, then cancel every agent."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            while (elapsed := loop.time() - t0) < duration:
+                self._resize(round(level_at(elapsed, self.arrival, self.stages)))
+                await asyncio.sleep(min(_CONTROL_PERIOD_S, max(0.0, duration - elapsed)))
+        finally:
+            await _cancel_all(self.tasks.values())
+
+    def _resize(self, wanted: int) -> None:
+        while self.active < wanted:
+            slot = next(self._slots)
+            agent, label = self.make_agent(slot)
+            # Jittered starts keep a whole pool from firing its first requests in lockstep.
+            jitter = self.rng.uniform(0, 1.0) if slot < wanted else 0.0
+            task = asyncio.create_task(self._agent_loop(slot, agent, label, jitter))
+            self.tasks[slot] = task
+            task.add_done_callback(functools.partial(self._forget, slot))
+        for slot in sorted(self.tasks, reverse=True):
+            if self.active <= wanted:
+                break
+            if slot not in self.retiring:
+                self.retiring.add(slot)  # finishes its current session, then leaves
+
+    def _forget(self, slot: int, _task: object = None) -> None:
+        self.tasks.pop(slot, None)
+        self.retiring.discard(slot)
+
+    async def _agent_loop(self, slot: int, agent: Agent, label: str, jitter: float) -> None:
+        await asyncio.sleep(jitter)
+        for n in itertools.count():
+            if slot in self.retiring:
+                return
+            await self.run_session(agent, label, f"{agent.id}-s{n}")
+            if slot in self.retiring:
+                return
+            await asyncio.sleep(agent.idle_time() * self.time_scale)
+
+
+class OpenLoop:
+    """Sessions arrive at a (staged) rate, Poisson or gamma-bursty; each gets a fresh agent."""
+
+    def __init__(
+        self,
+        arrival: Arrival,
+        stages: Sequence[Stage],
+        make_agent: AgentFactory,
+        run_session: SessionFn,
+        seed: int,
+        max_sessions: int = 100_000,
+    ) -> None:
+        self.arrival = arrival
+        self.stages = stages
+        self.make_agent = make_agent
+        self.run_session = run_session
+        self.rng = random.Random(stable_seed(seed, "open-loop"))
+        self.max_sessions = max_sessions
+        self.tasks: set[asyncio.Task[object]] = set()
+        self.schedule_lag: list[float] = []
+        self.dropped = 0  # arrivals refused because max_sessions were already running
+
+    async def run(self, duration: float) -> None:
+        """Start sessions on schedule until `duration` ends, then cancel the ones in flight."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        due = t0
+        try:
+            for n in itertools.count():
+                rate = level_at(due - t0, self.arrival, self.stages)
+                due += self._gap(rate)
+                if due - t0 >= duration:
+                    await asyncio.sleep(max(0.0, t0 + duration - loop.time()))
+                    return
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                self.schedule_lag.append(max(0.0, loop.time() - due))
+                if len(self.tasks) >= self.max_sessions:
+                    self.dropped += 1
+                    continue
+                agent, label = self.make_agent(n)
+                task = asyncio.create_task(self.run_session(agent, label, f"{agent.id}-s0"))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        finally:
+            await _cancel_all(self.tasks)
+
+    def _gap(self, rate: float) -> float:
+        if rate <= 0:
+            return _CONTROL_PERIOD_S
+        if self.arrival.process == "poisson":
+            return self.rng.expovariate(rate)
+        shape = 1.0 / self.arrival.burstiness  # CV^2 = 1/shape
+        return self.rng.gammavariate(shape, 1.0 / (rate * shape))
+
+
+async def _cancel_all(tasks: Any) -> None:
+    pending = [t for t in list(tasks) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,299 @@
+"""Running one agent session: steps, state checks, reactions, tool waits and sub-agent fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from loadgen.agents import Agent, StepPlan, ToolInvocation
+from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
+from loadgen.profile.schema import Profile, Reaction
+from loadgen.protocol import Reply, send
+from loadgen.protocol.failures import FailureKind
+from loadgen.runtime.checks import FATAL, SessionBaseline, check_reply
+from loadgen.runtime.sinks import RecordSink
+from loadgen.transport import Transport
+
+__all__ = ["SessionRunner"]
+
+
+@dataclass
+class _Tally:
+    """Per-session counters that end up in the SessionRecord."""
+
+    steps: int = 0
+    prompt: int = 0
+    completion: int = 0
+    cached: int = 0
+    tool_calls: int = 0
+    subagents: int = 0
+    compactions: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    recoveries: Counter[str] = field(default_factory=Counter)
+    baseline: SessionBaseline = field(default_factory=SessionBaseline)
+    echo: dict[str, str] = field(default_factory=dict)  # router tokens to send back
+
+
+class _SessionFailed(Exception):
+    """A failure the profile's reactions could not absorb; ends the session as failed."""
+
+
+class SessionRunner:
+    """Drives agents through sessions against one transport, reporting every record to a sink."""
+
+    def __init__(self, transport: Transport, profile: Profile, sink: RecordSink) -> None:
+        self.transport = transport
+        self.profile = profile
+        self.sink = sink
+        self._jitter = random.Random(profile.seed)
+
+    async def run_session(self, agent: Agent, label: str, session_id: str) -> SessionRecord:
+        """One whole session; cancellation ends it as aborted (the client stopped it)."""
+        tally = _Tally()
+        started_unix = time.time()
+        t0 = time.perf_counter()
+        self.sink.session_started(label)
+        agent.start_session(session_id)
+        outcome, error = SessionOutcome.COMPLETED, None
+        try:
+            await self._steps(agent, label, session_id, tally)
+        except _SessionFailed as exc:
+            outcome, error = SessionOutcome.FAILED, str(exc)
+        except asyncio.CancelledError:
+            outcome = SessionOutcome.ABORTED
+            raise
+        finally:
+            agent.end_session()
+            record = SessionRecord(
+                session_id=session_id,
+                agent=label,
+                started_unix=started_unix,
+                duration_s=time.perf_counter() - t0,
+                steps=tally.steps,
+                outcome=outcome,
+                prompt_tokens=tally.prompt,
+                completion_tokens=tally.completion,
+                cached_tokens=tally.cached,
+                tool_calls=tally.tool_calls,
+                subagents=tally.subagents,
+                compactions=tally.compactions,
+                failures=dict(tally.failures),
+                recoveries=dict(tally.recoveries),
+                final_context_tokens=agent.conversation.tokens,
+                error=error,
+            )
+            self.sink.session(record)
+        return record
+
+    async def _steps(self, agent: Agent, label: str, session_id: str, tally: _Tally) -> None:
+        while True:
+            if agent.needs_compaction():
+                await self._compact(agent, label, session_id, tally)
+            plan = agent.plan_step()
+            if plan is None:
+                return
+            lag = await self._wait(plan.delay_s)
+            if agent.over_budget():
+                # The agent's own window is full and compaction is off or did not help.
+                await self._react_without_reply(
+                    FailureKind.CONTEXT_OVERFLOW, agent, label, session_id, tally
+                )
+                continue
+            reply, record = await self._attempt(agent, plan, label, session_id, tally, lag)
+            invocations = agent.apply_reply(reply)
+            record.tool_calls = len(invocations)
+            tally.tool_calls += len(invocations)
+            self.sink.step(record)
+            if invocations:
+                await self._run_tools(label, invocations)
+                agent.apply_tool_results(invocations)
+            fan_out = agent.wants_subagents()
+            if fan_out:
+                results = await asyncio.gather(
+                    *(
+                        self._subagent(agent, label, f"{session_id}.{i}", tally)
+                        for i in range(fan_out)
+                    )
+                )
+                tally.subagents += fan_out
+                agent.join_subagents(results)
+
+    async def _attempt(
+        self, agent: Agent, plan: StepPlan, label: str, session_id: str, tally: _Tally, lag: float
+    ) -> tuple[Reply, StepRecord]:
+        """Send the step, retrying or reacting as the profile says; the record of the good try
+        is returned unsent so the caller can add what the agent did with the reply."""
+        attempt = 0
+        causes: list[str] = []
+        while True:
+            reply = await send(
+                self.transport, plan.api, plan.body, headers=self._headers(session_id, tally)
+            )
+            found = list(reply.failures)
+            if reply.ok:
+                found += check_reply(plan, reply, tally.baseline, self.profile.checks)
+            record = self._record(plan, reply, label, session_id, tally.steps, found, attempt, lag)
+            tally.steps += 1
+            tally.failures.update(found)
+            self._count_usage(reply, tally)
+            fatal = next((k for k in found if k in FATAL), None)
+            if fatal is None:
+                tally.baseline.update(reply)
+                for kind in dict.fromkeys(causes):
+                    tally.recoveries[kind] += 1
+                    self.sink.recovery(kind, label)
+                return reply, record
+            record.ok = False
+            self.sink.step(record)
+            reaction = self.profile.reactions[FailureKind(fatal)]
+            if attempt + 1 >= reaction.max_attempts or reaction.action in ("abort", "continue"):
+                raise _SessionFailed(
+                    f"{fatal} after {attempt + 1} attempt(s): {reply.error or ''}".strip()
+                )
+            causes.append(fatal)
+            attempt += 1
+            if reaction.action == "fallback":
+                agent.fall_back_to_client_history()
+            elif reaction.action == "compact":
+                await self._compact(agent, label, session_id, tally)
+            else:
+                await self._wait(self._backoff(reaction, attempt, reply.retry_after_s))
+            lag = 0.0
+            replanned = agent.plan_step() if reaction.action in ("fallback", "compact") else plan
+            if replanned is None:
+                raise _SessionFailed(f"{fatal}: nothing left to send after {reaction.action}")
+            plan = replanned
+
+    async def _react_without_reply(
+        self, kind: FailureKind, agent: Agent, label: str, session_id: str, tally: _Tally
+    ) -> None:
+        tally.failures[kind] += 1
+        reaction = self.profile.reactions[kind]
+        if reaction.action != "compact" or not agent.params.compaction:
+            raise _SessionFailed(
+                f"{kind}: history of {agent.conversation.tokens} tokens exceeds the agent's window"
+            )
+        await self._compact(agent, label, session_id, tally)
+        tally.recoveries[kind] += 1
+        self.sink.recovery(kind, label)
+
+    async def _compact(self, agent: Agent, label: str, session_id: str, tally: _Tally) -> None:
+        plan = agent.plan_compaction()
+        reply, record = await self._attempt(agent, plan, label, session_id, tally, 0.0)
+        self.sink.step(record)
+        agent.apply_compaction(reply)
+        tally.compactions += 1
+        tally.baseline.reset()
+
+    async def _subagent(self, parent: Agent, label: str, session_id: str, tally: _Tally) -> str:
+        child = type(parent)(
+            f"{parent.id}.{session_id.rsplit('.', 1)[-1]}",
+            parent.subagent_params(),
+            model=parent.model,
+            seed=parent.rng.getrandbits(32),
+        )
+        child.force_length_supported = parent.force_length_supported
+        child.start_session(session_id)
+        child_tally = _Tally()
+        last = ""
+        try:
+            while (plan := child.plan_step()) is not None:
+                plan.kind = "subagent"
+                await self._wait(plan.delay_s)
+                reply, record = await self._attempt(
+                    child, plan, label, session_id, child_tally, 0.0
+                )
+                invocations = child.apply_reply(reply)
+                record.tool_calls = len(invocations)
+                self.sink.step(record)
+                last = reply.text
+                if invocations:
+                    await self._run_tools(label, invocations)
+                    child.apply_tool_results(invocations)
+        except _SessionFailed:
+            last = ""  # the parent carries on with what the others found
+        finally:
+            child.end_session()
+            for name in ("steps", "prompt", "completion", "cached", "tool_calls"):
+                setattr(tally, name, getattr(tally, name) + getattr(child_tally, name))
+            tally.failures.update(child_tally.failures)
+            tally.recoveries.update(child_tally.recoveries)
+        return last
+
+    async def _run_tools(self, label: str, invocations: list[ToolInvocation]) -> None:
+        async def one(inv: ToolInvocation) -> None:
+            await self._wait(inv.latency_s)
+            self.sink.tool_call(
+                label, inv.name, not inv.fails, inv.latency_s * self.profile.time_scale
+            )
+
+        await asyncio.gather(*(one(inv) for inv in invocations))
+
+    async def _wait(self, seconds: float) -> float:
+        """Sleep `seconds` of modelled time (scaled); returns how late we woke (schedule lag)."""
+        delay = seconds * self.profile.time_scale
+        if delay <= 0:
+            return 0.0
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        await asyncio.sleep(delay)
+        return max(0.0, loop.time() - due)
+
+    def _backoff(self, reaction: Reaction, attempt: int, retry_after: float | None) -> float:
+        # Exponential backoff with jitter, unscaled by time_scale (it is the target's clock).
+        base: float = min(reaction.max_backoff, reaction.backoff * 2.0 ** (attempt - 1))
+        base *= 1 - reaction.jitter * self._jitter.random()
+        if retry_after is not None:
+            base = max(base, retry_after)
+        return float(base / self.profile.time_scale)
+
+    def _headers(self, session_id: str, tally: _Tally) -> dict[str, str]:
+        headers = dict(tally.echo)
+        if self.profile.session_header:
+            headers[self.profile.session_header] = session_id.split(".", 1)[0]
+        return headers
+
+    @staticmethod
+    def _count_usage(reply: Reply, tally: _Tally) -> None:
+        if reply.usage is not None:
+            tally.prompt += reply.usage.prompt_tokens
+            tally.completion += reply.usage.completion_tokens
+            tally.cached += reply.usage.cached_tokens or 0
+
+    @staticmethod
+    def _record(
+        plan: StepPlan,
+        reply: Reply,
+        label: str,
+        session_id: str,
+        step: int,
+        found: list[str],
+        attempt: int,
+        lag: float,
+    ) -> StepRecord:
+        usage = reply.usage
+        return StepRecord(
+            session_id=session_id,
+            agent=label,
+            step=step,
+            kind=plan.kind,
+            api=plan.api,
+            started_unix=time.time() - reply.e2e_s,
+            e2e_s=reply.e2e_s,
+            ttft_s=reply.ttft_s,
+            itl_s=reply.itl_s(),
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            cached_tokens=usage.cached_tokens if usage else None,
+            context_tokens=plan.context_tokens,
+            finish_reason=reply.finish_reason,
+            ok=reply.ok,
+            failures=found,
+            http_status=reply.status,
+            error=reply.error,
+            attempt=attempt,
+            schedule_lag_s=lag,
+        )

@@ -1,0 +1,85 @@
+"""Where the endpoint under test is and how to talk to it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from loadgen.errors import ConfigError, UsageError
+
+__all__ = ["TargetConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    """An OpenAI-compatible endpoint; `base_url` is stored in its /v1 form."""
+
+    base_url: str
+    api_key: str | None = None  # None: no Authorization header (local servers)
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    verify_tls: bool = True
+    request_timeout_s: float = 600.0  # whole request, headers and body included
+    connect_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_url", _normalise(self.base_url))
+        object.__setattr__(self, "headers", dict(self.headers))
+        for name in ("request_timeout_s", "connect_timeout_s"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        verify_tls: bool = True,
+        request_timeout_s: float = 600.0,
+        connect_timeout_s: float = 10.0,
+    ) -> TargetConfig:
+        """A target from a user-typed URL (with or without /v1); UsageError when not http(s)."""
+        return cls(
+            url,
+            api_key=api_key,
+            headers=dict(headers or {}),
+            verify_tls=verify_tls,
+            request_timeout_s=request_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+        )
+
+    @property
+    def root_url(self) -> str:
+        """The server's root (base_url without /v1), where /metrics and /health live."""
+        return self.base_url.removesuffix("/v1")
+
+    def url(self, path: str) -> str:
+        """An absolute URL: `path` relative to base_url, or returned as-is when absolute."""
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers every request carries: extra headers, then the bearer token."""
+        out = {"User-Agent": "agentload", **self.headers}
+        if self.api_key is not None:
+            out["Authorization"] = f"Bearer {self.api_key}"
+        return out
+
+
+def _normalise(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"target URL {url!r} is not an http(s) URL; "
+            "write it like http://localhost:8000/v1 or https://api.example.com/v1"
+        )
+    if parts.query or parts.fragment:
+        raise UsageError(f"target URL {url!r} has a query or fragment; drop everything after ?/#")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/v1"):
+        path += "/v1"
+    return f"{parts.scheme}://{parts.netloc}{path}"

@@ -1,4 +1,4 @@
-"""An example custom agent: reference it from a profile as `kind: path/to/triage_agent.py:TriageAgent`.
+"""An example custom agent; a profile references it as `kind: triage_agent.py:TriageAgent`.
 
 A custom agent is a subclass of `loadgen.agents.Agent`. Override `Params` to change the
 defaults a profile's `params:` start from, and any step-policy method to change behaviour;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -275,3 +276,13 @@ async def test_non_streaming_completions_reply_is_assembled(sim: SimServer, clie
     reply = await send(await client(sim), "completions", body)
     assert reply.ok, reply.error
     assert count_tokens(reply.text) == 10
+
+
+async def test_one_transport_carries_many_concurrent_streams(
+    sim: SimServer, client: Client
+) -> None:
+    transport = await client(sim)
+    bodies = [chat_body(MODEL, _user(f"hello {i}"), max_tokens=16) for i in range(300)]
+    replies = await asyncio.gather(*(send(transport, "chat", body) for body in bodies))
+    assert all(reply.ok for reply in replies), {reply.error for reply in replies}
+    assert all(reply.usage is not None for reply in replies)

@@ -64,13 +64,14 @@ class ChoiceStream:
             choice = choices[0]
             delta = choice.get("delta")
             if delta is None:  # text completions put the text on the choice itself
-                if choice.get("text"):
-                    self._parts.append(choice["text"])
+                text = choice.get("text")
+                if text and isinstance(text, str):
+                    self._parts.append(text)
                     reply.token_times_ns.append(t_ns)
             elif delta:
                 content = delta.get("content")
                 calls = delta.get("tool_calls")
-                if content:
+                if content and isinstance(content, str):
                     self._parts.append(content)
                 if calls:
                     self._add_calls(calls)
@@ -98,7 +99,7 @@ class ChoiceStream:
             if function.get("name"):
                 entry[0][1] = function["name"]
             arguments = function.get("arguments")
-            if arguments:
+            if arguments and isinstance(arguments, str):
                 entry[1].append(arguments)
 
     def finish(self) -> None:

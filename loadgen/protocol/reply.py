@@ -50,6 +50,7 @@ class Reply:
     failures: list[str] = field(default_factory=list)  # FailureKind values
     error: str | None = None  # short message for failed requests
     retry_after_s: float | None = None  # the server's Retry-After, when it sent one
+    headers: dict[str, str] = field(default_factory=dict)  # the response headers asked for
 
     @property
     def e2e_s(self) -> float:

@@ -47,12 +47,14 @@ class ResponsesStream:
             return
         kind = obj.get("type")
         if kind == "response.output_text.delta":
-            if obj.get("delta"):
-                self._parts.append(obj["delta"])
+            delta = obj.get("delta")
+            if delta and isinstance(delta, str):
+                self._parts.append(delta)
                 reply.token_times_ns.append(t_ns)
         elif kind == "response.function_call_arguments.delta":
-            if obj.get("delta"):
-                self._call(obj.get("output_index", 0))[1].append(obj["delta"])
+            delta = obj.get("delta")
+            if delta and isinstance(delta, str):
+                self._call(obj.get("output_index", 0))[1].append(delta)
                 reply.token_times_ns.append(t_ns)
         elif kind in ("response.output_item.added", "response.output_item.done"):
             item = obj.get("item") or {}

@@ -27,6 +27,8 @@ API_PATHS: dict[str, str] = {
     "completions": "completions",
 }
 
+_SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+
 # Finish reasons that mean the server gave up on the request rather than completing it.
 _ABNORMAL_FINISH = frozenset({"abort", "error"})
 
@@ -37,8 +39,12 @@ async def send(
     body: bytes | Sequence[bytes],
     *,
     headers: Mapping[str, str] | None = None,
+    capture_headers: Sequence[str] = (),
 ) -> Reply:
-    """POST `body` to `api`'s endpoint and assemble the reply, streamed or not."""
+    """POST `body` to `api`'s endpoint and assemble the reply, streamed or not.
+
+    `capture_headers`: response headers to keep in `Reply.headers` (router session tokens).
+    """
     segments = (body,) if isinstance(body, bytes) else body
     reply = Reply(api=api, t_sent_ns=perf_counter_ns())
     streamed = False
@@ -46,6 +52,10 @@ async def send(
         async with transport.post(API_PATHS[api], segments, headers) as exchange:
             reply.t_sent_ns = exchange.t_sent_ns
             reply.status = exchange.status
+            for name in capture_headers:
+                value = exchange.headers.get(name)
+                if value is not None:
+                    reply.headers[name] = value
             if exchange.status >= 400:
                 await _read_error(exchange, reply, segments)
             elif "text/event-stream" in exchange.headers.get("Content-Type", ""):
@@ -54,7 +64,7 @@ async def send(
             else:
                 _read_json(await exchange.read(), reply)
     except TransportError as exc:
-        reply.fail(exc.kind, str(exc))
+        reply.fail(FailureKind(exc.kind), str(exc))
     reply.t_end_ns = perf_counter_ns()
     if reply.token_times_ns:
         reply.t_first_token_ns = reply.token_times_ns[0]
@@ -74,7 +84,13 @@ async def _read_stream(exchange: HttpExchange, reply: Reply) -> None:
     assembler = ResponsesStream(reply) if reply.api == "responses" else ChoiceStream(reply)
     try:
         async for event in exchange.events():
-            assembler.feed(event.t_ns, event.data)
+            try:
+                assembler.feed(event.t_ns, event.data)
+            except _SHAPE_ERRORS as exc:
+                # Valid JSON of the wrong shape (a server bug): recorded, never raised.
+                reply.fail(
+                    FailureKind.HTTP_ERROR, f"malformed stream event ({exc!r}): {event.data[:80]!r}"
+                )
     finally:
         # A stream cut mid-way still leaves its partial text and calls on the reply.
         assembler.finish()
@@ -89,11 +105,15 @@ def _read_json(raw: bytes, reply: Reply) -> None:
     if not isinstance(obj, dict):
         reply.fail(FailureKind.HTTP_ERROR, f"reply body is not a JSON object: {raw[:80]!r}")
         return
+    try:
+        if reply.api == "responses":
+            read_response_body(reply, obj)
+        else:
+            read_choice_body(reply, obj)
+    except _SHAPE_ERRORS as exc:
+        reply.fail(FailureKind.HTTP_ERROR, f"malformed reply body ({exc!r}): {raw[:80]!r}")
+        return
     reply.saw_done = True
-    if reply.api == "responses":
-        read_response_body(reply, obj)
-    else:
-        read_choice_body(reply, obj)
 
 
 def _check_ending(reply: Reply, *, streamed: bool) -> None:

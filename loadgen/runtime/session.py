@@ -130,8 +130,13 @@ class SessionRunner:
         causes: list[str] = []
         while True:
             reply = await send(
-                self.transport, plan.api, plan.body, headers=self._headers(session_id, tally)
+                self.transport,
+                plan.api,
+                plan.body,
+                headers=self._headers(session_id, tally),
+                capture_headers=self.profile.echo_headers,
             )
+            tally.echo.update(reply.headers)
             found = list(reply.failures)
             if reply.ok:
                 found += check_reply(plan, reply, tally.baseline, self.profile.checks)

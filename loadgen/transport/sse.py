@@ -18,18 +18,19 @@ class SSEEvent(NamedTuple):
 class SSEParser:
     """Feed chunks as they arrive; get back the (event, data) pairs each chunk completes."""
 
-    __slots__ = ("_buf", "_cr")
+    __slots__ = ("_cr", "_pieces")
 
     def __init__(self) -> None:
-        # Bytes of an event still arriving; a bytearray so appends and front deletes are cheap.
-        self._buf = bytearray()
+        # Chunks of an event still arriving; joined once, when its end shows up, so an event
+        # spread over many chunks costs one copy rather than one per chunk.
+        self._pieces: list[bytes] = []
         # A chunk ended in "\r": if the next one starts with "\n" that is the same line break.
         self._cr = False
 
     @property
     def pending(self) -> bool:
         """True when bytes of an event that has not ended yet are buffered."""
-        return bool(self._buf.strip(b"\n"))
+        return any(piece.strip(b"\n") for piece in self._pieces)
 
     def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
         """The events that `chunk` completes, in order."""
@@ -39,28 +40,22 @@ class SSEParser:
                 chunk = chunk[1:]
         if b"\r" in chunk:
             self._cr = chunk[-1:] == b"\r"
-            # Normalising to "\n" once per chunk keeps the hot path to one find and a split.
+            # Normalising to "\n" once per chunk keeps the hot path to one split.
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buf = self._buf
-        if not buf:
-            end = chunk.rfind(b"\n\n")
-            if end < 0:
-                buf += chunk
+        pieces = self._pieces
+        if pieces:
+            ends_here = b"\n\n" in chunk or (chunk[:1] == b"\n" and pieces[-1][-1:] == b"\n")
+            pieces.append(chunk)
+            if not ends_here:
                 return []
-            data = chunk[:end]
-            buf += chunk[end + 2 :]
-        else:
-            # Only the new bytes (and one before them) can complete a separator.
-            start = len(buf) - 1
-            buf += chunk
-            end = buf.rfind(b"\n\n", start)
-            if end < 0:
-                return []
-            with memoryview(buf) as view:
-                data = bytes(view[:end])
-            del buf[: end + 2]
+            chunk = b"".join(pieces)
+            pieces.clear()
+        blocks = chunk.split(b"\n\n")
+        rest = blocks.pop()  # after the last separator: the start of an unfinished event
+        if rest:
+            pieces.append(rest)
         events: list[tuple[bytes, bytes]] = []
-        for block in data.split(b"\n\n"):
+        for block in blocks:
             if block.startswith(b"data: ") and b"\n" not in block:
                 # The common case: one unnamed single-line data event.
                 events.append((b"", block[6:]))

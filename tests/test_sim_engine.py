@@ -95,14 +95,29 @@ async def burst(
     http: aiohttp.ClientSession, server: SimServer, concurrency: int, tokens: int
 ) -> Level:
     """`concurrency` requests at once; throughput is streamed tokens over the wall time."""
-    start = time.perf_counter()
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(120):
+        # Open the connections first, so that TCP setup is not charged to the engine.
+        await asyncio.gather(*(stream_chat(http, server, "warm", 1) for _ in range(concurrency)))
+        start = time.perf_counter()
         replies = await asyncio.gather(
             *(stream_chat(http, server, f"request {i} please", tokens) for i in range(concurrency))
         )
-    wall = time.perf_counter() - start
+        wall = time.perf_counter() - start
     assert [r.tokens for r in replies] == [tokens] * concurrency
     return Level(sum(r.tokens for r in replies) / wall, [r.ttft for r in replies])
+
+
+async def best_throughput(
+    http: aiohttp.ClientSession, server: SimServer, concurrency: int, tokens: int, ceiling: float
+) -> float:
+    """Best of at most two bursts: the engine never runs ahead of its modelled clock, so a
+    stall of this process (a busy CI box) can only lower a measurement, never raise it."""
+    best = 0.0
+    for _attempt in range(2):
+        best = max(best, (await burst(http, server, concurrency, tokens)).tokens_per_s)
+        if best >= 0.9 * ceiling:
+            break
+    return best
 
 
 def analytical(decode_step_ms: float, max_num_seqs: int, **more: Any) -> dict[str, Any]:
@@ -146,7 +161,7 @@ async def test_throughput_plateaus_at_max_num_seqs_over_decode_step(
     assert ceiling == server.config.output_tokens_per_s_ceiling() == 800
 
     for concurrency in levels:  # from exactly full to 2x and 4x oversubscribed
-        measured = (await burst(http, server, concurrency, 100)).tokens_per_s
+        measured = await best_throughput(http, server, concurrency, 150, ceiling)
         assert measured == pytest.approx(ceiling, rel=0.10), concurrency
 
 

@@ -1,3 +1,3 @@
-from loadgen.cli.main import main
+from loadgen.cli.entry import main
 
 raise SystemExit(main())

@@ -31,7 +31,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
 
 def test_console_script_is_installed_as_agentload() -> None:
     scripts = entry_points(group="console_scripts", name="agentload")
-    assert [ep.value for ep in scripts] == ["loadgen.cli.main:main"]
+    assert [ep.value for ep in scripts] == ["loadgen.cli.entry:main"]
 
 
 def test_top_level_help_lists_subcommands_and_exit_codes() -> None:

@@ -37,7 +37,7 @@ def test_wheel_never_ships_a_top_level_agents_package(wheel: zipfile.ZipFile) ->
 
 def test_wheel_declares_the_agentload_console_script(wheel: zipfile.ZipFile) -> None:
     (entry,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
-    assert "agentload = loadgen.cli.main:main" in wheel.read(entry).decode()
+    assert "agentload = loadgen.cli.entry:main" in wheel.read(entry).decode()
 
 
 def test_wheel_holds_every_package_of_the_source_tree(wheel: zipfile.ZipFile) -> None:

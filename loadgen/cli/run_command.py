@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
+import dataclasses
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any, Literal
 
 from loadgen.cli.arguments import parse_duration
 from loadgen.errors import ConfigError, TargetUnreachableError, UsageError
-from loadgen.observe import format_summary
-from loadgen.profile.loader import load_profile
-from loadgen.runtime.run import RunOptions, run_load
-from loadgen.sim import PRESETS, SimConfig, SimServer
-from loadgen.transport import TargetConfig
+
+if TYPE_CHECKING:
+    from loadgen.sim import SimConfig
+    from loadgen.transport import TargetConfig
 
 __all__ = ["register"]
 
@@ -98,6 +93,47 @@ def register(commands: Any) -> None:
     p.add_argument("--seed", type=int, help="seed for every random choice")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_target_arguments(p)
+    swarm = p.add_argument_group("swarm (Locust's own flag names and defaults)")
+    swarm.add_argument("--web", action="store_true", help="serve Locust's web UI while running")
+    swarm.add_argument("--web-host", default="127.0.0.1", help="web UI address (default 127.0.0.1)")
+    swarm.add_argument("--web-port", type=int, default=8089, help="web UI port (default 8089)")
+    swarm.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="fork N worker processes on this machine (this one becomes master)",
+    )
+    swarm.add_argument("--master", action="store_true", help="run as master of remote workers")
+    swarm.add_argument(
+        "--expect-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="master: wait for N workers before starting (default 1)",
+    )
+    swarm.add_argument("--master-bind-host", default="*", help="master: bind address (default *)")
+    swarm.add_argument(
+        "--master-bind-port",
+        type=int,
+        default=5557,
+        metavar="P",
+        help="master: port workers connect to (default 5557)",
+    )
+    swarm.add_argument("--worker", action="store_true", help="run as a worker of a master")
+    swarm.add_argument(
+        "--master-host",
+        default="127.0.0.1",
+        metavar="H",
+        help="worker: the master's address (default 127.0.0.1)",
+    )
+    swarm.add_argument(
+        "--master-port",
+        type=int,
+        default=5557,
+        metavar="P",
+        help="worker: the master's port (default 5557)",
+    )
     p.set_defaults(handler=run)
 
     q = commands.add_parser(
@@ -144,6 +180,10 @@ def _headers(raw: list[str]) -> dict[str, str]:
 
 
 def _sim_config(settings: dict[str, Any]) -> SimConfig:
+    from pydantic import ValidationError
+
+    from loadgen.sim.config import PRESETS, SimConfig
+
     data = dict(settings)
     preset = str(data.pop("preset", "fast"))
     if preset not in PRESETS:
@@ -158,53 +198,121 @@ def _sim_config(settings: dict[str, Any]) -> SimConfig:
         raise ConfigError(f"profile sim.{where}: {err['msg']}") from exc
 
 
-@contextlib.asynccontextmanager
-async def _target(
-    args: argparse.Namespace, sim_settings: dict[str, Any]
-) -> AsyncIterator[tuple[TargetConfig, dict[str, Any]]]:
-    common = {
-        "api_key": args.api_key,
-        "headers": _headers(args.header),
-        "verify_tls": not args.insecure,
-        "request_timeout_s": args.request_timeout,
-    }
-    if args.target:
-        yield TargetConfig.from_url(args.target, **common), {}
-        return
-    config = _sim_config(sim_settings)
-    async with SimServer(config) as sim:
-        yield TargetConfig.from_url(sim.base_url, **common), {"builtin_sim": config.preset}
+def _target_config(args: argparse.Namespace, url: str) -> TargetConfig:
+    from loadgen.transport import TargetConfig
+
+    return TargetConfig.from_url(
+        url,
+        api_key=args.api_key,
+        headers=_headers(args.header),
+        verify_tls=not args.insecure,
+        request_timeout_s=args.request_timeout,
+    )
 
 
-async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    loaded = load_profile(args.profile, _overrides(args))
-    profile = loaded.profile
-    out = args.out or Path("results") / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    progress = None if args.quiet else sys.stderr
-    async with _target(args, profile.sim) as (target, label):
-        if progress is not None:
-            where = "the built-in simulator" if label else target.base_url
-            print(
-                f"agentload run: {profile.name} for {profile.total_duration:.0f}s against "
-                f"{where}; results in {out}",
-                file=progress,
-                flush=True,
-            )
-        options = RunOptions(out_dir=out, model=args.model, progress=progress, target_label=label)
-        summary = await run_load(loaded, target, options)
-    print(format_summary(summary))
-    print(f"results: {out}")
-    return summary
+def _worker_argv(args: argparse.Namespace, port: int, target: str, out: Path) -> list[str]:
+    """The command line of a local worker process for --processes."""
+    argv = [sys.executable, "-m", "loadgen", "run", args.profile, "--worker", "--quiet",
+            "--master-host", "127.0.0.1", "--master-port", str(port),
+            "--target", target, "--out", str(out)]  # fmt: skip
+    for flag, value in (("--duration", args.duration), ("--agents", args.agents),
+                        ("--rate", args.rate), ("--seed", args.seed), ("--model", args.model),
+                        ("--request-timeout", args.request_timeout)):  # fmt: skip
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.api_key:
+        argv += ["--api-key", args.api_key]
+    for header in args.header:
+        argv += ["--header", header]
+    if args.insecure:
+        argv.append("--insecure")
+    return argv
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the profile; exit 3 when nothing could be measured."""
-    try:
-        import uvloop
+    """Run the profile under Locust; exit 3 when nothing could be measured."""
+    # Heavy imports only here: `agentload run` patched gevent before any of them (entry.py).
+    import subprocess
 
-        summary = uvloop.run(_main(args))
-    except ImportError:
-        summary = asyncio.run(_main(args))
+    from loadgen.observe import format_summary
+    from loadgen.orchestration.bridge import process_bridge
+    from loadgen.orchestration.process_engine import SwarmSettings
+    from loadgen.orchestration.swarm import SwarmOptions, run_swarm
+    from loadgen.profile.loader import load_profile
+    from loadgen.sim import SimServer
+
+    if args.processes < 1:
+        raise UsageError("--processes must be at least 1")
+    if args.worker and not args.target:
+        raise UsageError("--worker needs --target: the master's built-in simulator is not shared")
+    loaded = load_profile(args.profile, _overrides(args))
+    profile = loaded.profile
+    out = args.out or Path("results") / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    progress = None if (args.quiet or args.worker) else sys.stderr
+    bridge = process_bridge()
+    sim = None
+    extra: dict[str, Any] = {}
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        if args.target:
+            target = _target_config(args, args.target)
+        else:
+            config = _sim_config(profile.sim)
+            sim = SimServer(config, host="127.0.0.1")
+            bridge.run(sim.start(), timeout=60)
+            target = _target_config(args, sim.base_url)
+            extra = {"builtin_sim": config.preset}
+        processes = max(args.processes, args.expect_workers if args.master else 1)
+        settings = SwarmSettings(
+            loaded, target, out, model=args.model, processes=processes, extra=extra
+        )
+        mode: Literal["local", "master", "worker"] = "local"
+        if args.worker:
+            mode = "worker"
+        elif args.master or args.processes > 1:
+            mode = "master"
+        options = SwarmOptions(
+            mode=mode,
+            web=args.web, web_host=args.web_host, web_port=args.web_port,
+            master_host=args.master_host, master_port=args.master_port,
+            master_bind_host=args.master_bind_host, master_bind_port=args.master_bind_port,
+            expect_workers=args.processes if args.processes > 1 else args.expect_workers,
+            progress=progress,
+        )  # fmt: skip
+        if args.processes > 1:
+            port = _free_port()
+            options = dataclasses.replace(
+                options, master_bind_host="127.0.0.1", master_bind_port=port
+            )
+            workers = [subprocess.Popen(_worker_argv(args, port, target.base_url, out))
+                       for _ in range(args.processes)]  # fmt: skip
+        if progress is not None and not args.worker:
+            where = "the built-in simulator" if sim else target.base_url
+            print(f"agentload run: {profile.name} for {profile.total_duration:.0f}s against "
+                  f"{where}; results in {out}", file=progress, flush=True)  # fmt: skip
+        summary = run_swarm(settings, options)
+    finally:
+        for proc in workers:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if sim is not None:
+            bridge.run(sim.stop(), timeout=30)
+    if summary is None:  # a worker: the master reports
+        return 0
+    print(format_summary(summary))
+    print(f"results: {out}")
     if summary["requests"]["total"] == 0:
         raise TargetUnreachableError("the run measured no request at all")
     return 0

@@ -1,0 +1,172 @@
+"""The engine of one Locust process: created lazily (after fork) and shared by its users."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent.lock
+from locust.env import Environment
+
+from loadgen.observe import RunStats
+from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
+from loadgen.orchestration.bridge import LoopBridge, native_socket_factory, process_bridge
+from loadgen.profile.loader import LoadedProfile
+from loadgen.runtime.engine import Engine, StatsSink
+from loadgen.transport import TargetConfig
+
+__all__ = ["LocustReporter", "ProcessEngine", "SwarmSettings", "process_engine"]
+
+_CREATE_LOCK = gevent.lock.Semaphore()
+
+
+@dataclass
+class SwarmSettings:
+    """What every process of a swarm needs to know; attached to the Locust Environment."""
+
+    loaded: LoadedProfile
+    target: TargetConfig
+    out_dir: Path
+    model: str | None = None
+    processes: int = 1  # worker processes sharing the load (open-loop rate is split)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LocustReporter:
+    """A RecordSink on the loop thread that reports steps and sessions to Locust's stats.
+
+    Locust's events must fire on the gevent hub, so each record crosses over through the
+    bridge; request type and name say what it was (STEP / SESSION, agent and step kind).
+    """
+
+    def __init__(self, bridge: LoopBridge, environment: Environment) -> None:
+        self.bridge = bridge
+        self.environment = environment
+
+    def session_started(self, agent: str) -> None:
+        """Nothing to report until the session ends."""
+
+    def step(self, record: StepRecord) -> None:
+        """One step as one Locust request."""
+        exception = None if record.ok else RuntimeError(",".join(record.failures) or "failed")
+        fire = self.environment.events.request.fire
+        kwargs = {
+            "request_type": "STEP",
+            "name": f"{record.agent} {record.kind}",
+            "response_time": record.e2e_s * 1000.0,
+            "response_length": record.completion_tokens or 0,
+            "exception": exception,
+            "context": {},
+        }
+        self.bridge.to_hub(lambda: fire(**kwargs))
+
+    def session(self, record: SessionRecord) -> None:
+        """One session as one Locust request; only target-caused failures count as errors."""
+        if record.outcome == SessionOutcome.ABORTED:
+            return  # stopped by the client: not a server failure, not a latency sample
+        exception = None
+        if record.outcome == SessionOutcome.FAILED:
+            exception = RuntimeError(record.error or "session failed")
+        fire = self.environment.events.request.fire
+        kwargs = {
+            "request_type": "SESSION",
+            "name": record.agent,
+            "response_time": record.duration_s * 1000.0,
+            "response_length": record.steps,
+            "exception": exception,
+            "context": {},
+        }
+        self.bridge.to_hub(lambda: fire(**kwargs))
+
+    def recovery(self, kind: str, agent: str) -> None:
+        """Counted in RunStats; Locust has no place for it."""
+
+    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
+        """Counted in RunStats; Locust has no place for it."""
+
+
+class ProcessEngine:
+    """Bridge + engine + the share of statistics not yet sent to the master."""
+
+    def __init__(self, environment: Environment, settings: SwarmSettings, worker: int) -> None:
+        self.environment = environment
+        self.settings = settings
+        self.worker = worker
+        self.bridge = process_bridge()
+        out = settings.out_dir if worker < 0 else settings.out_dir / f"worker-{worker}"
+        self.delta = StatsSink(RunStats())  # what the next report to the master carries
+        self.engine = Engine(
+            settings.loaded,
+            settings.target,
+            out,
+            model=settings.model,
+            extra_sinks=[self.delta, LocustReporter(self.bridge, environment)],
+            socket_factory=native_socket_factory,
+        )
+        self.bridge.run(self.engine.start(), timeout=120)
+        self.started = time.perf_counter()
+        self._slots = itertools.count()
+
+    def new_agent(self, mix_index: int) -> tuple[Any, str]:
+        """A fresh long-lived agent of the given mix entry, unique across workers."""
+        assert self.engine.make_agent is not None
+        slot = next(self._slots)
+        agent, label = self.engine.make_agent(slot, mix_index)
+        agent.id = f"w{max(self.worker, 0)}-{agent.id}"
+        return agent, label
+
+    def take_delta(self) -> dict[str, Any]:
+        """Swap out the statistics gathered since the last call (for report_to_master)."""
+
+        async def swap() -> dict[str, Any]:
+            # Let sessions that were just cancelled write their records first.
+            await _settle()
+            stats, self.delta.stats = self.delta.stats, RunStats()
+            return {"stats": stats.to_dict(), "health": self.engine.health.report()}
+
+        result: dict[str, Any] = self.bridge.run(swap(), timeout=30)
+        return result
+
+    def idle(self) -> bool:
+        """True when no session is running on the loop."""
+        return not self.bridge._tasks
+
+    def finish(self, timeout: float = 15.0) -> None:
+        """Wait for cancelled sessions to end, then stop the engine (transport, files, probes)."""
+        self.bridge.wait_idle(timeout)
+        self.bridge.run(self.engine.stop(), timeout=30)
+
+
+async def _settle() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+    current = asyncio.current_task()
+    cancelling = [t for t in asyncio.all_tasks() if t is not current and t.cancelling()]
+    if cancelling:
+        await asyncio.wait(cancelling, timeout=2.0)
+
+
+def process_engine(environment: Environment) -> ProcessEngine:
+    """This process's engine, created on first use (after fork) and then shared."""
+    existing: ProcessEngine | None = getattr(environment, "agentload_engine", None)
+    if existing is not None:
+        return existing
+    with _CREATE_LOCK:
+        existing = getattr(environment, "agentload_engine", None)
+        if existing is None:
+            settings: SwarmSettings = environment.agentload  # type: ignore[attr-defined]
+            runner = environment.runner
+            worker = getattr(runner, "worker_index", -1) if _is_worker(environment) else -1
+            existing = ProcessEngine(environment, settings, worker)
+            environment.agentload_engine = existing  # type: ignore[attr-defined]
+    return existing
+
+
+def _is_worker(environment: Environment) -> bool:
+    from locust.runners import WorkerRunner
+
+    return isinstance(environment.runner, WorkerRunner)

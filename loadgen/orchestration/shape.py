@@ -1,0 +1,33 @@
+"""Profile stages as a Locust LoadTestShape (agents in closed loop; workers in open loop)."""
+
+from __future__ import annotations
+
+from locust import LoadTestShape
+
+from loadgen.profile.schema import Profile
+from loadgen.runtime.load import level_at
+
+__all__ = ["ProfileShape"]
+
+
+class ProfileShape(LoadTestShape):
+    """Follows the profile's stages: ramp, hold, spike and soak, then stops the run."""
+
+    def __init__(self, profile: Profile, processes: int = 1) -> None:
+        super().__init__()
+        self.profile = profile
+        self.processes = processes
+
+    def tick(self) -> tuple[int, float] | None:
+        """(users, spawn rate) now, or None when the run is over."""
+        elapsed = self.get_run_time()
+        profile = self.profile
+        if elapsed >= profile.total_duration:
+            return None
+        if profile.arrival.mode == "open":
+            # One arrival user per worker process; each runs its share of the session rate.
+            return self.processes, float(self.processes)
+        users = round(level_at(elapsed, profile.arrival, profile.stages))
+        # Locust ticks once a second; spawning the whole difference within that second keeps
+        # the user count on the staged curve (a ramp is already spread over its ticks).
+        return users, float(max(users, 1))

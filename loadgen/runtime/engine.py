@@ -1,0 +1,199 @@
+"""One process's share of a run: target facts, agents, sessions, statistics and result files.
+
+Both drivers use it: the plain asyncio driver (`run_load`) and the Locust users, which run
+it on the engine's loop thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from loadgen.agents import Agent, AgentParams
+from loadgen.errors import TargetUnreachableError
+from loadgen.observe import GeneratorHealth, ResultFiles, RunStats
+from loadgen.observe.records import SessionRecord, StepRecord
+from loadgen.profile.loader import LoadedProfile
+from loadgen.protocol import chat_body, encode_message, send
+from loadgen.runtime.load import WeightedPicker
+from loadgen.runtime.session import SessionRunner
+from loadgen.runtime.sinks import FanOut, RecordSink
+from loadgen.transport import SocketFactory, TargetConfig, Transport, TransportError
+
+__all__ = ["AgentFactory", "Engine", "StatsSink", "detect_force_length", "discover_model"]
+
+
+class StatsSink:
+    """Counts every record into RunStats and appends it to the result files as it happens."""
+
+    def __init__(self, stats: RunStats, files: ResultFiles | None = None) -> None:
+        self.stats = stats
+        self.files = files  # None: count only
+
+    def session_started(self, agent: str) -> None:
+        """A session began."""
+        self.stats.session_started(agent)
+
+    def step(self, record: StepRecord) -> None:
+        """A step ended."""
+        self.stats.add_step(record)
+        if self.files is not None:
+            self.files.write_step(record)
+
+    def session(self, record: SessionRecord) -> None:
+        """A session ended."""
+        self.stats.add_session(record)
+        if self.files is not None:
+            self.files.write_session(record)
+
+    def recovery(self, kind: str, agent: str) -> None:
+        """A failure was absorbed by a reaction."""
+        self.stats.recovery(kind, agent)
+
+    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
+        """Tool calls are counted from step records; nothing more to keep here."""
+
+
+async def discover_model(transport: Transport) -> str:
+    """The first model the target serves; TargetUnreachableError when it cannot say."""
+    url = transport.target.base_url
+    try:
+        status, body = await transport.get("models", timeout_s=30)
+    except TransportError as exc:
+        raise TargetUnreachableError(f"cannot reach {url}: {exc}; check --target") from exc
+    if status in (401, 403):
+        raise TargetUnreachableError(f"{url} refused the API key (HTTP {status}); check --api-key")
+    try:
+        return str(orjson.loads(body)["data"][0]["id"])
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+        raise TargetUnreachableError(
+            f"{url}/models answered HTTP {status} without a model list; pass --model"
+        ) from exc
+
+
+async def detect_force_length(transport: Transport, model: str, setting: str) -> bool:
+    """Whether min_tokens + ignore_eos work on this target (asked once, with a tiny request)."""
+    if setting != "auto":
+        return setting == "always"
+    body = chat_body(
+        model, [encode_message("user", "ping")], max_tokens=3, min_tokens=3, ignore_eos=True
+    )
+    reply = await send(transport, "chat", body)
+    if not reply.ok and reply.status is None:
+        raise TargetUnreachableError(f"cannot reach {transport.target.base_url}: {reply.error}")
+    return reply.ok and reply.usage is not None and reply.usage.completion_tokens == 3
+
+
+class AgentFactory:
+    """Builds the agent for each slot, following the mix's weights in a fixed order."""
+
+    def __init__(self, loaded: LoadedProfile, model: str, force_length: bool) -> None:
+        profile = loaded.profile
+        self.mix = profile.agents
+        self.classes = loaded.agent_classes
+        self.params: list[AgentParams] = [
+            cls.Params.model_validate(m.params)
+            for cls, m in zip(self.classes, self.mix, strict=True)
+        ]
+        self.model = model
+        self.seed = profile.seed
+        self.force_length = force_length
+        self._picker = WeightedPicker([m.weight for m in self.mix])
+
+    def __call__(self, slot: int, mix_index: int | None = None) -> tuple[Agent, str]:
+        """The agent for `slot` (of the given mix entry, or the next by weight)."""
+        j = self._picker.next() if mix_index is None else mix_index
+        label = self.mix[j].label
+        agent = self.classes[j](f"{label}-{slot}", self.params[j], model=self.model, seed=self.seed)
+        agent.force_length_supported = self.force_length
+        return agent, label
+
+
+class Engine:
+    """Transport, target facts, sinks and the session runner of one process; start, then run."""
+
+    def __init__(
+        self,
+        loaded: LoadedProfile,
+        target: TargetConfig,
+        out_dir: Path,
+        *,
+        model: str | None = None,
+        extra_sinks: Sequence[RecordSink] = (),
+        socket_factory: SocketFactory | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.profile = loaded.profile
+        self.target = target
+        self.out_dir = out_dir
+        self.model = model or ""
+        self.force_length = False
+        self.stats = RunStats()
+        self.health = GeneratorHealth(schedule_lag=self.stats.schedule_lag_s)
+        self.transport = Transport(target, socket_factory=socket_factory)
+        self._extra_sinks = list(extra_sinks)
+        self._files: ResultFiles | None = None
+        self.runner: SessionRunner | None = None
+        self.make_agent: AgentFactory | None = None
+
+    async def start(self) -> None:
+        """Open the transport, learn the model and output-length support, open result files."""
+        await self.transport.__aenter__()
+        try:
+            self.model = self.model or await discover_model(self.transport)
+            self.force_length = await detect_force_length(
+                self.transport, self.model, self.profile.force_output_length
+            )
+        except BaseException:
+            await self.transport.__aexit__(None, None, None)
+            raise
+        self._files = ResultFiles(self.out_dir)
+        sink = FanOut([StatsSink(self.stats, self._files), *self._extra_sinks])
+        self.runner = SessionRunner(self.transport, self.profile, sink)
+        self.make_agent = AgentFactory(self.loaded, self.model, self.force_length)
+        await self.health.start()
+
+    def add_sink(self, sink: RecordSink) -> None:
+        """Send every record to `sink` too (before start, or between sessions)."""
+        self._extra_sinks.append(sink)
+        if self.runner is not None and isinstance(self.runner.sink, FanOut):
+            self.runner.sink.sinks.append(sink)
+
+    async def run_session(self, agent: Agent, label: str, session_id: str) -> SessionRecord:
+        """One whole session of `agent`."""
+        assert self.runner is not None, "Engine.start() first"
+        return await self.runner.run_session(agent, label, session_id)
+
+    def target_label(self) -> dict[str, Any]:
+        """What summary.json says about the target."""
+        return {
+            "url": self.target.base_url,
+            "model": self.model,
+            "forced_output_length": self.force_length,
+        }
+
+    def summary(
+        self, duration_s: float, stats: RunStats | None = None, **target: Any
+    ) -> dict[str, Any]:
+        """summary.json's content for `stats` (default: this process's) over `duration_s`."""
+        return (stats or self.stats).summary(
+            target={**self.target_label(), **target},
+            profile=self.profile.name,
+            duration_s=duration_s,
+            generator=self.health.report(),
+        )
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write summary.json into the results folder."""
+        assert self._files is not None
+        self._files.write_summary(summary)
+
+    async def stop(self) -> None:
+        """Stop probes, close the transport and the result files."""
+        await self.health.stop()
+        await self.transport.__aexit__(None, None, None)
+        if self._files is not None:
+            self._files.close()

@@ -1,0 +1,64 @@
+"""A plain `locust -f` entry point for teams that already run Locust.
+
+    AGENTLOAD_PROFILE=coding-agent locust -f "$(python -m loadgen.orchestration.locustfile)" \\
+        --host http://localhost:8000/v1 --headless -u 50 -r 5 -t 10m
+
+Each Locust user is one long-lived agent of the profile's mix. Locust's own flags decide the
+user count, spawn rate, run time and distribution (--master/--worker, --processes); the
+profile (AGENTLOAD_PROFILE: a built-in name or a YAML path; it must be known when Locust
+imports this file, since it decides the user classes) decides what the agents do. Results
+land in --agentload-out, one folder per process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from locust import events
+
+from loadgen.orchestration.process_engine import SwarmSettings
+from loadgen.orchestration.users import AgentUser
+from loadgen.profile.loader import load_profile
+from loadgen.transport import TargetConfig
+
+_PROFILE = os.environ.get("AGENTLOAD_PROFILE", "quickstart")
+_LOADED = load_profile(_PROFILE)
+
+
+def _arguments(parser: Any) -> None:
+    parser.add_argument("--agentload-out", default="results/locust", help="results folder")
+    parser.add_argument("--agentload-model", default=None, help="model (default: discovered)")
+
+
+def _init(environment: Any, **_kw: Any) -> None:
+    options = environment.parsed_options
+    host = environment.host or "http://127.0.0.1:8000/v1"
+    out = Path(getattr(options, "agentload_out", "results/locust"))
+    environment.agentload = SwarmSettings(
+        _LOADED,
+        TargetConfig.from_url(host, api_key=os.environ.get("OPENAI_API_KEY")),
+        out / f"pid-{os.getpid()}",
+        model=getattr(options, "agentload_model", None),
+    )
+
+
+events.init_command_line_parser.add_listener(_arguments)
+events.init.add_listener(_init)
+
+
+def _user_class(index: int, label: str, weight: float) -> type[AgentUser]:
+    name = f"agent_{label}".replace("-", "_")
+    attrs = {"abstract": False, "mix_index": index, "weight": max(1, round(weight * 100))}
+    return type(name, (AgentUser,), attrs)
+
+
+# Locust discovers User classes among this module's globals.
+for _i, _mix in enumerate(_LOADED.profile.agents):
+    globals()[f"agent_{_mix.label}".replace("-", "_")] = _user_class(_i, _mix.label, _mix.weight)
+
+
+if __name__ == "__main__":
+    # `python -m loadgen.orchestration.locustfile` prints this file's path for `locust -f`.
+    print(__file__)

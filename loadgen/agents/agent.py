@@ -254,28 +254,45 @@ class Agent:
         """True when the history no longer fits the agent's own context window."""
         return self.conversation.tokens > self.params.context_budget_tokens
 
-    def plan_compaction(self) -> StepPlan:
-        """A request that summarises the whole history (client-held: it must see everything)."""
+    def plan_compaction(self, fit_tokens: int | None = None) -> StepPlan:
+        """A request that summarises the history (client-held: it must see it all, or, when
+        `fit_tokens` says how much the server accepts, the system prompt and the newest
+        messages that fit)."""
         p = self.params
-        ask = self._encoded_user("Summarize the work so far for a fresh context.")
+        ask = "Summarize the work so far for a fresh context."
         n = p.compact_to_tokens
         forced = n if p.force_output_length and self.force_length_supported else None
-        messages = [*self.conversation.messages, ask]
+        ignore_eos = True if forced else None
+        body: list[bytes]
+        # Our own token estimate differs from a real server's tokenizer: keep 20% headroom.
+        history = (
+            self.conversation.messages
+            if fit_tokens is None
+            else self.conversation.head_and_tail(int(fit_tokens * 0.8))
+        )
         if p.api == "chat":
+            messages = [*history, encode_message("user", ask)]
             body = chat_body(
-                self.model, messages, max_tokens=n, min_tokens=forced, ignore_eos=forced is not None
+                self.model, messages, max_tokens=n, min_tokens=forced, ignore_eos=ignore_eos
             )
-        else:
+        elif p.api == "responses":
+            messages = [*history, encode_message("user", ask)]
             body = responses_body(
                 self.model,
                 messages,
                 store=p.state == "server",
                 max_output_tokens=n,
-                extra=self._force_extra(forced),
+                min_tokens=forced,
+                ignore_eos=ignore_eos,
+            )
+        else:
+            prompt = "\n".join([*self._prompt_parts, ask])
+            body = completions_body(
+                self.model, prompt, max_tokens=n, min_tokens=forced, ignore_eos=ignore_eos
             )
         return StepPlan(
             kind="compaction",
-            api="chat" if p.api == "chat" else "responses",
+            api=p.api,
             body=body,
             max_tokens=n,
             forced_min_tokens=forced,
@@ -330,9 +347,6 @@ class Agent:
         self._pending.append(raw)
         self._prompt_parts.append(text)
 
-    def _encoded_user(self, text: str) -> bytes:
-        return encode_message("user", text)
-
     def _words(self, tokens: int) -> str:
         return words_for_tokens(tokens, offset=self.rng.getrandbits(16))
 
@@ -350,9 +364,6 @@ class Agent:
         if inv.fails:
             return f"[{inv.name}] error: exit status 1 {self._words(min(inv.result_tokens, 40))}"
         return f"[{inv.name}] ok: {self._words(inv.result_tokens)}"
-
-    def _force_extra(self, forced: int | None) -> dict[str, Any] | None:
-        return {"min_tokens": forced, "ignore_eos": True} if forced else None
 
     def _body(
         self, max_tokens: int, forced: int | None, offer_tools: bool, tool_choice: str | None
@@ -382,7 +393,8 @@ class Agent:
                 max_output_tokens=max_tokens,
                 tools=tools,
                 tool_choice=tool_choice,
-                extra=self._force_extra(forced),
+                min_tokens=forced,
+                ignore_eos=True if forced else None,
             )
         return completions_body(
             self.model,

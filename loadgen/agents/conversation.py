@@ -54,6 +54,21 @@ class Conversation:
         self.tokens += count
         return encoded
 
+    def head_and_tail(self, budget: int) -> list[bytes]:
+        """The first message (the system prompt) and the newest ones, within `budget` tokens."""
+        if not self._messages:
+            return []
+        used = self._counts[0]
+        tail: list[bytes] = []
+        for raw, count in zip(
+            reversed(self._messages[1:]), reversed(self._counts[1:]), strict=True
+        ):
+            if used + count > budget:
+                break
+            used += count
+            tail.append(raw)
+        return [self._messages[0], *reversed(tail)]
+
     def replace(self, keep: int, messages: Sequence[tuple[str, str]]) -> None:
         """Compaction: keep the first `keep` messages and put `messages` after them."""
         del self._messages[keep:]

@@ -82,4 +82,8 @@ class SessionRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The sessions.jsonl line."""
-        return asdict(self)
+        data = asdict(self)
+        # Kinds may arrive as FailureKind (a str subclass); JSON keys must be plain str.
+        data["failures"] = {str(k): v for k, v in self.failures.items()}
+        data["recoveries"] = {str(k): v for k, v in self.recoveries.items()}
+        return data

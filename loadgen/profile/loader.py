@@ -85,8 +85,11 @@ def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> 
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ProfileError(f"{source}:{where} is not valid YAML: {exc}") from exc
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ProfileError(
+            f"{source}:{where} invalid YAML ({problem}); fix the syntax there"
+        ) from exc
     if not isinstance(data, dict):
         raise ProfileError(f"{source}: a profile is a YAML mapping (name:, agents:, arrival:...)")
     for key, value in (overrides or {}).items():

@@ -104,8 +104,9 @@ def default_reactions() -> dict[FailureKind, Reaction]:
         FailureKind.STREAM_TRUNCATED: retry,
         FailureKind.ABNORMAL_FINISH: retry,
         FailureKind.MALFORMED_TOOL_CALL: retry,
-        FailureKind.CONTEXT_OVERFLOW: Reaction(action="compact", max_attempts=1),
-        FailureKind.SERVER_STATE_LOST: Reaction(action="fallback", max_attempts=1),
+        # Two attempts: the one that failed, and the one after compacting / falling back.
+        FailureKind.CONTEXT_OVERFLOW: Reaction(action="compact", max_attempts=2),
+        FailureKind.SERVER_STATE_LOST: Reaction(action="fallback", max_attempts=2),
         FailureKind.CONTEXT_TRUNCATED: Reaction(action="continue"),
         FailureKind.CACHE_MISS: Reaction(action="continue"),
     }

@@ -69,4 +69,4 @@ def check_reply(
         problems = validate_tool_calls(reply.tool_calls, plan.tools)
         if any(problems):
             found.append(FailureKind.MALFORMED_TOOL_CALL)
-    return found
+    return [str(kind) for kind in found]

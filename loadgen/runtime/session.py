@@ -114,7 +114,7 @@ class SessionRunner:
             if fan_out:
                 results = await asyncio.gather(
                     *(
-                        self._subagent(agent, label, f"{session_id}.{i}", tally)
+                        self._subagent(agent, label, f"{session_id}.{tally.subagents + i}", tally)
                         for i in range(fan_out)
                     )
                 )
@@ -158,12 +158,18 @@ class SessionRunner:
                 raise _SessionFailed(
                     f"{fatal} after {attempt + 1} attempt(s): {reply.error or ''}".strip()
                 )
+            if reaction.action == "compact" and plan.kind == "compaction":
+                # The summary request itself does not fit: compacting again cannot help.
+                raise _SessionFailed(f"{fatal}: the history is too long even to summarise")
             causes.append(fatal)
             attempt += 1
             if reaction.action == "fallback":
                 agent.fall_back_to_client_history()
             elif reaction.action == "compact":
-                await self._compact(agent, label, session_id, tally)
+                # Summarise only what fits: the last prompt the server accepted bounds it.
+                await self._compact(
+                    agent, label, session_id, tally, fit_tokens=tally.baseline.prompt_tokens
+                )
             else:
                 await self._wait(self._backoff(reaction, attempt, reply.retry_after_s))
             lag = 0.0
@@ -176,6 +182,22 @@ class SessionRunner:
         self, kind: FailureKind, agent: Agent, label: str, session_id: str, tally: _Tally
     ) -> None:
         tally.failures[kind] += 1
+        tally.steps += 1
+        self.sink.step(
+            StepRecord(
+                session_id=session_id,
+                agent=label,
+                step=tally.steps - 1,
+                kind="overflow",
+                api=agent.params.api,
+                started_unix=time.time(),
+                e2e_s=0.0,
+                context_tokens=agent.conversation.tokens,
+                ok=False,
+                failures=[str(kind)],
+                error="the history exceeds the agent's own context window",
+            )
+        )
         reaction = self.profile.reactions[kind]
         if reaction.action != "compact" or not agent.params.compaction:
             raise _SessionFailed(
@@ -185,8 +207,15 @@ class SessionRunner:
         tally.recoveries[kind] += 1
         self.sink.recovery(kind, label)
 
-    async def _compact(self, agent: Agent, label: str, session_id: str, tally: _Tally) -> None:
-        plan = agent.plan_compaction()
+    async def _compact(
+        self,
+        agent: Agent,
+        label: str,
+        session_id: str,
+        tally: _Tally,
+        fit_tokens: int | None = None,
+    ) -> None:
+        plan = agent.plan_compaction(fit_tokens)
         reply, record = await self._attempt(agent, plan, label, session_id, tally, 0.0)
         self.sink.step(record)
         agent.apply_compaction(reply)

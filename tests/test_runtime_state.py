@@ -1,0 +1,532 @@
+"""Agent state through whole sessions: truncated context, evicted cache, server-held chains,
+overflow and compaction, sub-agents, session affinity and determinism.
+
+Every test runs K complete sessions (not a timed run) against real simulators on
+127.0.0.1:0, sometimes through a small test-only aiohttp proxy that records or rewrites
+the requests on their way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from loadgen.agents import Agent, AssistantAgent, CodingAgent, ResearchAgent
+from loadgen.observe import ResultFiles, RunStats, SessionRecord, StepRecord
+from loadgen.profile.schema import Profile
+from loadgen.runtime.run import StatsSink
+from loadgen.runtime.session import SessionRunner
+from loadgen.runtime.sinks import FanOut
+from loadgen.sim import SimServer
+from loadgen.transport import TargetConfig, Transport
+
+StartSim = Callable[..., Awaitable[SimServer]]
+
+MODEL = "agentload-sim"
+TOOLS = [
+    {
+        "name": "lookup",
+        "parameters": {
+            "type": "object",
+            "properties": {"key": {"type": "string"}},
+            "required": ["key"],
+        },
+    }
+]
+# Small sessions: a few steps, short replies, tools that take a millisecond once scaled.
+SMALL: dict[str, Any] = {
+    "system_prompt_tokens": 200,
+    "turns": 2,
+    "steps_per_turn": 3,
+    "user_tokens": 30,
+    "output_tokens": 32,
+    "tool_result_tokens": 40,
+    "tool_latency_s": 1,
+    "think_time_s": 0,
+    "tools": TOOLS,
+}
+
+
+# -- running whole sessions ----------------------------------------------------------------
+
+
+class _Recorder:
+    """Keeps every step and session record for the assertions."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepRecord] = []
+        self.sessions: list[SessionRecord] = []
+
+    def session_started(self, agent: str) -> None:
+        pass
+
+    def step(self, record: StepRecord) -> None:
+        self.steps.append(record)
+
+    def session(self, record: SessionRecord) -> None:
+        self.sessions.append(record)
+
+    def recovery(self, kind: str, agent: str) -> None:
+        pass
+
+    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
+        pass
+
+
+@dataclass
+class Outcome:
+    """What K whole sessions produced."""
+
+    stats: RunStats
+    sessions: list[SessionRecord]
+    steps: list[StepRecord]
+
+    def outcomes(self) -> list[str]:
+        return [s.outcome for s in self.sessions]
+
+    def steps_of(self, session_id: str) -> list[StepRecord]:
+        return sorted((s for s in self.steps if s.session_id == session_id), key=lambda s: s.step)
+
+
+async def run_sessions(
+    base_url: str,
+    agent_cls: type[Agent],
+    out_dir: Path,
+    *,
+    params: dict[str, Any] | None = None,
+    profile: dict[str, Any] | None = None,
+    k: int = 6,
+) -> Outcome:
+    """Run `k` whole sessions of `agent_cls` against `base_url`, concurrently, to their end."""
+    prof = Profile.model_validate(
+        {
+            "agents": [{"kind": agent_cls.kind}],
+            "arrival": {"mode": "closed", "agents": k},
+            "time_scale": 0.001,
+            **(profile or {}),
+        }
+    )
+    agent_params = agent_cls.Params.model_validate({**SMALL, **(params or {})})
+    stats, recorder = RunStats(), _Recorder()
+    with ResultFiles(out_dir) as files:
+        sink = FanOut([StatsSink(stats, files), recorder])
+        async with Transport(TargetConfig.from_url(base_url)) as transport:
+            runner = SessionRunner(transport, prof, sink)
+            agents = [
+                agent_cls(f"{agent_cls.kind}-{i}", agent_params, model=MODEL, seed=prof.seed)
+                for i in range(k)
+            ]
+            async with asyncio.timeout(60):
+                sessions = await asyncio.gather(
+                    *(runner.run_session(a, agent_cls.kind, f"s{i}") for i, a in enumerate(agents))
+                )
+    return Outcome(stats, list(sessions), recorder.steps)
+
+
+# -- a test-only reverse proxy ---------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """One request that went through the proxy, and the status the simulator answered."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    status: int = 0
+
+
+@dataclass
+class Proxy:
+    base_url: str
+    seen: list[Seen] = field(default_factory=list)
+
+    def by_session(self, header: str = "x-session-id") -> dict[str, list[Seen]]:
+        out: dict[str, list[Seen]] = defaultdict(list)
+        for request in self.seen:
+            out[request.headers.get(header, "")].append(request)
+        return out
+
+
+Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@contextlib.asynccontextmanager
+async def proxy(upstream: SimServer, rewrite: Rewrite | None = None) -> AsyncIterator[Proxy]:
+    """Forward POST /v1/* to `upstream`, optionally rewriting the JSON body, and stream the
+    reply back unchanged (status, content type and every byte)."""
+    state = Proxy("")
+
+    async with aiohttp.ClientSession() as client:
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            body = orjson.loads(await request.read())
+            seen = Seen(request.path, dict(request.headers), body)
+            state.seen.append(seen)
+            if rewrite is not None:
+                body = rewrite(body)
+            url = f"{upstream.base_url}/{request.match_info['tail']}"
+            headers = {"Content-Type": "application/json"}
+            async with client.post(url, data=orjson.dumps(body), headers=headers) as up:
+                seen.status = up.status
+                content_type = up.headers.get("Content-Type", "application/json")
+                resp = web.StreamResponse(status=up.status, headers={"Content-Type": content_type})
+                await resp.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+                return resp
+
+        app = web.Application()
+        app.router.add_post("/v1/{tail:.*}", forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        state.base_url = f"http://{host}:{port}/v1"
+        try:
+            yield state
+        finally:
+            await runner.cleanup()
+
+
+def drop_old_messages(body: dict[str, Any]) -> dict[str, Any]:
+    """A context-trimming gateway: beyond 6 messages, keep the system one and the last 2."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and len(messages) > 6:
+        body = {**body, "messages": [messages[0], *messages[-2:]]}
+    return body
+
+
+# Long enough sessions that the history passes 6 messages early.
+LONG_HISTORY = {"turns": 2, "steps_per_turn": 4}
+
+
+# -- context_truncated -------------------------------------------------------------------------
+
+
+async def test_proxy_that_drops_old_messages_is_counted_as_context_truncated(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim()
+
+    async with proxy(server, rewrite=drop_old_messages) as gateway:
+        outcome = await run_sessions(gateway.base_url, CodingAgent, tmp_path, params=LONG_HISTORY)
+
+    assert any(len(r.body["messages"]) > 6 for r in gateway.seen)  # the proxy did trim
+    assert outcome.stats.failures["context_truncated"] > 0
+    assert outcome.outcomes() == ["completed"] * 6  # degraded, not broken
+
+
+async def test_same_sessions_straight_to_the_sim_count_no_context_truncated(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim()
+
+    outcome = await run_sessions(server.base_url, CodingAgent, tmp_path, params=LONG_HISTORY)
+
+    assert outcome.stats.failures["context_truncated"] == 0
+
+
+async def test_untouched_proxy_counts_no_context_truncated(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim()
+
+    async with proxy(server) as gateway:
+        outcome = await run_sessions(gateway.base_url, CodingAgent, tmp_path, params=LONG_HISTORY)
+
+    assert len(gateway.seen) == outcome.stats.requests_total
+    assert outcome.stats.failures["context_truncated"] == 0
+
+
+# -- cache_miss --------------------------------------------------------------------------------
+
+# Unique system prompts, so that no session's prefix is kept warm by the others.
+CACHE_SESSIONS = {"system_prompt_tokens": 300, "shared_system_prompt": False, "turns": 1}
+
+
+async def test_tiny_kv_cache_under_concurrent_sessions_reports_cache_miss(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    # 96 blocks x 16 = 1536 tokens of KV for 8 sessions of ~600 tokens each: prefixes are
+    # evicted between a session's steps.
+    server = await start_sim(num_kv_blocks=96, max_model_len=1536)
+
+    outcome = await run_sessions(server.base_url, CodingAgent, tmp_path, params=CACHE_SESSIONS, k=8)
+
+    assert server.context.engine.kv.evictions > 0
+    assert outcome.stats.failures["cache_miss"] > 0
+
+
+async def test_roomy_kv_cache_reports_no_cache_miss_for_the_same_sessions(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim()
+
+    outcome = await run_sessions(server.base_url, CodingAgent, tmp_path, params=CACHE_SESSIONS, k=8)
+
+    assert outcome.stats.cached_tokens > 0
+    assert outcome.stats.failures["cache_miss"] == 0
+
+
+# -- server-held state -------------------------------------------------------------------------
+
+CHAINS = {"turns": 4}
+
+
+async def test_server_held_sessions_chain_on_previous_response_id_and_complete(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim()
+
+    async with proxy(server) as gateway:
+        outcome = await run_sessions(gateway.base_url, AssistantAgent, tmp_path, params=CHAINS)
+
+    assert outcome.outcomes() == ["completed"] * 6
+    assert {k: n for k, n in outcome.stats.failures.items() if n} == {}
+    for requests in gateway.by_session().values():
+        assert "previous_response_id" not in requests[0].body
+        assert all(r.body.get("previous_response_id") for r in requests[1:])
+        assert all(r.path == "/v1/responses" for r in requests)
+
+
+async def test_store_evict_falls_back_to_client_history_and_every_session_completes(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim(faults={"store_evict": 0.3})
+
+    outcome = await run_sessions(server.base_url, AssistantAgent, tmp_path, params=CHAINS)
+
+    assert outcome.stats.failures["server_state_lost"] > 0
+    assert [(s.outcome, s.error) for s in outcome.sessions] == [("completed", None)] * 6
+    assert outcome.stats.recoveries["server_state_lost"] > 0
+
+
+async def test_fallback_resends_the_whole_history_without_previous_response_id(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim(faults={"store_evict": 0.3})
+    # Two attempts: the one that found its state gone, and the one after falling back.
+    fallback = {"server_state_lost": {"action": "fallback", "max_attempts": 2}}
+
+    async with proxy(server) as gateway:
+        outcome = await run_sessions(
+            gateway.base_url,
+            AssistantAgent,
+            tmp_path,
+            params=CHAINS,
+            profile={"reactions": fallback},
+        )
+
+    retried = 0
+    for requests in gateway.by_session().values():
+        for lost, after in itertools.pairwise(requests):
+            if lost.status == 404:
+                retried += 1
+                assert "previous_response_id" not in after.body
+                assert after.body["input"][0]["role"] == "system"
+                assert len(after.body["input"]) > len(lost.body["input"])
+    assert retried == outcome.stats.failures["server_state_lost"] > 0
+    assert outcome.outcomes() == ["completed"] * 6
+
+
+# -- context_overflow and compaction -----------------------------------------------------------
+
+# Histories that pass 1024 tokens within a session: 200 system + ~8 steps of ~100 tokens.
+GROWING = {"turns": 1, "steps_per_turn": 10, "tool_result_tokens": 120, "compact_to_tokens": 32}
+
+
+async def test_prompt_beyond_the_servers_window_is_counted_as_context_overflow(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim(max_model_len=1024)
+
+    outcome = await run_sessions(server.base_url, CodingAgent, tmp_path, params=GROWING, k=3)
+
+    overflowed = [s for s in outcome.steps if "context_overflow" in s.failures]
+    assert outcome.stats.failures["context_overflow"] == len(overflowed) > 0
+    assert {s.http_status for s in overflowed} == {400}
+
+
+async def test_compact_reaction_summarises_an_overflowing_history_and_the_session_goes_on(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim(max_model_len=1024)
+
+    outcome = await run_sessions(server.base_url, CodingAgent, tmp_path, params=GROWING, k=3)
+
+    assert outcome.stats.failures["context_overflow"] > 0
+    ended = [(s.outcome, s.error, s.compactions > 0) for s in outcome.sessions]
+    assert ended == [("completed", None, True)] * 3
+
+
+async def test_agent_compacts_before_its_own_window_fills_and_the_session_goes_on(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim()
+    window = {**GROWING, "context_budget_tokens": 1024, "compact_at": 0.6}
+
+    outcome = await run_sessions(server.base_url, CodingAgent, tmp_path, params=window, k=3)
+
+    ended = [(s.outcome, s.error, s.compactions > 0) for s in outcome.sessions]
+    assert ended == [("completed", None, True)] * 3
+    assert any(s.kind == "compaction" for s in outcome.steps)
+    assert outcome.stats.failures["context_overflow"] == 0
+
+
+async def test_overflow_of_the_agents_own_window_is_counted_in_run_stats(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim()
+    no_compaction = {**GROWING, "context_budget_tokens": 768, "compaction": False}
+
+    outcome = await run_sessions(server.base_url, CodingAgent, tmp_path, params=no_compaction, k=3)
+
+    per_session = sum(s.failures.get("context_overflow", 0) for s in outcome.sessions)
+    assert [s.outcome for s in outcome.sessions] == ["failed"] * 3
+    assert per_session == 3
+    assert outcome.stats.failures["context_overflow"] == per_session
+
+
+# -- sub-agents --------------------------------------------------------------------------------
+
+FAN_OUT = {
+    "turns": 1,
+    "steps_per_turn": 3,
+    "subagent_probability": 1.0,
+    "subagents": 2,
+    "subagent_steps": 2,
+}
+
+
+async def test_research_agent_forks_subagents_recorded_as_subagent_steps(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim()
+
+    outcome = await run_sessions(server.base_url, ResearchAgent, tmp_path, params=FAN_OUT, k=3)
+
+    for session in outcome.sessions:
+        children = [s for s in outcome.steps if s.session_id.startswith(f"{session.session_id}.")]
+        assert session.outcome == "completed"
+        assert session.subagents > 0
+        assert children
+        assert {s.kind for s in children} == {"subagent"}
+    assert any(s.kind == "subagent_result" for s in outcome.steps)
+
+
+async def test_every_subagent_gets_a_session_id_of_its_own(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    # Three steps per turn: the agent fans out after the first and again after the second.
+    server = await start_sim()
+
+    outcome = await run_sessions(server.base_url, ResearchAgent, tmp_path, params=FAN_OUT, k=3)
+
+    for session in outcome.sessions:
+        children = {
+            s.session_id for s in outcome.steps if s.session_id.startswith(f"{session.session_id}.")
+        }
+        assert session.subagents >= 4  # two fan-outs of two
+        assert len(children) == session.subagents
+
+
+# -- session affinity --------------------------------------------------------------------------
+
+
+async def test_every_request_carries_its_session_id_in_the_session_header(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim()
+
+    async with proxy(server) as gateway:
+        outcome = await run_sessions(gateway.base_url, CodingAgent, tmp_path, k=3)
+
+    sent = Counter(r.headers.get("x-session-id") for r in gateway.seen)
+    recorded = Counter(s.session_id for s in outcome.steps)
+    assert sent == recorded
+
+
+async def test_subagent_requests_carry_their_parent_sessions_header(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim()
+
+    async with proxy(server) as gateway:
+        outcome = await run_sessions(gateway.base_url, ResearchAgent, tmp_path, params=FAN_OUT, k=2)
+
+    sent = Counter(r.headers.get("x-session-id") for r in gateway.seen)
+    recorded = Counter(s.session_id.split(".")[0] for s in outcome.steps)
+    assert any(s.kind == "subagent" for s in outcome.steps)
+    assert sent == recorded
+
+
+async def test_profile_session_header_names_the_affinity_header(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    server = await start_sim()
+
+    async with proxy(server) as gateway:
+        await run_sessions(
+            gateway.base_url, CodingAgent, tmp_path, k=2, profile={"session_header": "x-affinity"}
+        )
+
+    assert {r.headers.get("x-affinity") for r in gateway.seen} == {"s0", "s1"}
+    assert all("x-session-id" not in r.headers for r in gateway.seen)
+
+
+# -- determinism -------------------------------------------------------------------------------
+
+
+def step_sequences(outcome: Outcome) -> dict[str, list[tuple[Any, ...]]]:
+    """Per session, what each step was: its kind, the prompt it sent and what came back."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for session in sorted({s.session_id for s in outcome.steps}):
+        out[session] = [
+            (s.step, s.kind, s.prompt_tokens, s.completion_tokens, s.tool_calls)
+            for s in outcome.steps_of(session)
+        ]
+    return out
+
+
+async def test_same_seed_and_profile_give_identical_step_sequences(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    first_sim = await start_sim(seed=5)
+    second_sim = await start_sim(seed=5)
+
+    first = await run_sessions(
+        first_sim.base_url, CodingAgent, tmp_path / "1", profile={"seed": 11}
+    )
+    second = await run_sessions(
+        second_sim.base_url, CodingAgent, tmp_path / "2", profile={"seed": 11}
+    )
+
+    assert len(first.steps) > 6
+    assert step_sequences(first) == step_sequences(second)
+
+
+async def test_another_seed_gives_other_step_sequences(start_sim: StartSim, tmp_path: Path) -> None:
+    first_sim = await start_sim(seed=5)
+    second_sim = await start_sim(seed=5)
+
+    first = await run_sessions(
+        first_sim.base_url, CodingAgent, tmp_path / "1", profile={"seed": 11}
+    )
+    second = await run_sessions(
+        second_sim.base_url, CodingAgent, tmp_path / "2", profile={"seed": 12}
+    )
+
+    assert step_sequences(first) != step_sequences(second)

@@ -19,7 +19,6 @@ import math
 import os
 import re
 import shlex
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ class Stats:
     """What the clients saw; tokens and samples count only while `measuring`."""
 
     measuring: bool = False
+    hanging_up: bool = False
     open: int = 0
     peak_open: int = 0
     window_min_open: int = 1 << 30
@@ -49,12 +49,27 @@ class Stats:
     ttft: list[float] = field(default_factory=list)
     itl: list[float] = field(default_factory=list)
 
+    def content(self, text: str, first: bool, gap: float) -> None:
+        """One content chunk; the first of a reply gives a TTFT sample, the others an ITL."""
+        if self.measuring:
+            self.chunks += 1
+            self.tokens += text.count(" ") + first  # the sim sends one word per token
+            (self.ttft if first else self.itl).append(gap)
+
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, from /proc (fields 14 and 15)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def core_busy(core: int) -> float:
+    """Seconds core `core` spent not idle (any process, irq and steal included), /proc/stat."""
+    with open("/proc/stat") as f:
+        line = next(x for x in f if x.startswith(f"cpu{core} "))
+    ticks = [int(v) for v in line.split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / TICK
 
 
 async def scrape(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
@@ -85,10 +100,8 @@ def hist_q(before: dict[str, float], after: dict[str, float], name: str, q: floa
 
 
 def pct(samples: list[float], q: float) -> float:
-    """The q-quantile of samples, or NaN when there are none."""
-    if len(samples) < 2:
-        return samples[0] if samples else math.nan
-    return statistics.quantiles(samples, n=1000, method="inclusive")[round(q * 1000) - 1]
+    """The q-quantile of samples (nearest rank), or NaN when there are none."""
+    return sorted(samples)[min(len(samples) - 1, int(q * len(samples)))] if samples else math.nan
 
 
 async def one_stream(
@@ -119,87 +132,81 @@ async def one_stream(
                         now = time.perf_counter()
                         for event in events:
                             if not event.startswith(b"data: {"):
-                                continue
-                            choices = orjson.loads(event[6:])["choices"]
-                            text = choices[0]["delta"].get("content") if choices else None
-                            if not text:
-                                continue
-                            if st.measuring:
-                                st.chunks += 1
-                                st.tokens += text.count(" ") + first  # one word per token
-                                (st.ttft if first else st.itl).append(
-                                    now - (start if first else last)
-                                )
-                            first, last = False, now
+                                continue  # the role chunk has no content, [DONE] no JSON
+                            delta = (orjson.loads(event[6:])["choices"] or [{}])[0].get("delta")
+                            if delta and (text := delta.get("content")):
+                                st.content(text, first, now - (start if first else last))
+                                first, last = False, now
                     st.requests += st.measuring
                 finally:
                     st.open -= 1
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             st.errors += 1
             if st.errors <= 3:
                 print(f"stream {i}: {exc!r}", file=sys.stderr)
             await asyncio.sleep(0.1)
 
 
-async def start_sim(args: argparse.Namespace) -> tuple[asyncio.subprocess.Process, str, float]:
-    """Spawn `agentload sim --port 0` on core 0; its base URL and the ceiling at --streams."""
+def sim_command(args: argparse.Namespace) -> list[str]:
+    """`agentload sim --port 0` with the benchmark's engine settings and --sim-args."""
     cmd = [sys.executable, "-m", "loadgen", "sim", "--port", "0"]
-    seqs = 0
     if args.preset:
         cmd += ["--preset", args.preset]
     else:
-        seqs = args.max_num_seqs or max(1024, 1 << (args.streams - 1).bit_length())
-        cmd += ["--decode-step-ms", str(args.decode_step_ms), "--max-num-seqs", str(seqs)]
+        cmd += ["--decode-step-ms", str(args.decode_step_ms)]
+    if args.max_num_seqs:
+        cmd += ["--max-num-seqs", str(args.max_num_seqs)]
+    # Room for every stream's prompt and reply twice over: no preemption muddies the numbers.
     blocks = max(65536, 2 * args.streams * math.ceil((args.max_tokens + 64) / 16))
-    cmd += ["--num-kv-blocks", str(blocks), *shlex.split(args.sim_args)]
-    print("sim:", shlex.join(cmd[1:]), file=sys.stderr)
-    pin = (os.cpu_count() or 1) > 1
-    proc = await asyncio.create_subprocess_exec(
-        *cmd,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,  # Ctrl-C reaches only us; the finally below stops it
-        preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if pin else None,
-    )
+    return [*cmd, "--num-kv-blocks", str(blocks), *shlex.split(args.sim_args)]
+
+
+async def read_banner(
+    proc: asyncio.subprocess.Process, args: argparse.Namespace
+) -> tuple[str, float]:
+    """The sim's base URL from its start-up line, and its ceiling at --streams (NaN: none)."""
     assert proc.stderr is not None
     async with asyncio.timeout(60):
         while line := (await proc.stderr.readline()).decode():
             if match := BANNER.search(line):
                 ceiling = CEILING.search(line)
                 if not ceiling:
-                    return proc, match.group(1), math.nan
+                    return match.group(1), math.nan
                 # Fewer streams than batch slots: each open stream gets one token per step.
-                return proc, match.group(1), float(ceiling.group(1)) * min(1, args.streams / seqs)
-            print(line, end="", file=sys.stderr)
-    raise RuntimeError(f"the simulator exited ({await proc.wait()}) before serving")
+                return match.group(1), float(ceiling.group(1)) * min(
+                    1, args.streams / args.max_num_seqs
+                )
+            sys.stderr.write(line)
+    raise SystemExit(f"the simulator exited ({await proc.wait()}) before serving")
+
+
+async def drain(stream: asyncio.StreamReader, st: Stats) -> None:
+    """Pass the sim's stderr on (a full pipe would block it) until the clients hang up."""
+    while line := await stream.readline():
+        if not st.hanging_up:  # then the sim logs writes to closed connections: noise
+            sys.stderr.write(line.decode(errors="replace"))
 
 
 async def run(args: argparse.Namespace) -> None:
-    if (os.cpu_count() or 1) > 1:
+    """Start the sim on core 0, drive it from core 1, measure, stop it (whatever happens)."""
+    two_cores = (os.cpu_count() or 1) > 1
+    if two_cores:
         os.sched_setaffinity(0, {1})
-    proc, base, ceiling = await start_sim(args)
-    st = Stats()
-    conn = aiohttp.TCPConnector(limit=0, force_close=False)
-    headers = {"Content-Type": "application/json"}
+    cmd = sim_command(args)
+    print("sim:", shlex.join(cmd[1:]), file=sys.stderr)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # Ctrl-C reaches only us; the finally below stops it
+        preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if two_cores else None,
+    )
     try:
-        async with aiohttp.ClientSession(connector=conn, headers=headers) as session:
-            url = base + "/chat/completions"
-            tasks = [
-                asyncio.create_task(one_stream(i, session, url, args, st))
-                for i in range(args.streams)
-            ]
-            await asyncio.sleep(args.warmup)
-            m0, c0, t0 = await scrape(session, base), cpu_seconds(proc.pid), time.perf_counter()
-            mine0, st.measuring = os.times(), True
-            end = t0 + args.duration
-            while (now := time.perf_counter()) < end:
-                st.window_min_open = min(st.window_min_open, st.open)
-                await asyncio.sleep(min(0.25, end - now))
-            st.measuring = False
-            c1, t1, mine1 = cpu_seconds(proc.pid), time.perf_counter(), os.times()
-            m1 = await scrape(session, base)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        base, ceiling = await read_banner(proc, args)
+        assert proc.stderr is not None
+        st = Stats()
+        drainer = asyncio.create_task(drain(proc.stderr, st))
+        await drive(args, proc.pid, base, ceiling, st)
+        drainer.cancel()
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -207,7 +214,38 @@ async def run(args: argparse.Namespace) -> None:
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:
                 proc.kill()
-    report(args, st, ceiling, t1 - t0, c1 - c0, m0, m1, mine1, mine0)
+
+
+async def drive(args: argparse.Namespace, pid: int, base: str, ceiling: float, st: Stats) -> None:
+    """Open the streams, measure one window, print the report."""
+    conn = aiohttp.TCPConnector(limit=0)  # no pool limit: every stream has its own connection
+    headers = {"Content-Type": "application/json"}
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+    async with aiohttp.ClientSession(connector=conn, headers=headers, timeout=timeout) as session:
+        url = base + "/chat/completions"
+        tasks = [
+            asyncio.create_task(one_stream(i, session, url, args, st)) for i in range(args.streams)
+        ]
+        try:
+            await asyncio.sleep(args.warmup)
+            m0, t0 = await scrape(session, base), time.perf_counter()
+            before = (cpu_seconds(pid), core_busy(0), sum(os.times()[:2]))
+            st.measuring = True
+            end = t0 + args.duration
+            while (now := time.perf_counter()) < end:
+                st.window_min_open = min(st.window_min_open, st.open)
+                await asyncio.sleep(min(0.25, end - now))
+            st.measuring = False
+            after = (cpu_seconds(pid), core_busy(0), sum(os.times()[:2]))
+            wall = time.perf_counter() - t0
+            m1 = await scrape(session, base)
+        finally:
+            st.hanging_up = True
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    cpu = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
+    report(args, st, ceiling, wall, cpu, m0, m1)
 
 
 def report(
@@ -215,19 +253,21 @@ def report(
     st: Stats,
     ceiling: float,
     wall: float,
-    cpu: float,
+    cpus: tuple[float, float, float],
     m0: dict[str, float],
     m1: dict[str, float],
-    mine1: os.times_result,
-    mine0: os.times_result,
 ) -> None:
+    cpu, core, mine = cpus
+
     def delta(name: str) -> float:
         return m1.get(name, 0.0) - m0.get(name, 0.0)
 
     itl, ttft = "vllm:inter_token_latency_seconds", "vllm:time_to_first_token_seconds"
+    # Every generated token is one TTFT or ITL observation; generation_tokens_total only
+    # grows when a request ends, so over a short window it lags.
     sim_tokens = delta(itl + "_count") + delta(ttft + "_count")
-    rate = st.tokens / wall
-    mine = (mine1.user + mine1.system) - (mine0.user + mine0.system)
+    finished = delta("vllm:generation_tokens_total")
+    rate, ok = st.tokens / wall, not math.isnan(ceiling)
 
     def ms(p50: float, p99: float) -> str:
         return f"{p50 * 1e3:.1f} / {p99 * 1e3:.1f}"
@@ -239,16 +279,13 @@ def report(
         ("requests completed in window", f"{st.requests}  (client errors {st.errors})"),
         ("streamed tokens/s (client)", f"{rate:,.0f}  ({st.chunks / wall:,.0f} chunks/s)"),
         ("generated tokens/s (sim /metrics)", f"{sim_tokens / wall:,.0f}"),
-        (
-            "  generation_tokens_total delta/s",
-            f"{delta('vllm:generation_tokens_total') / wall:,.0f}",
-        ),
-        ("analytical ceiling at these streams", f"{ceiling:,.0f}"),
-        ("achieved / ceiling", f"{rate / ceiling:.1%}" if ceiling == ceiling else "n/a"),
+        ("  of requests that ended (generation_tokens)", f"{finished / wall:,.0f}"),
+        ("analytical ceiling at these streams", f"{ceiling:,.0f}" if ok else "n/a (roofline)"),
+        ("achieved / ceiling", f"{rate / ceiling:.1%}" if ok else "n/a"),
         ("sim CPU seconds", f"{cpu:.2f}"),
-        ("sim core utilisation", f"{cpu / wall:.0%}"),
+        ("sim process CPU / core 0 busy", f"{cpu / wall:.0%} / {core / wall:.0%}"),
         ("sim CPU per token (us)", f"{cpu / max(st.tokens, 1) * 1e6:.1f}"),
-        ("client core utilisation", f"{mine / wall:.0%}"),
+        ("client process CPU", f"{mine / wall:.0%}"),
         ("TTFT p50 / p99 client (ms)", ms(pct(st.ttft, 0.5), pct(st.ttft, 0.99))),
         ("ITL p50 / p99 client (ms)", ms(pct(st.itl, 0.5), pct(st.itl, 0.99))),
         ("ITL p50 / p99 sim (ms)", ms(hist_q(m0, m1, itl, 0.5), hist_q(m0, m1, itl, 0.99))),
@@ -265,10 +302,12 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds (default 20)")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring (3)")
     p.add_argument("--decode-step-ms", type=float, default=50.0, help="analytical step (50)")
-    p.add_argument("--max-num-seqs", type=int, help="default: streams rounded up to 2^k, >= 1024")
+    p.add_argument("--max-num-seqs", type=int, help="batch slots (default 2^k >= streams)")
     p.add_argument("--preset", help="use this roofline preset instead of analytical mode")
-    p.add_argument("--sim-args", default="", help='extra `agentload sim` flags, e.g. "--seed 3"')
+    p.add_argument("--sim-args", default="", help='more sim flags: --sim-args="--seed 3"')
     args = p.parse_args()
+    if not args.preset and not args.max_num_seqs:
+        args.max_num_seqs = max(1024, 1 << (args.streams - 1).bit_length())
     try:
         uvloop.run(run(args))
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import gc
 import signal
 import sys
 from typing import Any
@@ -209,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: SimConfig, host: str, port: int) -> None:
+    # At 2,000 streams the collector's gen-2 passes took ~20% of the CPU, blocked the loop
+    # for 90-180 ms and freed nothing: freeze start-up objects and collect far less often.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
     server = SimServer(config, host, port)
     try:
         await server.start()

@@ -37,7 +37,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(ApiError(exc.status, exc.reason))
-    except (ConnectionResetError, OSError):
+    except ConnectionResetError:
+        # The client left before the reply started: nothing to answer and nothing to log.
+        return web.Response(status=499)
+    except OSError:
         raise
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)

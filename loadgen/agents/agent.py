@@ -180,7 +180,7 @@ class Agent:
             self._pending = []
         calls = reply.tool_calls if p.tool_mode == "model" else []
         self.conversation.append("assistant", reply.text or None, tool_calls=calls or None)
-        self._prompt_parts.append(reply.text)
+        self._remember_text(reply.text)
         if p.tool_mode == "model":
             if calls and self._turn.steps_done < self._turn.steps_planned:
                 self._next_kind = "tool_result"
@@ -203,7 +203,7 @@ class Agent:
             for inv in invocations:
                 text = self._tool_output(inv)
                 raw = self.conversation.append("tool", text, tool_call_id=inv.call_id)
-                self._prompt_parts.append(text)
+                self._remember_text(text)
                 if p.api == "responses":
                     raw = encode_function_call_output(inv.call_id, text)
                 self._pending.append(raw)
@@ -304,9 +304,8 @@ class Agent:
         self.conversation.replace(
             1, [("user", f"session {self.session_id} summary:"), ("assistant", reply.text)]
         )
-        self._prompt_parts = (
-            [self._prompt_parts[0], reply.text] if self._prompt_parts else [reply.text]
-        )
+        if self._prompt_parts:
+            self._prompt_parts = [self._prompt_parts[0], reply.text]
         self.last_response_id = None
         self._pending = []
 
@@ -345,7 +344,13 @@ class Agent:
     def _add(self, role: str, text: str) -> None:
         raw = self.conversation.append(role, text)
         self._pending.append(raw)
-        self._prompt_parts.append(text)
+        self._remember_text(text)
+
+    def _remember_text(self, text: str) -> None:
+        # Only the completions API sends plain text; a second copy of a 100K-token history
+        # would double every other agent's memory.
+        if self.params.api == "completions":
+            self._prompt_parts.append(text)
 
     def _words(self, tokens: int) -> str:
         return words_for_tokens(tokens, offset=self.rng.getrandbits(16))

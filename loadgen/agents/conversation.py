@@ -45,7 +45,13 @@ class Conversation:
         tool_call_id: str | None = None,
     ) -> bytes:
         """Encode and append one message; returns its bytes (server-held mode sends just it)."""
-        encoded = encode_message(role, content, tool_calls=tool_calls, tool_call_id=tool_call_id)
+        # orjson's bytes carry up to ~8x their length in spare allocation; a kept message
+        # holds it for the session's life, so copy it to its exact size once.
+        encoded = bytes(
+            memoryview(
+                encode_message(role, content, tool_calls=tool_calls, tool_call_id=tool_call_id)
+            )
+        )
         count = MESSAGE_OVERHEAD_TOKENS + (count_tokens(content) if content else 0)
         for call in tool_calls or ():
             count += count_tokens(call.name) + count_tokens(call.arguments)

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from loadgen.agents import Agent
-from loadgen.cli.run_command import _overrides, _sim_config
+from loadgen.cli.run_setup import profile_overrides as _overrides
+from loadgen.cli.run_setup import sim_config as _sim_config
 from loadgen.errors import UsageError
 from loadgen.observe import ResultFiles, RunStats, SessionRecord, StepRecord
 from loadgen.profile.loader import LoadedProfile, ProfileError, builtin_profiles, load_profile

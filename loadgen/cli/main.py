@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from loadgen import __version__
-from loadgen.cli import run_command, sim_command
+from loadgen.cli import compare_command, report_command, run_command, sim_command
 from loadgen.cli.arguments import CommandParser
 from loadgen.errors import AgentloadError
 
@@ -20,6 +20,8 @@ examples:
   agentload sim                          serve the built-in GPU simulator on :8000
   agentload sim --preset fast --port 0   a quick simulator on a free port
   agentload sim --help                   every simulator flag
+  agentload report results/DIR           write results/DIR/report.html
+  agentload compare baseline/ results/   exit 1 when results/ regressed against baseline/
 
 exit codes: 0 passed, 1 a gate failed, 2 usage or profile error,
             3 target unreachable or run aborted before measuring
@@ -37,6 +39,8 @@ def build_parser() -> CommandParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     run_command.register(commands)
     sim_command.register(commands)
+    compare_command.register(commands)
+    report_command.register(commands)
     return parser
 
 

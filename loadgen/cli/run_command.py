@@ -11,11 +11,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from loadgen.cli.arguments import parse_duration
-from loadgen.errors import ConfigError, TargetUnreachableError, UsageError
+from loadgen.cli.run_setup import (
+    final_scrape,
+    free_port,
+    live_metrics,
+    profile_overrides,
+    sim_config,
+    target_config,
+    worker_argv,
+)
+from loadgen.errors import TargetUnreachableError, UsageError
 
 if TYPE_CHECKING:
-    from loadgen.sim import SimConfig
-    from loadgen.transport import TargetConfig
+    from loadgen.observe import RunStats
 
 __all__ = ["register"]
 
@@ -91,8 +99,39 @@ def register(commands: Any) -> None:
     p.add_argument("--agents", type=int, metavar="N", help="closed loop: N concurrent agents")
     p.add_argument("--rate", type=float, metavar="R", help="open loop: R new sessions per second")
     p.add_argument("--seed", type=int, help="seed for every random choice")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
     add_target_arguments(p)
+    checks = p.add_argument_group("gates and reports (docs/ci.md)")
+    checks.add_argument(
+        "--gate",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="pass/fail threshold over summary.json, e.g. 'ttft_p95 < 2s' or "
+        "'session_success_rate >= 0.99 abort after 30s' (repeatable; adds to the profile's)",
+    )
+    checks.add_argument("--junit", type=Path, metavar="FILE", help="write one testcase per gate")
+    checks.add_argument("--html", type=Path, metavar="FILE", help="write the HTML report")
+    live = p.add_argument_group("live metrics (docs/observability.md)")
+    live.add_argument(
+        "--prometheus-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on PORT while running (0: a free port, printed; "
+        "the dashboards' Prometheus scrapes 9646)",
+    )
+    live.add_argument(
+        "--scrape-target-metrics",
+        action="store_true",
+        help="sample the target's own /metrics (vLLM, SGLang, llama.cpp) during the run into "
+        "summary.json 'server': preemptions, cache hits, peak KV and queue, what ran out first",
+    )
+    live.add_argument(
+        "--target-metrics-url",
+        metavar="URL",
+        help="where the target's metrics are (default: the target's root + /metrics; "
+        "implies --scrape-target-metrics)",
+    )
     swarm = p.add_argument_group("swarm (Locust's own flag names and defaults)")
     swarm.add_argument("--web", action="store_true", help="serve Locust's web UI while running")
     swarm.add_argument("--web-host", default="127.0.0.1", help="web UI address (default 127.0.0.1)")
@@ -144,6 +183,16 @@ def register(commands: Any) -> None:
     q.set_defaults(handler=list_profiles)
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535; 0 picks one)")
+    return port
+
+
 def list_profiles(args: argparse.Namespace) -> int:
     """Print each built-in profile with its description."""
     from loadgen.profile.loader import builtin_profiles
@@ -153,93 +202,8 @@ def list_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    if args.agents is not None and args.rate is not None:
-        raise UsageError("--agents (closed loop) and --rate (open loop) exclude each other")
-    out: dict[str, Any] = {}
-    if args.duration is not None:
-        out["duration"] = args.duration
-        out["stages"] = []
-    if args.agents is not None:
-        out["arrival"] = {"mode": "closed", "agents": args.agents, "rate": None}
-    if args.rate is not None:
-        out["arrival"] = {"mode": "open", "rate": args.rate, "agents": None}
-    if args.seed is not None:
-        out["seed"] = args.seed
-    return out
-
-
-def _headers(raw: list[str]) -> dict[str, str]:
-    headers = {}
-    for item in raw:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip():
-            raise UsageError(f"--header {item!r}: write it as 'Name: value'")
-        headers[name.strip()] = value.strip()
-    return headers
-
-
-def _sim_config(settings: dict[str, Any]) -> SimConfig:
-    from pydantic import ValidationError
-
-    from loadgen.sim.config import PRESETS, SimConfig
-
-    data = dict(settings)
-    preset = str(data.pop("preset", "fast"))
-    if preset not in PRESETS:
-        raise ConfigError(
-            f"profile sim.preset {preset!r} is unknown; use one of {', '.join(PRESETS)}"
-        )
-    try:
-        return SimConfig.model_validate({**PRESETS[preset].model_dump(), **data})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"profile sim.{where}: {err['msg']}") from exc
-
-
-def _target_config(args: argparse.Namespace, url: str) -> TargetConfig:
-    from loadgen.transport import TargetConfig
-
-    return TargetConfig.from_url(
-        url,
-        api_key=args.api_key,
-        headers=_headers(args.header),
-        verify_tls=not args.insecure,
-        request_timeout_s=args.request_timeout,
-    )
-
-
-def _worker_argv(args: argparse.Namespace, port: int, target: str, out: Path) -> list[str]:
-    """The command line of a local worker process for --processes."""
-    argv = [sys.executable, "-m", "loadgen", "run", args.profile, "--worker", "--quiet",
-            "--master-host", "127.0.0.1", "--master-port", str(port),
-            "--target", target, "--out", str(out)]  # fmt: skip
-    for flag, value in (("--duration", args.duration), ("--agents", args.agents),
-                        ("--rate", args.rate), ("--seed", args.seed), ("--model", args.model),
-                        ("--request-timeout", args.request_timeout)):  # fmt: skip
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.api_key:
-        argv += ["--api-key", args.api_key]
-    for header in args.header:
-        argv += ["--header", header]
-    if args.insecure:
-        argv.append("--insecure")
-    return argv
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def run(args: argparse.Namespace) -> int:
-    """Run the profile under Locust; exit 3 when nothing could be measured."""
+    """Run the profile under Locust; exit 1 when a gate failed, 3 when nothing was measured."""
     # Heavy imports only here: `agentload run` patched gevent before any of them (entry.py).
     import subprocess
 
@@ -248,59 +212,97 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.orchestration.process_engine import SwarmSettings
     from loadgen.orchestration.swarm import SwarmOptions, run_swarm
     from loadgen.profile.loader import load_profile
+    from loadgen.report import (
+        GateMonitor,
+        GateResult,
+        LiveProgress,
+        format_gate_results,
+        judge_run,
+        parse_gates,
+        snapshot_from_stats,
+    )
     from loadgen.sim import SimServer
 
     if args.processes < 1:
         raise UsageError("--processes must be at least 1")
     if args.worker and not args.target:
         raise UsageError("--worker needs --target: the master's built-in simulator is not shared")
-    loaded = load_profile(args.profile, _overrides(args))
+    loaded = load_profile(args.profile, profile_overrides(args))
     profile = loaded.profile
+    gates = parse_gates([*profile.gates, *args.gate])  # a bad gate is a usage error, up front
     out = args.out or Path("results") / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    progress = None if (args.quiet or args.worker) else sys.stderr
+    quiet = args.quiet or args.worker
+    live = LiveProgress(sys.stderr, title=f"agentload run · {profile.name}", quiet=quiet)
+    latest: dict[str, Any] = {}
+    abort: list[tuple[GateResult, float]] = []
+    monitor = GateMonitor(
+        gates,
+        lambda: latest["stats"].summary(
+            target={}, profile=profile.name, duration_s=latest["elapsed"], generator={}
+        ),
+    )
+
+    def on_tick(stats: RunStats, elapsed: float, users: int) -> bool:
+        latest.update(stats=stats, elapsed=elapsed)
+        live.update(snapshot_from_stats(stats, elapsed, users))
+        fired = monitor.check(elapsed) if monitor.active else None
+        if fired is not None:
+            abort.append((fired, elapsed))
+            return True
+        return False
+
     bridge = process_bridge()
     sim = None
     extra: dict[str, Any] = {}
     workers: list[subprocess.Popen[bytes]] = []
+    exporter = None
     try:
         if args.target:
-            target = _target_config(args, args.target)
+            target = target_config(args, args.target)
         else:
-            config = _sim_config(profile.sim)
+            config = sim_config(profile.sim)
             sim = SimServer(config, host="127.0.0.1")
             bridge.run(sim.start(), timeout=60)
-            target = _target_config(args, sim.base_url)
+            target = target_config(args, sim.base_url)
             extra = {"builtin_sim": config.preset}
         processes = max(args.processes, args.expect_workers if args.master else 1)
-        settings = SwarmSettings(
-            loaded, target, out, model=args.model, processes=processes, extra=extra
-        )
         mode: Literal["local", "master", "worker"] = "local"
         if args.worker:
             mode = "worker"
         elif args.master or args.processes > 1:
             mode = "master"
+        observe, exporter = live_metrics(args, target, mode, bridge)
+        settings = SwarmSettings(
+            loaded, target, out, model=args.model, processes=processes, extra=extra,
+            observe=observe,
+        )  # fmt: skip
         options = SwarmOptions(
             mode=mode,
             web=args.web, web_host=args.web_host, web_port=args.web_port,
             master_host=args.master_host, master_port=args.master_port,
             master_bind_host=args.master_bind_host, master_bind_port=args.master_bind_port,
             expect_workers=args.processes if args.processes > 1 else args.expect_workers,
-            progress=progress,
+            on_tick=None if args.worker else on_tick,
         )  # fmt: skip
         if args.processes > 1:
-            port = _free_port()
+            port = free_port()
             options = dataclasses.replace(
                 options, master_bind_host="127.0.0.1", master_bind_port=port
             )
-            workers = [subprocess.Popen(_worker_argv(args, port, target.base_url, out))
+            workers = [subprocess.Popen(worker_argv(args, port, target.base_url, out))
                        for _ in range(args.processes)]  # fmt: skip
-        if progress is not None and not args.worker:
+        if not quiet:
             where = "the built-in simulator" if sim else target.base_url
             print(f"agentload run: {profile.name} for {profile.total_duration:.0f}s against "
-                  f"{where}; results in {out}", file=progress, flush=True)  # fmt: skip
-        summary = run_swarm(settings, options)
+                  f"{where}; results in {out}", file=sys.stderr, flush=True)  # fmt: skip
+        live.start(profile.total_duration)
+        try:
+            summary = run_swarm(settings, options)
+        finally:
+            live.stop()
     finally:
+        if exporter is not None:
+            final_scrape(exporter, bridge, None if quiet else sys.stderr)
         for proc in workers:
             try:
                 proc.wait(timeout=30)
@@ -312,7 +314,12 @@ def run(args: argparse.Namespace) -> int:
     if summary is None:  # a worker: the master reports
         return 0
     print(format_summary(summary))
-    print(f"results: {out}")
     if summary["requests"]["total"] == 0:
         raise TargetUnreachableError("the run measured no request at all")
-    return 0
+    verdict = judge_run(
+        out, summary, gates, junit=args.junit, html=args.html, aborted=abort[0] if abort else None
+    )
+    if verdict.results:
+        print(format_gate_results(verdict.results))
+    print(f"results: {out}")
+    return verdict.exit_code

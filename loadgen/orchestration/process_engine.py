@@ -13,6 +13,7 @@ import gevent.lock
 from locust.env import Environment
 
 from loadgen.observe import RunStats
+from loadgen.observe.live_observation import LiveObservation, ObservationSettings
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
 from loadgen.orchestration.bridge import LoopBridge, native_socket_factory, process_bridge
 from loadgen.profile.loader import LoadedProfile
@@ -34,6 +35,7 @@ class SwarmSettings:
     model: str | None = None
     processes: int = 1  # worker processes sharing the load (open-loop rate is split)
     extra: dict[str, Any] = field(default_factory=dict)
+    observe: ObservationSettings = field(default_factory=ObservationSettings)  # live metrics
 
 
 class LocustReporter:
@@ -108,6 +110,22 @@ class ProcessEngine:
             socket_factory=native_socket_factory,
         )
         self.bridge.run(self.engine.start(), timeout=120)
+        self.live = LiveObservation(settings.observe)
+        profile, runner = settings.loaded.profile, environment.runner
+        sink = self.bridge.run(
+            self.live.start(
+                profile=profile.name,
+                slos=profile.slos,
+                target_url=settings.target.base_url,
+                model=self.engine.model,
+                users=lambda: runner.user_count if runner is not None else 0,
+                target_session=self.engine.transport.session,
+                socket_factory=native_socket_factory,
+            ),
+            timeout=30,
+        )
+        if sink is not None:
+            self.engine.add_sink(sink)
         self.started = time.perf_counter()
         self._slots = itertools.count()
 
@@ -135,9 +153,15 @@ class ProcessEngine:
         """True when no session is running on the loop."""
         return not self.bridge._tasks
 
+    def stop_observing(self) -> dict[str, Any] | None:
+        """Final samples of the live metrics; returns the summary's "server" section, if any."""
+        self.bridge.run(self.live.stop(), timeout=30)
+        return self.live.server_report()
+
     def finish(self, timeout: float = 15.0) -> None:
         """Wait for cancelled sessions to end, then stop the engine (transport, files, probes)."""
         self.bridge.wait_idle(timeout)
+        self.bridge.run(self.live.stop(), timeout=30)
         self.bridge.run(self.engine.stop(), timeout=30)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
 import gevent
 from locust.env import Environment
@@ -18,7 +20,6 @@ from loadgen.observe import ResultFiles, RunStats, combine_reports
 from loadgen.orchestration.process_engine import ProcessEngine, SwarmSettings, process_engine
 from loadgen.orchestration.shape import ProfileShape
 from loadgen.orchestration.users import user_classes_for
-from loadgen.runtime.run import progress_line
 
 __all__ = ["MasterAggregator", "SwarmOptions", "run_swarm"]
 
@@ -39,8 +40,10 @@ class SwarmOptions:
     master_bind_port: int = 5557
     expect_workers: int = 1
     expect_workers_max_wait_s: float = 60.0
-    progress: TextIO | None = None
-    progress_interval_s: float = 10.0
+    # Called about once a second with the run's statistics so far, the elapsed seconds and
+    # the running user count; returning True stops the run (an abort-on-fail gate).
+    on_tick: Callable[[RunStats, float, int], bool] | None = None
+    tick_interval_s: float = 1.0
     final_report_wait_s: float = 20.0
 
 
@@ -115,26 +118,36 @@ def _environment(settings: SwarmSettings, processes: int) -> Environment:
     return env
 
 
-def _progress(
-    env: Environment, options: SwarmOptions, stats_fn: Any, total: float
-) -> gevent.Greenlet | None:
-    out = options.progress
-    if out is None:
-        return None
+def _watch(
+    env: Environment, options: SwarmOptions, stats_fn: Callable[[], RunStats]
+) -> tuple[gevent.Greenlet | None, list[bool]]:
+    """Tick `options.on_tick` while the run goes on; stop the run when it asks to."""
+    aborted = [False]
+    on_tick = options.on_tick
+    if on_tick is None:
+        return None, aborted
     t0 = time.perf_counter()
 
     def loop() -> None:
         while True:
-            gevent.sleep(options.progress_interval_s)
-            out.write(progress_line(stats_fn(), time.perf_counter() - t0, total) + "\n")
-            out.flush()
+            gevent.sleep(options.tick_interval_s)
+            runner = env.runner
+            users = runner.user_count if runner is not None else 0
+            if on_tick(stats_fn(), time.perf_counter() - t0, users) and runner is not None:
+                aborted[0] = True
+                if runner.shape_greenlet is not None:
+                    runner.shape_greenlet.kill(block=False)
+                return
 
-    return gevent.spawn(loop)
+    return gevent.spawn(loop), aborted
 
 
 def _web(env: Environment, options: SwarmOptions, stats_fn: Any) -> None:
     if not options.web:
         return
+    # Locust's web UI re-parses sys.argv with its own parser to list "extra" options, and
+    # agentload's flags (--web, --out...) are ambiguous or unknown there; ours are parsed.
+    del sys.argv[1:]
     web_ui = env.create_web_ui(options.web_host, options.web_port)
     if web_ui is None or web_ui.app is None:
         return
@@ -166,12 +179,11 @@ def run_swarm(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any] 
 
 
 def _run_local(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]:
-    profile = settings.loaded.profile
     env = _environment(settings, 1)
     runner = env.create_local_runner()
     engine = process_engine(env)  # start now, so an unreachable target fails before the run
     _web(env, options, lambda: engine.engine.stats)
-    progress = _progress(env, options, lambda: engine.engine.stats, profile.total_duration)
+    watcher, _aborted = _watch(env, options, lambda: engine.engine.stats)
     t0 = time.perf_counter()
     try:
         runner.start_shape()
@@ -179,11 +191,14 @@ def _run_local(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
             runner.shape_greenlet.join()
         runner.stop()
     finally:
-        if progress is not None:
-            progress.kill()
+        if watcher is not None:
+            watcher.kill()
     duration = time.perf_counter() - t0
     engine.bridge.wait_idle(15.0)
+    server = engine.stop_observing()
     summary = engine.engine.summary(duration, **settings.extra)
+    if server is not None:
+        summary["server"] = server
     engine.engine.write_summary(summary)
     engine.finish()
     if env.web_ui is not None:
@@ -231,7 +246,7 @@ def _run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any
                 f"--worker --master-host HOST --master-port {options.master_bind_port}"
             )
         gevent.sleep(0.2)
-    progress = _progress(env, options, aggregator.merged, profile.total_duration)
+    watcher, _aborted = _watch(env, options, aggregator.merged)
     t0 = time.perf_counter()
     try:
         runner.start_shape()
@@ -247,8 +262,8 @@ def _run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any
                 break
             gevent.sleep(0.2)
     finally:
-        if progress is not None:
-            progress.kill()
+        if watcher is not None:
+            watcher.kill()
     stats = aggregator.merged()
     summary = stats.summary(
         target={**aggregator.target, **settings.extra},

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from loadgen.observe import RunStats
+from loadgen.observe.live_observation import LiveObservation, ObservationSettings
 from loadgen.profile.loader import LoadedProfile
 from loadgen.runtime.engine import Engine, StatsSink
 from loadgen.runtime.load import ClosedLoop, OpenLoop
@@ -30,6 +31,8 @@ class RunOptions:
     progress: TextIO | None = sys.stderr  # None: quiet
     progress_interval_s: float = 10.0
     target_label: dict[str, Any] | None = None  # e.g. {"builtin_sim": "fast"}
+    # Live Prometheus metrics and the target's own /metrics (docs/observability.md).
+    observe: ObservationSettings = field(default_factory=ObservationSettings)
 
 
 async def run_load(
@@ -60,12 +63,17 @@ async def run_load(
                 arrival, profile.stages, engine.make_agent, engine.run_session, profile.seed
             )
         t0 = time.perf_counter()
-        async with _progress(options, engine.stats, t0, profile.total_duration):
+        async with (
+            _progress(options, engine.stats, t0, profile.total_duration),
+            _observed(options, engine, driver) as live,
+        ):
             await driver.run(profile.total_duration)
         duration = time.perf_counter() - t0
         if isinstance(driver, OpenLoop):
             engine.stats.schedule_lag_s.record_many(driver.schedule_lag)
         summary = engine.summary(duration, **(options.target_label or {}))
+        if (server := live.server_report()) is not None:
+            summary["server"] = server
         engine.write_summary(summary)
     finally:
         await engine.stop()
@@ -105,3 +113,36 @@ def progress_line(stats: RunStats, elapsed: float, total: float) -> str:
         f"requests {stats.requests_total} | output {tokens_per_s:.0f} tok/s | "
         f"ttft p95 {'-' if ttft is None else f'{ttft:.2f}s'} | failures: {failures}"
     )
+
+
+# -- live metrics and the target's /metrics (docs/observability.md) ----------------------
+
+
+@contextlib.asynccontextmanager
+async def _observed(
+    options: RunOptions, engine: Engine, driver: ClosedLoop | OpenLoop
+) -> AsyncIterator[LiveObservation]:
+    """Feed live metrics and sample the target's /metrics while the load runs."""
+    live = LiveObservation(options.observe)
+    sink = await live.start(
+        profile=engine.profile.name,
+        slos=engine.profile.slos,
+        target_url=engine.target.base_url,
+        model=engine.model,
+        users=_users(driver),
+        arrival_lags=driver.schedule_lag if isinstance(driver, OpenLoop) else (),
+        target_session=engine.transport.session,
+    )
+    if sink is not None:
+        engine.add_sink(sink)
+    try:
+        yield live
+    finally:
+        await live.stop()
+
+
+def _users(driver: ClosedLoop | OpenLoop) -> Callable[[], int]:
+    """Agents running (closed loop) or sessions in flight (open loop), read when called."""
+    if isinstance(driver, ClosedLoop):
+        return lambda: driver.active
+    return lambda: len(driver.tasks)

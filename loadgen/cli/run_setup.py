@@ -1,0 +1,169 @@
+"""The wiring behind `agentload run`: overrides, target, built-in simulator, workers, metrics.
+
+Heavy modules are imported inside the functions: `agentload run` patches gevent before
+importing them (see entry.py), and `agentload --help` should stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loadgen.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from loadgen.observe.live_observation import ObservationSettings
+    from loadgen.observe.prometheus_server import MetricsServer
+    from loadgen.sim import SimConfig
+    from loadgen.transport import TargetConfig
+
+__all__ = [
+    "final_scrape",
+    "free_port",
+    "live_metrics",
+    "parse_headers",
+    "profile_overrides",
+    "sim_config",
+    "target_config",
+    "worker_argv",
+]
+
+
+def profile_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The profile fields the command line overrides."""
+    if args.agents is not None and args.rate is not None:
+        raise UsageError("--agents (closed loop) and --rate (open loop) exclude each other")
+    out: dict[str, Any] = {}
+    if args.duration is not None:
+        out["duration"] = args.duration
+        out["stages"] = []
+    if args.agents is not None:
+        out["arrival"] = {"mode": "closed", "agents": args.agents, "rate": None}
+    if args.rate is not None:
+        out["arrival"] = {"mode": "open", "rate": args.rate, "agents": None}
+    if args.seed is not None:
+        out["seed"] = args.seed
+    return out
+
+
+def parse_headers(raw: list[str]) -> dict[str, str]:
+    """--header values as a dict; UsageError for one without a colon."""
+    headers = {}
+    for item in raw:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header {item!r}: write it as 'Name: value'")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def sim_config(settings: dict[str, Any]) -> SimConfig:
+    """The built-in simulator's config from a profile's `sim:` mapping."""
+    from pydantic import ValidationError
+
+    from loadgen.sim.config import PRESETS, SimConfig
+
+    data = dict(settings)
+    preset = str(data.pop("preset", "fast"))
+    if preset not in PRESETS:
+        raise ConfigError(
+            f"profile sim.preset {preset!r} is unknown; use one of {', '.join(PRESETS)}"
+        )
+    try:
+        return SimConfig.model_validate({**PRESETS[preset].model_dump(), **data})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"profile sim.{where}: {err['msg']}") from exc
+
+
+def target_config(args: argparse.Namespace, url: str) -> TargetConfig:
+    """The target at `url` with the command line's key, headers, TLS and timeout."""
+    from loadgen.transport import TargetConfig
+
+    return TargetConfig.from_url(
+        url,
+        api_key=args.api_key,
+        headers=parse_headers(args.header),
+        verify_tls=not args.insecure,
+        request_timeout_s=args.request_timeout,
+    )
+
+
+def worker_argv(args: argparse.Namespace, port: int, target: str, out: Path) -> list[str]:
+    """The command line of a local worker process for --processes."""
+    argv = [sys.executable, "-m", "loadgen", "run", args.profile, "--worker", "--quiet",
+            "--master-host", "127.0.0.1", "--master-port", str(port),
+            "--target", target, "--out", str(out)]  # fmt: skip
+    for flag, value in (("--duration", args.duration), ("--agents", args.agents),
+                        ("--rate", args.rate), ("--seed", args.seed), ("--model", args.model),
+                        ("--request-timeout", args.request_timeout)):  # fmt: skip
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.api_key:
+        argv += ["--api-key", args.api_key]
+    for header in args.header:
+        argv += ["--header", header]
+    if args.insecure:
+        argv.append("--insecure")
+    return argv
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a local master)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# How long a run that was being scraped waits for the scrape that reads its final values:
+# longer than Prometheus's default 15 s interval.
+_FINAL_SCRAPE_WAIT_S = 30.0
+
+
+def live_metrics(
+    args: argparse.Namespace, target: TargetConfig, mode: str, bridge: Any
+) -> tuple[ObservationSettings, MetricsServer | None]:
+    """What to observe live, and the started /metrics server (None without --prometheus-port)."""
+    from loadgen.observe.live_observation import ObservationSettings
+    from loadgen.observe.prometheus_metrics import RunMetrics
+    from loadgen.observe.prometheus_server import MetricsServer
+
+    url = args.target_metrics_url
+    if url is None and args.scrape_target_metrics:
+        url = f"{target.root_url}/metrics"
+    wanted = args.prometheus_port is not None or url is not None
+    if wanted and mode == "master":
+        raise UsageError(
+            "--prometheus-port and --scrape-target-metrics work in one process or on each "
+            "--worker for now, not on a master (--master, --processes)"
+        )
+    metrics = RunMetrics() if args.prometheus_port is not None else None
+    server = None
+    if metrics is not None:
+        server = MetricsServer(metrics.registry, port=args.prometheus_port)
+        try:
+            bridge.run(server.start(), timeout=10)
+        except OSError as exc:
+            raise UsageError(
+                f"--prometheus-port {args.prometheus_port}: {exc.strerror or exc}; "
+                "pick another port, or 0 for a free one"
+            ) from exc
+        print(f"agentload run: metrics on http://{server.host}:{server.port}/metrics",
+              file=sys.stderr, flush=True)  # fmt: skip
+    return ObservationSettings(metrics=metrics, target_metrics_url=url), server
+
+
+def final_scrape(server: MetricsServer, bridge: Any, progress: Any) -> None:
+    """Keep serving until a scraper that was reading the run has read its final values."""
+    if server.scrapes:
+        if progress is not None:
+            print(f"agentload run: waiting up to {_FINAL_SCRAPE_WAIT_S:.0f}s for Prometheus to "
+                  "scrape the final values", file=progress, flush=True)  # fmt: skip
+        bridge.run(server.wait_for_scrape(_FINAL_SCRAPE_WAIT_S), timeout=_FINAL_SCRAPE_WAIT_S + 5)
+    bridge.run(server.stop(), timeout=10)

@@ -1,0 +1,121 @@
+"""ceiling.json: the load levels a ceiling search tried, read and drawn by the report.
+
+Minimal shape (extra fields are ignored)::
+
+    {"load_unit": "agents",                       # optional, default "load"
+     "levels": [{"load": 8, "output_tokens_per_s": 1500.0,
+                 "ttft_p95_s": 0.03, "e2e_p95_s": 0.4, "error_rate": 0.0}, ...],
+     "ceiling": {"load": 64, "reason": "TTFT p95 above the SLO"}}   # optional
+
+`load` and `output_tokens_per_s` are required per level; the latency and error fields are
+optional (null or absent when not measured).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen.errors import UsageError
+from loadgen.report.html_charts import BLUE, GREEN, ORANGE, RED, Section, seconds_format
+from loadgen.report.svg import Axis, Series, line_chart, plain_number
+
+__all__ = ["CEILING_FILE", "Ceiling", "CeilingLevel", "ceiling_section", "parse_ceiling"]
+
+CEILING_FILE = "ceiling.json"
+_OPTIONAL = ("ttft_p95_s", "e2e_p95_s", "itl_p99_s", "error_rate")
+
+
+@dataclass(frozen=True)
+class CeilingLevel:
+    """One load level of the search and what it delivered."""
+
+    load: float
+    output_tokens_per_s: float
+    extra: dict[str, float]  # whichever of ttft_p95_s, e2e_p95_s, itl_p99_s, error_rate exist
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The levels in load order, their unit, and the load the search called the ceiling."""
+
+    load_unit: str
+    levels: list[CeilingLevel]
+    ceiling_load: float | None
+    reason: str
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def parse_ceiling(data: Any, source: str = CEILING_FILE) -> Ceiling:
+    """Validate a ceiling.json document; a one-line UsageError names the bad field."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("levels"), list):
+        raise UsageError(f"{source}: expected an object with a `levels` list")
+    levels = []
+    for i, raw in enumerate(data["levels"]):
+        load = _number(raw.get("load")) if isinstance(raw, Mapping) else None
+        rate = _number(raw.get("output_tokens_per_s")) if isinstance(raw, Mapping) else None
+        if load is None or rate is None:
+            raise UsageError(f"{source}: levels.{i} needs numeric `load` and `output_tokens_per_s`")
+        assert isinstance(raw, Mapping)
+        extra = {k: v for k in _OPTIONAL if (v := _number(raw.get(k))) is not None}
+        levels.append(CeilingLevel(load, rate, extra))
+    mark = data.get("ceiling")
+    return Ceiling(
+        load_unit=str(data.get("load_unit") or "load"),
+        levels=sorted(levels, key=lambda level: level.load),
+        ceiling_load=_number(mark.get("load")) if isinstance(mark, Mapping) else None,
+        reason=str(mark.get("reason") or "") if isinstance(mark, Mapping) else "",
+    )
+
+
+def ceiling_section(ceiling: Ceiling) -> Section:
+    """Throughput and latency against load, with the ceiling marked when known."""
+    unit = ceiling.load_unit
+    x = Axis(f"load ({unit})", plain_number, low=0.0)
+    tokens = [
+        Series(
+            "output tokens/s", [(lv.load, lv.output_tokens_per_s) for lv in ceiling.levels], BLUE
+        )
+    ]
+    latency = [
+        Series(label, pts, color)
+        for label, key, color in (
+            ("TTFT p95", "ttft_p95_s", ORANGE),
+            ("e2e p95", "e2e_p95_s", GREEN),
+        )
+        if (pts := [(lv.load, lv.extra[key]) for lv in ceiling.levels if key in lv.extra])
+    ]
+    note = "Output throughput and latency at each load level of the ceiling search."
+    if ceiling.ceiling_load is not None:
+        top = max(lv.output_tokens_per_s for lv in ceiling.levels)
+        tokens.append(
+            Series(
+                f"ceiling at {ceiling.ceiling_load:g} {unit}",
+                [(ceiling.ceiling_load, 0.0), (ceiling.ceiling_load, top)],
+                RED,
+                dashed=True,
+            )
+        )
+        note += f" Ceiling: {ceiling.ceiling_load:g} {unit}" + (
+            f" ({ceiling.reason})." if ceiling.reason else "."
+        )
+    charts = [
+        line_chart(
+            "ceiling-throughput",
+            "Throughput vs load",
+            tokens,
+            x,
+            Axis("output tokens/s"),
+            markers=True,
+        )
+    ]
+    if latency:
+        y = Axis("latency", seconds_format(max(p[1] for s in latency for p in s.points)))
+        charts.append(line_chart("ceiling-latency", "Latency vs load", latency, x, y, markers=True))
+    return Section("Ceiling search", note, charts)

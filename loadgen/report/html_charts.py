@@ -1,0 +1,264 @@
+"""The report's charts: each turns summary.json or the gathered records into inline SVG."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen.observe.histogram import LatencyHistogram
+from loadgen.report.run_data import Group, ReportData, Timeline
+from loadgen.report.svg import (
+    Axis,
+    Bars,
+    Series,
+    bar_chart,
+    hbar_chart,
+    line_chart,
+    stacked_columns,
+)
+
+__all__ = ["BLUE", "GREEN", "ORANGE", "RED", "Section", "record_sections", "seconds_format"]
+
+GREEN, RED, _GREY, BLUE, ORANGE = "#59a14f", "#e15759", "#9aa5b1", "#4e79a7", "#f28e2b"
+# Failures read as alarms: warm colours first.
+_FAILURE_COLORS = ("#e15759", "#f28e2b", "#b07aa1", "#9c755f", "#edc948", "#ff9da7", "#76b7b2")
+_QUANTILES = (("p50", 50.0, BLUE), ("p95", 95.0, ORANGE), ("p99", 99.0, RED))
+
+
+@dataclass(frozen=True)
+class Section:
+    """A titled group of charts with a sentence saying how to read them."""
+
+    title: str
+    note: str
+    charts: list[str]
+
+
+def seconds_format(largest: float | None) -> Callable[[float], str]:
+    """A tick formatter in ms when every value is below a second, else in s."""
+    if largest is not None and largest < 1.0:
+        return lambda v: f"{v * 1000:.3g} ms"
+    return lambda v: f"{v:.3g} s"
+
+
+# Tick spacings a clock reads naturally: seconds, then minutes, then hours.
+_TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
+
+
+def _time_axis(t: Timeline) -> Axis:
+    """Time since the start, ticked every round number of seconds, minutes or hours."""
+    span = t.starts[-1] + t.covered_s[-1]
+    step = next((s for s in _TIME_STEPS if span / s <= 7), _TIME_STEPS[-1])
+
+    def label(v: float) -> str:
+        if span < 120:
+            return f"{v:.0f}s"
+        if span < 3 * 3600:
+            return f"{int(v // 60)}:{int(v % 60):02d}"
+        return f"{int(v // 3600)}:{int(v % 3600 // 60):02d}h"
+
+    ticks = [(i * step, label(i * step)) for i in range(int(span // step) + 1)]
+    return Axis(f"time since start ({t.bucket_s:g} s buckets)", label, ticks, 0.0, span)
+
+
+def _largest(series: list[Series]) -> float | None:
+    return max((p[1] for s in series for p in s.points), default=None)
+
+
+def _over_time(t: Timeline) -> Section:
+    x = _time_axis(t)
+    tokens = Series("output tokens/s", t.rate("tokens"), BLUE)
+    requests = [Series("ok", t.rate("ok"), GREEN), Series("failed", t.rate("failed"), RED)]
+    ttft = [Series(n, t.latency("ttft", q), c) for n, q, c in _QUANTILES]
+    e2e = [Series(n, t.latency("e2e", q), c) for n, q, c in _QUANTILES[:2]]
+    return Section(
+        "Throughput and latency over time",
+        "Requests are placed in the bucket in which they finished. A throughput plateau while "
+        "latency climbs is the target's ceiling.",
+        [
+            line_chart(
+                "tokens-over-time", "Output tokens per second", [tokens], x, Axis("tokens/s")
+            ),
+            line_chart(
+                "requests-over-time", "Requests per second", requests, x, Axis("requests/s")
+            ),
+            line_chart(
+                "ttft-over-time",
+                "Time to first token",
+                ttft,
+                x,
+                Axis("TTFT", seconds_format(_largest(ttft))),
+            ),
+            line_chart(
+                "e2e-over-time",
+                "End-to-end request latency",
+                e2e,
+                x,
+                Axis("latency", seconds_format(_largest(e2e))),
+            ),
+        ],
+    )
+
+
+_NINES = ((0.0, "0%"), (math.log10(2), "50%"), (1.0, "90%"), (2.0, "99%"), (3.0, "99.9%"))
+
+
+def _percentile_series(name: str, raw: Any, color: str) -> Series | None:
+    if not isinstance(raw, Mapping) or not raw.get("count"):
+        return None
+    hist = LatencyHistogram.from_dict(raw)
+    # The x axis counts "nines" (-log10 of the fraction above), so the tail gets room; it
+    # stops where the sample runs out of resolution (1/n) or at 99.9%.
+    reach = min(3.0, math.log10(max(hist.count, 2)))
+    points = []
+    for i in range(61):
+        nines = reach * i / 60
+        value = hist.percentile(min(100.0 * (1 - 10**-nines), 100.0))
+        if value is not None:
+            points.append((nines, value))
+    return Series(name, points, color)
+
+
+def _distribution(summary: Mapping[str, Any]) -> list[str]:
+    hists = summary.get("histograms") or {}
+    charts = []
+    for name, title, parts in (
+        (
+            "ttft-itl-percentiles",
+            "TTFT and inter-token latency by percentile",
+            (("TTFT", "ttft_s", BLUE), ("ITL", "itl_s", ORANGE)),
+        ),
+        (
+            "e2e-percentiles",
+            "End-to-end request latency by percentile",
+            (("end-to-end", "e2e_s", GREEN),),
+        ),
+    ):
+        series = [
+            s for label, key, c in parts if (s := _percentile_series(label, hists.get(key), c))
+        ]
+        if series:
+            reach = max(s.points[-1][0] for s in series)
+            ticks = [t for t in _NINES if t[0] <= reach + 1e-9]
+            x = Axis("percentile", ticks=ticks, low=0.0, high=reach)
+            y = Axis("latency", seconds_format(_largest(series)))
+            charts.append(line_chart(name, title, series, x, y))
+    return charts
+
+
+def _group_bars(name: str, title: str, groups: Mapping[str, Group], x_label: str) -> str | None:
+    labels = [label for label, g in groups.items() if g.ttft.count]
+    if not labels:
+        return None
+    bars = [
+        Bars(n, [groups[label].ttft.percentile(q) for label in labels], c) for n, q, c in _QUANTILES
+    ]
+    largest = max((v for b in bars for v in b.values if v is not None), default=None)
+    return bar_chart(
+        name, title, labels, bars, Axis("TTFT", seconds_format(largest)), x_label=x_label
+    )
+
+
+def _funnel(summary: Mapping[str, Any]) -> str | None:
+    s = summary.get("sessions") or {}
+    rows = [
+        ("started", BLUE),
+        ("completed", GREEN),
+        ("failed", RED),
+        ("aborted", _GREY),
+        ("recovered", ORANGE),
+    ]
+    if not s.get("started"):
+        return None
+    return hbar_chart(
+        "session-funnel",
+        "Session funnel",
+        [label for label, _ in rows],
+        [float(s.get(label) or 0) for label, _ in rows],
+        [color for _, color in rows],
+        value_format=Axis("", lambda v: f"{v:,.0f}"),
+    )
+
+
+def _context(context: Mapping[str, list[tuple[int, int]]]) -> str | None:
+    series = [
+        Series(sid, [(float(i), float(t)) for i, t in steps])
+        for sid, steps in context.items()
+        if steps
+    ]
+    if not series:
+        return None
+    x = Axis("step of the session", lambda v: f"{v:g}", low=0.0)
+    return line_chart(
+        "context-growth",
+        "Context growth per session (sampled)",
+        series,
+        x,
+        Axis("prompt tokens"),
+        markers=True,
+        height=340,
+    )
+
+
+def _failures(t: Timeline | None) -> str | None:
+    kinds = t.failures() if t else {}
+    if t is None or not kinds:
+        return None
+    x = _time_axis(t)
+    stacks = [
+        Bars(kind, values, _FAILURE_COLORS[i % len(_FAILURE_COLORS)])
+        for i, (kind, values) in enumerate(kinds.items())
+    ]
+    top = max(sum(v or 0.0 for v in column) for column in zip(*kinds.values(), strict=True))
+    # Counts are whole: a few failures get one tick each rather than ticks at 0.2, 0.4...
+    ticks = [(float(i), str(i)) for i in range(int(top) + 1)] if top <= 5 else None
+    y = Axis("failures per bucket", lambda v: f"{v:g}", ticks, 0.0, top if ticks else None)
+    return stacked_columns(
+        "failures-over-time",
+        "State failures over time, by kind",
+        t.starts,
+        t.bucket_s,
+        stacks,
+        x,
+        y,
+    )
+
+
+def record_sections(summary: Mapping[str, Any], data: ReportData) -> list[Section]:
+    """Every section drawn from summary.json and the step records (empty ones left out)."""
+    sections = []
+    if data.timeline is not None:
+        sections.append(_over_time(data.timeline))
+    if dist := _distribution(summary):
+        sections.append(
+            Section(
+                "Latency distribution",
+                "Every request of the run, by percentile; the axis stretches the tail.",
+                dist,
+            )
+        )
+    by = [
+        c
+        for c in (
+            _group_bars("ttft-by-agent", "TTFT by agent", data.by_agent, "agent"),
+            _group_bars("ttft-by-step-kind", "TTFT by step kind", data.by_kind, "step kind"),
+        )
+        if c
+    ]
+    if by:
+        sections.append(Section("Latency by agent and step kind", "", by))
+    sessions = [c for c in (_funnel(summary), _context(data.context)) if c]
+    if sessions:
+        sections.append(
+            Section(
+                "Sessions",
+                "Recovered sessions absorbed at least one failure; they overlap the others. "
+                "Context growth follows the longest sessions of each agent.",
+                sessions,
+            )
+        )
+    if failures := _failures(data.timeline):
+        sections.append(Section("State failures", "", [failures]))
+    return sections

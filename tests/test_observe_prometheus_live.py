@@ -1,0 +1,413 @@
+"""A real Prometheus scrapes a live run against the simulator; every dashboard query answers."""
+
+# One module-wide run (about 30 s): the simulator (small KV cache, a short batch, injected
+# faults) and agentload's exporter on free ports, Debian's `prometheus` scraping both every
+# second with the shipped alerting rules loaded, and a ramped swarm of coding, research and
+# assistant agents that compacts, fans out, calls tools, loses server state and retries.
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import yaml
+
+from loadgen.observe.live_observation import ObservationSettings
+from loadgen.observe.prometheus_metrics import RunMetrics
+from loadgen.observe.prometheus_server import MetricsServer
+from loadgen.profile.loader import load_profile
+from loadgen.runtime.run import RunOptions, run_load
+from loadgen.sim import PRESETS, SimConfig, SimServer
+from loadgen.transport import TargetConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARDS = ROOT / "dashboards"
+SHIPPED_CONFIG = DASHBOARDS / "prometheus" / "prometheus.yml"
+SHIPPED_RULES = DASHBOARDS / "prometheus" / "alerts.yml"
+
+RUN_S = 20.0  # a 6 s ramp to 16 agents, then 14 s at 16
+PROFILE: dict[str, Any] = {
+    "name": "prometheus-live",
+    "seed": 3,
+    "time_scale": 0.01,
+    "arrival": {"mode": "closed", "agents": 16},
+    "stages": [
+        {"kind": "ramp", "duration": "6s", "target": 16},
+        {"kind": "hold", "duration": "14s"},
+    ],
+    "force_output_length": "always",
+    "agents": [
+        {
+            "kind": "coding",
+            "weight": 2,
+            "params": {
+                "system_prompt_tokens": 600,
+                "turns": 2,
+                "steps_per_turn": {"uniform": [3, 6]},
+                "user_tokens": 60,
+                "output_tokens": {"uniform": [24, 64]},
+                "tool_result_tokens": {"uniform": [200, 400]},
+                # A small window, so that histories are compacted within seconds.
+                "context_budget_tokens": 8000,
+                "compact_at": 0.4,
+                "compact_to_tokens": 800,
+                "think_time_s": 0.5,
+            },
+        },
+        {
+            "kind": "research",
+            "weight": 1,
+            "params": {
+                "system_prompt_tokens": 400,
+                "turns": 1,
+                "steps_per_turn": {"uniform": [2, 4]},
+                "subagent_probability": 0.5,
+                "subagents": 2,
+                "subagent_steps": 2,
+                "output_tokens": {"uniform": [24, 64]},
+                "tool_result_tokens": 200,
+            },
+        },
+        {
+            "kind": "assistant",
+            "weight": 1,
+            "params": {
+                "turns": 3,
+                "steps_per_turn": 1,
+                "output_tokens": {"uniform": [24, 64]},
+                "idle_between_sessions_s": 1,
+                "think_time_s": 0.5,
+            },
+        },
+    ],
+    "reactions": {
+        "http_error": {"action": "retry", "max_attempts": 4, "backoff": "10ms"},
+        "rate_limited": {"action": "retry", "max_attempts": 4, "backoff": "10ms"},
+        "stream_truncated": {"action": "retry", "max_attempts": 4, "backoff": "10ms"},
+        # One fallback after a lost response id: the session goes on with its history.
+        "server_state_lost": {"action": "fallback", "max_attempts": 2},
+    },
+    "slos": {"ttft_p95": "2s", "e2e_p99": "10s"},
+}
+# Six sequences in the batch and 600 KV blocks: the queue fills, the cache runs out and
+# the engine preempts, so the server panels have something to draw.
+SIM = {
+    "max_num_seqs": 6,
+    "num_kv_blocks": 600,
+    "max_model_len": 8192,
+    "faults": {"http_5xx": 0.02, "stream_cut": 0.02, "rate_limit": 0.02, "store_evict": 0.3},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"`{name}` is not installed: apt-get install -y prometheus (.ci/run does)"
+    return path
+
+
+def _get(url: str, params: dict[str, str] | None = None) -> Any:
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    with urllib.request.urlopen(url + query, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@dataclass
+class LiveRun:
+    """What the tests read: the Prometheus that scraped the run, and the run's own results."""
+
+    prometheus: str
+    summary: dict[str, Any]
+    live_at: float  # a unix time while the swarm was at full strength
+    window: str  # a rate window that reaches back to before the run started
+    test_config: Path
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query's vector; raises on a PromQL error."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        body = _get(f"{self.prometheus}/api/v1/query", params)
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def value(self, expr: str) -> float:
+        """The one value of a query that sums to a single series (0 when empty)."""
+        result = self.query(expr)
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else 0.0
+
+    def by(self, expr: str, label: str) -> dict[str, float]:
+        """A query's values keyed by one label."""
+        return {r["metric"][label]: float(r["value"][1]) for r in self.query(expr)}
+
+
+class _Prometheus:
+    """Debian's prometheus on a free loopback port, with a 1 s scrape interval."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = tmp / "prometheus.yml"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self, exporter: int, sim: int) -> None:
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(SHIPPED_RULES)],
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                for job, port in (("agentload", exporter), ("target", sim))
+            ],
+        }  # fmt: skip
+        self.config.write_text(yaml.safe_dump(config))
+        self._log = (self.tmp / "prometheus.log").open("wb")
+        self.process = subprocess.Popen(
+            [_binary("prometheus"), f"--config.file={self.config}",
+             f"--storage.tsdb.path={self.tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=self._log,
+        )  # fmt: skip
+
+    async def wait_until(self, expr: str, at_least: float, timeout_s: float = 30.0) -> None:
+        """Poll until every series of `expr` is at least `at_least` (Prometheus catching up)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                body = await asyncio.to_thread(_get, f"{self.url}/api/v1/query", {"query": expr})
+                values = [float(r["value"][1]) for r in body["data"]["result"]]
+                if len(values) == 2 and min(values) >= at_least:
+                    return
+            except OSError:
+                pass  # not listening yet
+            await asyncio.sleep(0.2)
+        log = (self.tmp / "prometheus.log").read_text()[-2000:]
+        raise AssertionError(f"Prometheus never got {expr} >= {at_least}; log:\n{log}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+
+
+async def _scenario(tmp: Path, prometheus: _Prometheus) -> LiveRun:
+    profile_path = tmp / "profile.yaml"
+    profile_path.write_text(yaml.safe_dump(PROFILE))
+    loaded = load_profile(str(profile_path))
+    metrics = RunMetrics()
+    sim = SimServer(SimConfig.model_validate({**PRESETS["fast"].model_dump(), **SIM}))
+    await sim.start()
+    try:
+        async with MetricsServer(metrics.registry, host="127.0.0.1") as exporter:
+            prometheus.start(exporter.port, sim.port)
+            # Both targets scraped once before the first request: rates start from zero.
+            await prometheus.wait_until("up", 1.0)
+            started = time.time()
+            target = TargetConfig.from_url(sim.base_url)
+            options = RunOptions(
+                out_dir=tmp / "results",
+                progress=None,
+                observe=ObservationSettings(
+                    metrics=metrics,
+                    target_metrics_url=f"{target.root_url}/metrics",
+                    target_metrics_interval_s=0.5,
+                ),
+            )
+            summary = await run_load(loaded, target, options)
+            ended = time.time()
+            # The exporter stays up until a scrape that began after the run read its final values.
+            await prometheus.wait_until("timestamp(up)", ended + 0.1)
+    finally:
+        await sim.stop()
+    return LiveRun(
+        prometheus=prometheus.url,
+        summary=summary,
+        live_at=started + RUN_S - 2.0,
+        window=f"{math.ceil(RUN_S + 5)}s",
+        test_config=prometheus.config,
+    )
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
+    """The live run, shared by every test of this module."""
+    tmp = tmp_path_factory.mktemp("prometheus-live")
+    prometheus = _Prometheus(tmp)
+    try:
+        yield asyncio.run(asyncio.wait_for(_scenario(tmp, prometheus), timeout=90))
+    finally:
+        prometheus.stop()
+
+
+# -- the dashboards' queries ------------------------------------------------------------
+
+
+def _dashboard_queries() -> list[tuple[str, str]]:
+    found = []
+    for path in sorted((DASHBOARDS / "grafana" / "dashboards").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                found.append(
+                    (f"{path.stem} / {panel['title']} / {target['refId']}", target["expr"])
+                )
+    return found
+
+
+def _dashboard_variables() -> list[tuple[str, str]]:
+    found = {}
+    for path in sorted((DASHBOARDS / "grafana" / "dashboards").glob("*.json")):
+        for var in json.loads(path.read_text())["templating"]["list"]:
+            if var["type"] == "query":
+                found[var["name"]] = var["definition"]
+    return sorted(found.items())
+
+
+QUERIES = _dashboard_queries()
+VARIABLES = _dashboard_variables()
+
+
+def _substituted(expr: str, window: str) -> str:
+    """Grafana's variables as Grafana would fill them with "All" selected."""
+    for name, value in (("$__rate_interval", window), ("$profile", ".*"), ("$target", ".*")):
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"a Grafana variable the test does not fill: {expr}"
+    return expr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("panel", "expr"), QUERIES, ids=[name for name, _ in QUERIES])
+def test_dashboard_query_returns_data_from_a_live_run(live: LiveRun, panel: str, expr: str) -> None:
+    result = live.query(_substituted(expr, live.window), at=live.live_at)
+    values = [float(r["value"][1]) for r in result]
+    assert values, f"{panel}: no series"
+    assert any(math.isfinite(v) and v != 0 for v in values), f"{panel}: only {values}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "definition"), VARIABLES, ids=[n for n, _ in VARIABLES])
+def test_dashboard_variable_lists_the_live_run(live: LiveRun, name: str, definition: str) -> None:
+    selector, label = definition.removeprefix("label_values(").removesuffix(")").rsplit(", ", 1)
+    body = _get(f"{live.prometheus}/api/v1/label/{label}/values", {"match[]": selector})
+    assert body["data"], f"${name}: {definition} lists nothing"
+
+
+# -- Prometheus's figures equal summary.json's --------------------------------------------
+
+
+@pytest.mark.slow
+def test_latency_histogram_counts_equal_the_summary(live: LiveRun) -> None:
+    histograms = live.summary["histograms"]
+    assert live.value("sum(agentload_ttft_seconds_count)") == histograms["ttft_s"]["count"]
+    assert live.value("sum(agentload_itl_seconds_count)") == histograms["itl_s"]["count"]
+    e2e = live.value("sum(agentload_request_duration_seconds_count)")
+    assert e2e == histograms["e2e_s"]["count"] == live.summary["requests"]["ok"]
+    sessions = live.value('sum(agentload_session_duration_seconds_count{outcome="completed"})')
+    assert sessions == histograms["session_s"]["count"] == live.summary["sessions"]["completed"]
+
+
+@pytest.mark.slow
+def test_latency_histogram_sums_equal_the_summary(live: LiveRun) -> None:
+    histograms = live.summary["histograms"]
+    for metric, name in (("agentload_ttft_seconds", "ttft_s"), ("agentload_itl_seconds", "itl_s"),
+                         ("agentload_request_duration_seconds", "e2e_s")):  # fmt: skip
+        got = live.value(f"sum({metric}_sum)")
+        assert math.isclose(got, histograms[name]["sum"], rel_tol=1e-9), metric
+
+
+@pytest.mark.slow
+def test_request_and_token_counters_equal_the_summary(live: LiveRun) -> None:
+    requests = live.summary["requests"]
+    outcomes = live.by("sum by (outcome) (agentload_requests_total)", "outcome")
+    assert outcomes == {"ok": requests["ok"], "failed": requests["failed"]}
+    assert live.value("sum(agentload_request_errors_total)") == live.summary["requests"]["failed"]
+    tokens = live.summary["tokens"]
+    assert live.value("sum(agentload_prompt_tokens_total)") == tokens["prompt"]
+    assert live.value("sum(agentload_completion_tokens_total)") == tokens["completion"]
+    assert live.value("sum(agentload_cached_tokens_total)") == tokens["cached"]
+
+
+@pytest.mark.slow
+def test_failure_and_recovery_counters_equal_the_summary(live: LiveRun) -> None:
+    failures = live.by("sum by (kind) (agentload_state_failures_total)", "kind")
+    recoveries = live.by("sum by (kind) (agentload_recoveries_total)", "kind")
+    assert failures == live.summary["state_failures"]
+    assert recoveries == live.summary["recoveries"]
+
+
+@pytest.mark.slow
+def test_session_counters_equal_the_summary_and_bound_goodput(live: LiveRun) -> None:
+    sessions = live.summary["sessions"]
+    ended = live.by("sum by (outcome) (agentload_sessions_total)", "outcome")
+    assert ended == {k: sessions[k] for k in ("completed", "failed", "aborted")}
+    assert live.value("sum(agentload_sessions_active)") == 0  # every session ended
+    assert 0 < live.value("sum(agentload_goodput_sessions_total)") <= sessions["completed"]
+
+
+@pytest.mark.slow
+def test_summary_server_section_names_what_the_sim_ran_out_of(live: LiveRun) -> None:
+    server = live.summary["server"]
+    assert server["available"]
+    assert server["engine"] == "vllm"
+    assert server["preemptions"] > 0
+    assert server["kv_cache_usage_peak"] >= 0.95
+    assert server["waiting_peak"] > 0
+    assert server["saturated_first"] in ("kv_cache", "preemptions", "queue")
+    assert server["generation_tokens"] >= live.summary["tokens"]["completion"]
+
+
+# -- the shipped Prometheus files ----------------------------------------------------------
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([_binary("promtool"), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_promtool_accepts_the_shipped_prometheus_config() -> None:
+    result = _promtool("check", "config", str(SHIPPED_CONFIG))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_accepts_the_shipped_alerting_rules() -> None:
+    result = _promtool("check", "rules", str(SHIPPED_RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_promtool_accepts_the_config_the_live_run_used(live: LiveRun) -> None:
+    result = _promtool("check", "config", str(live.test_config))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_shipped_alerting_rules_evaluate_without_errors_on_live_data(live: LiveRun) -> None:
+    groups = _get(f"{live.prometheus}/api/v1/rules")["data"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert rules
+    assert [r["name"] for r in rules if r["health"] != "ok"] == []

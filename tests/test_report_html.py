@@ -1,0 +1,179 @@
+"""The HTML report of a real run, opened in headless Chromium: it renders, every plot has drawn
+marks, nothing is fetched; the screenshot is kept in test-artifacts/ for people to look at."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import orjson
+import pytest
+from test_gates_run import run_against_sim
+
+from loadgen.errors import UsageError
+from loadgen.report import load_results, render_report
+from loadgen.report.ceiling import parse_ceiling
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+AGENTLOAD = [sys.executable, "-m", "loadgen"]
+EXPECTED_CHARTS = {
+    "tokens-over-time", "requests-over-time", "ttft-over-time", "e2e-over-time",
+    "ttft-itl-percentiles", "e2e-percentiles", "ttft-by-agent", "ttft-by-step-kind",
+    "session-funnel", "context-growth", "failures-over-time", "ceiling-throughput",
+    "ceiling-latency",
+}  # fmt: skip
+CEILING = {
+    "load_unit": "agents",
+    "levels": [
+        {"load": load, "output_tokens_per_s": tps, "ttft_p95_s": ttft, "e2e_p95_s": e2e}
+        for load, tps, ttft, e2e in (
+            (8, 1500, 0.03, 0.4), (16, 2900, 0.035, 0.45), (32, 5200, 0.06, 0.6),
+            (64, 7400, 0.2, 1.1), (128, 7600, 0.9, 2.6), (256, 7650, 2.4, 5.9),
+        )
+    ],
+    "ceiling": {"load": 64, "reason": "TTFT p95 above the 1 s SLO beyond it"},
+}  # fmt: skip
+
+
+class _Charts(HTMLParser):
+    """Collects each <svg class="chart"> and the data marks drawn inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.charts: dict[str, list[dict[str, str]]] = {}
+        self._current: str | None = None
+        self.fetching: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag in {"script", "link", "img", "iframe"} or "src" in a or "href" in a:
+            self.fetching.append(tag)
+        if tag == "svg" and "chart" in a.get("class", ""):
+            self._current = a["data-chart"]
+            self.charts[self._current] = []
+        elif self._current and "mark" in a.get("class", "").split():
+            self.charts[self._current].append({"tag": tag, **a})
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "svg":
+            self._current = None
+
+
+def _drawn(mark: dict[str, str]) -> bool:
+    if mark["tag"] == "path":
+        return mark.get("d", "").count("L") >= 1  # at least two points
+    if mark["tag"] == "rect":
+        return float(mark["width"]) > 0 and float(mark["height"]) > 0
+    return mark["tag"] == "circle" and float(mark["r"]) > 0
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "run"
+    summary = asyncio.run(run_against_sim(out, 8.0))
+    assert summary["state_failures"]["stream_truncated"] > 0
+    (out / "ceiling.json").write_bytes(orjson.dumps(CEILING))
+    return out
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return found
+
+
+def _headless(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_report_renders_in_headless_chromium_with_every_plot_drawn(
+    report_dir: Path, tmp_path: Path
+) -> None:
+    html = tmp_path / "report.html"
+    made = subprocess.run(
+        [*AGENTLOAD, "report", str(report_dir), "--html", str(html),
+         "--gate", "ttft_p95 < 2s", "--gate", "state_failures.stream_truncated == 0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 1, made.stdout + made.stderr  # the second gate fails, as written
+    assert f"report: {html}" in made.stdout
+
+    dom = _headless(tmp_path, "--dump-dom", html.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    parser = _Charts()
+    parser.feed(dom.stdout)
+    assert set(parser.charts) == EXPECTED_CHARTS
+    empty = [name for name, marks in parser.charts.items() if not any(map(_drawn, marks))]
+    assert empty == []
+    assert parser.fetching == []  # self-contained: nothing to load from anywhere
+    assert "1 of 2 gates failed" in dom.stdout
+    assert "agentload report · gates-small" in dom.stdout
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report-screenshot.png"
+    shot.unlink(missing_ok=True)
+    taken = _headless(
+        tmp_path, f"--screenshot={shot}", "--window-size=1400,3800", "--hide-scrollbars",
+        html.as_uri(),
+    )  # fmt: skip
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 50_000  # a blank page compresses to a few kB
+    shutil.copyfile(html, ARTIFACTS / "report.html")
+
+
+def test_default_location_and_no_scripts_or_external_resources(report_dir: Path) -> None:
+    made = subprocess.run(
+        [*AGENTLOAD, "report", str(report_dir)], capture_output=True, text=True, timeout=120
+    )
+    assert made.returncode == 0, made.stderr
+    page = (report_dir / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<script" not in page
+    assert not re.search(r"""(src|href)=|url\(|@import""", page)
+    assert "No gates were set for this run." in page  # the run itself judged none
+
+
+def test_sections_without_data_are_left_out(report_dir: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copyfile(report_dir / "summary.json", bare / "summary.json")
+    page = render_report(load_results(bare))  # no records, no ceiling.json
+    charts = set(re.findall(r'data-chart="([^"]+)"', page))
+    assert charts == {"ttft-itl-percentiles", "e2e-percentiles", "session-funnel"}
+
+
+def test_names_from_records_are_escaped(report_dir: Path, tmp_path: Path) -> None:
+    odd = tmp_path / "odd"
+    shutil.copytree(report_dir, odd)
+    steps = (odd / "steps.jsonl").read_text().replace('"agent":"support"', '"agent":"<b>x</b>"')
+    (odd / "steps.jsonl").write_text(steps)
+    page = render_report(load_results(odd))
+    assert "<b>x</b>" not in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page
+
+
+def test_a_malformed_ceiling_file_is_a_one_line_usage_error() -> None:
+    with pytest.raises(UsageError, match=r"ceiling.json: levels.1 needs numeric `load`"):
+        parse_ceiling({"levels": [{"load": 1, "output_tokens_per_s": 2}, {"load": "many"}]})
+    with pytest.raises(UsageError, match="expected an object with a `levels` list"):
+        parse_ceiling([1, 2])
+    ceiling = parse_ceiling(CEILING)
+    assert [lv.load for lv in ceiling.levels] == [8, 16, 32, 64, 128, 256]
+    assert ceiling.ceiling_load == 64

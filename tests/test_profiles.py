@@ -20,11 +20,11 @@ from loadgen.agents import Agent
 from loadgen.cli.run_setup import profile_overrides as _overrides
 from loadgen.cli.run_setup import sim_config as _sim_config
 from loadgen.errors import UsageError
-from loadgen.observe import ResultFiles, RunStats, SessionRecord, StepRecord
+from loadgen.observe import ResultFiles, RunStats
 from loadgen.profile.loader import LoadedProfile, ProfileError, builtin_profiles, load_profile
 from loadgen.runtime.run import StatsSink
 from loadgen.runtime.session import SessionRunner
-from loadgen.runtime.sinks import FanOut
+from loadgen.runtime.sinks import FanOut, MemorySink
 from loadgen.sim import SimServer
 from loadgen.transport import TargetConfig, Transport
 
@@ -41,38 +41,15 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 # -- running whole sessions ----------------------------------------------------------------
 
 
-class _Recorder:
-    """Keeps every step and session record for the assertions."""
-
-    def __init__(self) -> None:
-        self.steps: list[StepRecord] = []
-        self.sessions: list[SessionRecord] = []
-
-    def session_started(self, agent: str) -> None:
-        pass
-
-    def step(self, record: StepRecord) -> None:
-        self.steps.append(record)
-
-    def session(self, record: SessionRecord) -> None:
-        self.sessions.append(record)
-
-    def recovery(self, kind: str, agent: str) -> None:
-        pass
-
-    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
-        pass
-
-
 async def run_sessions(
     loaded: LoadedProfile, server: SimServer, out_dir: Path, *, k: int = 1
-) -> tuple[RunStats, _Recorder]:
+) -> tuple[RunStats, MemorySink]:
     """Run `k` whole sessions of the profile's first agent against `server`, to their end."""
     profile = loaded.profile
     cls = loaded.agent_classes[0]
     mix = profile.agents[0]
     params = cls.Params.model_validate(mix.params)
-    stats, recorder = RunStats(), _Recorder()
+    stats, recorder = RunStats(), MemorySink()
     with ResultFiles(out_dir) as files:
         sink = FanOut([StatsSink(stats, files), recorder])
         async with Transport(TargetConfig.from_url(server.base_url)) as transport:

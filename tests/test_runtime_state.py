@@ -26,7 +26,7 @@ from loadgen.observe import ResultFiles, RunStats, SessionRecord, StepRecord
 from loadgen.profile.schema import Profile
 from loadgen.runtime.run import StatsSink
 from loadgen.runtime.session import SessionRunner
-from loadgen.runtime.sinks import FanOut
+from loadgen.runtime.sinks import FanOut, MemorySink
 from loadgen.sim import SimServer
 from loadgen.transport import TargetConfig, Transport
 
@@ -58,29 +58,6 @@ SMALL: dict[str, Any] = {
 
 
 # -- running whole sessions ----------------------------------------------------------------
-
-
-class _Recorder:
-    """Keeps every step and session record for the assertions."""
-
-    def __init__(self) -> None:
-        self.steps: list[StepRecord] = []
-        self.sessions: list[SessionRecord] = []
-
-    def session_started(self, agent: str) -> None:
-        pass
-
-    def step(self, record: StepRecord) -> None:
-        self.steps.append(record)
-
-    def session(self, record: SessionRecord) -> None:
-        self.sessions.append(record)
-
-    def recovery(self, kind: str, agent: str) -> None:
-        pass
-
-    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
-        pass
 
 
 @dataclass
@@ -117,7 +94,7 @@ async def run_sessions(
         }
     )
     agent_params = agent_cls.Params.model_validate({**SMALL, **(params or {})})
-    stats, recorder = RunStats(), _Recorder()
+    stats, recorder = RunStats(), MemorySink()
     with ResultFiles(out_dir) as files:
         sink = FanOut([StatsSink(stats, files), recorder])
         async with Transport(TargetConfig.from_url(base_url)) as transport:

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from loadgen.observe.records import SessionRecord, StepRecord
 
-__all__ = ["FanOut", "RecordSink"]
+__all__ = ["FanOut", "MemorySink", "RecordSink"]
 
 
 class RecordSink(Protocol):
@@ -59,3 +59,28 @@ class FanOut:
         """A simulated tool finished."""
         for sink in self.sinks:
             sink.tool_call(agent, tool, ok, latency_s)
+
+
+class MemorySink:
+    """Keeps every step and session record in lists (for tests and embedding)."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepRecord] = []
+        self.sessions: list[SessionRecord] = []
+
+    def session_started(self, agent: str) -> None:
+        """Nothing to keep until the session ends."""
+
+    def step(self, record: StepRecord) -> None:
+        """Keep the step."""
+        self.steps.append(record)
+
+    def session(self, record: SessionRecord) -> None:
+        """Keep the session."""
+        self.sessions.append(record)
+
+    def recovery(self, kind: str, agent: str) -> None:
+        """Recoveries are in the session records."""
+
+    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
+        """Tool calls are in the step records."""

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from loadgen import __version__
-from loadgen.cli import compare_command, report_command, run_command, sim_command
+from loadgen.cli import ceiling_command, compare_command, report_command, run_command, sim_command
 from loadgen.cli.arguments import CommandParser
 from loadgen.errors import AgentloadError
 
@@ -41,6 +41,7 @@ def build_parser() -> CommandParser:
     sim_command.register(commands)
     compare_command.register(commands)
     report_command.register(commands)
+    ceiling_command.register(commands)
     return parser
 
 

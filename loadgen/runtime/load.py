@@ -76,6 +76,7 @@ class ClosedLoop:
         self.rng = random.Random(stable_seed(seed, "closed-loop"))
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.retiring: set[int] = set()
+        self.start_jitter_s = 1.0  # a ceiling search shortens it to fit its warm-up
         self._slots = itertools.count()
 
     @property
@@ -94,12 +95,23 @@ class ClosedLoop:
         finally:
             await _cancel_all(self.tasks.values())
 
+    def resize(self, wanted: int, *, at_once: bool = False) -> None:
+        """Grow to `wanted` agents now, or retire the newest (`at_once`: cancel them now)."""
+        self._resize(wanted)
+        if at_once:
+            for slot in self.retiring:
+                self.tasks[slot].cancel()
+
+    async def stop(self) -> None:
+        """Cancel every agent (for a caller that resizes the pool itself instead of `run`)."""
+        await _cancel_all(self.tasks.values())
+
     def _resize(self, wanted: int) -> None:
         while self.active < wanted:
             slot = next(self._slots)
             agent, label = self.make_agent(slot)
             # Jittered starts keep a whole pool from firing its first requests in lockstep.
-            jitter = self.rng.uniform(0, 1.0) if slot < wanted else 0.0
+            jitter = self.rng.uniform(0, self.start_jitter_s) if slot < wanted else 0.0
             task = asyncio.create_task(self._agent_loop(slot, agent, label, jitter))
             self.tasks[slot] = task
             task.add_done_callback(functools.partial(self._forget, slot))

@@ -1,0 +1,119 @@
+"""A whole ceiling search on one event loop: engine, levels, verdict, result files."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from loadgen.ceiling.measure import LevelRunner, Windows
+from loadgen.ceiling.result import ceiling_document
+from loadgen.ceiling.search import LevelResult, Search, SearchSettings
+from loadgen.ceiling.slos import WindowSink, goodput_caps
+from loadgen.observe.goodput import GoodputRule
+from loadgen.profile.loader import LoadedProfile
+from loadgen.report.ceiling import CEILING_FILE
+from loadgen.report.gates import Gate
+from loadgen.runtime.engine import Engine
+from loadgen.transport import TargetConfig
+
+__all__ = ["GOODPUT_DROP", "CeilingOptions", "run_ceiling"]
+
+# A level whose goodput tokens/s fell below this share of the best lower level's broke
+# goodput even when every percentile SLO held: more load, less useful work.
+GOODPUT_DROP = 0.8
+
+
+@dataclass(frozen=True)
+class CeilingOptions:
+    """How to search (the profile says what load looks like; this, how much to try)."""
+
+    out_dir: Path
+    slos: list[Gate]
+    search: SearchSettings = field(default_factory=SearchSettings)
+    windows: Windows = field(default_factory=Windows)
+    max_duration_s: float = 20 * 60.0
+    model: str | None = None
+    progress: TextIO | None = sys.stderr
+    target_label: dict[str, Any] = field(default_factory=dict)
+
+
+def _goodput_fell(level: LevelResult, levels: list[LevelResult]) -> str | None:
+    lower = [lv.figures["goodput_tokens_per_s"] or 0.0 for lv in levels
+             if lv.passed and lv.load < level.load]  # fmt: skip
+    best = max(lower, default=0.0)
+    now = level.figures["goodput_tokens_per_s"]
+    if now is not None and best > 0 and now < GOODPUT_DROP * best:
+        return f"goodput fell to {now:.0f} tokens/s from {best:.0f} at a lower load"
+    return None
+
+
+async def run_ceiling(
+    loaded: LoadedProfile, target: TargetConfig, options: CeilingOptions
+) -> dict[str, Any]:
+    """Search for the highest load within every SLO; returns (and writes) ceiling.json."""
+    profile = loaded.profile
+    unit = "agents" if profile.arrival.mode == "closed" else "sessions/s"
+    engine = Engine(loaded, target, options.out_dir, model=options.model)
+    await engine.start()  # TargetUnreachableError before anything is measured
+    sink = WindowSink(GoodputRule(goodput_caps(options.slos, profile.slos)))
+    engine.add_sink(sink)
+    runner = LevelRunner(engine, sink, options.slos, options.windows)
+    search = Search(options.search)
+    levels: list[LevelResult] = []
+    stopped_by = "settled: the ceiling is bracketed to the search's resolution"
+    per_level = options.windows.warmup_s + options.windows.window_s
+    t0 = time.perf_counter()
+    try:
+        while (load := search.next_load()) is not None:
+            if time.perf_counter() - t0 + per_level > options.max_duration_s:
+                stopped_by = f"max duration: another level would pass {options.max_duration_s:g}s"
+                break
+            level = await runner.measure(load)
+            if level.passed and (fell := _goodput_fell(level, levels)) is not None:
+                level.passed = False
+                level.broken.append(fell)
+            levels.append(level)
+            _progress(options.progress, level, unit)
+            if level.stop is not None:
+                stopped_by = level.stop
+                break
+            search.record(load, level.passed)
+        else:
+            if search.bad is None:
+                stopped_by = "max load reached with every SLO held"
+            elif search.good is None:
+                stopped_by = "no level held every SLO"
+    finally:
+        await runner.stop()
+        duration = time.perf_counter() - t0
+        summary = engine.summary(duration, **options.target_label)
+        engine.write_summary(summary)
+        await engine.stop()
+    doc = ceiling_document(
+        levels,
+        unit,
+        stopped_by,
+        profile=profile.name,
+        target={**engine.target_label(), **options.target_label},
+        slos=[gate.text for gate in options.slos],
+        duration_s=duration,
+        warmup_s=options.windows.warmup_s,
+        window_s=options.windows.window_s,
+    )
+    path = options.out_dir / CEILING_FILE
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def _progress(out: TextIO | None, level: LevelResult, unit: str) -> None:
+    if out is None:
+        return
+    f = level.figures
+    verdict = "held" if level.passed else "broke: " + "; ".join(level.broken)
+    out.write(f"level {level.load:g} {unit}: {f['output_tokens_per_s']:.0f} output tok/s, "
+              f"{f['sessions_per_min']:.1f} sessions/min — {verdict}\n")  # fmt: skip
+    out.flush()

@@ -1,0 +1,111 @@
+"""SLOs as gates over one level's window, and the sink that measures that window alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from loadgen.errors import UsageError
+from loadgen.observe import RunStats
+from loadgen.observe.goodput import GoodputRule
+from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
+from loadgen.report.gates import Gate, parse_gates
+
+__all__ = ["WindowSink", "build_slos", "goodput_caps"]
+
+# A profile's `slos:` mapping holds bounds; as gates, latencies are upper bounds and the
+# session success rate a lower bound.
+_SUCCESS = "session_success"
+
+
+def _profile_slo(key: str, value: float) -> str:
+    if key == _SUCCESS:
+        return f"session_success_rate >= {value}"
+    return f"{key} < {value}s"
+
+
+def build_slos(cli: Sequence[str], slos: Mapping[str, float], gates: Iterable[str]) -> list[Gate]:
+    """--slo expressions, the profile's `slos` and its `gates`, parsed and judged once each."""
+    texts = [*cli, *(_profile_slo(k, v) for k, v in slos.items()), *gates]
+    parsed = parse_gates(texts)  # a bad expression is a UsageError naming it
+    if not parsed:
+        raise UsageError(
+            "a ceiling search needs at least one SLO: pass --slo, e.g. --slo 'ttft_p95 < 2s', "
+            "or give the profile `slos:`"
+        )
+    seen: set[tuple[str, str, float]] = set()
+    out = []
+    for gate in parsed:
+        key = (gate.metric, gate.op, gate.threshold)
+        if key not in seen:
+            seen.add(key)
+            out.append(gate)
+    return out
+
+
+def goodput_caps(gates: Sequence[Gate], slos: Mapping[str, float]) -> dict[str, float]:
+    """The per-session goodput bounds: the profile's `slos` plus every upper latency SLO."""
+    caps = dict(slos)
+    for gate in gates:
+        family = gate.metric.split("_", 1)[0]
+        if family in ("ttft", "e2e", "session", "itl") and gate.op in ("<", "<="):
+            caps[gate.metric] = max(caps.get(gate.metric, 0.0), gate.threshold)
+    return caps
+
+
+class WindowSink:
+    """Counts records into a fresh RunStats between `begin()` and `end()`, goodput included."""
+
+    def __init__(self, rule: GoodputRule) -> None:
+        self.rule = rule
+        self.stats: RunStats | None = None
+        self.goodput_sessions = 0
+        self.judged_sessions = 0
+        self.since_unix = 0.0
+        # Steps are judged whenever they happen: a session that began before the window still
+        # needs every one of its steps judged when it ends inside the window.
+        self._steps_met: dict[str, bool] = {}
+
+    def begin(self, since_unix: float) -> None:
+        """Start counting a new window; goodput judges sessions begun at `since_unix` or later."""
+        self.stats = RunStats()
+        self.goodput_sessions = 0
+        self.judged_sessions = 0
+        self.since_unix = since_unix
+
+    def end(self) -> RunStats:
+        """Stop counting; the window's stats."""
+        stats, self.stats = self.stats, None
+        return stats if stats is not None else RunStats()
+
+    def session_started(self, agent: str) -> None:
+        """A session began."""
+        if self.stats is not None:
+            self.stats.session_started(agent)
+
+    def step(self, record: StepRecord) -> None:
+        """A step ended."""
+        met = self._steps_met.get(record.session_id, True) and self.rule.step_met(record)
+        self._steps_met[record.session_id] = met
+        if self.stats is not None:
+            self.stats.add_step(record)
+
+    def session(self, record: SessionRecord) -> None:
+        """A session ended: count it, and as goodput when it met every SLO."""
+        met = self._steps_met.pop(record.session_id, True)
+        if self.stats is None:
+            return
+        self.stats.add_session(record)
+        # A session begun at an earlier level carries that level's latencies: not judged.
+        if record.started_unix < self.since_unix or record.outcome == SessionOutcome.ABORTED:
+            return
+        self.judged_sessions += 1
+        if self.rule.session_met(record, met):
+            self.goodput_sessions += 1
+
+    def recovery(self, kind: str, agent: str) -> None:
+        """A failure was absorbed."""
+        if self.stats is not None:
+            self.stats.recovery(kind, agent)
+
+    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
+        """Tool calls are counted from step records."""

@@ -1,0 +1,365 @@
+"""The swarm under Locust, through the real CLI: real processes on 127.0.0.1 against a real sim.
+
+Every run here is a bounded `agentload run` (or `locust -f`) against one simulator process
+started for the module; results are compared with the workers' own steps.jsonl and
+sessions.jsonl lines, which each worker appends as it measures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadgen.protocol.failures import FailureKind
+
+ROOT = Path(__file__).resolve().parents[1]
+AGENTLOAD = [sys.executable, "-m", "loadgen"]
+LOCUST = [sys.executable, "-m", "locust"]
+# Run-length flags shared by every process of one run (workers load the profile too).
+SMOKE = ["ci-smoke", "--quiet"]
+
+pytestmark = pytest.mark.slow
+
+Record = dict[str, Any]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def child_env() -> dict[str, str]:
+    """The environment of every child: this checkout's loadgen first, whatever is installed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+class Processes:
+    """Children of one test, with their output in files; every one is ended by `close()`."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (
+            (self.logs / f"{name}.out").open("wb") as out,
+            (self.logs / f"{name}.err").open("wb") as err,
+        ):
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=err, cwd=self.logs, env={**child_env(), **env}
+            )
+        self.procs[name] = proc
+        return proc
+
+    def output(self, name: str) -> str:
+        return (self.logs / f"{name}.out").read_text() + (self.logs / f"{name}.err").read_text()
+
+    def wait(self, name: str, timeout: float) -> int:
+        try:
+            return self.procs[name].wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{name} still running after {timeout:.0f}s:\n{self.output(name)[-3000:]}")
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    group = Processes(tmp_path / "logs")
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+@pytest.fixture(scope="module")
+def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`agentload sim --preset fast --port 0` in its own process; its banner gives the URL."""
+    logs = tmp_path_factory.mktemp("sim")
+    group = Processes(logs)
+    try:
+        proc = group.start("sim", [*AGENTLOAD, "sim", "--preset", "fast", "--port", "0"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = re.search(r"on (http://127\.0\.0\.1:\d+/v1)", group.output("sim"))
+            if found:
+                break
+            assert proc.poll() is None, f"sim exited: {group.output('sim')}"
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"no sim banner within 60s: {group.output('sim')}")
+        yield found.group(1)
+    finally:
+        group.close()
+
+
+# -- what the workers wrote -------------------------------------------------------------------
+
+
+def read_jsonl(paths: list[Path]) -> list[Record]:
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines()]
+
+
+def records(out: Path) -> tuple[list[Record], list[Record]]:
+    """(steps, sessions) that every worker under `out` wrote to its own files."""
+    steps = read_jsonl(sorted(out.glob("worker-*/steps.jsonl")))
+    sessions = read_jsonl(sorted(out.glob("worker-*/sessions.jsonl")))
+    return steps, sessions
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered) / 100)) - 1]
+
+
+def assert_summary_is_the_sum_of(
+    summary: Record, steps: list[Record], sessions: list[Record]
+) -> None:
+    """Merged totals equal the files' sums; percentiles equal the merged raw samples' (1%)."""
+    ok = [s for s in steps if s["ok"]]
+    assert steps, "the workers measured nothing"
+    assert summary["requests"] == {
+        "total": len(steps),
+        "ok": len(ok),
+        "failed": len(steps) - len(ok),
+    }
+    outcomes = Counter(s["outcome"] for s in sessions)
+    for outcome in ("completed", "failed", "aborted"):
+        assert summary["sessions"][outcome] == outcomes[outcome], outcome
+    assert summary["sessions"]["started"] >= len(sessions)
+    for field in ("prompt", "completion", "cached"):
+        assert summary["tokens"][field] == sum(s[f"{field}_tokens"] or 0 for s in steps), field
+    kinds = Counter(kind for s in steps for kind in s["failures"])
+    assert summary["state_failures"] == {k.value: kinds[k.value] for k in FailureKind}
+    for name in ("ttft_s", "e2e_s"):
+        samples = [s[name] for s in ok if s[name] is not None]
+        for q in (50, 90, 99):
+            exact = nearest_rank(samples, q)
+            reported = summary["latency"][name][f"p{q}"]
+            assert reported == pytest.approx(exact, rel=0.01), f"{name} p{q}"
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:.0f}s for {what}")
+        time.sleep(0.2)
+
+
+def line_count(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+def test_processes_2_merges_worker_totals_and_percentiles_exactly(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    procs.start(
+        "run",
+        [*AGENTLOAD, "run", *SMOKE, "--duration", "10s", "--processes", "2",
+         "--target", sim_url, "--out", str(out)],
+    )  # fmt: skip
+    assert procs.wait("run", timeout=120) == 0, procs.output("run")
+    assert sorted(p.name for p in out.glob("worker-*")) == ["worker-0", "worker-1"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["workers"]["reported"]) == 2
+    assert summary["workers"]["lost"] == []
+    assert_summary_is_the_sum_of(summary, *records(out))
+
+
+def test_master_with_two_worker_processes_merges_their_totals_and_percentiles(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    out, port = tmp_path / "run", free_port()
+    procs.start(
+        "master",
+        [*AGENTLOAD, "run", *SMOKE, "--duration", "10s", "--master", "--expect-workers", "2",
+         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+         "--target", sim_url, "--out", str(out)],
+    )  # fmt: skip
+    for i in range(2):
+        procs.start(
+            f"worker{i}",
+            [*AGENTLOAD, "run", *SMOKE, "--duration", "10s", "--worker",
+             "--master-host", "127.0.0.1", "--master-port", str(port),
+             "--target", sim_url, "--out", str(out)],
+        )  # fmt: skip
+    assert procs.wait("master", timeout=120) == 0, procs.output("master")
+    for i in range(2):
+        assert procs.wait(f"worker{i}", timeout=60) == 0, procs.output(f"worker{i}")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["workers"]["expected"] == 2
+    assert len(summary["workers"]["reported"]) == 2
+    steps, sessions = records(out)
+    assert {s["session_id"].split("-", 1)[0] for s in steps} == {"w0", "w1"}  # both worked
+    assert_summary_is_the_sum_of(summary, steps, sessions)
+
+
+def test_killed_worker_is_named_lost_and_its_reported_share_is_kept(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    out, port = tmp_path / "master", free_port()
+    victim_out, survivor_out = tmp_path / "victim", tmp_path / "survivor"
+    procs.start(
+        "master",
+        [*AGENTLOAD, "run", *SMOKE, "--duration", "20s", "--master", "--expect-workers", "2",
+         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+         "--target", sim_url, "--out", str(out)],
+    )  # fmt: skip
+    for name, folder in (("victim", victim_out), ("survivor", survivor_out)):
+        procs.start(
+            name,
+            [*AGENTLOAD, "run", *SMOKE, "--duration", "20s", "--worker",
+             "--master-host", "127.0.0.1", "--master-port", str(port),
+             "--target", sim_url, "--out", str(folder)],
+        )  # fmt: skip
+    # Workers report every 3 s: kill the victim once it has measured for ~6 s.
+    wait_for("the victim's first step", lambda: bool(list(victim_out.glob("*/steps.jsonl"))), 60)
+    time.sleep(6)
+    procs.procs["victim"].send_signal(signal.SIGKILL)
+    procs.procs["victim"].wait(timeout=10)
+
+    assert procs.wait("master", timeout=120) == 0, procs.output("master")
+    assert procs.wait("survivor", timeout=60) == 0, procs.output("survivor")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["workers"]["reported"]) == 2
+    assert len(summary["workers"]["lost"]) == 1
+    assert summary["workers"]["lost"][0] in summary["workers"]["reported"]
+    survivor_steps = read_jsonl(sorted(survivor_out.glob("worker-*/steps.jsonl")))
+    victim_steps = read_jsonl(sorted(victim_out.glob("worker-*/steps.jsonl")))
+    total = summary["requests"]["total"]
+    # Everything the survivor measured is in; the victim's reported share is kept (it may
+    # have measured a few steps after its last report, which died with it).
+    assert len(survivor_steps) < total <= len(survivor_steps) + len(victim_steps)
+    survivor_sessions = read_jsonl(sorted(survivor_out.glob("worker-*/sessions.jsonl")))
+    ended = sum(summary["sessions"][k] for k in ("completed", "failed", "aborted"))
+    assert ended >= len(survivor_sessions)
+
+
+def test_web_ui_serves_agent_stats_over_http_during_a_run(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    procs.start(
+        "run",
+        [*AGENTLOAD, "run", *SMOKE, "--duration", "60s", "--web", "--web-port", str(port),
+         "--target", sim_url, "--out", str(tmp_path / "run")],
+    )  # fmt: skip
+
+    def get(path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as resp:
+                return resp.status, resp.read()
+        except (urllib.error.URLError, ConnectionError) as exc:
+            assert procs.procs["run"].poll() is None, procs.output("run")
+            return -1, str(exc).encode()
+
+    wait_for("GET / to answer 200", lambda: get("/")[0] == 200, 60)
+
+    def entries() -> set[tuple[str, str]]:
+        status, body = get("/stats/requests")
+        if status != 200:
+            return set()
+        return {(s["method"], s["name"]) for s in json.loads(body)["stats"]}
+
+    agents = {"coding", "support"}
+    kinds = {"turn", "tool_result", "subagent", "compaction", "resume"}
+    # Coding sessions in ci-smoke last about two seconds; wait for a finished one.
+    wait_for("a SESSION entry", lambda: any(m == "SESSION" for m, _ in entries()), 30)
+    seen = entries()
+    assert {n for m, n in seen if m == "SESSION"} <= agents
+    steps = {n for m, n in seen if m == "STEP"}
+    assert steps
+    assert all(n.split(" ")[0] in agents and n.split(" ")[1] in kinds for n in steps), steps
+    status, body = get("/agentload/stats")
+    assert status == 200
+    own = json.loads(body)
+    assert own["requests"]["ok"] > 0
+    assert set(own["agents"]) <= agents
+    assert set(own["sessions"]) >= {"started", "completed", "failed", "aborted"}
+    # Locust's Stop button ends the run early; the run then writes its results and exits 0.
+    request = urllib.request.Request(base + "/stop", method="POST")
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert resp.status == 200
+    assert procs.wait("run", timeout=60) == 0, procs.output("run")
+    assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_stopping_a_run_counts_in_flight_sessions_as_aborted_not_failed(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    procs.start(
+        "run",
+        [*AGENTLOAD, "run", *SMOKE, "--duration", "6s", "--target", sim_url, "--out", str(out)],
+    )
+    assert procs.wait("run", timeout=90) == 0, procs.output("run")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sessions"]["aborted"] > 0  # 8 agents, sessions of seconds: some in flight
+    assert summary["sessions"]["failed"] == 0
+    assert summary["requests"]["failed"] == 0
+    assert set(summary["state_failures"].values()) == {0}
+    outcomes = Counter(s["outcome"] for s in read_jsonl([out / "sessions.jsonl"]))
+    assert outcomes["aborted"] == summary["sessions"]["aborted"]
+    assert outcomes["failed"] == 0
+
+
+def test_plain_locust_f_run_completes_and_writes_results(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    out = tmp_path / "locust"
+    locustfile = subprocess.run(
+        [sys.executable, "-m", "loadgen.orchestration.locustfile"],
+        capture_output=True, text=True, check=True, timeout=60, env=child_env(),
+    ).stdout.strip()  # fmt: skip
+    procs.start(
+        "locust",
+        [*LOCUST, "-f", locustfile, "--headless", "-u", "4", "-r", "4", "-t", "6s",
+         "--host", sim_url, "--agentload-out", str(out), "--json", "--only-summary"],
+        AGENTLOAD_PROFILE="ci-smoke",
+    )  # fmt: skip
+    assert procs.wait("locust", timeout=90) == 0, procs.output("locust")
+    stats = json.loads((procs.logs / "locust.out").read_text())
+    locust_steps = sum(s["num_requests"] for s in stats if s["method"] == "STEP")
+    locust_sessions = sum(s["num_requests"] for s in stats if s["method"] == "SESSION")
+    (folder,) = out.glob("pid-*")
+    steps = read_jsonl([folder / "steps.jsonl"])
+    sessions = read_jsonl([folder / "sessions.jsonl"])
+    assert steps
+    assert len(steps) == locust_steps
+    # Aborted sessions (stopped by the client) are not Locust requests.
+    assert sum(s["outcome"] != "aborted" for s in sessions) == locust_sessions

@@ -12,7 +12,11 @@ streams / rate seconds), once per client mode, alternating modes --repeats times
            with bytes.count(b'"delta"'), one stamp per read (the cheapest aiohttp client).
   json     bare, plus orjson.loads of every data line and choices[0].delta.content.
   engine   loadgen as the agents use it: chat_body + loadgen.protocol.send over a
-           loadgen Transport (SSE parser, Reply assembly, token_times_ns, ending checks).
+           loadgen Transport (SSE parser, Reply assembly, token_times_ns, ending checks),
+           whose POSTs go through the kernel-stamped HTTP/1.1 client (recvmsg +
+           SO_TIMESTAMPNS) as they do by default for http:// targets.
+  engine-loop  the same over Transport(kernel_timestamps=False): aiohttp, stamped by the
+           event loop (the engine's path before the kernel client, and for https).
 
 Client CPU is time.process_time() over a --window seconds measured window after --warmup;
 tokens are those the server wrote in the same window (its /stats), so both modes are
@@ -44,7 +48,7 @@ from fast_sse_server import pin_client, runqueue_wait_s, spawn_server
 from loadgen.protocol import chat_body, encode_message, send
 from loadgen.transport import TargetConfig, Transport
 
-MODES = ("bare", "any", "json", "engine")
+MODES = ("bare", "any", "json", "engine", "engine-loop")
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -169,13 +173,16 @@ async def run_phase(
     c = Counters()
     url = base + "/chat/completions"
     async with (
-        Transport(TargetConfig(base, request_timeout_s=3600)) as transport,
+        Transport(
+            TargetConfig(base, request_timeout_s=3600),
+            kernel_timestamps=False if mode == "engine-loop" else None,
+        ) as transport,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
     ):
         tasks = [
             asyncio.create_task(
                 engine_stream(i, streams, transport, args, c)
-                if mode == "engine"
+                if mode.startswith("engine")
                 else bare_stream(i, streams, session, url, args, mode, c)
             )
             for i in range(streams)
@@ -226,8 +233,8 @@ async def run(args: argparse.Namespace) -> list[Phase]:
                     for mode in args.modes:
                         phase = await run_phase(mode, streams, server.base_url, ctl, args)
                         print(
-                            f"  {streams:>5} streams  {mode:<6}  {phase.us_per_token:6.1f} us/token"
-                            f"  client CPU {phase.cpu_share:4.0%}",
+                            f"  {streams:>5} streams  {mode:<11}  {phase.us_per_token:6.1f} "
+                            f"us/token  client CPU {phase.cpu_share:4.0%}",
                             file=sys.stderr,
                         )
                         phases.append(phase)
@@ -242,7 +249,7 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
         f"{args.window:g} s windows x {args.repeats} per mode (medians; range of us/token)"
     )
     head = (
-        f"{'streams':>7}  {'client':<6}  {'us/token':>8}  {'range':>11}  {'vs bare':>7}  "
+        f"{'streams':>7}  {'client':<11}  {'us/token':>8}  {'range':>11}  {'vs bare':>7}  "
         f"{'client CPU':>10}  {'kernel':>6}  {'tokens/s':>8}  {'req/s':>5}  {'errors':>6}  "
         f"{'server CPU':>10}  {'CPU wait':>8}"
     )
@@ -261,7 +268,7 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
             lo, hi = min(p.us_per_token for p in rs), max(p.us_per_token for p in rs)
             server_cpu = med(lambda p: p.server["cpu_s"] / p.server_wall_s)
             print(
-                f"{streams:>7}  {mode:<6}  {us:>8.1f}  {lo:>5.1f}-{hi:<5.1f}  {us / bare:>6.2f}x  "
+                f"{streams:>7}  {mode:<11}  {us:>8.1f}  {lo:>5.1f}-{hi:<5.1f}  {us / bare:>6.2f}x  "
                 f"{med(lambda p: p.cpu_share):>10.0%}  {med(lambda p: p.sys_s / p.cpu_s):>6.0%}  "
                 f"{med(lambda p: p.tokens_per_s):>8,.0f}  "
                 f"{med(lambda p: p.requests / p.wall_s):>5,.0f}  {sum(p.errors for p in rs):>6}  "
@@ -297,8 +304,8 @@ def main() -> int:
     p.add_argument(
         "--modes",
         type=lambda s: s.split(","),
-        default=["bare", "engine"],
-        help=f"comma-separated, from {','.join(MODES)} (default bare,engine)",
+        default=["bare", "engine", "engine-loop"],
+        help=f"comma-separated, from {','.join(MODES)} (default bare,engine,engine-loop)",
     )
     args = p.parse_args()
     if unknown := set(args.modes) - set(MODES):

@@ -16,15 +16,20 @@ The goal: p99 |error| <= 2 ms at 1,000 streams through loadgen.
 
 Clients (--clients):
   engine  loadgen.protocol.send over a loadgen Transport, exactly as agents send;
-          Reply.token_times_ns against the stamps in Reply.text.
+          Reply.token_times_ns against the stamps in Reply.text. For this http://
+          target the Transport POSTs through its kernel-stamped HTTP/1.1 client
+          (loadgen.transport.kernel_stream: recvmsg + SO_TIMESTAMPNS), the default.
+  engine-loop  the same over Transport(kernel_timestamps=False): aiohttp, each event
+          stamped when the event loop reads it (the path https targets still take).
   bare    aiohttp session.post + `async for line in resp.content`, stamped per line.
   raw     hand-written HTTP/1.1 asyncio.Protocol, stamped inside data_received: the floor
           for any client that stamps with the clock when its event loop gets the bytes.
   kernel  the same over a plain socket read with recvmsg, stamped with the kernel's
-          receive time (SO_TIMESTAMPNS): what a loaded event loop cannot delay.
+          receive time (SO_TIMESTAMPNS): the prototype of the engine's path, with no
+          HTTP framing, SSE parsing or reply assembly.
 
     python bench/itl_error.py                           # 1,000 streams, 50 ms steps
-    python bench/itl_error.py --slots 1 --clients engine,bare,raw,kernel
+    python bench/itl_error.py --slots 1 --clients engine,engine-loop,bare,raw,kernel
     python bench/itl_error.py --streams 200 --step-ms 10 --slots 1
 """
 
@@ -49,7 +54,7 @@ from fast_sse_server import pin_client, runqueue_wait_s, spawn_server
 from loadgen.protocol import chat_body, encode_message, send
 from loadgen.transport import TargetConfig, Transport
 
-CLIENTS = ("engine", "bare", "raw", "kernel")
+CLIENTS = ("engine", "engine-loop", "bare", "raw", "kernel")
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
 REALTIME_OFFSET_NS = time.time_ns() - perf_counter_ns()
 CONTENT = b'"content":" '
@@ -71,6 +76,7 @@ class Run:
     loop_lag_ms: list[float] = field(default_factory=list)  # oversleep of a 10 ms probe
     preempted: int = 0  # involuntary context switches of this process in the window
     waited_s: float = 0.0  # time runnable but without a CPU (other work on core 0)
+    kernel_stamps: bool = False  # events stamped with the kernel's receive time
 
 
 def involuntary_switches() -> int:
@@ -284,7 +290,10 @@ async def measure(client: str, slots: int, args: argparse.Namespace, base: str) 
     root = base.removesuffix("/v1")
     async with (
         aiohttp.ClientSession() as ctl,
-        Transport(TargetConfig(base, request_timeout_s=3600)) as transport,
+        Transport(
+            TargetConfig(base, request_timeout_s=3600),
+            kernel_timestamps=False if client == "engine-loop" else None,
+        ) as transport,
         aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0),
             headers={"Content-Type": "application/json"},
@@ -292,6 +301,8 @@ async def measure(client: str, slots: int, args: argparse.Namespace, base: str) 
     ):
         async with ctl.get(f"{root}/config?step_ms={args.step_ms}&slots={slots}") as resp:
             await resp.read()
+        engine = client.startswith("engine")
+        run.kernel_stamps = transport.kernel_timestamps if engine else client == "kernel"
         tasks = [
             asyncio.create_task(one_stream(client, i, args, base, transport, session, run, stop))
             for i in range(args.streams)
@@ -333,7 +344,7 @@ async def one_stream(
     run: Run,
     stop: asyncio.Event,
 ) -> None:
-    if client == "engine":
+    if client.startswith("engine"):
         await engine_stream(i, args, transport, run, stop)
     elif client == "bare":
         await bare_stream(i, args, session, base + "/chat/completions", run, stop)
@@ -415,6 +426,7 @@ def report(args: argparse.Namespace, results: list[tuple[Run, dict[str, float]]]
         lag = sorted(run.loop_lag_ms) or [float("nan")]
         rows = [
             ("client", run.client),
+            ("event stamps", "kernel receive time" if run.kernel_stamps else "user space"),
             (
                 "emission",
                 "one burst per step"
@@ -475,8 +487,8 @@ def main() -> int:
     p.add_argument(
         "--clients",
         type=lambda s: s.split(","),
-        default=["engine", "kernel"],
-        help="comma-separated, from engine,bare,raw,kernel (default engine,kernel)",
+        default=["engine", "engine-loop"],
+        help=f"comma-separated, from {','.join(CLIENTS)} (default engine,engine-loop)",
     )
     args = p.parse_args()
     if unknown := set(args.clients) - set(CLIENTS):

@@ -1,14 +1,18 @@
-"""HTTP transport: one aiohttp session per process, streamed reads, perf_counter_ns stamps."""
+"""HTTP transport: POSTs stamped with kernel receive times (http://) or via aiohttp."""
 
 from loadgen.transport.client import PostExchange, SocketFactory, Transport
 from loadgen.transport.config import TargetConfig
 from loadgen.transport.errors import TransportError, TransportFailure
-from loadgen.transport.exchange import HttpExchange
+from loadgen.transport.exchange import AiohttpExchange, HttpExchange
+from loadgen.transport.kernel_clock import kernel_timestamps_available
+from loadgen.transport.kernel_stream import KernelExchange
 from loadgen.transport.payload import SegmentsPayload
 from loadgen.transport.sse import SSEEvent, SSEParser
 
 __all__ = [
+    "AiohttpExchange",
     "HttpExchange",
+    "KernelExchange",
     "PostExchange",
     "SSEEvent",
     "SSEParser",
@@ -18,4 +22,5 @@ __all__ = [
     "Transport",
     "TransportError",
     "TransportFailure",
+    "kernel_timestamps_available",
 ]

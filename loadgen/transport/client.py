@@ -1,9 +1,9 @@
-"""The one HTTP client of a process: a shared aiohttp session with unlimited keep-alive pool."""
+"""The one HTTP client of a process: POSTs kernel-stamped or through aiohttp, GETs via aiohttp."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from time import perf_counter_ns
 from types import TracebackType
 from typing import Any
@@ -11,18 +11,34 @@ from typing import Any
 import aiohttp
 import orjson
 
+from loadgen.errors import ConfigError
 from loadgen.transport.config import TargetConfig
-from loadgen.transport.exchange import WIRE_ERRORS, HttpExchange, map_error
+from loadgen.transport.exchange import WIRE_ERRORS, AiohttpExchange, HttpExchange, map_error
+from loadgen.transport.kernel_clock import kernel_timestamps_available
+from loadgen.transport.kernel_pool import SocketFactory
+from loadgen.transport.kernel_stream import KernelHttp
 from loadgen.transport.payload import SegmentsPayload
 
 __all__ = ["PostExchange", "SocketFactory", "Transport"]
 
-# aiohttp's (3.12+) socket_factory hook: an addrinfo tuple in, an unconnected socket out.
-SocketFactory = Callable[[tuple[Any, ...]], socket.socket]
-
 
 def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _use_kernel_timestamps(target: TargetConfig, wanted: bool | None) -> bool:
+    """Whether POSTs go through the kernel-stamped client; ConfigError if asked and impossible."""
+    plain = target.base_url.startswith("http://")
+    if wanted is None:
+        return plain and kernel_timestamps_available()
+    if wanted and not plain:
+        raise ConfigError(
+            f"kernel timestamps need a plain http:// target, not {target.base_url}; "
+            "https targets are read through aiohttp (leave kernel_timestamps unset)"
+        )
+    if wanted and not kernel_timestamps_available():
+        raise ConfigError("kernel receive timestamps (SO_TIMESTAMPNS) are not available here")
+    return wanted
 
 
 class Transport:
@@ -34,12 +50,20 @@ class Transport:
         *,
         connector: aiohttp.BaseConnector | None = None,
         socket_factory: SocketFactory | None = None,
+        kernel_timestamps: bool | None = None,
     ) -> None:
-        """`connector`: a pre-built one the caller owns and closes; else one is made here."""
+        """`connector`: aiohttp's, owned by the caller; `kernel_timestamps`: see below."""
+        # kernel_timestamps: POST through the kernel-stamped HTTP/1.1 client (True), through
+        # aiohttp (False), or None for target.kernel_timestamps (None there too: on for
+        # http:// targets where SO_TIMESTAMPNS works). GETs (discovery, /metrics) always use
+        # aiohttp: their timing is never measured, and it keeps https-only features there.
         self.target = target
+        wanted = target.kernel_timestamps if kernel_timestamps is None else kernel_timestamps
+        self.kernel_timestamps = _use_kernel_timestamps(target, wanted)
         self._connector = connector
         self._socket_factory = socket_factory
         self._session: aiohttp.ClientSession | None = None
+        self._kernel: KernelHttp | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -69,6 +93,8 @@ class Transport:
             ),
             json_serialize=_json_text,
         )
+        if self.kernel_timestamps:
+            self._kernel = KernelHttp(target, self._socket_factory)
         return self
 
     async def __aexit__(
@@ -77,6 +103,9 @@ class Transport:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._kernel is not None:
+            self._kernel.close()
+            self._kernel = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -86,10 +115,13 @@ class Transport:
         path: str,
         body: bytes | Sequence[bytes],
         headers: Mapping[str, str] | None = None,
-    ) -> PostExchange:
+    ) -> AbstractAsyncContextManager[HttpExchange]:
         """POST `body` (bytes, or segments sent back to back); `async with` it for the reply."""
         segments = (body,) if isinstance(body, bytes) else body
-        return PostExchange(self, self.target.url(path), SegmentsPayload(segments), headers)
+        url = self.target.url(path)
+        if self._kernel is not None and url.startswith("http://"):
+            return self._kernel.post(url, segments, headers)
+        return PostExchange(self, url, SegmentsPayload(segments), headers)
 
     async def get(self, path: str, *, timeout_s: float | None = None) -> tuple[int, bytes]:
         """GET `path` (relative to base_url, or absolute) and return its status and body."""
@@ -105,7 +137,7 @@ class Transport:
 
 
 class PostExchange:
-    """`async with transport.post(...) as exchange:` sends the request and yields the reply."""
+    """`async with transport.post(...) as exchange:` through aiohttp; yields the reply."""
 
     __slots__ = ("_exchange", "_headers", "_payload", "_transport", "_url")
 
@@ -120,9 +152,9 @@ class PostExchange:
         self._url = url
         self._payload = payload
         self._headers = headers
-        self._exchange: HttpExchange | None = None
+        self._exchange: AiohttpExchange | None = None
 
-    async def __aenter__(self) -> HttpExchange:
+    async def __aenter__(self) -> AiohttpExchange:
         session = self._transport.session
         timeout_s = self._transport.target.request_timeout_s
         t_sent = perf_counter_ns()
@@ -130,7 +162,7 @@ class PostExchange:
             resp = await session.post(self._url, data=self._payload, headers=self._headers)
         except WIRE_ERRORS as exc:
             raise map_error(exc, after_headers=False, timeout_s=timeout_s) from exc
-        self._exchange = HttpExchange(resp, t_sent, perf_counter_ns(), timeout_s)
+        self._exchange = AiohttpExchange(resp, t_sent, perf_counter_ns(), timeout_s)
         return self._exchange
 
     async def __aexit__(

@@ -21,6 +21,8 @@ class TargetConfig:
     verify_tls: bool = True
     request_timeout_s: float = 600.0  # whole request, headers and body included
     connect_timeout_s: float = 10.0
+    # POSTs read with kernel receive timestamps: None = wherever possible (http://, Linux).
+    kernel_timestamps: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", _normalise(self.base_url))
@@ -40,6 +42,7 @@ class TargetConfig:
         verify_tls: bool = True,
         request_timeout_s: float = 600.0,
         connect_timeout_s: float = 10.0,
+        kernel_timestamps: bool | None = None,
     ) -> TargetConfig:
         """A target from a user-typed URL (with or without /v1); UsageError when not http(s)."""
         return cls(
@@ -49,6 +52,7 @@ class TargetConfig:
             verify_tls=verify_tls,
             request_timeout_s=request_timeout_s,
             connect_timeout_s=connect_timeout_s,
+            kernel_timestamps=kernel_timestamps,
         )
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from time import perf_counter_ns
 
@@ -10,7 +11,7 @@ import aiohttp
 from loadgen.transport.errors import TransportError
 from loadgen.transport.sse import SSEEvent, SSEParser
 
-__all__ = ["WIRE_ERRORS", "HttpExchange", "map_error"]
+__all__ = ["WIRE_ERRORS", "AiohttpExchange", "HttpExchange", "map_error"]
 
 # Everything aiohttp and the socket layer raise for a failed exchange (TimeoutError covers
 # asyncio's and aiohttp's timeouts; OSError covers resets that escape aiohttp unwrapped).
@@ -30,20 +31,39 @@ def map_error(exc: BaseException, *, after_headers: bool, timeout_s: float) -> T
     return TransportError("connection_error", detail)
 
 
-class HttpExchange:
+class HttpExchange(ABC):
     """A response whose headers have arrived; the body is read with read() or events()."""
 
-    __slots__ = ("_resp", "_timeout_s", "headers", "status", "t_headers_ns", "t_sent_ns")
+    __slots__ = ("headers", "status", "t_headers_ns", "t_sent_ns")
+
+    def __init__(
+        self, status: int, headers: Mapping[str, str], t_sent_ns: int, t_headers_ns: int
+    ) -> None:
+        self.status = status
+        self.headers = headers  # case-insensitive
+        self.t_sent_ns = t_sent_ns  # perf_counter_ns just before the request was sent
+        self.t_headers_ns = t_headers_ns  # perf_counter_ns when the status and headers arrived
+
+    @abstractmethod
+    async def read(self) -> bytes:
+        """The whole body."""
+
+    @abstractmethod
+    def events(self) -> AsyncIterator[SSEEvent]:
+        """The body's server-sent events, each stamped with when its bytes arrived."""
+
+
+class AiohttpExchange(HttpExchange):
+    """An exchange read through aiohttp: stamped when the event loop gets the bytes."""
+
+    __slots__ = ("_resp", "_timeout_s")
 
     def __init__(
         self, resp: aiohttp.ClientResponse, t_sent_ns: int, t_headers_ns: int, timeout_s: float
     ) -> None:
+        super().__init__(resp.status, resp.headers, t_sent_ns, t_headers_ns)
         self._resp = resp
         self._timeout_s = timeout_s
-        self.status: int = resp.status
-        self.headers: Mapping[str, str] = resp.headers
-        self.t_sent_ns = t_sent_ns  # perf_counter_ns just before the request was sent
-        self.t_headers_ns = t_headers_ns  # perf_counter_ns when the status and headers arrived
 
     async def read(self) -> bytes:
         """The whole body."""

@@ -1,0 +1,151 @@
+"""Keep-alive connections for the kernel-stamped client, per (host, port), and how they open."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from loadgen.transport.kernel_clock import enable_receive_timestamps
+from loadgen.transport.kernel_conn import KernelConnection
+from loadgen.transport.kernel_sweep import ReadSweeper
+
+__all__ = ["AddrInfo", "ConnectTimeoutError", "ConnectionPool", "SocketFactory"]
+
+AddrInfo = tuple[Any, ...]  # (family, type, proto, canonname, sockaddr), as getaddrinfo gives
+# aiohttp's (3.12+) socket_factory hook: an addrinfo tuple in, an unconnected socket out.
+SocketFactory = Callable[[AddrInfo], socket.socket]
+_KEEPALIVE_S = 30.0  # an idle connection older than this is closed (aiohttp's setting here)
+_DNS_TTL_S = 10.0  # aiohttp's default DNS cache lifetime
+
+
+class ConnectTimeoutError(TimeoutError):
+    """No connection within connect_timeout_s: about reachability, not a slow reply."""
+
+
+class ConnectionPool:
+    """Idle connections by (host, port), newest reused first; new ones via `socket_factory`."""
+
+    def __init__(self, socket_factory: SocketFactory | None = None) -> None:
+        """`socket_factory`: aiohttp's hook shape; under Locust it must make native sockets."""
+        self._socket_factory = socket_factory
+        self._idle: dict[tuple[str, int], deque[KernelConnection]] = {}
+        self._open: weakref.WeakSet[KernelConnection] = weakref.WeakSet()
+        self._dns: dict[tuple[str, int], tuple[float, list[AddrInfo]]] = {}
+        self._resolving: dict[tuple[str, int], asyncio.Task[list[AddrInfo]]] = {}
+        self._sweeper = ReadSweeper()
+        self.closed = False
+
+    async def acquire(
+        self, host: str, port: int, connect_timeout_s: float, deadline: float
+    ) -> KernelConnection:
+        """An idle connection to host:port, or a new one (deadline: the request's, loop time)."""
+        if self.closed:
+            raise RuntimeError("the connection pool is closed")
+        loop = asyncio.get_running_loop()
+        idle = self._idle.get((host, port))
+        now = loop.time()
+        while idle:
+            conn = idle.pop()
+            if conn.clean and now - conn.idle_since < _KEEPALIVE_S:
+                conn.busy = True
+                return conn
+            conn.close()
+        left = deadline - now
+        try:
+            async with asyncio.timeout(min(connect_timeout_s, left)):
+                infos = await self._resolve(host, port)
+                sock = await self._connect(loop, infos)
+        except TimeoutError as exc:
+            if connect_timeout_s <= left:
+                raise ConnectTimeoutError(f"no connection within {connect_timeout_s:g}s") from exc
+            raise
+        conn = KernelConnection(sock, loop, self._sweeper)
+        self._open.add(conn)
+        return conn
+
+    def release(self, conn: KernelConnection, host: str, port: int) -> None:
+        """Take back a connection to host:port whose reply was read to the end."""
+        if self.closed or not conn.clean:
+            conn.close()
+            return
+        loop = asyncio.get_running_loop()
+        conn.busy = False
+        conn.idle_since = now = loop.time()
+        idle = self._idle.setdefault((host, port), deque())
+        idle.append(conn)
+        # The oldest sit at the left: expire them here rather than with a timer per socket.
+        while idle and (idle[0].closed or now - idle[0].idle_since >= _KEEPALIVE_S):
+            idle.popleft().close()
+
+    def close(self) -> None:
+        """Close every connection this pool opened, idle or still in use."""
+        self.closed = True
+        for conn in list(self._open):
+            conn.close()
+        self._idle.clear()
+        self._sweeper.close()
+        for task in self._resolving.values():
+            task.cancel()
+
+    async def _resolve(self, host: str, port: int) -> list[AddrInfo]:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                socket.inet_pton(family, host)
+            except OSError:
+                continue
+            return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+        key = (host, port)
+        loop = asyncio.get_running_loop()
+        cached = self._dns.get(key)
+        if cached is not None and cached[0] > loop.time():
+            return cached[1]
+        task = self._resolving.get(key)
+        if task is None:
+            # One lookup however many streams open at once; cancelling one waiter (shield)
+            # must not fail the others.
+            task = loop.create_task(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            self._resolving[key] = task
+            task.add_done_callback(lambda done: self._resolved(key, done))
+        return await asyncio.shield(task)
+
+    def _resolved(self, key: tuple[str, int], task: asyncio.Task[list[AddrInfo]]) -> None:
+        self._resolving.pop(key, None)
+        if not task.cancelled() and task.exception() is None:
+            loop = asyncio.get_running_loop()
+            self._dns[key] = (loop.time() + _DNS_TTL_S, task.result())
+
+    async def _connect(
+        self, loop: asyncio.AbstractEventLoop, infos: list[AddrInfo]
+    ) -> socket.socket:
+        """The first address that accepts, tried in getaddrinfo's order."""
+        if not infos:
+            raise OSError("getaddrinfo returned no addresses")
+        error: OSError | None = None
+        for info in infos:
+            family, kind, proto, _name, address = info
+            if self._socket_factory is not None:
+                sock = self._socket_factory(info)
+            else:
+                sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                enable_receive_timestamps(sock)
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            if self.closed:  # the Transport was left while this connect was under way
+                sock.close()
+                raise ConnectionAbortedError("the transport was closed while connecting")
+            return sock
+        assert error is not None
+        raise error

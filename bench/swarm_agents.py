@@ -44,7 +44,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +116,9 @@ class Result:
     window_tokens: int
     whole_cpu_s: float
     max_rss_mb: float
+    other_core0: float  # share of core 0 busy with anything but the generator, in the window
+    waited_ms_per_s: float  # generator threads runnable but not running, ms per s of window
     think_lag_p99_s: float | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def window_us_per_token(self) -> float:
@@ -174,6 +175,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def core_busy_seconds(core: int) -> float:
+    """Seconds core `core` spent busy (anything but idle and iowait) since boot."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            ticks = [int(x) for x in line.split()[1:]]
+            return (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICK
+    raise ValueError(f"no cpu{core} in /proc/stat")
+
+
+def run_delay_seconds(pid: int) -> float:
+    """Time the process's threads spent runnable but waiting for a CPU (/proc schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that just ended
+    return total / 1e9
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def nearest_rank(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -222,13 +250,14 @@ def run_once(mode: str, profile: Path, name: str, ramp: float, hold: float, work
                 if gen.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{mode}: no step written; see {logs}")
                 time.sleep(0.05)
-            t0 = time.monotonic()
             margin = min(10.0, hold / 6)
             time.sleep(ramp + margin)
+            w1, busy1, delay1 = time.monotonic(), core_busy_seconds(0), run_delay_seconds(gen.pid)
             cpu1, size1 = cpu_seconds(gen.pid), steps.stat().st_size
             time.sleep(hold - 2 * margin)
             cpu2, size2 = cpu_seconds(gen.pid), steps.stat().st_size
-            window = time.monotonic() - t0
+            w2, busy2, delay2 = time.monotonic(), core_busy_seconds(0), run_delay_seconds(gen.pid)
+            rss = peak_rss_mb(gen.pid)
 
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             rc = gen.wait(timeout=ramp + hold + 300)
@@ -259,9 +288,10 @@ def run_once(mode: str, profile: Path, name: str, ramp: float, hold: float, work
         window_cpu_s=cpu2 - cpu1,
         window_tokens=tokens,
         whole_cpu_s=whole,
-        max_rss_mb=after.ru_maxrss / 1024,
+        max_rss_mb=rss,
+        other_core0=max(0.0, (busy2 - busy1) - (cpu2 - cpu1)) / (w2 - w1),
+        waited_ms_per_s=(delay2 - delay1) / (w2 - w1) * 1000,
         think_lag_p99_s=nearest_rank(think_lags, 99),
-        extra={"window_s": window},
     )
 
 
@@ -279,7 +309,8 @@ def report(r: Result) -> str:
         f"ms, loop p99 {ms(g['loop_lag_p99_s'])} ms, cpu {g['cpu_percent']:.0f}% | "
         f"window {r.window_cpu_s:.1f} s / {r.window_tokens} tok = "
         f"{r.window_us_per_token:.1f} us/tok; whole {r.whole_cpu_s:.1f} s = "
-        f"{r.whole_us_per_token:.1f} us/tok; rss {r.max_rss_mb:.0f} MB"
+        f"{r.whole_us_per_token:.1f} us/tok; rss {r.max_rss_mb:.0f} MB; "
+        f"core 0 busy with others {r.other_core0:.0%}, waited for CPU {r.waited_ms_per_s:.0f} ms/s"
     )
 
 

@@ -338,6 +338,45 @@ def test_stopping_a_run_counts_in_flight_sessions_as_aborted_not_failed(
     assert outcomes["failed"] == 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupting_a_run_writes_its_results_with_in_flight_sessions_aborted(
+    sim_url: str, procs: Processes, tmp_path: Path, sig: signal.Signals
+) -> None:
+    out = tmp_path / "run"
+    proc = procs.start(
+        "run",
+        [*AGENTLOAD, "run", *SMOKE, "--duration", "60s", "--target", sim_url, "--out", str(out)],
+    )
+    wait_for("the first sessions", lambda: line_count(out / "sessions.jsonl") >= 3, 60)
+    proc.send_signal(sig)  # Ctrl-C in a terminal; `docker stop` / Kubernetes send SIGTERM
+    assert procs.wait("run", timeout=60) in (0, 130), procs.output("run")
+    assert "Traceback" not in procs.output("run")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["duration_s"] < 50  # stopped early, not at the end of the 60 s
+    assert summary["sessions"]["aborted"] > 0
+    assert summary["sessions"]["failed"] == 0
+    outcomes = Counter(s["outcome"] for s in read_jsonl([out / "sessions.jsonl"]))
+    assert outcomes["aborted"] == summary["sessions"]["aborted"]
+
+
+def test_processes_2_split_an_open_loop_rate_instead_of_each_running_all_of_it(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    started = {}
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        procs.start(
+            f"p{processes}",
+            [*AGENTLOAD, "run", *SMOKE, "--rate", "4", "--duration", "8s",
+             "--processes", str(processes), "--target", sim_url, "--out", str(out)],
+        )  # fmt: skip
+        assert procs.wait(f"p{processes}", timeout=120) == 0, procs.output(f"p{processes}")
+        started[processes] = json.loads((out / "summary.json").read_text())["sessions"]["started"]
+    # The same seeded arrival process, split in two: about the same count, not twice as many.
+    assert started[1] > 10
+    assert started[2] < 1.4 * started[1], started
+
+
 def test_plain_locust_f_run_completes_and_writes_results(
     sim_url: str, procs: Processes, tmp_path: Path
 ) -> None:

@@ -45,9 +45,32 @@ class LocustReporter:
     bridge; request type and name say what it was (STEP / SESSION, agent and step kind).
     """
 
+    # Each hand-off wakes the hub thread (a context switch and a GIL transfer); records cross
+    # in batches, at most one hand-off per FLUSH_S (Locust's statistics are per second).
+    FLUSH_S = 0.1
+
     def __init__(self, bridge: LoopBridge, environment: Environment) -> None:
         self.bridge = bridge
         self.environment = environment
+        self._batch: list[dict[str, Any]] = []
+
+    def _report(self, kwargs: dict[str, Any]) -> None:
+        if not self._batch:
+            self.bridge.loop.call_later(self.FLUSH_S, self.flush)
+        self._batch.append(kwargs)
+
+    def flush(self) -> None:
+        """Hand what is batched to the hub now (loop thread only)."""
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        fire = self.environment.events.request.fire
+
+        def deliver() -> None:
+            for kwargs in batch:
+                fire(**kwargs)
+
+        self.bridge.to_hub(deliver)
 
     def session_started(self, agent: str) -> None:
         """Nothing to report until the session ends."""
@@ -55,7 +78,6 @@ class LocustReporter:
     def step(self, record: StepRecord) -> None:
         """One step as one Locust request."""
         exception = None if record.ok else RuntimeError(",".join(record.failures) or "failed")
-        fire = self.environment.events.request.fire
         kwargs = {
             "request_type": "STEP",
             "name": f"{record.agent} {record.kind}",
@@ -64,7 +86,7 @@ class LocustReporter:
             "exception": exception,
             "context": {},
         }
-        self.bridge.to_hub(lambda: fire(**kwargs))
+        self._report(kwargs)
 
     def session(self, record: SessionRecord) -> None:
         """One session as one Locust request; only target-caused failures count as errors."""
@@ -73,7 +95,6 @@ class LocustReporter:
         exception = None
         if record.outcome == SessionOutcome.FAILED:
             exception = RuntimeError(record.error or "session failed")
-        fire = self.environment.events.request.fire
         kwargs = {
             "request_type": "SESSION",
             "name": record.agent,
@@ -82,7 +103,7 @@ class LocustReporter:
             "exception": exception,
             "context": {},
         }
-        self.bridge.to_hub(lambda: fire(**kwargs))
+        self._report(kwargs)
 
     def recovery(self, kind: str, agent: str) -> None:
         """Counted in RunStats; Locust has no place for it."""
@@ -101,12 +122,15 @@ class ProcessEngine:
         self.bridge = process_bridge()
         out = settings.out_dir if worker < 0 else settings.out_dir / f"worker-{worker}"
         self.delta = StatsSink(RunStats())  # what the next report to the master carries
+        self.reporter = LocustReporter(self.bridge, environment)
+        # Locust prints and sends its final statistics after test_stop: hand over the batch.
+        environment.events.test_stop.add_listener(lambda **_kw: self.flush_reporter())
         self.engine = Engine(
             settings.loaded,
             settings.target,
             out,
             model=settings.model,
-            extra_sinks=[self.delta, LocustReporter(self.bridge, environment)],
+            extra_sinks=[self.delta, self.reporter],
             socket_factory=native_socket_factory,
         )
         self.bridge.run(self.engine.start(), timeout=120)
@@ -136,6 +160,14 @@ class ProcessEngine:
         agent, label = self.engine.make_agent(slot, mix_index)
         agent.id = f"w{max(self.worker, 0)}-{agent.id}"
         return agent, label
+
+    def flush_reporter(self) -> None:
+        """Deliver the records batched for Locust's statistics now (from a greenlet)."""
+
+        async def flush() -> None:
+            self.reporter.flush()
+
+        self.bridge.run(flush(), timeout=10)  # the batch is delivered before this returns
 
     def take_delta(self) -> dict[str, Any]:
         """Swap out the statistics gathered since the last call (for report_to_master)."""

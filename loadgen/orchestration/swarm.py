@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -168,6 +169,17 @@ def _web(env: Environment, options: SwarmOptions, stats_fn: Any) -> None:
     web_ui.app.add_url_rule("/agentload/stats", "agentload_stats", agentload_stats)
 
 
+def _stop_on_signals(runner: Any) -> list[Any]:
+    """Ctrl-C / SIGTERM end the run as its end would: sessions aborted, results written."""
+
+    def stop() -> None:
+        shape = runner.shape_greenlet
+        if shape is not None:
+            shape.kill(block=False)
+
+    return [gevent.signal_handler(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)]
+
+
 def run_swarm(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any] | None:
     """Run the profile under Locust; returns summary.json's content (None on a worker)."""
     if options.mode == "worker":
@@ -185,12 +197,15 @@ def _run_local(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     _web(env, options, lambda: engine.engine.stats)
     watcher, _aborted = _watch(env, options, lambda: engine.engine.stats)
     t0 = time.perf_counter()
+    handlers = _stop_on_signals(runner)
     try:
         runner.start_shape()
         if runner.shape_greenlet is not None:
             runner.shape_greenlet.join()
         runner.stop()
     finally:
+        for handler in handlers:
+            handler.cancel()
         if watcher is not None:
             watcher.kill()
     duration = time.perf_counter() - t0
@@ -211,6 +226,11 @@ def _run_worker(settings: SwarmSettings, options: SwarmOptions) -> None:
     env = _environment(settings, 1)
     runner = env.create_worker_runner(options.master_host, options.master_port)
     assert isinstance(runner, WorkerRunner)
+
+    def on_processes(environment: Environment, msg: Any, **_kw: Any) -> None:
+        settings.processes = int(msg.data["processes"])  # this worker runs 1/N of a rate
+
+    runner.register_message("agentload_processes", on_processes)
 
     def on_report(client_id: str, data: dict[str, Any]) -> None:
         engine: ProcessEngine | None = getattr(env, "agentload_engine", None)
@@ -246,8 +266,15 @@ def _run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any
                 f"--worker --master-host HOST --master-port {options.master_bind_port}"
             )
         gevent.sleep(0.2)
+    # Open loop: one arrival user per worker, each at 1/N of the rate. Sent before the first
+    # spawn message on the same socket, so every worker knows N before it starts.
+    workers = len(runner.clients.ready)
+    assert isinstance(env.shape_class, ProfileShape)
+    env.shape_class.processes = workers
+    runner.send_message("agentload_processes", {"processes": workers})
     watcher, _aborted = _watch(env, options, aggregator.merged)
     t0 = time.perf_counter()
+    handlers = _stop_on_signals(runner)
     try:
         runner.start_shape()
         if runner.shape_greenlet is not None:
@@ -262,6 +289,8 @@ def _run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any
                 break
             gevent.sleep(0.2)
     finally:
+        for handler in handlers:
+            handler.cancel()
         if watcher is not None:
             watcher.kill()
     stats = aggregator.merged()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from loadgen.observe import ResultFiles, RunStats, combine_reports
 from loadgen.orchestration.process_engine import ProcessEngine, SwarmSettings, process_engine
 from loadgen.orchestration.shape import ProfileShape
 from loadgen.orchestration.users import user_classes_for
+from loadgen.orchestration.web_ui import start_web_ui
 
 __all__ = ["MasterAggregator", "SwarmOptions", "run_swarm"]
 
@@ -143,32 +143,6 @@ def _watch(
     return gevent.spawn(loop), aborted
 
 
-def _web(env: Environment, options: SwarmOptions, stats_fn: Any) -> None:
-    if not options.web:
-        return
-    # Locust's web UI re-parses sys.argv with its own parser to list "extra" options, and
-    # agentload's flags (--web, --out...) are ambiguous or unknown there; ours are parsed.
-    del sys.argv[1:]
-    web_ui = env.create_web_ui(options.web_host, options.web_port)
-    if web_ui is None or web_ui.app is None:
-        return
-
-    def agentload_stats() -> Any:
-        from flask import jsonify
-
-        stats: RunStats = stats_fn()
-        return jsonify(
-            {
-                "sessions": stats.sessions.to_dict(),
-                "requests": {"ok": stats.requests_ok, "failed": stats.requests_failed},
-                "state_failures": stats.failures,
-                "agents": {name: a.to_dict() for name, a in stats.agents.items()},
-            }
-        )
-
-    web_ui.app.add_url_rule("/agentload/stats", "agentload_stats", agentload_stats)
-
-
 def _stop_on_signals(runner: Any) -> list[Any]:
     """Ctrl-C / SIGTERM end the run as its end would: sessions aborted, results written."""
 
@@ -194,7 +168,9 @@ def _run_local(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     env = _environment(settings, 1)
     runner = env.create_local_runner()
     engine = process_engine(env)  # start now, so an unreachable target fails before the run
-    _web(env, options, lambda: engine.engine.stats)
+    if options.web:
+        registry = settings.observe.metrics.registry if settings.observe.metrics else None
+        start_web_ui(env, options.web_host, options.web_port, lambda: engine.engine.stats, registry)
     watcher, _aborted = _watch(env, options, lambda: engine.engine.stats)
     t0 = time.perf_counter()
     handlers = _stop_on_signals(runner)
@@ -255,7 +231,8 @@ def _run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any
     assert isinstance(runner, MasterRunner)
     aggregator = MasterAggregator(env)
     files = ResultFiles(settings.out_dir)
-    _web(env, options, aggregator.merged)
+    if options.web:
+        start_web_ui(env, options.web_host, options.web_port, aggregator.merged)
     deadline = time.monotonic() + options.expect_workers_max_wait_s
     while len(runner.clients.ready) < options.expect_workers:
         if time.monotonic() > deadline:

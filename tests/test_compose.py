@@ -95,7 +95,14 @@ def test_compose_master_and_worker_commands_are_valid_agentload_arguments() -> N
     assert master.master_bind_host == "0.0.0.0"
     worker = parser.parse_args(services["worker"]["command"])
     assert (worker.worker, worker.master_host, worker.master_port) == (True, "master", 5557)
-    assert worker.prometheus_port == 9646  # agentload's conventional metrics port
+    # The master is the swarm's one metrics endpoint, on agentload's conventional port,
+    # and the Prometheus of the compose file scrapes it there.
+    assert master.prometheus_port == 9646
+    assert worker.prometheus_port is None
+    scrape = yaml.safe_load((ROOT / "dashboards/prometheus/prometheus.yml").read_text())
+    targets = [t for job in scrape["scrape_configs"] if job["job_name"] == "agentload"
+               for group in job["static_configs"] for t in group["targets"]]  # fmt: skip
+    assert f"master:{master.prometheus_port}" in targets
     assert master.out == worker.out  # workers write worker-<index>/ under the master's folder
 
 

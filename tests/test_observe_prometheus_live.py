@@ -1,9 +1,12 @@
 """A real Prometheus scrapes a live run against the simulator; every dashboard query answers."""
 
-# One module-wide run (about 30 s): the simulator (small KV cache, a short batch, injected
-# faults) and agentload's exporter on free ports, Debian's `prometheus` scraping both every
-# second with the shipped alerting rules loaded, and a ramped swarm of coding, research and
-# assistant agents that compacts, fans out, calls tools, loses server state and retries.
+# One run per topology (about 30 s each): the simulator (small KV cache, a short batch,
+# injected faults) and agentload's exporter on free ports, Debian's `prometheus` scraping
+# both every second with the shipped alerting rules loaded, and a ramped swarm of coding,
+# research and assistant agents that compacts, fans out, calls tools, loses server state
+# and retries. The exporter is the one process's own, or the master of `agentload run
+# --processes 2` serving what its two worker processes shipped to it: every test holds
+# for both.
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import math
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -139,6 +143,7 @@ class LiveRun:
     live_at: float  # a unix time while the swarm was at full strength
     window: str  # a rate window that reaches back to before the run started
     test_config: Path
+    final_at: float  # a unix time when Prometheus held the run's final values
 
     def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
         """An instant query's vector; raises on a PromQL error."""
@@ -152,13 +157,13 @@ class LiveRun:
 
     def value(self, expr: str) -> float:
         """The one value of a query that sums to a single series (0 when empty)."""
-        result = self.query(expr)
+        result = self.query(expr, at=self.final_at)
         assert len(result) <= 1, result
         return float(result[0]["value"][1]) if result else 0.0
 
     def by(self, expr: str, label: str) -> dict[str, float]:
         """A query's values keyed by one label."""
-        return {r["metric"][label]: float(r["value"][1]) for r in self.query(expr)}
+        return {r["metric"][label]: float(r["value"][1]) for r in self.query(expr, self.final_at)}
 
 
 class _Prometheus:
@@ -190,14 +195,16 @@ class _Prometheus:
             stdout=subprocess.DEVNULL, stderr=self._log,
         )  # fmt: skip
 
-    async def wait_until(self, expr: str, at_least: float, timeout_s: float = 30.0) -> None:
-        """Poll until every series of `expr` is at least `at_least` (Prometheus catching up)."""
+    async def wait_until(
+        self, expr: str, at_least: float, timeout_s: float = 30.0, count: int = 2
+    ) -> None:
+        """Poll until `count` series of `expr` are each at least `at_least` (catching up)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
                 body = await asyncio.to_thread(_get, f"{self.url}/api/v1/query", {"query": expr})
                 values = [float(r["value"][1]) for r in body["data"]["result"]]
-                if len(values) == 2 and min(values) >= at_least:
+                if len(values) == count and min(values) >= at_least:
                     return
             except OSError:
                 pass  # not listening yet
@@ -244,6 +251,7 @@ async def _scenario(tmp: Path, prometheus: _Prometheus) -> LiveRun:
             ended = time.time()
             # The exporter stays up until a scrape that began after the run read its final values.
             await prometheus.wait_until("timestamp(up)", ended + 0.1)
+            final_at = time.time()  # the exporter is still up: its last values are final
     finally:
         await sim.stop()
     return LiveRun(
@@ -252,16 +260,62 @@ async def _scenario(tmp: Path, prometheus: _Prometheus) -> LiveRun:
         live_at=started + RUN_S - 2.0,
         window=f"{math.ceil(RUN_S + 5)}s",
         test_config=prometheus.config,
+        final_at=final_at,
     )
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
-    """The live run, shared by every test of this module."""
+async def _swarm_scenario(tmp: Path, prometheus: _Prometheus) -> LiveRun:
+    """The same run through the CLI: a master with two worker processes, scraped at the master."""
+    profile_path = tmp / "profile.yaml"
+    profile_path.write_text(yaml.safe_dump(PROFILE))
+    sim = SimServer(SimConfig.model_validate({**PRESETS["fast"].model_dump(), **SIM}))
+    await sim.start()
+    log = (tmp / "agentload.log").open("wb")
+    try:
+        port = _free_port()
+        prometheus.start(port, sim.port)
+        run = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "loadgen", "run", str(profile_path), "--processes", "2",
+            "--prometheus-port", str(port), "--scrape-target-metrics", "--quiet",
+            "--target", sim.base_url, "--out", str(tmp / "results"),
+            cwd=ROOT, stdout=log, stderr=log,
+        )  # fmt: skip
+        await prometheus.wait_until("up", 1.0, timeout_s=60)
+        # Workers ship samples every 3 s: the swarm was running up to then before it showed.
+        await prometheus.wait_until("sum(agentload_users)", 1.0, count=1, timeout_s=60)
+        started = time.time() - 3.0
+        code = await asyncio.wait_for(run.wait(), timeout=120)
+        assert code == 0, (tmp / "agentload.log").read_text()[-3000:]
+        ended = time.time()
+        # The master served until a scrape read its final values, and then exited: at `ended`
+        # that scrape is the latest sample (a later failed scrape marks the series stale).
+        await prometheus.wait_until("timestamp(up)", ended + 0.1)
+    finally:
+        log.close()
+        await sim.stop()
+    return LiveRun(
+        prometheus=prometheus.url,
+        summary=json.loads((tmp / "results" / "summary.json").read_text()),
+        live_at=started + RUN_S - 2.0,
+        window=f"{math.ceil(RUN_S + 5)}s",
+        test_config=prometheus.config,
+        final_at=ended,
+    )
+
+
+SCENARIOS = {"one process": _scenario, "master of 2 workers": _swarm_scenario}
+
+
+@pytest.fixture(scope="module", params=sorted(SCENARIOS))
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveRun]:
+    """The live run of one topology, shared by every test of this module."""
     tmp = tmp_path_factory.mktemp("prometheus-live")
     prometheus = _Prometheus(tmp)
+    scenario = SCENARIOS[request.param]
     try:
-        yield asyncio.run(asyncio.wait_for(_scenario(tmp, prometheus), timeout=90))
+        yield asyncio.run(asyncio.wait_for(scenario(tmp, prometheus), timeout=180))
     finally:
         prometheus.stop()
 

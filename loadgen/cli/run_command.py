@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
             mode = "worker"
         elif args.master or args.processes > 1:
             mode = "master"
-        observe, exporter = live_metrics(args, target, mode, bridge)
+        observe, exporter, merged = live_metrics(args, target, mode, bridge)
         settings = SwarmSettings(
             loaded, target, out, model=args.model, processes=processes, extra=extra,
             observe=observe,
@@ -283,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
             master_bind_host=args.master_bind_host, master_bind_port=args.master_bind_port,
             expect_workers=args.processes if args.processes > 1 else args.expect_workers,
             on_tick=None if args.worker else on_tick,
+            metrics=merged,
         )  # fmt: skip
         if args.processes > 1:
             port = free_port()

@@ -15,6 +15,7 @@ from loadgen.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from loadgen.observe.live_observation import ObservationSettings
+    from loadgen.observe.prometheus_merge import MergedMetrics
     from loadgen.observe.prometheus_server import MetricsServer
     from loadgen.sim import SimConfig
     from loadgen.transport import TargetConfig
@@ -128,25 +129,23 @@ _FINAL_SCRAPE_WAIT_S = 30.0
 
 def live_metrics(
     args: argparse.Namespace, target: TargetConfig, mode: str, bridge: Any
-) -> tuple[ObservationSettings, MetricsServer | None]:
-    """What to observe live, and the started /metrics server (None without --prometheus-port)."""
+) -> tuple[ObservationSettings, MetricsServer | None, MergedMetrics | None]:
+    """What to observe live, the started /metrics server, and (master) the workers' merge."""
     from loadgen.observe.live_observation import ObservationSettings
+    from loadgen.observe.prometheus_merge import MergedMetrics
     from loadgen.observe.prometheus_metrics import RunMetrics
     from loadgen.observe.prometheus_server import MetricsServer
 
     url = args.target_metrics_url
     if url is None and args.scrape_target_metrics:
         url = f"{target.root_url}/metrics"
-    wanted = args.prometheus_port is not None or url is not None
-    if wanted and mode == "master":
-        raise UsageError(
-            "--prometheus-port and --scrape-target-metrics work in one process or on each "
-            "--worker for now, not on a master (--master, --processes)"
-        )
-    metrics = RunMetrics() if args.prometheus_port is not None else None
+    served = args.prometheus_port is not None or args.web  # the web UI serves /metrics too
+    merged = MergedMetrics() if served and mode == "master" else None
+    metrics = RunMetrics() if served and mode != "master" else None
+    registry = merged if merged is not None else metrics.registry if metrics else None
     server = None
-    if metrics is not None:
-        server = MetricsServer(metrics.registry, port=args.prometheus_port)
+    if args.prometheus_port is not None and registry is not None:
+        server = MetricsServer(registry, port=args.prometheus_port)
         try:
             bridge.run(server.start(), timeout=10)
         except OSError as exc:
@@ -156,7 +155,7 @@ def live_metrics(
             ) from exc
         print(f"agentload run: metrics on http://{server.host}:{server.port}/metrics",
               file=sys.stderr, flush=True)  # fmt: skip
-    return ObservationSettings(metrics=metrics, target_metrics_url=url), server
+    return ObservationSettings(metrics=metrics, target_metrics_url=url), server, merged
 
 
 def final_scrape(server: MetricsServer, bridge: Any, progress: Any) -> None:

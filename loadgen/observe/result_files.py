@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Mapping
+from io import FileIO
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -30,25 +31,30 @@ class ResultFiles:
 
     Each record is one unbuffered write, so the line is in the OS the moment it is written
     and a crashed or killed run keeps everything it measured. Existing steps.jsonl and
-    sessions.jsonl are started afresh: a run directory belongs to one run.
+    sessions.jsonl are started afresh: a run directory belongs to one run. With
+    `records=False` (a swarm's master, whose workers write the records in their own
+    folders) only summary.json is written.
     """
 
-    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, out_dir: str | os.PathLike[str], *, records: bool = True) -> None:
         self.path = Path(out_dir)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            # buffering=0: a raw file whose write() is a system call, never held in Python.
-            self._steps = open(self.path / STEPS_FILE, "wb", buffering=0)  # noqa: SIM115
+            self._steps = self._open(STEPS_FILE) if records else None
             try:
-                self._sessions = open(self.path / SESSIONS_FILE, "wb", buffering=0)  # noqa: SIM115
+                self._sessions = self._open(SESSIONS_FILE) if records else None
             except BaseException:
-                self._steps.close()
+                self.close()
                 raise
         except OSError as exc:
             raise UsageError(
                 f"cannot write results to {self.path}: {exc.strerror or exc}; "
                 "choose an output directory that can be created and written to"
             ) from exc
+
+    def _open(self, name: str) -> FileIO:
+        # buffering=0: a raw file whose write() is a system call, never held in Python.
+        return open(self.path / name, "wb", buffering=0)
 
     @property
     def steps_path(self) -> Path:
@@ -67,10 +73,12 @@ class ResultFiles:
 
     def write_step(self, rec: StepRecord) -> None:
         """Append one step as a steps.jsonl line."""
+        assert self._steps is not None, "ResultFiles(records=False) writes no records"
         self._steps.write(orjson.dumps(rec.to_json(), option=_LINE))
 
     def write_session(self, rec: SessionRecord) -> None:
         """Append one session as a sessions.jsonl line."""
+        assert self._sessions is not None, "ResultFiles(records=False) writes no records"
         self._sessions.write(orjson.dumps(rec.to_json(), option=_LINE))
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
@@ -92,8 +100,9 @@ class ResultFiles:
 
     def close(self) -> None:
         """Close the record files; calling it again does nothing."""
-        self._steps.close()
-        self._sessions.close()
+        for file in (getattr(self, "_steps", None), getattr(self, "_sessions", None)):
+            if file is not None:
+                file.close()
 
     def __enter__(self) -> ResultFiles:
         return self

@@ -14,6 +14,7 @@ from locust.env import Environment
 
 from loadgen.observe import RunStats
 from loadgen.observe.live_observation import LiveObservation, ObservationSettings
+from loadgen.observe.prometheus_merge import SampleTracker
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
 from loadgen.orchestration.bridge import LoopBridge, native_socket_factory, process_bridge
 from loadgen.profile.loader import LoadedProfile
@@ -36,6 +37,7 @@ class SwarmSettings:
     processes: int = 1  # worker processes sharing the load (open-loop rate is split)
     extra: dict[str, Any] = field(default_factory=dict)
     observe: ObservationSettings = field(default_factory=ObservationSettings)  # live metrics
+    metrics_tracker: SampleTracker | None = None  # worker: metric samples for the master
 
 
 class LocustReporter:
@@ -176,7 +178,12 @@ class ProcessEngine:
             # Let sessions that were just cancelled write their records first.
             await _settle()
             stats, self.delta.stats = self.delta.stats, RunStats()
-            return {"stats": stats.to_dict(), "health": self.engine.health.report()}
+            part = {"stats": stats.to_dict(), "health": self.engine.health.report()}
+            tracker = self.settings.metrics_tracker
+            if tracker is not None:
+                # Read here, on the loop that writes the metrics: whole records only.
+                part["metrics"] = tracker.changes()
+            return part
 
         result: dict[str, Any] = self.bridge.run(swap(), timeout=30)
         return result

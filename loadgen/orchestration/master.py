@@ -1,0 +1,176 @@
+"""The master of a distributed swarm: waits for workers, merges their reports, writes results."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gevent
+from locust.env import Environment
+from locust.runners import STATE_MISSING, MasterRunner
+
+from loadgen.errors import AgentloadError, TargetUnreachableError
+from loadgen.observe import ResultFiles, RunStats, combine_reports
+from loadgen.observe.prometheus_merge import MergedMetrics
+from loadgen.observe.target_metrics import TargetMetricsSampler
+from loadgen.orchestration.bridge import native_socket_factory, process_bridge
+from loadgen.orchestration.environment import (
+    SwarmOptions,
+    stop_on_signals,
+    swarm_environment,
+    watch_ticks,
+)
+from loadgen.orchestration.process_engine import SwarmSettings
+from loadgen.orchestration.shape import ProfileShape
+from loadgen.orchestration.web_ui import start_web_ui
+
+__all__ = ["MasterAggregator", "run_master"]
+
+
+class MasterAggregator:
+    """Merges what each worker reports; keeps the share of workers that vanish mid-run."""
+
+    def __init__(self, environment: Environment, metrics: MergedMetrics | None = None) -> None:
+        self.environment = environment
+        self.metrics = metrics
+        self.per_worker: dict[str, RunStats] = {}
+        self.health: dict[str, dict[str, Any]] = {}
+        self.target: dict[str, Any] = {}
+        self.final: set[str] = set()
+        self.stop_requested_at: float | None = None
+        environment.events.worker_report.add_listener(self._on_report)
+
+    def _on_report(self, client_id: str, data: dict[str, Any]) -> None:
+        part = data.get("agentload")
+        if not part:
+            return
+        self.per_worker.setdefault(client_id, RunStats()).merge(RunStats.from_dict(part["stats"]))
+        self.health[client_id] = part["health"]
+        self.target = part.get("target") or self.target
+        if self.metrics is not None and "metrics" in part:
+            self.metrics.update(client_id, part["metrics"])
+            self.metrics.set_live(self.live_workers())
+        if part.get("final") and self.stop_requested_at is not None:
+            self.final.add(client_id)
+
+    def merged(self) -> RunStats:
+        """Every worker's statistics merged (exactly: histograms are mergeable)."""
+        total = RunStats()
+        for stats in self.per_worker.values():
+            total.merge(stats)
+        return total
+
+    def lost_workers(self) -> list[str]:
+        """Workers that reported and then went missing (killed, crashed, cut off)."""
+        runner = self.environment.runner
+        clients = runner.clients if isinstance(runner, MasterRunner) else {}
+        lost = []
+        for client_id in self.per_worker:
+            node = clients.get(client_id)
+            if (node is None and client_id not in self.final) or (
+                node is not None and node.state == STATE_MISSING
+            ):
+                lost.append(client_id)
+        return sorted(lost)
+
+    def live_workers(self) -> list[str]:
+        """Workers the master still hears from."""
+        runner = self.environment.runner
+        if not isinstance(runner, MasterRunner):
+            return []
+        return [c.id for c in runner.clients.values() if c.state != STATE_MISSING]
+
+
+def _wait_for_workers(runner: MasterRunner, options: SwarmOptions) -> int:
+    deadline = time.monotonic() + options.expect_workers_max_wait_s
+    while len(runner.clients.ready) < options.expect_workers:
+        if time.monotonic() > deadline:
+            runner.quit()
+            raise TargetUnreachableError(
+                f"only {len(runner.clients.ready)} of {options.expect_workers} workers connected "
+                f"within {options.expect_workers_max_wait_s:.0f}s; start workers with "
+                f"--worker --master-host HOST --master-port {options.master_bind_port}"
+            )
+        gevent.sleep(0.2)
+    return len(runner.clients.ready)
+
+
+def _target_sampler(settings: SwarmSettings) -> TargetMetricsSampler | None:
+    """The master samples the target's /metrics itself: one scraper, however many workers."""
+    url = settings.observe.target_metrics_url
+    if url is None:
+        return None
+    sampler = TargetMetricsSampler(
+        url,
+        interval_s=settings.observe.target_metrics_interval_s,
+        socket_factory=native_socket_factory,
+    )
+    process_bridge().run(sampler.__aenter__(), timeout=30)
+    return sampler
+
+
+def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]:
+    """Run the swarm from the master; returns summary.json's content."""
+    profile = settings.loaded.profile
+    env = swarm_environment(settings, options.expect_workers)
+    runner = env.create_master_runner(options.master_bind_host, options.master_bind_port)
+    assert isinstance(runner, MasterRunner)
+    aggregator = MasterAggregator(env, options.metrics)
+    files = ResultFiles(settings.out_dir, records=False)  # workers write their own
+    if options.web:
+        start_web_ui(env, options.web_host, options.web_port, aggregator.merged, options.metrics)
+    workers = _wait_for_workers(runner, options)
+    # Open loop: one arrival user per worker, each at 1/N of the rate. Sent before the first
+    # spawn message on the same socket, so every worker knows N (and whether to ship
+    # metrics) before its engine starts.
+    assert isinstance(env.shape_class, ProfileShape)
+    env.shape_class.processes = workers
+    runner.send_message(
+        "agentload_processes", {"processes": workers, "metrics": options.metrics is not None}
+    )
+    sampler = _target_sampler(settings)
+    watcher = watch_ticks(env, options, aggregator.merged)
+    t0 = time.perf_counter()
+    handlers = stop_on_signals(runner)
+    try:
+        runner.start_shape()
+        if runner.shape_greenlet is not None:
+            runner.shape_greenlet.join()
+        aggregator.stop_requested_at = time.monotonic()
+        runner.stop()
+        duration = time.perf_counter() - t0
+        # Workers report every few seconds; wait for each live one's report after the stop.
+        wait_until = time.monotonic() + options.final_report_wait_s
+        while time.monotonic() < wait_until:
+            if set(aggregator.live_workers()) <= aggregator.final:
+                break
+            gevent.sleep(0.2)
+    finally:
+        for handler in handlers:
+            handler.cancel()
+        if watcher is not None:
+            watcher.kill()
+        if sampler is not None:
+            process_bridge().run(sampler.__aexit__(None, None, None), timeout=30)
+    stats = aggregator.merged()
+    summary = stats.summary(
+        target={**aggregator.target, **settings.extra},
+        profile=profile.name,
+        duration_s=duration,
+        generator=combine_reports(aggregator.health.values()),
+    )
+    if sampler is not None:
+        summary["server"] = sampler.report()
+    summary["workers"] = {
+        "expected": options.expect_workers,
+        "reported": sorted(aggregator.per_worker),
+        "lost": aggregator.lost_workers(),
+    }
+    files.write_summary(summary)
+    files.close()
+    if env.web_ui is not None:
+        env.web_ui.stop()
+    runner.quit()
+    if not aggregator.per_worker:
+        raise AgentloadError("no worker reported any measurement")
+    return summary

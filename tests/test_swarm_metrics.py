@@ -1,0 +1,92 @@
+"""A distributed run's one Prometheus endpoint: the master serves what every worker counted."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.test_swarm import AGENTLOAD, SMOKE, Processes, procs, sim_url, wait_for
+
+__all__ = ["procs", "sim_url"]  # fixtures used here
+
+pytestmark = pytest.mark.slow
+
+
+def scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]] | None:
+    """Samples by name and labels, or None while nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return None
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[s.name][tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def total(
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]], name: str, **labels: str
+) -> float:
+    return sum(
+        v
+        for k, v in samples.get(name, {}).items()
+        if all((key, val) in k for key, val in labels.items())
+    )
+
+
+def test_master_serves_the_merged_metrics_of_its_workers_and_samples_the_target(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    run = procs.start(
+        "run",
+        [*AGENTLOAD, "run", *SMOKE, "--duration", "8s", "--processes", "2",
+         "--prometheus-port", "0", "--scrape-target-metrics",
+         "--target", sim_url, "--out", str(out)],
+    )  # fmt: skip
+    found: list[str] = []
+
+    def printed_url() -> bool:
+        assert run.poll() is None, procs.output("run")
+        found.extend(re.findall(r"metrics on (http://[\d.:]+/metrics)", procs.output("run")))
+        return bool(found)
+
+    wait_for("the metrics URL", printed_url, 60)
+    url = found[0].replace("0.0.0.0", "127.0.0.1")
+    last = None
+    # Scrape like Prometheus until the run ends: it keeps serving until the final read.
+    while run.poll() is None:
+        samples = scrape(url)
+        if samples is not None:
+            last = samples
+        time.sleep(0.5)
+    assert run.returncode == 0, procs.output("run")
+    assert last is not None
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["workers"]["reported"]) == 2
+    assert total(last, "agentload_requests_total") == summary["requests"]["total"] > 0
+    assert (
+        total(last, "agentload_requests_total", outcome="failed") == summary["requests"]["failed"]
+    )
+    assert total(last, "agentload_request_duration_seconds_count") == summary["requests"]["ok"]
+    for outcome in ("completed", "failed", "aborted"):
+        assert (
+            total(last, "agentload_sessions_total", outcome=outcome) == summary["sessions"][outcome]
+        )
+    assert total(last, "agentload_completion_tokens_total") == summary["tokens"]["completion"]
+    # The master sampled the target itself, once, for the whole swarm.
+    assert summary["server"]["available"] is True
+    assert summary["server"]["generation_tokens"] >= summary["tokens"]["completion"]
+    # Records live in each worker's folder; the master writes only the summary.
+    assert not (out / "steps.jsonl").exists()
+    assert (out / "worker-0" / "steps.jsonl").exists()

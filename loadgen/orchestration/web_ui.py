@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -11,11 +14,57 @@ from prometheus_client import generate_latest
 from prometheus_client.registry import Collector
 
 from loadgen.observe import RunStats
+from loadgen.orchestration.web_ui_tables import (
+    AGENT_COLUMNS,
+    AGENTS_TAB,
+    AGENTS_TITLE,
+    STATE_COLUMNS,
+    STATE_TAB,
+    STATE_TITLE,
+    agent_rows,
+    state_rows,
+)
 
 __all__ = ["start_web_ui"]
 
 # The classic text format: every Prometheus 2.x understands it.
 _METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_AGENTS_CSV_PATH = "/agentload/agents.csv"
+# Locust registers its stats view as request_stats in its "locust" blueprint; matching the
+# endpoint rather than the path keeps working under Locust's --web-base-path.
+_STATS_ENDPOINT = "locust.request_stats"
+
+
+def _structure(columns: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    return [{"key": key, "title": title} for key, title in columns]
+
+
+def _extend_ui(template_args: dict[str, Any]) -> None:
+    """Declare agentload's tabs, their tables and the CSV link to the UI's page.
+
+    Locust merges these into the page's window.templateArgs on every GET / and keeps keys
+    it does not set itself, so setting them once is enough.
+    """
+    template_args["extended_tabs"] = [
+        {"key": AGENTS_TAB, "title": AGENTS_TITLE},
+        {"key": STATE_TAB, "title": STATE_TITLE},
+    ]
+    template_args["extended_tables"] = [
+        {"key": AGENTS_TAB, "structure": _structure(AGENT_COLUMNS)},
+        {"key": STATE_TAB, "structure": _structure(STATE_COLUMNS)},
+    ]
+    template_args["extended_csv_files"] = [
+        {"href": _AGENTS_CSV_PATH, "title": "Download agents CSV (agentload)"}
+    ]
+
+
+def _agents_csv(current: RunStats) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([title for _, title in AGENT_COLUMNS])
+    for row in agent_rows(current):
+        writer.writerow(["" if row[key] is None else row[key] for key, _ in AGENT_COLUMNS])
+    return out.getvalue()
 
 
 def start_web_ui(
@@ -25,17 +74,42 @@ def start_web_ui(
     stats: Callable[[], RunStats],
     registry: Collector | None = None,
 ) -> None:
-    """Serve Locust's web UI, plus /agentload/stats and (given a registry) /metrics."""
+    """Serve Locust's web UI with "Agents" and "Agent state" tabs added.
+
+    Also serves /agentload/stats (JSON), /agentload/agents.csv and, given a registry,
+    /metrics. `stats` returns the run's statistics so far (on a master, the merge of the
+    workers' reports); it is called on every poll of the UI.
+    """
     # Locust's web UI re-parses sys.argv with its own parser to list "extra" options, and
     # agentload's flags (--web, --out...) are ambiguous or unknown there; ours are parsed.
     del sys.argv[1:]
     web_ui = env.create_web_ui(host, port)
     if web_ui is None or web_ui.app is None:
         return
+    from flask import Response, jsonify, request
+
+    _extend_ui(web_ui.template_args)
+
+    def add_extended_stats(response: Response) -> Response:
+        # The UI reads the tabs' rows from the stats JSON it already polls; Locust offers no
+        # other hook, so the reply is rewritten here. Locust caches that reply for a moment,
+        # so this may see it twice: the key is replaced, never appended to.
+        if request.endpoint != _STATS_ENDPOINT or response.status_code != 200:
+            return response
+        report = response.get_json(silent=True)
+        if not isinstance(report, dict):
+            return response
+        current = stats()
+        report["extended_stats"] = [
+            {"key": AGENTS_TAB, "data": agent_rows(current)},
+            {"key": STATE_TAB, "data": state_rows(current)},
+        ]
+        response.set_data(json.dumps(report))
+        return response
+
+    web_ui.app.after_request(add_extended_stats)
 
     def agentload_stats() -> Any:
-        from flask import jsonify
-
         current = stats()
         return jsonify(
             {
@@ -46,13 +120,19 @@ def start_web_ui(
             }
         )
 
+    def agents_csv() -> Response:
+        return Response(
+            _agents_csv(stats()),
+            content_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": "attachment; filename=agentload_agents.csv"},
+        )
+
     web_ui.app.add_url_rule("/agentload/stats", "agentload_stats", agentload_stats)
+    web_ui.app.add_url_rule(_AGENTS_CSV_PATH, "agentload_agents_csv", agents_csv)
     if registry is not None:
         served = registry
 
         def metrics() -> Any:
-            from flask import Response
-
             return Response(generate_latest(served), content_type=_METRICS_CONTENT_TYPE)
 
         web_ui.app.add_url_rule("/metrics", "agentload_metrics", metrics)

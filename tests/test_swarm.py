@@ -256,8 +256,10 @@ def test_killed_worker_is_named_lost_and_its_reported_share_is_kept(
     assert procs.wait("survivor", timeout=60) == 0, procs.output("survivor")
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["workers"]["reported"]) == 2
-    assert len(summary["workers"]["lost"]) == 1
-    assert summary["workers"]["lost"][0] in summary["workers"]["reported"]
+    (victim_folder,) = victim_out.glob("worker-*")
+    # Named by its results folder, where its steps.jsonl is.
+    assert summary["workers"]["lost"] == [victim_folder.name]
+    assert victim_folder.name in summary["workers"]["reported"]
     survivor_steps = read_jsonl(sorted(survivor_out.glob("worker-*/steps.jsonl")))
     victim_steps = read_jsonl(sorted(victim_out.glob("worker-*/steps.jsonl")))
     total = summary["requests"]["total"]
@@ -267,6 +269,44 @@ def test_killed_worker_is_named_lost_and_its_reported_share_is_kept(
     survivor_sessions = read_jsonl(sorted(survivor_out.glob("worker-*/sessions.jsonl")))
     ended = sum(summary["sessions"][k] for k in ("completed", "failed", "aborted"))
     assert ended >= len(survivor_sessions)
+
+
+def test_worker_stopped_with_sigterm_leaves_cleanly_and_nothing_it_measured_is_lost(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    out, port = tmp_path / "run", free_port()
+    procs.start(
+        "master",
+        [*AGENTLOAD, "run", *SMOKE, "--duration", "20s", "--master", "--expect-workers", "2",
+         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+         "--target", sim_url, "--out", str(out)],
+    )  # fmt: skip
+    for name in ("leaver", "stayer"):
+        procs.start(
+            name,
+            [*AGENTLOAD, "run", *SMOKE, "--duration", "20s", "--worker",
+             "--master-host", "127.0.0.1", "--master-port", str(port),
+             "--target", sim_url, "--out", str(tmp_path / name)],
+        )  # fmt: skip
+    leaver_out = tmp_path / "leaver"
+    wait_for("the leaver's first step", lambda: bool(list(leaver_out.glob("*/steps.jsonl"))), 60)
+    time.sleep(4)  # mid-report-interval: its last seconds exist only in its own files
+    procs.procs["leaver"].send_signal(signal.SIGTERM)
+    assert procs.wait("leaver", timeout=60) == 0, procs.output("leaver")
+
+    assert procs.wait("master", timeout=120) == 0, procs.output("master")
+    assert procs.wait("stayer", timeout=60) == 0, procs.output("stayer")
+    summary = json.loads((out / "summary.json").read_text())
+    (leaver_folder,) = leaver_out.glob("worker-*")
+    assert summary["workers"]["left"] == [leaver_folder.name]
+    assert summary["workers"]["lost"] == []
+    # Its sessions in flight ended as aborted, and every record it wrote reached the master.
+    steps, sessions = [], []
+    for name in ("leaver", "stayer"):
+        more_steps, more_sessions = records(tmp_path / name)
+        steps += more_steps
+        sessions += more_sessions
+    assert_summary_is_the_sum_of(summary, steps, sessions)
 
 
 def test_web_ui_serves_agent_stats_over_http_during_a_run(
@@ -402,3 +442,34 @@ def test_plain_locust_f_run_completes_and_writes_results(
     assert len(steps) == locust_steps
     # Aborted sessions (stopped by the client) are not Locust requests.
     assert sum(s["outcome"] != "aborted" for s in sessions) == locust_sessions
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["requests"]["total"] == len(steps)
+
+
+def test_ramps_past_100_agents_per_second_do_not_log_locusts_spawn_rate_advice(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    procs.start(
+        "run",
+        [*AGENTLOAD, "run", *SMOKE, "--agents", "150", "--duration", "3s",
+         "--target", sim_url, "--out", str(tmp_path / "run")],
+    )  # fmt: skip
+    assert procs.wait("run", timeout=120) == 0, procs.output("run")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["requests"]["total"] > 0
+    assert "spawn rate is very high" not in procs.output("run")
+
+
+def test_master_gives_up_on_missing_workers_after_expect_workers_max_wait(
+    procs: Processes, tmp_path: Path
+) -> None:
+    procs.start(
+        "master",
+        [*AGENTLOAD, "run", *SMOKE, "--master", "--expect-workers", "1",
+         "--expect-workers-max-wait", "1s", "--master-bind-host", "127.0.0.1",
+         "--master-bind-port", str(free_port()), "--target", "http://127.0.0.1:9/v1",
+         "--out", str(tmp_path / "run")],
+    )  # fmt: skip
+    assert procs.wait("master", timeout=60) == 3
+    last = procs.output("master").strip().splitlines()[-1]
+    assert "0 of 1 workers connected within 1s" in last
+    assert "--expect-workers-max-wait" in last

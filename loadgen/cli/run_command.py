@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -151,6 +152,14 @@ def register(commands: Any) -> None:
         metavar="N",
         help="master: wait for N workers before starting (default 1)",
     )
+    swarm.add_argument(
+        "--expect-workers-max-wait",
+        type=parse_duration,
+        default=60.0,
+        metavar="DURATION",
+        help="master: give up (exit 3) when fewer workers connected by then (default 60s; "
+        "0 waits forever)",
+    )
     swarm.add_argument("--master-bind-host", default="*", help="master: bind address (default *)")
     swarm.add_argument(
         "--master-bind-port",
@@ -282,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
             master_host=args.master_host, master_port=args.master_port,
             master_bind_host=args.master_bind_host, master_bind_port=args.master_bind_port,
             expect_workers=args.processes if args.processes > 1 else args.expect_workers,
+            expect_workers_max_wait_s=args.expect_workers_max_wait or math.inf,
             on_tick=None if args.worker else on_tick,
             metrics=merged,
         )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import signal
 import time
 from collections.abc import Callable
@@ -46,8 +47,18 @@ class SwarmOptions:
     metrics: MergedMetrics | None = None
 
 
+def _not_spawn_rate_advice(record: logging.LogRecord) -> bool:
+    # Locust warns on every start() above 100 users/s, which a profile's ramp calls each
+    # second: its users are greenlets doing HTTP, ours are handles to agents on one event
+    # loop, where fast spawns cost little (and each start is jittered).
+    return not record.getMessage().startswith("Your selected spawn rate is very high")
+
+
 def swarm_environment(settings: SwarmSettings, processes: int) -> Environment:
     """A Locust Environment running the profile's agents with its stages as the shape."""
+    runners_log = logging.getLogger("locust.runners")
+    if _not_spawn_rate_advice not in runners_log.filters:
+        runners_log.addFilter(_not_spawn_rate_advice)
     profile = settings.loaded.profile
     env = Environment(
         user_classes=user_classes_for(profile),

@@ -7,18 +7,20 @@ Each Locust user is one long-lived agent of the profile's mix. Locust's own flag
 user count, spawn rate, run time and distribution (--master/--worker, --processes); the
 profile (AGENTLOAD_PROFILE: a built-in name or a YAML path; it must be known when Locust
 imports this file, since it decides the user classes) decides what the agents do. Results
-land in --agentload-out, one folder per process.
+land in --agentload-out, one folder per process that ran agents: steps.jsonl and
+sessions.jsonl as they happen, summary.json whenever a test stops.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from locust import events
 
-from loadgen.orchestration.process_engine import SwarmSettings
+from loadgen.orchestration.process_engine import ProcessEngine, SwarmSettings
 from loadgen.orchestration.users import AgentUser
 from loadgen.profile.loader import load_profile
 from loadgen.transport import TargetConfig
@@ -42,10 +44,38 @@ def _init(environment: Any, **_kw: Any) -> None:
         out / f"pid-{os.getpid()}",
         model=getattr(options, "agentload_model", None),
     )
+    _ENVIRONMENTS.append(environment)
 
 
+def _engine(environment: Any) -> ProcessEngine | None:
+    engine: ProcessEngine | None = getattr(environment, "agentload_engine", None)
+    return engine  # None in a process that ran no agent (a master)
+
+
+def _write_summary(environment: Any, **_kw: Any) -> None:
+    """After each test stop (Locust may start and stop several in one web UI session)."""
+    engine = _engine(environment)
+    if engine is None:
+        return
+    engine.bridge.wait_idle(15.0)  # stopped sessions write their records first
+    summary = engine.engine.summary(time.perf_counter() - engine.started)
+    engine.engine.write_summary(summary)
+
+
+def _finish(**_kw: Any) -> None:
+    # `quit` fires once Locust's runner has quit (it names no environment), so no user is
+    # left to need the engine.
+    for environment in _ENVIRONMENTS:
+        engine = _engine(environment)
+        if engine is not None:
+            engine.finish()
+
+
+_ENVIRONMENTS: list[Any] = []
 events.init_command_line_parser.add_listener(_arguments)
 events.init.add_listener(_init)
+events.test_stop.add_listener(_write_summary)
+events.quit.add_listener(_finish)
 
 
 def _user_class(index: int, label: str, weight: float) -> type[AgentUser]:

@@ -37,6 +37,8 @@ class MasterAggregator:
         self.health: dict[str, dict[str, Any]] = {}
         self.target: dict[str, Any] = {}
         self.final: set[str] = set()
+        self.left: set[str] = set()  # stopped on purpose, after a last report
+        self.names: dict[str, str] = {}  # Locust client id -> "worker-<index>"
         self.stop_requested_at: float | None = None
         environment.events.worker_report.add_listener(self._on_report)
 
@@ -47,6 +49,9 @@ class MasterAggregator:
         self.per_worker.setdefault(client_id, RunStats()).merge(RunStats.from_dict(part["stats"]))
         self.health[client_id] = part["health"]
         self.target = part.get("target") or self.target
+        self.names[client_id] = part.get("worker") or client_id
+        if part.get("leaving"):
+            self.left.add(client_id)
         if self.metrics is not None and "metrics" in part:
             self.metrics.update(client_id, part["metrics"])
             self.metrics.set_live(self.live_workers())
@@ -67,11 +72,17 @@ class MasterAggregator:
         lost = []
         for client_id in self.per_worker:
             node = clients.get(client_id)
+            if client_id in self.left:
+                continue
             if (node is None and client_id not in self.final) or (
                 node is not None and node.state == STATE_MISSING
             ):
                 lost.append(client_id)
         return sorted(lost)
+
+    def named(self, client_ids: Any) -> list[str]:
+        """Workers by their results folder (worker-<index>), as users find them on disk."""
+        return sorted(self.names.get(c, c) for c in client_ids)
 
     def live_workers(self) -> list[str]:
         """Workers the master still hears from."""
@@ -89,7 +100,8 @@ def _wait_for_workers(runner: MasterRunner, options: SwarmOptions) -> int:
             raise TargetUnreachableError(
                 f"only {len(runner.clients.ready)} of {options.expect_workers} workers connected "
                 f"within {options.expect_workers_max_wait_s:.0f}s; start workers with "
-                f"--worker --master-host HOST --master-port {options.master_bind_port}"
+                f"--worker --master-host HOST --master-port {options.master_bind_port}, "
+                "or wait longer with --expect-workers-max-wait"
             )
         gevent.sleep(0.2)
     return len(runner.clients.ready)
@@ -163,8 +175,9 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
         summary["server"] = sampler.report()
     summary["workers"] = {
         "expected": options.expect_workers,
-        "reported": sorted(aggregator.per_worker),
-        "lost": aggregator.lost_workers(),
+        "reported": aggregator.named(aggregator.per_worker),
+        "left": aggregator.named(aggregator.left),
+        "lost": aggregator.named(aggregator.lost_workers()),
     }
     files.write_summary(summary)
     files.close()

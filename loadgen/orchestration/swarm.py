@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import time
 from typing import Any
 
+import gevent
 from locust.env import Environment
+from locust.rpc import Message
 from locust.runners import WorkerRunner
 
 from loadgen.observe.prometheus_merge import SampleTracker
@@ -89,17 +92,40 @@ def _run_worker(settings: SwarmSettings, options: SwarmOptions) -> None:
 
     runner.register_message("agentload_processes", on_processes)
 
+    leaving = [False]
+
     def on_report(client_id: str, data: dict[str, Any]) -> None:
         engine: ProcessEngine | None = getattr(env, "agentload_engine", None)
         if engine is None:
             return
         part = engine.take_delta()
+        part["worker"] = f"worker-{engine.worker}"  # its results folder, for the summary
         part["target"] = engine.engine.target_label()
         part["final"] = runner.user_count == 0 and engine.idle()
+        part["leaving"] = leaving[0]
         data["agentload"] = part
 
+    def leave() -> None:
+        # Stopped on purpose (Ctrl-C, SIGTERM: a scale-down, a rolling restart): end the
+        # sessions as aborted, hand the master everything measured, then say goodbye, so
+        # the master counts this worker as gone, not lost, and keeps its whole share.
+        leaving[0] = True
+        runner.stop()
+        engine: ProcessEngine | None = getattr(env, "agentload_engine", None)
+        if engine is not None:
+            engine.bridge.wait_idle(10.0)
+        runner._send_stats()
+        runner.client.send(Message("quit", None, runner.client_id))
+        runner.greenlet.kill(block=False)
+
     env.events.report_to_master.add_listener(on_report)
-    runner.greenlet.join()
+    handlers = [gevent.signal_handler(sig, lambda: gevent.spawn(leave))
+                for sig in (signal.SIGINT, signal.SIGTERM)]  # fmt: skip
+    try:
+        runner.greenlet.join()
+    finally:
+        for handler in handlers:
+            handler.cancel()
     engine: ProcessEngine | None = getattr(env, "agentload_engine", None)
     if engine is not None:
         engine.finish()

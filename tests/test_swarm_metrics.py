@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_swarm import AGENTLOAD, SMOKE, Processes, procs, sim_url, wait_for
+from tests.test_swarm import AGENTLOAD, ROOT, SMOKE, Processes, procs, sim_url, wait_for
 
 __all__ = ["procs", "sim_url"]  # fixtures used here
 
@@ -87,6 +87,10 @@ def test_master_serves_the_merged_metrics_of_its_workers_and_samples_the_target(
     # The master sampled the target itself, once, for the whole swarm.
     assert summary["server"]["available"] is True
     assert summary["server"]["generation_tokens"] >= summary["tokens"]["completion"]
+    # The swarm's fields are exactly the documented ones.
+    doc = (ROOT / "docs" / "summary-schema.md").read_text().split("## Sections some runs add")[1]
+    documented = re.findall(r"^\| `workers\.(\w+)` \|", doc, flags=re.MULTILINE)
+    assert sorted(documented) == sorted(summary["workers"])
     # Records live in each worker's folder; the master writes only the summary.
     assert not (out / "steps.jsonl").exists()
     assert (out / "worker-0" / "steps.jsonl").exists()

@@ -1,46 +1,145 @@
-"""One load level: settle during a warm-up, then measure a steady window on its own."""
+"""One load level: settle during a warm-up, then measure rolling windows until steady."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from loadgen.ceiling.figures import level_figures, slice_figures
 from loadgen.ceiling.search import LevelResult
 from loadgen.ceiling.slos import WindowSink
-from loadgen.observe import GeneratorHealth, RunStats
+from loadgen.ceiling.steadiness import (
+    DRIFT_TOLERANCE,
+    SESSION_COVER,
+    Drift,
+    Slice,
+    drift,
+    extension_reasons,
+    merge_slices,
+    window_span,
+)
+from loadgen.observe import (
+    CPU_SATURATED_PERCENT,
+    LOOP_LAG_SATURATED_S,
+    SCHEDULE_LAG_SATURATED_S,
+    GeneratorHealth,
+    LatencyHistogram,
+)
 from loadgen.observe.target_metrics import TargetMetricsSampler
-from loadgen.report.gates import Gate, evaluate_gates
-from loadgen.report.metrics import read_metric
+from loadgen.report.gates import Gate, GateResult, evaluate_gates
 from loadgen.runtime.engine import Engine
 from loadgen.runtime.load import ClosedLoop, OpenLoop
 
-__all__ = ["ERROR_STORM_RATE", "LevelRunner", "Windows"]
+__all__ = ["ERROR_STORM_RATE", "GeneratorLimits", "LevelRunner", "Windows"]
 
 # Past half the requests failing, the target is refusing load; more levels only hammer it.
 ERROR_STORM_RATE = 0.5
+# An error storm ends a level early once this many requests show it, not on a handful.
+_STORM_MIN_REQUESTS = 10
 
 
 @dataclass(frozen=True)
 class Windows:
-    """How long each level settles and is measured, and how often the target is scraped."""
+    """How long each level settles and is measured, and how often the target is scraped.
+
+    The steady window is measured in `slices` equal slices; it may be extended one slice at a
+    time up to `max_window_s` (default: twice `window_s`) by the rolling-window rule of
+    `loadgen.ceiling.steadiness`.
+    """
 
     warmup_s: float = 30.0
     window_s: float = 60.0
     metrics_url: str | None = None
     scrape_interval_s: float = 2.0
+    slices: int = 4
+    max_window_s: float | None = None
+    drift_tolerance: float = DRIFT_TOLERANCE
+    session_cover: float = SESSION_COVER
+
+    def __post_init__(self) -> None:
+        if self.window_s <= 0 or self.warmup_s < 0:
+            raise ValueError("window_s must be > 0 and warmup_s >= 0")
+        if self.slices < 2:
+            raise ValueError("slices must be at least 2: steadiness compares two halves")
+        if self.max_window_s is not None and self.max_window_s < self.window_s:
+            raise ValueError("max_window_s must be at least window_s")
+
+    @property
+    def slice_s(self) -> float:
+        """The length of one slice."""
+        return self.window_s / self.slices
+
+    @property
+    def longest_s(self) -> float:
+        """The longest a level's measured period may run, extensions included."""
+        return self.max_window_s if self.max_window_s is not None else 2 * self.window_s
+
+
+@dataclass(frozen=True)
+class GeneratorLimits:
+    """What counts as a saturated load generator (defaults: `loadgen.observe`'s)."""
+
+    cpu_percent: float = CPU_SATURATED_PERCENT
+    loop_lag_s: float = LOOP_LAG_SATURATED_S
+    schedule_lag_s: float = SCHEDULE_LAG_SATURATED_S
+
+    def reasons(self, report: dict[str, Any]) -> list[str]:
+        """Why a GeneratorHealth report counts as saturated under these limits."""
+        out = []
+        cpu, loop, lag = (report.get(k) for k in
+                          ("cpu_percent", "loop_lag_p99_s", "schedule_lag_p99_s"))  # fmt: skip
+        if cpu is not None and cpu >= self.cpu_percent:
+            out.append(f"CPU at {cpu:.0f}% of one core (saturated at {self.cpu_percent:g}%)")
+        if loop is not None and loop > self.loop_lag_s:
+            out.append(
+                f"event-loop lag p99 {loop * 1000:.0f} ms "
+                f"(saturated above {self.loop_lag_s * 1000:g} ms)"
+            )
+        if lag is not None and lag > self.schedule_lag_s:
+            out.append(
+                f"schedule lag p99 {lag * 1000:.0f} ms "
+                f"(saturated above {self.schedule_lag_s * 1000:g} ms)"
+            )
+        return out
+
+
+@dataclass
+class _Assessment:
+    """The rolling window as it stands after the latest slice."""
+
+    span: int  # how many of the latest slices form the window
+    window: Slice
+    summary: dict[str, Any]
+    results: list[GateResult]
+    trend: Drift
+    typical_session_s: float | None
+    reasons: dict[str, str]  # why one more slice could change the verdict, by kind
+
+    @property
+    def held(self) -> bool:
+        return all(r.passed for r in self.results)
 
 
 class LevelRunner:
     """Holds the engine and one driver across levels; `measure(load)` runs one level."""
 
-    def __init__(self, engine: Engine, sink: WindowSink, slos: list[Gate], windows: Windows):
+    def __init__(
+        self,
+        engine: Engine,
+        sink: WindowSink,
+        slos: list[Gate],
+        windows: Windows,
+        limits: GeneratorLimits | None = None,
+    ) -> None:
         self.engine = engine
         self.sink = sink
         self.slos = slos
         self.windows = windows
+        self.limits = limits or GeneratorLimits()
         profile = engine.profile
         self.closed = profile.arrival.mode == "closed"
         assert engine.make_agent is not None, "Engine.start() first"
@@ -53,33 +152,58 @@ class LevelRunner:
         self.pool.start_jitter_s = min(1.0, windows.warmup_s / 2)
         self._open: asyncio.Task[None] | None = None
 
-    async def measure(self, load: float) -> LevelResult:
-        """Run `load` for warm-up + window; the verdict is from the window alone."""
+    async def measure(self, load: float, time_left_s: float = math.inf) -> LevelResult:
+        """Run `load` for a warm-up, then slices until the rolling window can be judged.
+
+        `time_left_s` (what the search's duration cap leaves) bounds the extensions.
+        """
         w = self.windows
-        level_start = time.time()  # wall clock, as sessions record their start
+        self.sink.begin(time.time())  # wall clock, as sessions record their start
         if self.closed:
             # Retiring agents leave at once: one finishing a long session would keep the
             # higher load running into the next level's steady window.
             self.pool.resize(round(load), at_once=True)
         else:
             await self._stop_open()
-            self._open = asyncio.create_task(self._open_loop(load, w.warmup_s + w.window_s + 60))
+            duration = w.warmup_s + w.longest_s + 60
+            self._open = asyncio.create_task(self._open_loop(load, duration))
         await asyncio.sleep(w.warmup_s)
-        self.sink.begin(level_start)
-        assert self.sink.stats is not None
-        health = GeneratorHealth(schedule_lag=self.sink.stats.schedule_lag_s)
+        limit = min(w.longest_s, time_left_s - w.warmup_s)
+        budget = max(w.slices, math.floor(limit / w.slice_s + 1e-9))
+        lag = LatencyHistogram()
+        health = GeneratorHealth(schedule_lag=lag)
         sampler = None
         if w.metrics_url is not None:
             sampler = TargetMetricsSampler(
                 w.metrics_url, session=self.engine.transport.session, interval_s=w.scrape_interval_s
             )
+        slices: list[Slice] = []
+        extended_for: dict[str, str] = {}  # the first reason of each kind
         t0 = time.perf_counter()
         async with health, sampler if sampler is not None else contextlib.nullcontext():
-            await asyncio.sleep(w.window_s)
-        duration = time.perf_counter() - t0
-        stats = self.sink.end()
+            while True:
+                self.sink.open_slice()
+                start = time.perf_counter() - t0
+                # Each slice keeps its measured length: a late wake-up lengthens that slice
+                # (rates stay exact) instead of shortening the next one.
+                await asyncio.sleep(w.slice_s)
+                slices.append(self.sink.close_slice(start, time.perf_counter() - t0 - start))
+                if _storming(slices):
+                    break
+                if len(slices) < w.slices:
+                    continue
+                state = self._assess(slices)
+                if not state.reasons or len(slices) >= budget:
+                    break
+                extended_for = {**state.reasons, **extended_for}
+        for piece in slices:
+            lag.merge(piece.stats.schedule_lag_s)
+        generator = health.report()
+        reasons = self.limits.reasons(generator)
+        generator.update(saturated=bool(reasons), reasons=reasons)
         server = sampler.report() if sampler is not None else None
-        return self._judge(load, stats, duration, health.report(), server)
+        final = self._assess(slices, generator)
+        return self._judge(load, slices, final, extended_for, budget, generator, server)
 
     async def stop(self) -> None:
         """Cancel every agent and session still running."""
@@ -100,31 +224,96 @@ class LevelRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def _summary(self, piece: Slice, generator: dict[str, Any] | None = None) -> dict[str, Any]:
+        summary = piece.stats.summary(
+            target=self.engine.target_label(),
+            profile=self.engine.profile.name,
+            duration_s=piece.duration_s,
+            generator=generator or {},
+        )
+        judged = piece.judged_sessions
+        ratio = piece.goodput_sessions / judged if judged else None
+        summary["goodput"] = {"ratio": ratio, "sessions": piece.goodput_sessions}
+        return summary
+
+    def _assess(self, slices: list[Slice], generator: dict[str, Any] | None = None) -> _Assessment:
+        """Synchronous on purpose: no record can slip in between two slices."""
+        w = self.windows
+        typical = self.sink.typical_session_s()
+        span = window_span(len(slices), w.slices, w.slice_s, typical, w.session_cover)
+        recent = slices[-span:]
+        window = merge_slices(recent)
+        summary = self._summary(window, generator)
+        results = evaluate_gates(summary, self.slos)
+        trend = drift(recent, w.drift_tolerance)
+        reasons = extension_reasons(
+            held=all(r.passed for r in results),
+            unmeasured=[r.gate.text for r in results if r.value is None],
+            trend=trend,
+            window_s=window.duration_s,
+            typical_session_s=typical,
+            session_cover=w.session_cover,
+        )
+        return _Assessment(span, window, summary, results, trend, typical, reasons)
+
     def _judge(
         self,
         load: float,
-        stats: RunStats,
-        duration: float,
+        slices: list[Slice],
+        state: _Assessment,
+        extended_for: dict[str, str],
+        budget: int,
         generator: dict[str, Any],
         server: dict[str, Any] | None,
     ) -> LevelResult:
-        summary = stats.summary(
-            target=self.engine.target_label(),
-            profile=self.engine.profile.name,
-            duration_s=duration,
-            generator=generator,
+        first = len(slices) - state.span  # index of the window's first slice
+        per_slice: list[dict[str, Any]] = []
+        broke_in: dict[str, list[int]] = {}
+        for i, piece in enumerate(slices):
+            summary = self._summary(piece)
+            # A slice without samples for a metric is no evidence either way.
+            broken = [r.gate.text for r in evaluate_gates(summary, self.slos)
+                      if not r.passed and r.value is not None]  # fmt: skip
+            for text in broken:
+                broke_in.setdefault(text, []).append(i + 1)
+            per_slice.append(slice_figures(i + 1, piece, summary, broken, i >= first))
+        end = state.window.start_s + state.window.duration_s
+        where = f"window: slices {first + 1}-{len(slices)}, {state.window.start_s:.1f}-{end:.1f}s"
+        broken = []
+        for r in state.results:
+            if r.passed:
+                continue
+            alone = [n for n in broke_in.get(r.gate.text, []) if n > first]
+            if len(alone) == state.span:
+                detail = "broke in every slice"
+            elif alone:
+                detail = f"broke alone in slice {', '.join(map(str, alone))}"
+            else:
+                detail = "in no slice alone"
+            broken.append(f"{r.reason} ({where}; {detail})")
+        if state.held and state.trend.latency_rising:
+            # Only reachable at the bound: a held level with rising latency is extended.
+            broken.append(
+                f"not steady: e2e p50 still rising ({state.trend.e2e_p50:+.0%} across the "
+                f"window) after extending to {len(slices) * self.windows.slice_s:.3g}s"
+            )
+        figures = level_figures(load, state.summary, state.window, generator, server)
+        figures.update(
+            measured_s=sum(p.duration_s for p in slices),
+            slice_s=self.windows.slice_s,
+            extended_by_s=max(0, len(slices) - self.windows.slices) * self.windows.slice_s,
+            extended_for=list(extended_for.values()),
+            at_bound=len(slices) >= budget and bool(state.reasons),
+            typical_session_s=state.typical_session_s,
+            sessions_covered=(
+                state.window.duration_s / state.typical_session_s
+                if state.typical_session_s
+                else None
+            ),
+            drift=state.trend.to_dict(),
+            slices=per_slice,
         )
-        judged = self.sink.judged_sessions
-        goodput = self.sink.goodput_sessions / judged if judged else None
-        summary["goodput"] = {"ratio": goodput, "sessions": self.sink.goodput_sessions}
-        results = evaluate_gates(summary, self.slos)
-        figures = _figures(load, summary, stats, duration, generator, server)
-        level = LevelResult(
-            load=load,
-            figures=figures,
-            passed=all(r.passed for r in results),
-            broken=[r.reason for r in results if not r.passed],
-        )
+        level = LevelResult(load=load, figures=figures, passed=not broken, broken=broken)
         error_rate = figures["error_rate"]
         if error_rate is not None and error_rate > ERROR_STORM_RATE:
             level.stop = f"error storm: {error_rate:.0%} of requests failed at load {load:g}"
@@ -134,39 +323,7 @@ class LevelRunner:
         return level
 
 
-def _figures(
-    load: float,
-    summary: dict[str, Any],
-    stats: RunStats,
-    duration: float,
-    generator: dict[str, Any],
-    server: dict[str, Any] | None,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"load": load, "window_s": duration}
-    for key, metric in (
-        ("output_tokens_per_s", "output_tokens_per_s"),
-        ("sessions_per_min", "sessions_per_min"),
-        ("requests_per_s", "requests_per_s"),
-        ("ttft_p95_s", "ttft_p95"),
-        ("itl_p99_s", "itl_p99"),
-        ("e2e_p95_s", "e2e_p95"),
-        ("session_p90_s", "session_p90"),
-        ("session_success_rate", "session_success_rate"),
-        ("error_rate", "error_rate"),
-        ("goodput", "goodput_ratio"),
-    ):
-        out[key] = read_metric(summary, metric)
-    # The report reads output_tokens_per_s as a number: a window with no tokens shows 0.
-    out["output_tokens_per_s"] = out["output_tokens_per_s"] or 0.0
-    out["goodput_sessions_per_min"] = (out["sessions_per_min"] or 0.0) * (out["goodput"] or 0.0)
-    # Estimated as throughput x goodput ratio: the judged sessions (begun at this level)
-    # are a sample, and a short window holds few whole sessions.
-    ratio = out["goodput"]
-    out["goodput_tokens_per_s"] = None if ratio is None else out["output_tokens_per_s"] * ratio
-    out["requests"] = stats.requests_total
-    out["state_failures"] = {k: n for k, n in stats.failures.items() if n}
-    out["generator"] = {"saturated": bool(generator.get("saturated")),
-                        "reasons": list(generator.get("reasons") or [])}  # fmt: skip
-    if server is not None:
-        out["server"] = server
-    return out
+def _storming(slices: list[Slice]) -> bool:
+    total = sum(p.stats.requests_total for p in slices)
+    failed = sum(p.stats.requests_failed for p in slices)
+    return total >= _STORM_MIN_REQUESTS and failed / total > ERROR_STORM_RATE

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from loadgen.ceiling.measure import LevelRunner, Windows
+from loadgen.ceiling.measure import GeneratorLimits, LevelRunner, Windows
 from loadgen.ceiling.result import ceiling_document
 from loadgen.ceiling.search import LevelResult, Search, SearchSettings
 from loadgen.ceiling.slos import WindowSink, goodput_caps
@@ -36,6 +36,7 @@ class CeilingOptions:
     search: SearchSettings = field(default_factory=SearchSettings)
     windows: Windows = field(default_factory=Windows)
     max_duration_s: float = 20 * 60.0
+    generator: GeneratorLimits = field(default_factory=GeneratorLimits)
     model: str | None = None
     progress: TextIO | None = sys.stderr
     target_label: dict[str, Any] = field(default_factory=dict)
@@ -61,18 +62,21 @@ async def run_ceiling(
     await engine.start()  # TargetUnreachableError before anything is measured
     sink = WindowSink(GoodputRule(goodput_caps(options.slos, profile.slos)))
     engine.add_sink(sink)
-    runner = LevelRunner(engine, sink, options.slos, options.windows)
+    runner = LevelRunner(engine, sink, options.slos, options.windows, options.generator)
     search = Search(options.search)
     levels: list[LevelResult] = []
     stopped_by = "settled: the ceiling is bracketed to the search's resolution"
+    # A level needs its warm-up and first window; extensions only get the time that is left,
+    # so --max-duration is a cap on the whole search, not a hint.
     per_level = options.windows.warmup_s + options.windows.window_s
     t0 = time.perf_counter()
     try:
         while (load := search.next_load()) is not None:
-            if time.perf_counter() - t0 + per_level > options.max_duration_s:
+            left = options.max_duration_s - (time.perf_counter() - t0)
+            if per_level > left:
                 stopped_by = f"max duration: another level would pass {options.max_duration_s:g}s"
                 break
-            level = await runner.measure(load)
+            level = await runner.measure(load, left)
             if level.passed and (fell := _goodput_fell(level, levels)) is not None:
                 level.passed = False
                 level.broken.append(fell)
@@ -103,6 +107,13 @@ async def run_ceiling(
         duration_s=duration,
         warmup_s=options.windows.warmup_s,
         window_s=options.windows.window_s,
+        rolling_window={
+            "slices": options.windows.slices,
+            "slice_s": options.windows.slice_s,
+            "max_window_s": options.windows.longest_s,
+            "drift_tolerance": options.windows.drift_tolerance,
+            "session_cover": options.windows.session_cover,
+        },
     )
     path = options.out_dir / CEILING_FILE
     path.write_text(json.dumps(doc, indent=2) + "\n")
@@ -114,6 +125,9 @@ def _progress(out: TextIO | None, level: LevelResult, unit: str) -> None:
         return
     f = level.figures
     verdict = "held" if level.passed else "broke: " + "; ".join(level.broken)
+    window = f"{f['window_s']:.3g}s window"
+    if f.get("extended_for"):
+        window += " (extended: " + "; ".join(f["extended_for"]) + ")"
     out.write(f"level {level.load:g} {unit}: {f['output_tokens_per_s']:.0f} output tok/s, "
-              f"{f['sessions_per_min']:.1f} sessions/min — {verdict}\n")  # fmt: skip
+              f"{f['sessions_per_min'] or 0:.1f} sessions/min, {window} — {verdict}\n")  # fmt: skip
     out.flush()

@@ -1,11 +1,12 @@
-"""SLOs as gates over one level's window, and the sink that measures that window alone."""
+"""SLOs as gates over one level's window, and the sink that measures it slice by slice."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from loadgen.ceiling.steadiness import Slice
 from loadgen.errors import UsageError
-from loadgen.observe import RunStats
+from loadgen.observe import LatencyHistogram, RunStats
 from loadgen.observe.goodput import GoodputRule
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
 from loadgen.report.gates import Gate, parse_gates
@@ -53,29 +54,49 @@ def goodput_caps(gates: Sequence[Gate], slos: Mapping[str, float]) -> dict[str, 
 
 
 class WindowSink:
-    """Counts records into a fresh RunStats between `begin()` and `end()`, goodput included."""
+    """Counts records into the slice being measured; knows the level's session lengths.
+
+    `begin()` starts a level (warm-up included), `open_slice()`/`close_slice()` bracket one
+    measured slice. Records outside a slice (warm-up, between levels) are not counted.
+    """
 
     def __init__(self, rule: GoodputRule) -> None:
         self.rule = rule
         self.stats: RunStats | None = None
-        self.goodput_sessions = 0
-        self.judged_sessions = 0
         self.since_unix = 0.0
-        # Steps are judged whenever they happen: a session that began before the window still
-        # needs every one of its steps judged when it ends inside the window.
+        self.level_sessions = LatencyHistogram()
+        self._judged = 0
+        self._goodput = 0
+        # Steps are judged whenever they happen: a session that began before the slice still
+        # needs every one of its steps judged when it ends inside the slice.
         self._steps_met: dict[str, bool] = {}
 
     def begin(self, since_unix: float) -> None:
-        """Start counting a new window; goodput judges sessions begun at `since_unix` or later."""
-        self.stats = RunStats()
-        self.goodput_sessions = 0
-        self.judged_sessions = 0
+        """A level starts: goodput judges sessions begun at `since_unix` or later."""
         self.since_unix = since_unix
+        self.level_sessions = LatencyHistogram()
+        self.stats = None
 
-    def end(self) -> RunStats:
-        """Stop counting; the window's stats."""
+    def open_slice(self) -> None:
+        """Start counting a new slice."""
+        self.stats = RunStats()
+        self._judged = 0
+        self._goodput = 0
+
+    def close_slice(self, start_s: float, duration_s: float) -> Slice:
+        """Stop counting; the slice's records and goodput sessions."""
         stats, self.stats = self.stats, None
-        return stats if stats is not None else RunStats()
+        return Slice(
+            stats=stats if stats is not None else RunStats(),
+            duration_s=duration_s,
+            start_s=start_s,
+            judged_sessions=self._judged,
+            goodput_sessions=self._goodput,
+        )
+
+    def typical_session_s(self) -> float | None:
+        """The median length of the sessions completed since the level began; None if none."""
+        return self.level_sessions.percentile(50)
 
     def session_started(self, agent: str) -> None:
         """A session began."""
@@ -92,15 +113,18 @@ class WindowSink:
     def session(self, record: SessionRecord) -> None:
         """A session ended: count it, and as goodput when it met every SLO."""
         met = self._steps_met.pop(record.session_id, True)
+        if record.outcome == SessionOutcome.COMPLETED:
+            # Warm-up included: a window is sized from sessions seen since the level began.
+            self.level_sessions.record(record.duration_s)
         if self.stats is None:
             return
         self.stats.add_session(record)
         # A session begun at an earlier level carries that level's latencies: not judged.
         if record.started_unix < self.since_unix or record.outcome == SessionOutcome.ABORTED:
             return
-        self.judged_sessions += 1
+        self._judged += 1
         if self.rule.session_met(record, met):
-            self.goodput_sessions += 1
+            self._goodput += 1
 
     def recovery(self, kind: str, agent: str) -> None:
         """A failure was absorbed."""

@@ -25,8 +25,11 @@ examples:
 
 results: DIR/ceiling.json (every level, the ceiling, the knee, what failed first), DIR/summary.json
 and the records of the whole search; `agentload report DIR` draws the ceiling curve.
-exit codes: 0 a ceiling was found, 1 no level held every SLO, 2 usage error (a bad --slo),
-            3 target unreachable
+each level: --warmup, then --window in --slices slices, extended slice by slice (up to
+--max-window) while the level drifts or its window covers fewer than 3 typical sessions.
+exit codes: 0 a ceiling was found; 1 no level held every SLO (or the search stopped, on an
+            error storm, a saturated generator or --max-duration, before one did); 2 usage
+            error (a bad flag or --slo); 3 target unreachable
 """
 
 
@@ -74,7 +77,22 @@ def register(commands: Any) -> None:
         type=parse_duration,
         default=60.0,
         metavar="DURATION",
-        help="measured steady window at each level; longer than a session (default 60s)",
+        help="measured steady window at each level, judged in --slices rolling slices; "
+        "cover a few sessions (default 60s)",
+    )
+    p.add_argument(
+        "--slices",
+        type=int,
+        default=4,
+        metavar="N",
+        help="slices per window: steadiness compares the window's halves (default 4)",
+    )
+    p.add_argument(
+        "--max-window",
+        type=parse_duration,
+        metavar="DURATION",
+        help="how far a level still drifting, or shorter than 3 typical sessions, may be "
+        "extended (default: twice --window)",
     )
     p.add_argument(
         "--max-duration",
@@ -102,16 +120,31 @@ def register(commands: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.start <= 0 or args.growth <= 1:
-        raise UsageError("--start must be > 0 and --growth > 1")
+    """Every bad value is a one-line usage error naming its flag and a valid example."""
+    if args.start <= 0:
+        raise UsageError(f"--start {args.start:g} must be above 0, e.g. --start 1")
+    if args.growth <= 1:
+        raise UsageError(f"--growth {args.growth:g} must be above 1, e.g. --growth 2")
     if not 0 < args.resolution < 1:
-        raise UsageError("--resolution is a share from 0 to 1, e.g. 0.1")
+        raise UsageError(f"--resolution {args.resolution:g} is a share between 0 and 1, e.g. 0.1")
     if args.window <= 0:
-        raise UsageError("--window must be longer than 0s")
+        raise UsageError("--window must be longer than 0s, e.g. --window 60s")
+    if args.slices < 2:
+        raise UsageError(f"--slices {args.slices} must be at least 2 (the window's two halves)")
+    if args.max_window is not None and args.max_window < args.window:
+        raise UsageError(
+            f"--max-window {args.max_window:g}s is shorter than --window {args.window:g}s; "
+            "raise it or leave it out"
+        )
+    if args.max_duration < args.warmup + args.window:
+        raise UsageError(
+            f"--max-duration {args.max_duration:g}s is shorter than one level "
+            f"(--warmup + --window = {args.warmup + args.window:g}s); raise it"
+        )
 
 
 def ceiling(args: argparse.Namespace) -> int:
-    """Run the search; 0 with a ceiling, 1 without one."""
+    """Run the search; 0 with a ceiling, 1 without one (see the exit codes in --help)."""
     from loadgen.ceiling import CeilingOptions, SearchSettings, build_slos, format_ceiling
     from loadgen.ceiling.measure import Windows
     from loadgen.profile.loader import load_profile
@@ -140,7 +173,12 @@ def ceiling(args: argparse.Namespace) -> int:
         out_dir=out,
         slos=slos,
         search=search,
-        windows=Windows(warmup_s=args.warmup, window_s=args.window),
+        windows=Windows(
+            warmup_s=args.warmup,
+            window_s=args.window,
+            slices=args.slices,
+            max_window_s=args.max_window,
+        ),
         max_duration_s=args.max_duration,
         model=args.model,
         progress=None if args.quiet else sys.stderr,

@@ -87,3 +87,20 @@ def test_results_written_before_a_crash_survive_it(tmp_path: Path) -> None:
     lines = read_jsonl(steps)  # every line complete and parseable: nothing half-written
     assert len(lines) >= 10
     assert not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "timestamps"), [([], "kernel"), (["--no-kernel-timestamps"], "event_loop")]
+)
+def test_summary_says_which_clock_timed_the_streams(
+    tmp_path: Path, flags: list[str], timestamps: str
+) -> None:
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [*AGENTLOAD, "run", "ci-smoke", "--duration", "2s", "--quiet", "--out", str(out), *flags],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["target"]["timestamps"] == timestamps
+    assert summary["latency"]["itl_s"]["p50"] is not None

@@ -65,6 +65,15 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     g.add_argument(
+        "--no-kernel-timestamps",
+        dest="kernel_timestamps",
+        action="store_const",
+        const=False,
+        default=None,
+        help="read streams through aiohttp with event-loop timestamps instead of the kernel's "
+        "receive times (on by default for http:// targets on Linux)",
+    )
+    g.add_argument(
         "--request-timeout",
         type=parse_duration,
         default=600.0,

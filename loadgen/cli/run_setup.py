@@ -90,6 +90,7 @@ def target_config(args: argparse.Namespace, url: str) -> TargetConfig:
         headers=parse_headers(args.header),
         verify_tls=not args.insecure,
         request_timeout_s=args.request_timeout,
+        kernel_timestamps=getattr(args, "kernel_timestamps", None),
     )
 
 
@@ -109,6 +110,8 @@ def worker_argv(args: argparse.Namespace, port: int, target: str, out: Path) -> 
         argv += ["--header", header]
     if args.insecure:
         argv.append("--insecure")
+    if args.kernel_timestamps is False:
+        argv.append("--no-kernel-timestamps")
     return argv
 
 

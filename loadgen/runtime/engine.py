@@ -173,6 +173,8 @@ class Engine:
             "url": self.target.base_url,
             "model": self.model,
             "forced_output_length": self.force_length,
+            # How stream timings were taken: comparing runs taken both ways mixes clocks.
+            "timestamps": "kernel" if self.transport.kernel_timestamps else "event_loop",
         }
 
     def summary(

@@ -180,6 +180,28 @@ def line_count(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def start_master(procs: Processes, sim_url: str, out: Path, duration: str, port: int) -> None:
+    """A master expecting two workers on `port` (on 127.0.0.1)."""
+    procs.start(
+        "master",
+        [*AGENTLOAD, "run", *SMOKE, "--duration", duration, "--master", "--expect-workers", "2",
+         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+         "--target", sim_url, "--out", str(out)],
+    )  # fmt: skip
+
+
+def start_worker(
+    procs: Processes, name: str, sim_url: str, out: Path, duration: str, port: int
+) -> None:
+    """A worker of the master on `port`, writing under `out`."""
+    procs.start(
+        name,
+        [*AGENTLOAD, "run", *SMOKE, "--duration", duration, "--worker",
+         "--master-host", "127.0.0.1", "--master-port", str(port),
+         "--target", sim_url, "--out", str(out)],
+    )  # fmt: skip
+
+
 # -- tests ------------------------------------------------------------------------------------
 
 
@@ -204,19 +226,9 @@ def test_master_with_two_worker_processes_merges_their_totals_and_percentiles(
     sim_url: str, procs: Processes, tmp_path: Path
 ) -> None:
     out, port = tmp_path / "run", free_port()
-    procs.start(
-        "master",
-        [*AGENTLOAD, "run", *SMOKE, "--duration", "10s", "--master", "--expect-workers", "2",
-         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-         "--target", sim_url, "--out", str(out)],
-    )  # fmt: skip
+    start_master(procs, sim_url, out, "10s", port)
     for i in range(2):
-        procs.start(
-            f"worker{i}",
-            [*AGENTLOAD, "run", *SMOKE, "--duration", "10s", "--worker",
-             "--master-host", "127.0.0.1", "--master-port", str(port),
-             "--target", sim_url, "--out", str(out)],
-        )  # fmt: skip
+        start_worker(procs, f"worker{i}", sim_url, out, "10s", port)
     assert procs.wait("master", timeout=120) == 0, procs.output("master")
     for i in range(2):
         assert procs.wait(f"worker{i}", timeout=60) == 0, procs.output(f"worker{i}")
@@ -233,19 +245,9 @@ def test_killed_worker_is_named_lost_and_its_reported_share_is_kept(
 ) -> None:
     out, port = tmp_path / "master", free_port()
     victim_out, survivor_out = tmp_path / "victim", tmp_path / "survivor"
-    procs.start(
-        "master",
-        [*AGENTLOAD, "run", *SMOKE, "--duration", "20s", "--master", "--expect-workers", "2",
-         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-         "--target", sim_url, "--out", str(out)],
-    )  # fmt: skip
+    start_master(procs, sim_url, out, "20s", port)
     for name, folder in (("victim", victim_out), ("survivor", survivor_out)):
-        procs.start(
-            name,
-            [*AGENTLOAD, "run", *SMOKE, "--duration", "20s", "--worker",
-             "--master-host", "127.0.0.1", "--master-port", str(port),
-             "--target", sim_url, "--out", str(folder)],
-        )  # fmt: skip
+        start_worker(procs, name, sim_url, folder, "20s", port)
     # Workers report every 3 s: kill the victim once it has measured for ~6 s.
     wait_for("the victim's first step", lambda: bool(list(victim_out.glob("*/steps.jsonl"))), 60)
     time.sleep(6)
@@ -275,19 +277,9 @@ def test_worker_stopped_with_sigterm_leaves_cleanly_and_nothing_it_measured_is_l
     sim_url: str, procs: Processes, tmp_path: Path
 ) -> None:
     out, port = tmp_path / "run", free_port()
-    procs.start(
-        "master",
-        [*AGENTLOAD, "run", *SMOKE, "--duration", "20s", "--master", "--expect-workers", "2",
-         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-         "--target", sim_url, "--out", str(out)],
-    )  # fmt: skip
+    start_master(procs, sim_url, out, "20s", port)
     for name in ("leaver", "stayer"):
-        procs.start(
-            name,
-            [*AGENTLOAD, "run", *SMOKE, "--duration", "20s", "--worker",
-             "--master-host", "127.0.0.1", "--master-port", str(port),
-             "--target", sim_url, "--out", str(tmp_path / name)],
-        )  # fmt: skip
+        start_worker(procs, name, sim_url, tmp_path / name, "20s", port)
     leaver_out = tmp_path / "leaver"
     wait_for("the leaver's first step", lambda: bool(list(leaver_out.glob("*/steps.jsonl"))), 60)
     time.sleep(4)  # mid-report-interval: its last seconds exist only in its own files

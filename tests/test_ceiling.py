@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from loadgen.ceiling import CeilingOptions, SearchSettings, build_slos, run_ceiling
-from loadgen.ceiling.measure import Windows
+from loadgen.ceiling.measure import GeneratorLimits, Windows
 from loadgen.cli.main import main
 from loadgen.profile.loader import load_profile
 from loadgen.report.ceiling import CEILING_FILE, parse_ceiling
@@ -164,3 +164,183 @@ def test_cli_exit_codes_for_a_bad_slo_and_an_unreachable_target(
     unreachable = ["--target", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "x")]
     assert main(["ceiling", profile, "--slo", SLO, *unreachable]) == 3
     assert "cannot reach" in capsys.readouterr().err
+
+
+# Short windows for the tests of what stops a search: a few seconds each, bounded by
+# max_duration_s whatever the machine does.
+QUICK = Windows(warmup_s=0.5, window_s=1.0)
+
+
+async def _quick_search(
+    start_sim: StartSim,
+    tmp_path: Path,
+    *,
+    sim: dict[str, Any],
+    profile: str = PROFILE,
+    slo: str = SLO,
+    search: SearchSettings | None = None,
+    windows: Windows = QUICK,
+    max_duration_s: float = 30.0,
+    limits: GeneratorLimits | None = None,
+) -> dict[str, Any]:
+    server = await start_sim(**sim)
+    path = tmp_path / "profile.yaml"
+    path.write_text(profile)
+    options = CeilingOptions(
+        out_dir=tmp_path / "out",
+        slos=build_slos([slo], {}, []),
+        search=search or SearchSettings(start=4),
+        windows=windows,
+        max_duration_s=max_duration_s,
+        progress=None,
+        generator=limits or GeneratorLimits(),
+    )
+    (tmp_path / "out").mkdir()
+    return await run_ceiling(
+        load_profile(str(path)), TargetConfig.from_url(server.base_url), options
+    )
+
+
+async def test_an_error_storm_ends_the_search_at_its_first_level(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    doc = await _quick_search(
+        start_sim,
+        tmp_path,
+        sim={**_analytical(10, 8), "faults": {"http_5xx": 0.9}},
+        search=SearchSettings(start=16),
+    )
+    assert doc["stopped_by"].startswith("error storm")
+    assert len(doc["levels"]) == 1
+    assert doc["levels"][0]["stop"] == doc["stopped_by"]
+    assert doc["levels"][0]["error_rate"] > 0.5
+    assert doc["ceiling"] is None
+    # The storm shows in the first slice: the level is not measured to the end of its window.
+    assert len(doc["levels"][0]["slices"]) < QUICK.slices
+
+
+async def test_a_saturated_generator_ends_the_search_and_says_why(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    # Any CPU use at all counts as saturated: the stop is exercised without a slow machine.
+    doc = await _quick_search(
+        start_sim, tmp_path, sim=_analytical(10, 8), limits=GeneratorLimits(cpu_percent=0.0)
+    )
+    assert doc["stopped_by"].startswith("load generator saturated at load 4")
+    assert "CPU at" in doc["stopped_by"]
+    assert len(doc["levels"]) == 1
+    assert doc["levels"][0]["generator"]["saturated"] is True
+
+
+async def test_a_level_whose_queue_keeps_growing_is_extended_then_breaks_as_not_steady(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    # 16 sessions/s offered to a server that completes about 8: requests queue ever longer,
+    # yet a lax TTFT SLO holds over any one window. Only the steadiness rule can break it.
+    open_loop = PROFILE.replace("{mode: closed, agents: 1}", "{mode: open, rate: 1}")
+    windows = Windows(warmup_s=0.5, window_s=1.0, max_window_s=2.0)
+    doc = await _quick_search(
+        start_sim,
+        tmp_path,
+        sim=_analytical(10, 8),
+        profile=open_loop,
+        slo="ttft_p95 < 60s",
+        search=SearchSettings(start=16, integer=False),
+        windows=windows,
+        max_duration_s=3.4,  # room for this one level extended to its bound, not for another
+    )
+    level = doc["levels"][0]
+    assert level["load"] == 16
+    assert level["drift"]["e2e_p50"] > 0.15
+    assert any(r.startswith("e2e p50 rising") for r in level["extended_for"])
+    assert level["measured_s"] > windows.window_s
+    assert not level["passed"]
+    assert level["broken"] == [b for b in level["broken"] if b.startswith("not steady")]
+    # The rolling window is the latest slices; every slice is recorded with its figures.
+    slices = level["slices"]
+    assert len(slices) > windows.slices
+    assert [s["in_window"] for s in slices][-windows.slices :] == [True] * windows.slices
+    assert all(s["e2e_p50_s"] is not None for s in slices)
+
+
+def _cli(tmp_path: Path, sim: dict[str, Any], *flags: str) -> list[str]:
+    profile = _profile(tmp_path, {"preset": "fast", **sim})
+    return ["ceiling", str(profile), "--warmup", "0.5s", "--window", "1s", "--quiet", *flags]
+
+
+def test_cli_open_loop_search_finds_a_ceiling_in_sessions_per_second(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "open"
+    argv = _cli(tmp_path, _analytical(10, 8), "--by", "session-rate", "--start", "2",
+                "--resolution", "0.5", "--slo", SLO, "--out", str(out))  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((out / CEILING_FILE).read_text())
+    assert doc["load_unit"] == "sessions/s"
+    # About 8 sessions/s fill the 8 slots; Poisson bursts queue requests before that.
+    assert 1 <= doc["ceiling"]["load"] < 16
+    assert f"ceiling: {doc['ceiling']['load']:g} sessions/s" in printed
+    assert any(not lv["passed"] for lv in doc["levels"])
+
+
+def test_cli_max_duration_ends_the_search_before_a_level_would_pass_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "capped"
+    # The default `fast` server holds far more than a few agents: only the cap stops it.
+    argv = _cli(tmp_path, {}, "--slo", "ttft_p95 < 10s", "--start", "1",
+                "--max-duration", "4s", "--out", str(out))  # fmt: skip
+    assert main(argv) == 0
+    doc = json.loads((out / CEILING_FILE).read_text())
+    assert doc["stopped_by"] == "max duration: another level would pass 4s"
+    assert doc["ceiling"]["load"] == max(lv["load"] for lv in doc["levels"])
+    # Levels are only started when warm-up and window fit, and extensions are cut to fit.
+    assert doc["duration_s"] < 4 + 1.5
+    assert "stopped by: max duration" in capsys.readouterr().out
+
+
+def test_cli_exits_1_when_no_level_holds_every_slo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every first token takes at least one 10 ms decode step: a 1 ms TTFT never holds.
+    argv = _cli(tmp_path, _analytical(10, 8), "--slo", "ttft_p95 < 1ms", "--start", "1",
+                "--out", str(tmp_path / "none"))  # fmt: skip
+    assert main(argv) == 1
+    printed = capsys.readouterr().out
+    assert "ceiling: none found" in printed
+    assert "stopped by: no level held every SLO" in printed
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--window", "0s"], "--window"),
+        (["--start", "0"], "--start"),
+        (["--growth", "1"], "--growth"),
+        (["--resolution", "1.5"], "--resolution"),
+        (["--slices", "1"], "--slices"),
+        (["--window", "2s", "--max-window", "1s"], "--max-window"),
+        (["--max-duration", "1s"], "--max-duration"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_cli_bad_flag_exits_2_with_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], named: str
+) -> None:
+    argv = ["ceiling", str(_profile(tmp_path)), "--slo", SLO, "--out", str(tmp_path), *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert named in err
+
+
+def test_cli_unparseable_duration_exits_2_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["ceiling", str(_profile(tmp_path)), "--window", "soon"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "--window" in err

@@ -9,7 +9,10 @@ import pytest
 from loadgen.ceiling import LevelResult, Search, SearchSettings, build_slos, ceiling_document
 from loadgen.ceiling.result import knee
 from loadgen.ceiling.slos import goodput_caps
+from loadgen.ceiling.steadiness import Drift, Slice, drift, extension_reasons, window_span
 from loadgen.errors import UsageError
+from loadgen.observe import RunStats
+from loadgen.observe.records import StepRecord
 from loadgen.report.ceiling import parse_ceiling
 
 
@@ -92,3 +95,73 @@ def test_document_names_ceiling_knee_and_first_failure_in_the_report_shape() -> 
 def test_a_pass_above_a_failure_is_not_the_ceiling() -> None:
     doc = ceiling_document([_level(4, 1, False), _level(8, 1, True)], "agents", "noise")
     assert doc["ceiling"] is None
+
+
+def _slice(requests: int, e2e_s: float, tokens: int = 48, duration_s: float = 1.0) -> Slice:
+    stats = RunStats()
+    for i in range(requests):
+        # A small spread, as a steady server shows: ±2% around e2e_s.
+        spread = e2e_s * (0.98 + 0.04 * i / max(requests - 1, 1))
+        stats.add_step(
+            StepRecord(session_id=f"s{i}", agent="a", step=0, kind="turn", api="chat",
+                       started_unix=0.0, e2e_s=spread, ttft_s=0.01, completion_tokens=tokens)
+        )  # fmt: skip
+    return Slice(stats, duration_s)
+
+
+def test_steady_halves_are_not_drift() -> None:
+    trend = drift([_slice(50, 0.5), _slice(52, 0.5), _slice(49, 0.51), _slice(51, 0.5)])
+    assert trend.steady
+    assert trend.throughput == pytest.approx(0.0, abs=0.02)
+
+
+def test_a_climbing_median_latency_is_a_queue_growing() -> None:
+    trend = drift([_slice(50, 0.5), _slice(50, 0.6), _slice(50, 0.8), _slice(50, 1.0)])
+    assert trend.latency_rising
+    assert not trend.latency_falling
+    assert trend.e2e_p50 == pytest.approx(0.6, abs=0.05)  # medians about 0.51 s, 0.82 s
+
+
+def test_throughput_drift_within_counting_noise_is_not_drift() -> None:
+    # 12 requests a half: 2/sqrt(12) = 58% is what counting noise alone can do.
+    noisy = drift([_slice(8, 0.5), _slice(8, 0.5), _slice(4, 0.5), _slice(8, 0.5)])
+    assert noisy.throughput == pytest.approx(-0.25, abs=0.01)
+    assert not noisy.throughput_drifting
+    # 400 requests a half: the same 25% fall is real.
+    real = drift([_slice(400, 0.5), _slice(400, 0.5), _slice(200, 0.5), _slice(400, 0.5)])
+    assert real.throughput_drifting
+
+
+def test_too_few_requests_make_no_drift_call() -> None:
+    assert drift([_slice(3, 0.5), _slice(3, 5.0)]) == Drift(None, None, None)
+
+
+def test_the_window_rolls_at_its_base_length_and_grows_to_cover_sessions() -> None:
+    assert window_span(6, 4, 0.5, typical_session_s=0.4) == 4  # rolls: the latest 4 slices
+    assert window_span(6, 4, 0.5, typical_session_s=0.9) == 6  # 3 x 0.9 s needs 6 slices
+    assert window_span(5, 4, 0.5, typical_session_s=10.0) == 5  # all there is, so far
+    assert window_span(5, 4, 0.5, typical_session_s=None) == 5  # no session ended yet
+
+
+def _reasons(held: bool, trend: Drift, **more: Any) -> set[str]:
+    args: dict[str, Any] = {"unmeasured": [], "window_s": 10.0, "typical_session_s": 1.0}
+    return set(extension_reasons(held=held, trend=trend, **{**args, **more}))
+
+
+def test_a_held_level_is_extended_only_when_more_time_could_break_it() -> None:
+    steady = Drift(0.0, 0.0, 0.15)
+    rising = Drift(0.0, 0.5, 0.15, latency_rising=True)
+    drifting = Drift(0.3, 0.0, 0.15, throughput_drifting=True)
+    assert _reasons(True, steady) == set()
+    assert _reasons(True, rising) == {"latency_rising"}
+    assert _reasons(True, drifting) == {"throughput_drifting"}
+    assert _reasons(True, steady, window_s=2.0) == {"sessions_uncovered"}
+    assert _reasons(True, steady, typical_session_s=None) == {"sessions_uncovered"}
+
+
+def test_a_broken_level_is_extended_only_while_settling_or_unmeasured() -> None:
+    rising = Drift(0.0, 0.5, 0.15, latency_rising=True)
+    falling = Drift(0.0, -0.5, 0.15, latency_falling=True)
+    assert _reasons(False, rising, window_s=1.0) == set()  # worse with time: judge it now
+    assert _reasons(False, falling) == {"latency_falling"}
+    assert _reasons(False, rising, unmeasured=["session_p90 < 10m"]) == {"unmeasured"}

@@ -8,7 +8,8 @@ Minimal shape (extra fields are ignored)::
      "ceiling": {"load": 64, "reason": "TTFT p95 above the SLO"}}   # optional
 
 `load` and `output_tokens_per_s` are required per level; the latency and error fields are
-optional (null or absent when not measured).
+optional (null or absent when not measured). `agentload ceiling` writes more (knee, first
+failure, each level's rolling-window slices); docs/ceiling.md describes the whole document.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from locust.env import Environment
 from locust.rpc import Message
 from locust.runners import WorkerRunner
 
+from loadgen.observe import RunStats
 from loadgen.observe.prometheus_merge import SampleTracker
 from loadgen.observe.prometheus_metrics import RunMetrics
 from loadgen.orchestration.environment import (
@@ -41,13 +42,25 @@ def _run_local(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     env = swarm_environment(settings, 1)
     runner = env.create_local_runner()
     engine = process_engine(env)  # start now, so an unreachable target fails before the run
+
+    def stats_so_far() -> RunStats:
+        # The loop thread writes the statistics; a copy made there is whole, where reading
+        # them from the hub could meet a dict mid-update.
+        async def copy() -> RunStats:
+            snapshot = RunStats()
+            snapshot.merge(engine.engine.stats)
+            return snapshot
+
+        result: RunStats = engine.bridge.run(copy(), timeout=10)
+        return result
+
     if options.web:
         metrics = settings.observe.metrics
         start_web_ui(
-            env, options.web_host, options.web_port, lambda: engine.engine.stats,
+            env, options.web_host, options.web_port, stats_so_far,
             metrics.registry if metrics is not None else None,
         )  # fmt: skip
-    watcher = watch_ticks(env, options, lambda: engine.engine.stats)
+    watcher = watch_ticks(env, options, stats_so_far)
     t0 = time.perf_counter()
     handlers = stop_on_signals(runner)
     try:

@@ -105,20 +105,22 @@ def format_ceiling(doc: dict[str, Any]) -> str:
     head = (
         f"{doc['load_unit']:>12} {'out tok/s':>10} {'sess/min':>9} {'ttft p95':>9} "
         f"{'itl p99':>8} {'e2e p95':>8} {'success':>8} {'goodput':>8} {'errors':>7} "
-        f"{'window':>7}  verdict"
+        f"{'window':>8} verdict"
     )
     rows = [head]
     for lv in sorted(doc["levels"], key=lambda lv: lv["load"]):
         verdict = "held" if lv["passed"] else "BROKE: " + "; ".join(lv["broken"])
         # A trailing + marks a window the rolling-window rule extended.
-        window = _num(lv.get("window_s"), spec=".3g") + ("+" if lv.get("extended_for") else "")
+        window = (
+            _num(lv.get("window_s"), spec=".3g") + "s" + ("+" if lv.get("extended_for") else " ")
+        )
         rows.append(
             f"{lv['load']:>12g} {_num(lv['output_tokens_per_s']):>10} "
             f"{_num(lv['sessions_per_min'], spec='.1f'):>9} "
             f"{_num(lv['ttft_p95_s'], 1000):>7}ms {_num(lv['itl_p99_s'], 1000):>6}ms "
             f"{_num(lv['e2e_p95_s'], 1000):>6}ms {_num(lv['session_success_rate'], 100):>7}% "
             f"{_num(lv['goodput'], 100):>7}% {_num(lv['error_rate'], 100, '.1f'):>6}% "
-            f"{window:>6}s  {verdict}"
+            f"{window:>8} {verdict}"
         )
     mark, unit = doc["ceiling"], doc["load_unit"]
     if mark is None:

@@ -33,7 +33,16 @@ ALLOWED = {
         "transport",
         "errors",
     },
-    "orchestration": {"runtime", "profile", "agents", "observe", "protocol", "transport", "errors"},
+    "orchestration": {
+        "ceiling",
+        "runtime",
+        "profile",
+        "agents",
+        "observe",
+        "protocol",
+        "transport",
+        "errors",
+    },
     "cli": {
         "ceiling",
         "orchestration",

@@ -238,6 +238,14 @@ def test_master_with_two_worker_processes_merges_their_totals_and_percentiles(
     steps, sessions = records(out)
     assert {s["session_id"].split("-", 1)[0] for s in steps} == {"w0", "w1"}  # both worked
     assert_summary_is_the_sum_of(summary, steps, sessions)
+    # The same slot on two workers is not the same agent: each worker has its own seed.
+    plans: dict[str, dict[str, list[int]]] = {"w0": {}, "w1": {}}
+    for s in steps:
+        worker, rest = s["session_id"].split("-", 1)
+        plans[worker].setdefault(rest, []).append(s["prompt_tokens"])
+    shared = sorted(set(plans["w0"]) & set(plans["w1"]))
+    assert shared
+    assert any(plans["w0"][k] != plans["w1"][k] for k in shared)
 
 
 def test_killed_worker_is_named_lost_and_its_reported_share_is_kept(

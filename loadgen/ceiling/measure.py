@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from loadgen.ceiling.driver import LevelDriver
 from loadgen.ceiling.figures import level_figures, slice_figures
 from loadgen.ceiling.search import LevelResult
-from loadgen.ceiling.slos import WindowSink
 from loadgen.ceiling.steadiness import (
     DRIFT_TOLERANCE,
     SESSION_COVER,
@@ -26,13 +26,10 @@ from loadgen.observe import (
     CPU_SATURATED_PERCENT,
     LOOP_LAG_SATURATED_S,
     SCHEDULE_LAG_SATURATED_S,
-    GeneratorHealth,
     LatencyHistogram,
 )
 from loadgen.observe.target_metrics import TargetMetricsSampler
 from loadgen.report.gates import Gate, GateResult, evaluate_gates
-from loadgen.runtime.engine import Engine
-from loadgen.runtime.load import ClosedLoop, OpenLoop
 
 __all__ = ["ERROR_STORM_RATE", "GeneratorLimits", "LevelRunner", "Windows"]
 
@@ -125,32 +122,20 @@ class _Assessment:
 
 
 class LevelRunner:
-    """Holds the engine and one driver across levels; `measure(load)` runs one level."""
+    """Runs levels through one driver (this process, or a swarm); `measure(load)` is one."""
 
     def __init__(
         self,
-        engine: Engine,
-        sink: WindowSink,
+        driver: LevelDriver,
         slos: list[Gate],
         windows: Windows,
         limits: GeneratorLimits | None = None,
     ) -> None:
-        self.engine = engine
-        self.sink = sink
+        self.driver = driver
         self.slos = slos
         self.windows = windows
         self.limits = limits or GeneratorLimits()
-        profile = engine.profile
-        self.closed = profile.arrival.mode == "closed"
-        assert engine.make_agent is not None, "Engine.start() first"
-        # The closed-loop pool lives across levels: agents keep their state and a level
-        # change only adds or retires agents, as a user raising load on a live system would.
-        self.pool = ClosedLoop(
-            profile.arrival, [], engine.make_agent, engine.run_session,
-            profile.time_scale, profile.seed,
-        )  # fmt: skip
-        self.pool.start_jitter_s = min(1.0, windows.warmup_s / 2)
-        self._open: asyncio.Task[None] | None = None
+        self.closed = driver.closed
 
     async def measure(self, load: float, time_left_s: float = math.inf) -> LevelResult:
         """Run `load` for a warm-up, then slices until the rolling window can be judged.
@@ -158,36 +143,33 @@ class LevelRunner:
         `time_left_s` (what the search's duration cap leaves) bounds the extensions.
         """
         w = self.windows
-        self.sink.begin(time.time())  # wall clock, as sessions record their start
-        if self.closed:
-            # Retiring agents leave at once: one finishing a long session would keep the
-            # higher load running into the next level's steady window.
-            self.pool.resize(round(load), at_once=True)
-        else:
-            await self._stop_open()
-            duration = w.warmup_s + w.longest_s + 60
-            self._open = asyncio.create_task(self._open_loop(load, duration))
+        # Wall clock, as sessions record their start.
+        await self.driver.start_level(load, time.time(), w.warmup_s + w.longest_s + 60)
         await asyncio.sleep(w.warmup_s)
         limit = min(w.longest_s, time_left_s - w.warmup_s)
         budget = max(w.slices, math.floor(limit / w.slice_s + 1e-9))
         lag = LatencyHistogram()
-        health = GeneratorHealth(schedule_lag=lag)
+        health = self.driver.health(lag)
         sampler = None
         if w.metrics_url is not None:
             sampler = TargetMetricsSampler(
-                w.metrics_url, session=self.engine.transport.session, interval_s=w.scrape_interval_s
+                w.metrics_url,
+                session=self.driver.target_session,
+                interval_s=w.scrape_interval_s,
+                socket_factory=self.driver.socket_factory,
             )
         slices: list[Slice] = []
         extended_for: dict[str, str] = {}  # the first reason of each kind
         t0 = time.perf_counter()
         async with health, sampler if sampler is not None else contextlib.nullcontext():
             while True:
-                self.sink.open_slice()
+                await self.driver.open_slice()
                 start = time.perf_counter() - t0
                 # Each slice keeps its measured length: a late wake-up lengthens that slice
                 # (rates stay exact) instead of shortening the next one.
                 await asyncio.sleep(w.slice_s)
-                slices.append(self.sink.close_slice(start, time.perf_counter() - t0 - start))
+                end = time.perf_counter() - t0
+                slices.append(await self.driver.close_slice(start, end - start))
                 if _storming(slices):
                     break
                 if len(slices) < w.slices:
@@ -206,28 +188,13 @@ class LevelRunner:
         return self._judge(load, slices, final, extended_for, budget, generator, server)
 
     async def stop(self) -> None:
-        """Cancel every agent and session still running."""
-        await self.pool.stop()
-        await self._stop_open()
-
-    async def _open_loop(self, rate: float, duration: float) -> None:
-        arrival = self.engine.profile.arrival.model_copy(update={"rate": rate})
-        engine = self.engine
-        assert engine.make_agent is not None
-        driver = OpenLoop(arrival, [], engine.make_agent, engine.run_session, engine.profile.seed)
-        await driver.run(duration)
-
-    async def _stop_open(self) -> None:
-        task, self._open = self._open, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Retire every agent and stop every arrival."""
+        await self.driver.stop()
 
     def _summary(self, piece: Slice, generator: dict[str, Any] | None = None) -> dict[str, Any]:
         summary = piece.stats.summary(
-            target=self.engine.target_label(),
-            profile=self.engine.profile.name,
+            target=self.driver.target_label(),
+            profile=self.driver.profile_name,
             duration_s=piece.duration_s,
             generator=generator or {},
         )
@@ -239,7 +206,7 @@ class LevelRunner:
     def _assess(self, slices: list[Slice], generator: dict[str, Any] | None = None) -> _Assessment:
         """Synchronous on purpose: no record can slip in between two slices."""
         w = self.windows
-        typical = self.sink.typical_session_s()
+        typical = self.driver.typical_session_s()
         span = window_span(len(slices), w.slices, w.slice_s, typical, w.session_cover)
         recent = slices[-span:]
         window = merge_slices(recent)

@@ -1,4 +1,4 @@
-"""A whole ceiling search on one event loop: engine, levels, verdict, result files."""
+"""A whole ceiling search: levels as the search asks, the verdict, the result files."""
 
 from __future__ import annotations
 
@@ -9,18 +9,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from loadgen.ceiling.driver import DriverStopped, LocalDriver
 from loadgen.ceiling.measure import GeneratorLimits, LevelRunner, Windows
 from loadgen.ceiling.result import ceiling_document
 from loadgen.ceiling.search import LevelResult, Search, SearchSettings
 from loadgen.ceiling.slos import WindowSink, goodput_caps
 from loadgen.observe.goodput import GoodputRule
 from loadgen.profile.loader import LoadedProfile
+from loadgen.profile.schema import Profile
 from loadgen.report.ceiling import CEILING_FILE
 from loadgen.report.gates import Gate
 from loadgen.runtime.engine import Engine
 from loadgen.transport import TargetConfig
 
-__all__ = ["GOODPUT_DROP", "CeilingOptions", "run_ceiling"]
+__all__ = [
+    "GOODPUT_DROP",
+    "CeilingOptions",
+    "SearchOutcome",
+    "run_ceiling",
+    "search_levels",
+    "search_unit",
+    "write_ceiling",
+]
 
 # A level whose goodput tokens/s fell below this share of the best lower level's broke
 # goodput even when every percentile SLO held: more load, less useful work.
@@ -52,17 +62,17 @@ def _goodput_fell(level: LevelResult, levels: list[LevelResult]) -> str | None:
     return None
 
 
-async def run_ceiling(
-    loaded: LoadedProfile, target: TargetConfig, options: CeilingOptions
-) -> dict[str, Any]:
-    """Search for the highest load within every SLO; returns (and writes) ceiling.json."""
-    profile = loaded.profile
-    unit = "agents" if profile.arrival.mode == "closed" else "sessions/s"
-    engine = Engine(loaded, target, options.out_dir, model=options.model)
-    await engine.start()  # TargetUnreachableError before anything is measured
-    sink = WindowSink(GoodputRule(goodput_caps(options.slos, profile.slos)))
-    engine.add_sink(sink)
-    runner = LevelRunner(engine, sink, options.slos, options.windows, options.generator)
+@dataclass
+class SearchOutcome:
+    """Every level measured, why the search stopped, and how long it took."""
+
+    levels: list[LevelResult]
+    stopped_by: str
+    duration_s: float
+
+
+async def search_levels(runner: LevelRunner, options: CeilingOptions, unit: str) -> SearchOutcome:
+    """Measure levels as the search asks until it settles or a stop ends it."""
     search = Search(options.search)
     levels: list[LevelResult] = []
     stopped_by = "settled: the ceiling is bracketed to the search's resolution"
@@ -76,7 +86,11 @@ async def run_ceiling(
             if per_level > left:
                 stopped_by = f"max duration: another level would pass {options.max_duration_s:g}s"
                 break
-            level = await runner.measure(load, left)
+            try:
+                level = await runner.measure(load, left)
+            except DriverStopped as exc:
+                stopped_by = str(exc)  # the levels measured so far stand
+                break
             if level.passed and (fell := _goodput_fell(level, levels)) is not None:
                 level.passed = False
                 level.broken.append(fell)
@@ -93,31 +107,72 @@ async def run_ceiling(
                 stopped_by = "no level held every SLO"
     finally:
         await runner.stop()
-        duration = time.perf_counter() - t0
-        summary = engine.summary(duration, **options.target_label)
-        engine.write_summary(summary)
-        await engine.stop()
+    return SearchOutcome(levels, stopped_by, time.perf_counter() - t0)
+
+
+def write_ceiling(
+    outcome: SearchOutcome,
+    unit: str,
+    options: CeilingOptions,
+    *,
+    profile: str,
+    target: dict[str, Any],
+) -> dict[str, Any]:
+    """ceiling.json's content, written into the options' folder."""
+    w = options.windows
     doc = ceiling_document(
-        levels,
+        outcome.levels,
         unit,
-        stopped_by,
-        profile=profile.name,
-        target={**engine.target_label(), **options.target_label},
+        outcome.stopped_by,
+        profile=profile,
+        target=target,
         slos=[gate.text for gate in options.slos],
-        duration_s=duration,
-        warmup_s=options.windows.warmup_s,
-        window_s=options.windows.window_s,
+        duration_s=outcome.duration_s,
+        warmup_s=w.warmup_s,
+        window_s=w.window_s,
         rolling_window={
-            "slices": options.windows.slices,
-            "slice_s": options.windows.slice_s,
-            "max_window_s": options.windows.longest_s,
-            "drift_tolerance": options.windows.drift_tolerance,
-            "session_cover": options.windows.session_cover,
+            "slices": w.slices,
+            "slice_s": w.slice_s,
+            "max_window_s": w.longest_s,
+            "drift_tolerance": w.drift_tolerance,
+            "session_cover": w.session_cover,
         },
     )
     path = options.out_dir / CEILING_FILE
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return doc
+
+
+def search_unit(profile: Profile) -> str:
+    """What a level's load counts: agents (closed loop) or sessions/s (open loop)."""
+    return "agents" if profile.arrival.mode == "closed" else "sessions/s"
+
+
+async def run_ceiling(
+    loaded: LoadedProfile, target: TargetConfig, options: CeilingOptions
+) -> dict[str, Any]:
+    """Search for the highest load within every SLO on this event loop; writes ceiling.json."""
+    profile = loaded.profile
+    engine = Engine(loaded, target, options.out_dir, model=options.model)
+    await engine.start()  # TargetUnreachableError before anything is measured
+    sink = WindowSink(GoodputRule(goodput_caps(options.slos, profile.slos)))
+    engine.add_sink(sink)
+    driver = LocalDriver(engine, sink, start_jitter_s=min(1.0, options.windows.warmup_s / 2))
+    runner = LevelRunner(driver, options.slos, options.windows, options.generator)
+    t0 = time.perf_counter()
+    try:
+        outcome = await search_levels(runner, options, search_unit(profile))
+    finally:
+        summary = engine.summary(time.perf_counter() - t0, **options.target_label)
+        engine.write_summary(summary)
+        await engine.stop()
+    return write_ceiling(
+        outcome,
+        search_unit(profile),
+        options,
+        profile=profile.name,
+        target={**engine.target_label(), **options.target_label},
+    )
 
 
 def _progress(out: TextIO | None, level: LevelResult, unit: str) -> None:

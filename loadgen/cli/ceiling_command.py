@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.cli.arguments import parse_duration
-from loadgen.cli.run_command import add_target_arguments
+from loadgen.cli.run_command import add_master_arguments, add_target_arguments
 from loadgen.cli.run_setup import sim_config, target_config
 from loadgen.errors import UsageError
 
@@ -39,7 +39,8 @@ def register(commands: Any) -> None:
         "ceiling",
         help="find the highest load that holds every SLO, and what breaks first",
         description="Raise the load level by level (geometric growth, then bisection) until an "
-        "SLO breaks; report the highest load that held every SLO. Runs in one process.",
+        "SLO breaks; report the highest load that held every SLO. Runs in one process, or "
+        "as the master of Locust workers (--processes N, --master).",
         epilog=_EXAMPLES,
     )
     p.add_argument("profile", nargs="?", default="quickstart", help="profile name or YAML path")
@@ -116,6 +117,10 @@ def register(commands: Any) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no per-level progress")
     add_target_arguments(p)
+    swarm = p.add_argument_group(
+        "swarm: levels carried by Locust workers (`agentload run PROFILE --worker`)"
+    )
+    add_master_arguments(swarm)
     p.set_defaults(handler=ceiling)
 
 
@@ -183,7 +188,10 @@ def ceiling(args: argparse.Namespace) -> int:
         model=args.model,
         progress=None if args.quiet else sys.stderr,
     )
-    doc = asyncio.run(_search(args, loaded, options, scrape))
+    if args.master or args.processes > 1:
+        doc = _search_swarm(args, loaded, options, scrape)
+    else:
+        doc = asyncio.run(_search(args, loaded, options, scrape))
     print(format_ceiling(doc))
     print(f"results: {out}")
     return 0 if doc["ceiling"] is not None else 1
@@ -214,3 +222,64 @@ async def _search(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
     finally:
         if sim is not None:
             await sim.stop()
+
+
+def _search_swarm(args: argparse.Namespace, loaded: Any, options: Any, scrape: bool) -> Any:
+    """The search as a Locust master: local worker processes (--processes) or remote ones."""
+    import dataclasses
+    import math
+    import subprocess
+
+    from loadgen.cli.run_setup import free_port, worker_argv
+    from loadgen.orchestration.bridge import process_bridge
+    from loadgen.orchestration.ceiling_swarm import run_ceiling_swarm
+    from loadgen.orchestration.environment import SwarmOptions
+    from loadgen.orchestration.process_engine import SwarmSettings
+    from loadgen.sim import SimServer
+
+    if args.processes < 1:
+        raise UsageError("--processes must be at least 1, e.g. --processes 4")
+    bridge = process_bridge()
+    sim = None
+    extra: dict[str, Any] = {}
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        if args.target:
+            target = target_config(args, args.target)
+        else:
+            config = sim_config(loaded.profile.sim)
+            sim = SimServer(config, host="127.0.0.1")  # in this process, on the bridge's loop
+            bridge.run(sim.start(), timeout=60)
+            target = target_config(args, sim.base_url)
+            extra = {"builtin_sim": config.preset}
+        options = dataclasses.replace(options, target_label=extra)
+        if scrape:
+            url = args.target_metrics_url or f"{target.root_url}/metrics"
+            options = dataclasses.replace(
+                options, windows=dataclasses.replace(options.windows, metrics_url=url)
+            )
+        local = args.processes > 1
+        swarm = SwarmOptions(
+            mode="master",
+            master_bind_host="127.0.0.1" if local else args.master_bind_host,
+            master_bind_port=free_port() if local else args.master_bind_port,
+            expect_workers=args.processes if local else args.expect_workers,
+            expect_workers_max_wait_s=args.expect_workers_max_wait or math.inf,
+        )
+        settings = SwarmSettings(
+            loaded, target, options.out_dir, model=args.model, processes=swarm.expect_workers,
+            extra=extra,
+        )  # fmt: skip
+        if local:
+            argv = worker_argv(args, swarm.master_bind_port, target.base_url, options.out_dir)
+            workers = [subprocess.Popen(argv) for _ in range(args.processes)]
+        return run_ceiling_swarm(settings, swarm, options)
+    finally:
+        for proc in workers:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if sim is not None:
+            bridge.run(sim.stop(), timeout=30)

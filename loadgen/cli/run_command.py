@@ -146,37 +146,7 @@ def register(commands: Any) -> None:
     swarm.add_argument("--web", action="store_true", help="serve Locust's web UI while running")
     swarm.add_argument("--web-host", default="127.0.0.1", help="web UI address (default 127.0.0.1)")
     swarm.add_argument("--web-port", type=int, default=8089, help="web UI port (default 8089)")
-    swarm.add_argument(
-        "--processes",
-        type=int,
-        default=1,
-        metavar="N",
-        help="fork N worker processes on this machine (this one becomes master)",
-    )
-    swarm.add_argument("--master", action="store_true", help="run as master of remote workers")
-    swarm.add_argument(
-        "--expect-workers",
-        type=int,
-        default=1,
-        metavar="N",
-        help="master: wait for N workers before starting (default 1)",
-    )
-    swarm.add_argument(
-        "--expect-workers-max-wait",
-        type=parse_duration,
-        default=60.0,
-        metavar="DURATION",
-        help="master: give up (exit 3) when fewer workers connected by then (default 60s; "
-        "0 waits forever)",
-    )
-    swarm.add_argument("--master-bind-host", default="*", help="master: bind address (default *)")
-    swarm.add_argument(
-        "--master-bind-port",
-        type=int,
-        default=5557,
-        metavar="P",
-        help="master: port workers connect to (default 5557)",
-    )
+    add_master_arguments(swarm)
     swarm.add_argument("--worker", action="store_true", help="run as a worker of a master")
     swarm.add_argument(
         "--master-host",
@@ -199,6 +169,41 @@ def register(commands: Any) -> None:
         description="List the built-in workload profiles.",
     )
     q.set_defaults(handler=list_profiles)
+
+
+def add_master_arguments(group: Any) -> None:
+    """The flags of a swarm's master (--processes, --master, ...), Locust's names and defaults."""
+    group.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="fork N worker processes on this machine (this one becomes master)",
+    )
+    group.add_argument("--master", action="store_true", help="run as master of remote workers")
+    group.add_argument(
+        "--expect-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="master: wait for N workers before starting (default 1)",
+    )
+    group.add_argument(
+        "--expect-workers-max-wait",
+        type=parse_duration,
+        default=60.0,
+        metavar="DURATION",
+        help="master: give up (exit 3) when fewer workers connected by then (default 60s; "
+        "0 waits forever)",
+    )
+    group.add_argument("--master-bind-host", default="*", help="master: bind address (default *)")
+    group.add_argument(
+        "--master-bind-port",
+        type=int,
+        default=5557,
+        metavar="P",
+        help="master: port workers connect to (default 5557)",
+    )
 
 
 def _port(text: str) -> int:

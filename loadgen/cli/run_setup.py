@@ -95,13 +95,14 @@ def target_config(args: argparse.Namespace, url: str) -> TargetConfig:
 
 
 def worker_argv(args: argparse.Namespace, port: int, target: str, out: Path) -> list[str]:
-    """The command line of a local worker process for --processes."""
+    """The command line of a local worker process for --processes (of `run` or `ceiling`)."""
     argv = [sys.executable, "-m", "loadgen", "run", args.profile, "--worker", "--quiet",
             "--master-host", "127.0.0.1", "--master-port", str(port),
             "--target", target, "--out", str(out)]  # fmt: skip
-    for flag, value in (("--duration", args.duration), ("--agents", args.agents),
-                        ("--rate", args.rate), ("--seed", args.seed), ("--model", args.model),
-                        ("--request-timeout", args.request_timeout)):  # fmt: skip
+    for flag, name in (("--duration", "duration"), ("--agents", "agents"), ("--rate", "rate"),
+                       ("--seed", "seed"), ("--model", "model"),
+                       ("--request-timeout", "request_timeout")):  # fmt: skip
+        value = getattr(args, name, None)  # `agentload ceiling` has no --duration, --agents...
         if value is not None:
             argv += [flag, str(value)]
     if args.api_key:

@@ -24,7 +24,12 @@ from loadgen.orchestration.process_engine import SwarmSettings
 from loadgen.orchestration.shape import ProfileShape
 from loadgen.orchestration.web_ui import start_web_ui
 
-__all__ = ["MasterAggregator", "run_master"]
+__all__ = [
+    "MasterAggregator",
+    "run_master",
+    "wait_for_final_reports",
+    "wait_for_workers",
+]
 
 
 class MasterAggregator:
@@ -92,7 +97,8 @@ class MasterAggregator:
         return [c.id for c in runner.clients.values() if c.state != STATE_MISSING]
 
 
-def _wait_for_workers(runner: MasterRunner, options: SwarmOptions) -> int:
+def wait_for_workers(runner: MasterRunner, options: SwarmOptions) -> int:
+    """Wait until `options.expect_workers` are ready; TargetUnreachableError past the wait."""
     deadline = time.monotonic() + options.expect_workers_max_wait_s
     while len(runner.clients.ready) < options.expect_workers:
         if time.monotonic() > deadline:
@@ -105,6 +111,15 @@ def _wait_for_workers(runner: MasterRunner, options: SwarmOptions) -> int:
             )
         gevent.sleep(0.2)
     return len(runner.clients.ready)
+
+
+def wait_for_final_reports(aggregator: MasterAggregator, timeout_s: float) -> None:
+    """Workers report every few seconds: wait for each live one's report after the stop."""
+    wait_until = time.monotonic() + timeout_s
+    while time.monotonic() < wait_until:
+        if set(aggregator.live_workers()) <= aggregator.final:
+            return
+        gevent.sleep(0.2)
 
 
 def _target_sampler(settings: SwarmSettings) -> TargetMetricsSampler | None:
@@ -131,7 +146,7 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     files = ResultFiles(settings.out_dir, records=False)  # workers write their own
     if options.web:
         start_web_ui(env, options.web_host, options.web_port, aggregator.merged, options.metrics)
-    workers = _wait_for_workers(runner, options)
+    workers = wait_for_workers(runner, options)
     # Open loop: one arrival user per worker, each at 1/N of the rate. Sent before the first
     # spawn message on the same socket, so every worker knows N (and whether to ship
     # metrics) before its engine starts.
@@ -151,12 +166,7 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
         aggregator.stop_requested_at = time.monotonic()
         runner.stop()
         duration = time.perf_counter() - t0
-        # Workers report every few seconds; wait for each live one's report after the stop.
-        wait_until = time.monotonic() + options.final_report_wait_s
-        while time.monotonic() < wait_until:
-            if set(aggregator.live_workers()) <= aggregator.final:
-                break
-            gevent.sleep(0.2)
+        wait_for_final_reports(aggregator, options.final_report_wait_s)
     finally:
         for handler in handlers:
             handler.cancel()

@@ -12,6 +12,7 @@ from typing import Any
 import gevent.lock
 from locust.env import Environment
 
+from loadgen.agents.agent import stable_seed
 from loadgen.observe import RunStats
 from loadgen.observe.live_observation import LiveObservation, ObservationSettings
 from loadgen.observe.prometheus_merge import SampleTracker
@@ -136,6 +137,10 @@ class ProcessEngine:
             socket_factory=native_socket_factory,
         )
         self.bridge.run(self.engine.start(), timeout=120)
+        if worker >= 0 and self.engine.make_agent is not None:
+            # Agents are seeded by their slot; without a seed of its own, every worker's slot
+            # 0 would be the same agent, sending the same prompts at the same moments.
+            self.engine.make_agent.seed = self.seed
         self.live = LiveObservation(settings.observe)
         profile, runner = settings.loaded.profile, environment.runner
         sink = self.bridge.run(
@@ -154,6 +159,12 @@ class ProcessEngine:
             self.engine.add_sink(sink)
         self.started = time.perf_counter()
         self._slots = itertools.count()
+
+    @property
+    def seed(self) -> int:
+        """The profile's seed, made this worker's own (the same in one process)."""
+        base = self.settings.loaded.profile.seed
+        return base if self.worker < 0 else stable_seed(base, "worker", self.worker)
 
     def new_agent(self, mix_index: int) -> tuple[Any, str]:
         """A fresh long-lived agent of the given mix entry, unique across workers."""

@@ -15,6 +15,7 @@ from locust.runners import WorkerRunner
 from loadgen.observe import RunStats
 from loadgen.observe.prometheus_merge import SampleTracker
 from loadgen.observe.prometheus_metrics import RunMetrics
+from loadgen.orchestration.ceiling_swarm import CeilingWorker
 from loadgen.orchestration.environment import (
     SwarmOptions,
     stop_on_signals,
@@ -104,6 +105,7 @@ def _run_worker(settings: SwarmSettings, options: SwarmOptions) -> None:
             settings.metrics_tracker = SampleTracker(metrics.registry)
 
     runner.register_message("agentload_processes", on_processes)
+    ceiling = CeilingWorker(env, runner)  # answers a ceiling master's level commands
 
     leaving = [False]
 
@@ -126,6 +128,7 @@ def _run_worker(settings: SwarmSettings, options: SwarmOptions) -> None:
         runner.stop()
         engine: ProcessEngine | None = getattr(env, "agentload_engine", None)
         if engine is not None:
+            engine.bridge.run(ceiling.stop(), timeout=30)
             engine.bridge.wait_idle(10.0)
         runner._send_stats()
         runner.client.send(Message("quit", None, runner.client_id))
@@ -141,4 +144,5 @@ def _run_worker(settings: SwarmSettings, options: SwarmOptions) -> None:
             handler.cancel()
     engine: ProcessEngine | None = getattr(env, "agentload_engine", None)
     if engine is not None:
+        engine.bridge.run(ceiling.stop(), timeout=30)
         engine.finish()

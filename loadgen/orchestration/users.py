@@ -57,7 +57,7 @@ class ArrivalUser(User):
         arrival, stages = _scaled(profile.arrival, profile.stages, share)
         assert engine.engine.make_agent is not None
         driver = OpenLoop(
-            arrival, stages, engine.engine.make_agent, engine.engine.run_session, profile.seed
+            arrival, stages, engine.engine.make_agent, engine.engine.run_session, engine.seed
         )
         engine.bridge.run(driver.run(profile.total_duration))
         gevent.sleep(3600)

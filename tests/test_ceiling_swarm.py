@@ -1,0 +1,70 @@
+"""`agentload ceiling` as a Locust master: the search's levels carried by worker processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadgen.report.ceiling import CEILING_FILE
+from tests.test_swarm import child_env
+
+pytestmark = pytest.mark.slow
+
+# As in test_ceiling.py: output tokens dominate, each agent keeps one request in flight, so
+# the analytical sim (8 slots x 48 tokens every 10 ms step) holds 800 output tokens/s at
+# 8 agents; past that, requests queue for a slot and TTFT jumps.
+PROFILE = """
+name: ceiling-swarm
+seed: 7
+time_scale: 0.001
+force_output_length: always
+arrival: {mode: closed, agents: 1}
+agents:
+  - kind: support
+    params: {system_prompt_tokens: 16, turns: 2, steps_per_turn: 1, user_tokens: 8,
+             output_tokens: 48, think_time_s: 0}
+sim: {preset: fast, max_num_seqs: 8, perf: {kind: analytical, decode_step_ms: 10}}
+"""
+SLO = "ttft_p95 < 200ms"
+ANALYTICAL_TOKENS_PER_S = 800.0
+
+
+def _ceiling(tmp_path: Path, *flags: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    profile = tmp_path / "ceiling-swarm.yaml"
+    profile.write_text(PROFILE)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "loadgen", "ceiling", str(profile), "--slo", SLO,
+         "--warmup", "1s", "--window", "2.5s", "--quiet", "--out", str(out), *flags],
+        capture_output=True, text=True, timeout=300, env=child_env(), cwd=tmp_path,
+    )  # fmt: skip
+    return result, out
+
+
+def test_processes_2_finds_the_analytical_ceiling_with_two_workers_carrying_the_load(
+    tmp_path: Path,
+) -> None:
+    result, out = _ceiling(tmp_path, "--processes", "2", "--start", "4", "--resolution", "0.25")
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc: dict[str, Any] = json.loads((out / CEILING_FILE).read_text())
+    ceiling = doc["ceiling"]
+    assert ceiling is not None, doc["stopped_by"]
+    tokens = ceiling["output_tokens_per_s"]
+    assert abs(tokens - ANALYTICAL_TOKENS_PER_S) <= 0.15 * ANALYTICAL_TOKENS_PER_S, ceiling
+    # A level past the ceiling broke on the SLO, judged on the workers' merged slices.
+    assert any(not lv["passed"] and lv["load"] > ceiling["load"] for lv in doc["levels"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["workers"]["reported"] == ["worker-0", "worker-1"]
+    assert summary["workers"]["lost"] == []
+    # Each worker carried its share: both wrote steps, and together every one the master counted.
+    steps = {
+        w: (out / w / "steps.jsonl").read_text().splitlines() for w in ("worker-0", "worker-1")
+    }
+    assert all(steps.values()), {w: len(s) for w, s in steps.items()}
+    assert summary["requests"]["total"] == sum(len(s) for s in steps.values())
+    assert not (out / "steps.jsonl").exists()

@@ -62,9 +62,9 @@ def test_processes_2_finds_the_analytical_ceiling_with_two_workers_carrying_the_
     assert summary["workers"]["reported"] == ["worker-0", "worker-1"]
     assert summary["workers"]["lost"] == []
     # Each worker carried its share: both wrote steps, and together every one the master counted.
-    steps = {
-        w: (out / w / "steps.jsonl").read_text().splitlines() for w in ("worker-0", "worker-1")
-    }
-    assert all(steps.values()), {w: len(s) for w, s in steps.items()}
+    steps = {i: (out / f"worker-{i}" / "steps.jsonl").read_text().splitlines() for i in (0, 1)}
+    assert all(steps.values()), {i: len(s) for i, s in steps.items()}
+    for i, lines in steps.items():  # agents unique across workers
+        assert all(json.loads(line)["session_id"].startswith(f"w{i}-") for line in lines)
     assert summary["requests"]["total"] == sum(len(s) for s in steps.values())
     assert not (out / "steps.jsonl").exists()

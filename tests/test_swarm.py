@@ -238,13 +238,34 @@ def test_master_with_two_worker_processes_merges_their_totals_and_percentiles(
     steps, sessions = records(out)
     assert {s["session_id"].split("-", 1)[0] for s in steps} == {"w0", "w1"}  # both worked
     assert_summary_is_the_sum_of(summary, steps, sessions)
-    # The same slot on two workers is not the same agent: each worker has its own seed.
+
+
+def test_the_same_slot_on_two_workers_is_a_different_agent(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    # One kind of agent only: Locust hands each worker a share of the same user class.
+    profile = tmp_path / "coding-only.yaml"
+    profile.write_text(
+        "name: coding-only\nseed: 42\ntime_scale: 0.01\narrival: {mode: closed, agents: 4}\n"
+        "agents:\n  - kind: coding\n    params: {turns: 1, steps_per_turn: {uniform: [3, 6]},"
+        " output_tokens: {uniform: [32, 128]}}\n"
+    )
+    out = tmp_path / "run"
+    procs.start(
+        "run",
+        [*AGENTLOAD, "run", str(profile), "--quiet", "--duration", "4s", "--processes", "2",
+         "--target", sim_url, "--out", str(out)],
+    )  # fmt: skip
+    assert procs.wait("run", timeout=120) == 0, procs.output("run")
+    steps, _ = records(out)
+    # Each worker seeds its own agents: with one seed, slot 0 of each would send the same
+    # prompts (and sizes) as the other's, in step.
     plans: dict[str, dict[str, list[int]]] = {"w0": {}, "w1": {}}
     for s in steps:
         worker, rest = s["session_id"].split("-", 1)
         plans[worker].setdefault(rest, []).append(s["prompt_tokens"])
     shared = sorted(set(plans["w0"]) & set(plans["w1"]))
-    assert shared
+    assert shared, plans
     assert any(plans["w0"][k] != plans["w1"][k] for k in shared)
 
 

@@ -112,7 +112,7 @@ class CeilingWorker:
             self.sink = WindowSink(GoodputRule(command["caps"]))
             core.add_sink(self.sink)
             self.pool = ClosedLoop(
-                profile.arrival, [], core.make_agent, core.run_session,
+                profile.arrival, [], engine.make_agent, core.run_session,
                 profile.time_scale, engine.seed,
             )  # fmt: skip
             self.pool.start_jitter_s = float(command["jitter_s"])
@@ -125,7 +125,7 @@ class CeilingWorker:
         await self._stop_arrivals()
         if share > 0:
             arrival = profile.arrival.model_copy(update={"rate": share})
-            driver = OpenLoop(arrival, [], core.make_agent, core.run_session, engine.seed)
+            driver = OpenLoop(arrival, [], engine.make_agent, core.run_session, engine.seed)
             self._arrivals = asyncio.create_task(driver.run(float(command["duration_s"])))
 
     async def _open(self) -> None:

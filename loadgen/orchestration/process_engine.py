@@ -168,8 +168,11 @@ class ProcessEngine:
 
     def new_agent(self, mix_index: int) -> tuple[Any, str]:
         """A fresh long-lived agent of the given mix entry, unique across workers."""
+        return self.make_agent(next(self._slots), mix_index)
+
+    def make_agent(self, slot: int, mix_index: int | None = None) -> tuple[Any, str]:
+        """The agent of `slot`, its id unique across workers (sessions and affinity use it)."""
         assert self.engine.make_agent is not None
-        slot = next(self._slots)
         agent, label = self.engine.make_agent(slot, mix_index)
         agent.id = f"w{max(self.worker, 0)}-{agent.id}"
         return agent, label

@@ -55,10 +55,8 @@ class ArrivalUser(User):
         profile = engine.settings.loaded.profile
         share = 1.0 / max(1, engine.settings.processes)
         arrival, stages = _scaled(profile.arrival, profile.stages, share)
-        assert engine.engine.make_agent is not None
-        driver = OpenLoop(
-            arrival, stages, engine.engine.make_agent, engine.engine.run_session, engine.seed
-        )
+        run_session = engine.engine.run_session
+        driver = OpenLoop(arrival, stages, engine.make_agent, run_session, engine.seed)
         engine.bridge.run(driver.run(profile.total_duration))
         gevent.sleep(3600)
 

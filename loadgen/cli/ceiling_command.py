@@ -22,6 +22,8 @@ examples:
   agentload ceiling coding-agent --target http://gpu-box:8000/v1 --slo 'itl_p99 < 100ms' \\
       --scrape-target-metrics --max-duration 30m --out results/ceiling
   agentload ceiling rag --by session-rate --start 0.5 --slo 'e2e_p95 < 10s'
+  agentload ceiling coding-agent --target http://gpu-box:8000/v1 --slo 'ttft_p95 < 2s' \
+      --processes 4                      # the load from 4 Locust worker processes
 
 results: DIR/ceiling.json (every level, the ceiling, the knee, what failed first), DIR/summary.json
 and the records of the whole search; `agentload report DIR` draws the ceiling curve.

@@ -322,6 +322,7 @@ def test_cli_exits_1_when_no_level_holds_every_slo(
         (["--slices", "1"], "--slices"),
         (["--window", "2s", "--max-window", "1s"], "--max-window"),
         (["--max-duration", "1s"], "--max-duration"),
+        (["--processes", "0"], "--processes"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

@@ -22,7 +22,7 @@ examples:
   agentload ceiling coding-agent --target http://gpu-box:8000/v1 --slo 'itl_p99 < 100ms' \\
       --scrape-target-metrics --max-duration 30m --out results/ceiling
   agentload ceiling rag --by session-rate --start 0.5 --slo 'e2e_p95 < 10s'
-  agentload ceiling coding-agent --target http://gpu-box:8000/v1 --slo 'ttft_p95 < 2s' \
+  agentload ceiling coding-agent --target http://gpu-box:8000/v1 --slo 'ttft_p95 < 2s' \\
       --processes 4                      # the load from 4 Locust worker processes
 
 results: DIR/ceiling.json (every level, the ceiling, the knee, what failed first), DIR/summary.json
@@ -143,6 +143,8 @@ def _check(args: argparse.Namespace) -> None:
             f"--max-window {args.max_window:g}s is shorter than --window {args.window:g}s; "
             "raise it or leave it out"
         )
+    if args.processes < 1:
+        raise UsageError(f"--processes {args.processes} must be at least 1, e.g. --processes 4")
     if args.max_duration < args.warmup + args.window:
         raise UsageError(
             f"--max-duration {args.max_duration:g}s is shorter than one level "
@@ -239,8 +241,6 @@ def _search_swarm(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
     from loadgen.orchestration.process_engine import SwarmSettings
     from loadgen.sim import SimServer
 
-    if args.processes < 1:
-        raise UsageError("--processes must be at least 1, e.g. --processes 4")
     bridge = process_bridge()
     sim = None
     extra: dict[str, Any] = {}

@@ -381,12 +381,7 @@ def run_ceiling_swarm(
         duration_s=outcome.duration_s,
         generator=combine_reports(aggregator.health.values()),
     )
-    summary["workers"] = {
-        "expected": options.expect_workers,
-        "reported": aggregator.named(aggregator.per_worker),
-        "left": aggregator.named(aggregator.left),
-        "lost": aggregator.named(aggregator.lost_workers()),
-    }
+    summary["workers"] = aggregator.workers_section(options.expect_workers)
     files.write_summary(summary)
     files.close()
     return write_ceiling(outcome, unit, ceiling, profile=profile.name, target=driver.target_label())

@@ -89,6 +89,15 @@ class MasterAggregator:
         """Workers by their results folder (worker-<index>), as users find them on disk."""
         return sorted(self.names.get(c, c) for c in client_ids)
 
+    def workers_section(self, expected: int) -> dict[str, Any]:
+        """summary.json's "workers": expected, reported, left and lost, by results folder."""
+        return {
+            "expected": expected,
+            "reported": self.named(self.per_worker),
+            "left": self.named(self.left),
+            "lost": self.named(self.lost_workers()),
+        }
+
     def live_workers(self) -> list[str]:
         """Workers the master still hears from."""
         runner = self.environment.runner
@@ -183,12 +192,7 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     )
     if sampler is not None:
         summary["server"] = sampler.report()
-    summary["workers"] = {
-        "expected": options.expect_workers,
-        "reported": aggregator.named(aggregator.per_worker),
-        "left": aggregator.named(aggregator.left),
-        "lost": aggregator.named(aggregator.lost_workers()),
-    }
+    summary["workers"] = aggregator.workers_section(options.expect_workers)
     files.write_summary(summary)
     files.close()
     if env.web_ui is not None:

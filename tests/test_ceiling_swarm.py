@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +70,44 @@ def test_processes_2_finds_the_analytical_ceiling_with_two_workers_carrying_the_
         assert all(json.loads(line)["session_id"].startswith(f"w{i}-") for line in lines)
     assert summary["requests"]["total"] == sum(len(s) for s in steps.values())
     assert not (out / "steps.jsonl").exists()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def test_a_worker_lost_mid_search_ends_it_naming_the_worker_and_keeps_the_levels_measured(
+    tmp_path: Path,
+) -> None:
+    profile = tmp_path / "ceiling-swarm.yaml"
+    profile.write_text(PROFILE)
+    out = tmp_path / "out"
+    search = subprocess.Popen(
+        [sys.executable, "-m", "loadgen", "ceiling", str(profile), "--slo", SLO,
+         "--warmup", "1s", "--window", "2.5s", "--processes", "2", "--start", "2",
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert search.stderr is not None
+        # Per-level progress: kill a worker once two levels are in (it has reported by then).
+        levels = 0
+        for line in search.stderr:
+            levels += line.startswith("level ")
+            if levels == 2:
+                break
+        workers = _children(search.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[1], signal.SIGKILL)
+        stdout, stderr = search.communicate(timeout=120)
+    finally:
+        if search.poll() is None:
+            search.kill()
+            search.wait()
+    doc = json.loads((out / CEILING_FILE).read_text())
+    assert "was lost mid-level" in doc["stopped_by"], (doc["stopped_by"], stderr[-2000:])
+    assert len(doc["levels"]) >= 2, "the levels measured before the loss are kept"
+    assert "stopped by: worker " in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["workers"]["lost"]) == 1

@@ -219,6 +219,29 @@ class SwarmDriver:
         self._health: _SwarmHealth | None = None
         self._open = False
         runner.register_message(REPLY_MESSAGE, self._on_reply)
+        self.names: Callable[[str], str] = lambda client_id: client_id
+        self._watcher = gevent.spawn(self._watch_workers)
+
+    def _watch_workers(self) -> None:
+        """On the hub: a worker that goes missing mid-command fails it at once, by name."""
+        while True:
+            gevent.sleep(0.5)
+            clients = self.runner.clients
+            for expected, replies, future in list(self._pending.values()):
+                gone = sorted(
+                    self.names(w) for w in expected - set(replies)
+                    if (node := clients.get(w)) is None or node.state == STATE_MISSING
+                )  # fmt: skip
+                if gone:
+                    lost = DriverStopped(
+                        f"worker {', '.join(gone)} was lost mid-level: the levels measured "
+                        "so far stand"
+                    )
+                    future.get_loop().call_soon_threadsafe(_fail, future, lost)
+
+    def close(self) -> None:
+        """Stop watching the workers (on the hub)."""
+        self._watcher.kill(block=False)
 
     def target_label(self) -> dict[str, Any]:
         """As the workers report it."""
@@ -257,7 +280,7 @@ class SwarmDriver:
             replies: dict[str, dict[str, Any]] = await asyncio.wait_for(future, REPLY_TIMEOUT_S)
         except TimeoutError:
             pending = self._pending.get(key)
-            silent = sorted(pending[0] - set(pending[1])) if pending else []
+            silent = sorted(self.names(w) for w in pending[0] - set(pending[1])) if pending else []
             raise DriverStopped(
                 f"worker {', '.join(silent) or '?'} stopped answering: the levels measured "
                 "so far stand"
@@ -367,6 +390,7 @@ def run_ceiling_swarm(
             {**aggregator.target, **settings.extra} or {"url": settings.target.base_url}
         ),
     )
+    driver.names = lambda client_id: aggregator.names.get(client_id, client_id)
     levels = LevelRunner(driver, ceiling.slos, ceiling.windows, ceiling.generator)
     unit = search_unit(profile)
     try:
@@ -374,6 +398,7 @@ def run_ceiling_swarm(
         aggregator.stop_requested_at = time.monotonic()
         wait_for_final_reports(aggregator, options.final_report_wait_s)
     finally:
+        driver.close()
         runner.quit()
     summary = aggregator.merged().summary(
         target=driver.target_label(),

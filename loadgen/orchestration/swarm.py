@@ -130,6 +130,8 @@ def _run_worker(settings: SwarmSettings, options: SwarmOptions) -> None:
         if engine is not None:
             engine.bridge.run(ceiling.stop(), timeout=30)
             engine.bridge.wait_idle(10.0)
+        # Locust's own report and goodbye, sent now rather than at the next 3 s tick and at
+        # exit, which a SIGTERM'd worker would not live to see.
         runner._send_stats()
         runner.client.send(Message("quit", None, runner.client_id))
         runner.greenlet.kill(block=False)

@@ -111,3 +111,15 @@ def test_a_worker_lost_mid_search_ends_it_naming_the_worker_and_keeps_the_levels
     assert "stopped by: worker " in stdout
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["workers"]["lost"]) == 1
+
+
+def test_processes_2_open_loop_search_splits_the_session_rate(tmp_path: Path) -> None:
+    # The workers load the closed-loop profile as written; the master's --by makes it open.
+    result, out = _ceiling(tmp_path, "--processes", "2", "--by", "session-rate", "--start", "4",
+                           "--resolution", "0.5")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = json.loads((out / CEILING_FILE).read_text())
+    assert doc["load_unit"] == "sessions/s"
+    # About 8 sessions/s fill the 8 slots (as in one process); Poisson bursts queue before.
+    assert 1 <= doc["ceiling"]["load"] < 16, [(lv["load"], lv["passed"]) for lv in doc["levels"]]
+    assert any(not lv["passed"] for lv in doc["levels"])

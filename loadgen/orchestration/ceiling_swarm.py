@@ -124,7 +124,8 @@ class CeilingWorker:
             return
         await self._stop_arrivals()
         if share > 0:
-            arrival = profile.arrival.model_copy(update={"rate": share})
+            # The worker's profile may be closed-loop: the master's --by decides.
+            arrival = profile.arrival.model_copy(update={"mode": "open", "rate": share})
             driver = OpenLoop(arrival, [], engine.make_agent, core.run_session, engine.seed)
             self._arrivals = asyncio.create_task(driver.run(float(command["duration_s"])))
 

@@ -40,8 +40,8 @@ def test_merged_counters_and_histograms_equal_one_registry_that_saw_everything()
     load(b, 5, [0.3, 7.0, 0.09])
     load(whole, 8, [0.02, 0.4, 0.3, 7.0, 0.09])
     merged = MergedMetrics()
-    merged.update("a", SampleTracker(a.registry).changes())
-    merged.update("b", SampleTracker(b.registry).changes())
+    merged.update("a", SampleTracker(a).changes())
+    merged.update("b", SampleTracker(b).changes())
     assert series(merged, gauges=False) == series(whole.registry, gauges=False)
 
 
@@ -49,7 +49,7 @@ def test_histogram_buckets_stay_in_ascending_order_for_parsers() -> None:
     a = RunMetrics()
     load(a, 1, [0.5])
     merged = MergedMetrics()
-    merged.update("a", SampleTracker(a.registry).changes())
+    merged.update("a", SampleTracker(a).changes())
     text = generate_latest(merged).decode()
     les = [line.split('le="')[1].split('"')[0] for line in text.splitlines()
            if line.startswith("agentload_ttft_seconds_bucket")]  # fmt: skip
@@ -60,7 +60,7 @@ def test_histogram_buckets_stay_in_ascending_order_for_parsers() -> None:
 def test_a_report_carries_only_the_samples_that_changed() -> None:
     a = RunMetrics()
     load(a, 2, [0.1])
-    tracker = SampleTracker(a.registry)
+    tracker = SampleTracker(a)
     first = tracker.changes()
     assert len(first["samples"]) > 10
     assert first["families"]
@@ -73,7 +73,7 @@ def test_a_report_carries_only_the_samples_that_changed() -> None:
 def test_a_report_applied_twice_counts_once() -> None:
     a = RunMetrics()
     load(a, 4, [0.1, 0.2])
-    report = SampleTracker(a.registry).changes()
+    report = SampleTracker(a).changes()
     merged = MergedMetrics()
     merged.update("a", report)
     merged.update("a", report)
@@ -85,8 +85,8 @@ def test_a_lost_worker_keeps_its_counts_but_not_its_gauges() -> None:
     load(a, 3, [0.1], active=4)
     load(b, 5, [0.1], active=6)
     merged = MergedMetrics()
-    merged.update("a", SampleTracker(a.registry).changes())
-    merged.update("b", SampleTracker(b.registry).changes())
+    merged.update("a", SampleTracker(a).changes())
+    merged.update("b", SampleTracker(b).changes())
     active = ("agentload_sessions_active", (("agent", "coding"), ("profile", "p")))
     requests = (
         "agentload_requests_total",
@@ -103,8 +103,8 @@ def test_generator_cpu_ratio_is_the_busiest_worker_not_the_sum() -> None:
     a.cpu_ratio.labels("p").set(0.3)
     b.cpu_ratio.labels("p").set(0.9)
     merged = MergedMetrics()
-    merged.update("a", SampleTracker(a.registry).changes())
-    merged.update("b", SampleTracker(b.registry).changes())
+    merged.update("a", SampleTracker(a).changes())
+    merged.update("b", SampleTracker(b).changes())
     assert series(merged)[("agentload_generator_cpu_ratio", (("profile", "p"),))] == 0.9
 
 
@@ -113,7 +113,26 @@ def test_target_info_is_one_series_not_a_count_of_workers() -> None:
     load(a, 1, [])
     load(b, 1, [])
     merged = MergedMetrics()
-    merged.update("a", SampleTracker(a.registry).changes())
-    merged.update("b", SampleTracker(b.registry).changes())
+    merged.update("a", SampleTracker(a).changes())
+    merged.update("b", SampleTracker(b).changes())
     info = [v for (name, _), v in series(merged).items() if name == "agentload_target_info"]
     assert info == [1.0]
+
+
+def test_a_histogram_observation_resends_only_that_series_and_the_merge_stays_exact() -> None:
+    a = RunMetrics()
+    load(a, 1, [0.1])
+    a.ttft.labels("p", "support", "turn").observe(0.2)
+    tracker = SampleTracker(a)
+    merged = MergedMetrics()
+    merged.update("a", tracker.changes())
+    a.ttft.labels("p", "coding", "turn").observe(3.0)
+    report = tracker.changes()
+    series_sent = {(s[1], tuple(map(tuple, s[2]))) for s in report["samples"]}
+    assert {name for name, _ in series_sent} == {
+        "agentload_ttft_seconds_bucket", "agentload_ttft_seconds_count",
+        "agentload_ttft_seconds_sum",
+    }  # fmt: skip
+    assert all(("agent", "coding") in labels for _, labels in series_sent)
+    merged.update("a", report)
+    assert series(merged, gauges=False) == series(a.registry, gauges=False)

@@ -88,6 +88,15 @@ class HistogramFamily(Collector):
             child = self._children[values] = HistogramChild(self.bounds)
         return child
 
+    def children(self) -> list[tuple[tuple[str, ...], HistogramChild]]:
+        """Every (label values, child) so far, as a list (safe to hold while writers add)."""
+        return list(self._children.items())
+
+    @property
+    def bucket_labels(self) -> list[str]:
+        """The `le` values of the buckets, +Inf last."""
+        return list(self._les)
+
     def describe(self) -> Iterator[Metric]:
         """The family without samples, so a registry can refuse a duplicate name."""
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)

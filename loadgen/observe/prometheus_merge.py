@@ -8,6 +8,9 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from loadgen.observe.prometheus_histogram import HistogramFamily
+from loadgen.observe.prometheus_metrics import RunMetrics
+
 __all__ = ["MergedMetrics", "SampleTracker"]
 
 # Gauges read per process, where a sum over workers would mislead: one worker at 0.9 CPU is
@@ -23,34 +26,63 @@ def _key(name: str, labels: dict[str, str]) -> _Key:
 
 
 class SampleTracker:
-    """A worker's side: the samples of a registry that changed since the last report."""
+    """A worker's side: the samples of a RunMetrics that changed since the last report."""
 
-    def __init__(self, registry: Collector) -> None:
-        self.registry = registry
+    def __init__(self, metrics: RunMetrics) -> None:
+        self.collectors = metrics.collectors
         self._sent: dict[_Key, float] = {}
         self._families_sent: set[str] = set()
+        self._histogram_counts: dict[tuple[str, tuple[str, ...]], int] = {}
 
     def changes(self) -> dict[str, Any]:
         """Cumulative values of every sample that changed (all of them the first time).
 
         Values are totals, not increments, so the master just overwrites: a report that
-        arrives twice, or a family re-sent, cannot count anything twice.
+        arrives twice, or a family re-sent, cannot count anything twice. Histogram children
+        whose count did not move are skipped without building their samples: most of a
+        registry's samples are buckets, and this runs on the generator's event loop.
         """
         families: dict[str, list[str]] = {}
         samples: list[list[Any]] = []
-        for family in self.registry.collect():
-            if family.name not in self._families_sent:
-                families[family.name] = [family.type, family.documentation]
-                self._families_sent.add(family.name)
-            for sample in family.samples:
-                if sample.name.endswith("_created"):
-                    continue  # per-process creation times mean nothing once summed
-                key = _key(sample.name, sample.labels)
-                if self._sent.get(key) == sample.value:
-                    continue
-                self._sent[key] = sample.value
-                samples.append([family.name, sample.name, list(map(list, key[1])), sample.value])
+
+        def family_seen(name: str, kind: str, doc: str) -> None:
+            if name not in self._families_sent:
+                families[name] = [kind, doc]
+                self._families_sent.add(name)
+
+        for collector in self.collectors:
+            if isinstance(collector, HistogramFamily):
+                family_seen(collector.name, "histogram", collector.documentation)
+                self._histogram_changes(collector, samples)
+                continue
+            for family in collector.collect():
+                family_seen(family.name, family.type, family.documentation)
+                for sample in family.samples:
+                    if sample.name.endswith("_created"):
+                        continue  # per-process creation times mean nothing once summed
+                    key = _key(sample.name, sample.labels)
+                    if self._sent.get(key) == sample.value:
+                        continue
+                    self._sent[key] = sample.value
+                    samples.append([family.name, sample.name, list(map(list, key[1])),
+                                    sample.value])  # fmt: skip
         return {"families": families, "samples": samples}
+
+    def _histogram_changes(self, family: HistogramFamily, samples: list[list[Any]]) -> None:
+        name, labelnames = family.name, family.labelnames
+        les = family.bucket_labels
+        for values, child in family.children():
+            count = child.count
+            if self._histogram_counts.get((name, values)) == count:
+                continue
+            self._histogram_counts[(name, values)] = count
+            pairs = sorted(zip(labelnames, values, strict=True))
+            base = [list(p) for p in pairs]
+            for le, n in zip(les, child.cumulative(), strict=True):
+                labels = sorted([*pairs, ("le", le)])
+                samples.append([name, name + "_bucket", [list(p) for p in labels], float(n)])
+            samples.append([name, name + "_count", base, float(count)])
+            samples.append([name, name + "_sum", base, child.sum])
 
 
 class _WorkerSamples:

@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from loadgen.observe.goodput import GoodputRule
 from loadgen.observe.prometheus_generator import GeneratorSampler
@@ -189,6 +191,11 @@ class RunMetrics:
         self.target_info = Info(
             "agentload_target", "The endpoint under test.", ["profile"], registry=r
         )
+        # Every family above, in definition order, for readers that skip the registry's
+        # full collect() (SampleTracker reads only histogram children that changed).
+        self.collectors: list[Collector] = [
+            v for v in vars(self).values() if isinstance(v, (MetricWrapperBase, HistogramFamily))
+        ]
 
     def _histogram(
         self, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]

@@ -102,7 +102,7 @@ def _run_worker(settings: SwarmSettings, options: SwarmOptions) -> None:
             if metrics is None:
                 metrics = RunMetrics()
                 settings.observe = dataclasses.replace(settings.observe, metrics=metrics)
-            settings.metrics_tracker = SampleTracker(metrics.registry)
+            settings.metrics_tracker = SampleTracker(metrics)
 
     runner.register_message("agentload_processes", on_processes)
     ceiling = CeilingWorker(env, runner)  # answers a ceiling master's level commands

@@ -232,7 +232,7 @@ async def _scenario(tmp: Path, prometheus: _Prometheus) -> LiveRun:
     sim = SimServer(SimConfig.model_validate({**PRESETS["fast"].model_dump(), **SIM}))
     await sim.start()
     try:
-        async with MetricsServer(metrics.registry, host="127.0.0.1") as exporter:
+        async with MetricsServer(metrics, host="127.0.0.1") as exporter:
             prometheus.start(exporter.port, sim.port)
             # Both targets scraped once before the first request: rates start from zero.
             await prometheus.wait_until("up", 1.0)
@@ -276,7 +276,8 @@ async def _swarm_scenario(tmp: Path, prometheus: _Prometheus) -> LiveRun:
         prometheus.start(port, sim.port)
         run = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "loadgen", "run", str(profile_path), "--processes", "2",
-            "--prometheus-port", str(port), "--scrape-target-metrics", "--quiet",
+            "--prometheus-port", str(port), "--scrape-target-metrics",
+            "--target-metrics-interval", "0.5s", "--quiet",
             "--target", sim.base_url, "--out", str(tmp / "results"),
             cwd=ROOT, stdout=log, stderr=log,
         )  # fmt: skip

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from loadgen.observe.prometheus_merge import MergedMetrics, SampleTracker
 from loadgen.observe.prometheus_metrics import RunMetrics
+from loadgen.observe.prometheus_text import IncrementalExposition
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -136,3 +140,34 @@ def test_a_histogram_observation_resends_only_that_series_and_the_merge_stays_ex
     assert all(("agent", "coding") in labels for _, labels in series_sent)
     merged.update("a", report)
     assert series(merged, gauges=False) == series(a.registry, gauges=False)
+
+
+def test_incremental_exposition_reads_as_generate_latest_scrape_after_scrape() -> None:
+    a = RunMetrics()
+    load(a, 2, [0.1, 30.0])
+    a.tool_calls.labels("p", "coding", 'odd "tool"\\name', "ok").inc()
+    a.cpu_ratio.labels("p").set(0.25)
+    exposition = IncrementalExposition(a)
+    for step in range(3):
+        text = exposition.render().decode()
+        expected = generate_latest(a.registry).decode()
+        parsed = {f.name: f for f in text_string_to_metric_families(text)}
+        for family in text_string_to_metric_families(expected):
+            if family.name.endswith("_created"):
+                continue
+            assert family.name in parsed, family.name
+            assert parsed[family.name].type == family.type
+            assert parsed[family.name].documentation == family.documentation
+        assert series(TextCollector(text)) == series(a.registry), step
+        a.requests.labels("p", "support", "turn", "failed").inc()  # a new series
+        a.ttft.labels("p", "coding", "turn").observe(0.3 * (step + 1))
+
+
+class TextCollector(Collector):
+    """An exposition text as a collector, so `series()` reads it as it reads a registry."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def collect(self) -> Iterable[Metric]:
+        return text_string_to_metric_families(self.text)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from test_report_html import _headless
 from test_swarm import AGENTLOAD, SMOKE, Processes, free_port, wait_for
 
@@ -183,6 +184,21 @@ def test_the_agents_csv_has_the_tabs_columns_and_rows(live_ui: LiveUI) -> None:
     assert [line[0] for line in table[1:]] == [*sorted(AGENTS), TOTAL_ROW]
 
 
+def _requests_total(body: bytes) -> float:
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(body.decode())
+        for s in f.samples
+        if s.name == "agentload_requests_total"
+    )
+
+
+def test_the_ui_serves_the_runs_live_metrics(live_ui: LiveUI) -> None:
+    status, body = live_ui.get("/metrics")
+    assert status == 200
+    assert _requests_total(body) > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("tab", "title", "expected"),
@@ -224,6 +240,10 @@ def test_a_master_shows_the_merge_of_its_workers_agents(live_ui: LiveUI, tmp_pat
         # Merged reports are whole snapshots, so here the total is exactly the agents' sum.
         for key in ("started", "completed", "failed", "aborted", "steps", "errors"):
             assert total[key] == sum(row[key] for row in agents), key
+        # The master's /metrics is the merge of what the workers shipped.
+        status, body = master.get("/metrics")
+        assert status == 200
+        assert _requests_total(body) > 0
     finally:
         procs.close()
 

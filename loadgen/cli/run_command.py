@@ -142,6 +142,14 @@ def register(commands: Any) -> None:
         help="where the target's metrics are (default: the target's root + /metrics; "
         "implies --scrape-target-metrics)",
     )
+    live.add_argument(
+        "--target-metrics-interval",
+        type=parse_duration,
+        default=2.0,
+        metavar="DURATION",
+        help="how often the target's metrics are sampled (default 2s); peaks shorter than "
+        "this can be missed",
+    )
     swarm = p.add_argument_group("swarm (Locust's own flag names and defaults)")
     swarm.add_argument("--web", action="store_true", help="serve Locust's web UI while running")
     swarm.add_argument("--web-host", default="127.0.0.1", help="web UI address (default 127.0.0.1)")

@@ -146,10 +146,10 @@ def live_metrics(
     served = args.prometheus_port is not None or args.web  # the web UI serves /metrics too
     merged = MergedMetrics() if served and mode == "master" else None
     metrics = RunMetrics() if served and mode != "master" else None
-    registry = merged if merged is not None else metrics.registry if metrics else None
+    source = merged if merged is not None else metrics
     server = None
-    if args.prometheus_port is not None and registry is not None:
-        server = MetricsServer(registry, port=args.prometheus_port)
+    if args.prometheus_port is not None and source is not None:
+        server = MetricsServer(source, port=args.prometheus_port)
         try:
             bridge.run(server.start(), timeout=10)
         except OSError as exc:
@@ -159,7 +159,14 @@ def live_metrics(
             ) from exc
         print(f"agentload run: metrics on http://{server.host}:{server.port}/metrics",
               file=sys.stderr, flush=True)  # fmt: skip
-    return ObservationSettings(metrics=metrics, target_metrics_url=url), server, merged
+    if args.target_metrics_interval <= 0:
+        raise UsageError("--target-metrics-interval must be above 0, e.g. 2s")
+    observe = ObservationSettings(
+        metrics=metrics,
+        target_metrics_url=url,
+        target_metrics_interval_s=args.target_metrics_interval,
+    )
+    return observe, server, merged
 
 
 def final_scrape(server: MetricsServer, bridge: Any, progress: Any) -> None:

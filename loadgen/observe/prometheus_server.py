@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+from collections.abc import Callable
 from types import TracebackType
 
 from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.registry import Collector
+
+from loadgen.observe.prometheus_metrics import RunMetrics
+from loadgen.observe.prometheus_text import IncrementalExposition
 
 __all__ = ["MetricsServer"]
 
@@ -19,12 +24,21 @@ _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Scrapes are served on the run's loop, between records, so a scrape always sees whole
 # records; `wait_for_scrape()` lets a run end only after a scraper read its final values.
 class MetricsServer:
-    """Serves `registry` at http://HOST:PORT/metrics; port 0 picks a free port (see `.port`)."""
+    """Serves metrics at http://HOST:PORT/metrics; port 0 picks a free port (see `.port`).
 
-    def __init__(self, registry: Collector, *, host: str = "0.0.0.0", port: int = 0) -> None:
+    Given a RunMetrics, scrapes re-render only the series that changed (cheap on the run's
+    loop); given any other collector, they run prometheus_client's generate_latest().
+    """
+
+    def __init__(
+        self, registry: Collector | RunMetrics, *, host: str = "0.0.0.0", port: int = 0
+    ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {port!r}")
-        self.registry = registry
+        if isinstance(registry, RunMetrics):
+            self._render: Callable[[], bytes] = IncrementalExposition(registry).render
+        else:
+            self._render = functools.partial(generate_latest, registry)
         self.host = host
         self._port = port
         self.scrapes = 0
@@ -87,7 +101,7 @@ class MetricsServer:
         return self.scrapes > seen
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
+        body = self._render()
         self.scrapes += 1
         # A fresh event per scrape: every waiter wakes, later waiters wait for the next one.
         self._scraped.set()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 import gevent
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner
+from prometheus_client import generate_latest
 
 from loadgen.errors import AgentloadError, TargetUnreachableError
 from loadgen.observe import ResultFiles, RunStats, combine_reports
@@ -154,7 +156,9 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     aggregator = MasterAggregator(env, options.metrics)
     files = ResultFiles(settings.out_dir, records=False)  # workers write their own
     if options.web:
-        start_web_ui(env, options.web_host, options.web_port, aggregator.merged, options.metrics)
+        merged = options.metrics  # copy-on-write per worker: readable from the hub
+        text = None if merged is None else functools.partial(generate_latest, merged)
+        start_web_ui(env, options.web_host, options.web_port, aggregator.merged, text)
     workers = wait_for_workers(runner, options)
     # Open loop: one arrival user per worker, each at 1/N of the rate. Sent before the first
     # spawn message on the same socket, so every worker knows N (and whether to ship

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -15,6 +16,7 @@ from locust.runners import WorkerRunner
 from loadgen.observe import RunStats
 from loadgen.observe.prometheus_merge import SampleTracker
 from loadgen.observe.prometheus_metrics import RunMetrics
+from loadgen.observe.prometheus_text import IncrementalExposition
 from loadgen.orchestration.ceiling_swarm import CeilingWorker
 from loadgen.orchestration.environment import (
     SwarmOptions,
@@ -56,11 +58,8 @@ def _run_local(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
         return result
 
     if options.web:
-        metrics = settings.observe.metrics
-        start_web_ui(
-            env, options.web_host, options.web_port, stats_so_far,
-            metrics.registry if metrics is not None else None,
-        )  # fmt: skip
+        text = _metrics_text(engine, settings.observe.metrics)
+        start_web_ui(env, options.web_host, options.web_port, stats_so_far, text)
     watcher = watch_ticks(env, options, stats_so_far)
     t0 = time.perf_counter()
     handlers = stop_on_signals(runner)
@@ -86,6 +85,22 @@ def _run_local(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
         env.web_ui.stop()
     runner.quit()
     return summary
+
+
+def _metrics_text(engine: ProcessEngine, metrics: RunMetrics | None) -> Callable[[], bytes] | None:
+    """The web UI's /metrics, rendered on the loop thread that writes the metrics."""
+    if metrics is None:
+        return None
+    exposition = IncrementalExposition(metrics)
+
+    async def render() -> bytes:
+        return exposition.render()
+
+    def text() -> bytes:
+        body: bytes = engine.bridge.run(render(), timeout=10)
+        return body
+
+    return text
 
 
 def _run_worker(settings: SwarmSettings, options: SwarmOptions) -> None:

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 from locust.env import Environment
-from prometheus_client import generate_latest
-from prometheus_client.registry import Collector
 
 from loadgen.observe import RunStats
 from loadgen.orchestration.web_ui_tables import (
@@ -72,13 +70,14 @@ def start_web_ui(
     host: str,
     port: int,
     stats: Callable[[], RunStats],
-    registry: Collector | None = None,
+    metrics_text: Callable[[], bytes] | None = None,
 ) -> None:
     """Serve Locust's web UI with "Agents" and "Agent state" tabs added.
 
-    Also serves /agentload/stats (JSON), /agentload/agents.csv and, given a registry,
-    /metrics. `stats` returns the run's statistics so far (on a master, the merge of the
-    workers' reports); it is called on every poll of the UI.
+    Also serves /agentload/stats (JSON), /agentload/agents.csv and, given `metrics_text`
+    (the exposition, rendered where the metrics are written), /metrics. `stats` returns the
+    run's statistics so far (on a master, the merge of the workers' reports); it is called
+    on every poll of the UI.
     """
     # Locust's web UI re-parses sys.argv with its own parser to list "extra" options, and
     # agentload's flags (--web, --out...) are ambiguous or unknown there; ours are parsed.
@@ -129,10 +128,10 @@ def start_web_ui(
 
     web_ui.app.add_url_rule("/agentload/stats", "agentload_stats", agentload_stats)
     web_ui.app.add_url_rule(_AGENTS_CSV_PATH, "agentload_agents_csv", agents_csv)
-    if registry is not None:
-        served = registry
+    if metrics_text is not None:
+        render = metrics_text
 
         def metrics() -> Any:
-            return Response(generate_latest(served), content_type=_METRICS_CONTENT_TYPE)
+            return Response(render(), content_type=_METRICS_CONTENT_TYPE)
 
         web_ui.app.add_url_rule("/metrics", "agentload_metrics", metrics)

@@ -13,32 +13,19 @@ from typing import Any
 import pytest
 
 from loadgen.report.ceiling import CEILING_FILE
+from tests.test_ceiling import SLO, _analytical, _profile
 from tests.test_swarm import child_env
 
 pytestmark = pytest.mark.slow
 
-# As in test_ceiling.py: output tokens dominate, each agent keeps one request in flight, so
-# the analytical sim (8 slots x 48 tokens every 10 ms step) holds 800 output tokens/s at
-# 8 agents; past that, requests queue for a slot and TTFT jumps.
-PROFILE = """
-name: ceiling-swarm
-seed: 7
-time_scale: 0.001
-force_output_length: always
-arrival: {mode: closed, agents: 1}
-agents:
-  - kind: support
-    params: {system_prompt_tokens: 16, turns: 2, steps_per_turn: 1, user_tokens: 8,
-             output_tokens: 48, think_time_s: 0}
-sim: {preset: fast, max_num_seqs: 8, perf: {kind: analytical, decode_step_ms: 10}}
-"""
-SLO = "ttft_p95 < 200ms"
+# test_ceiling.py's profile on its analytical sim: 8 slots x 48 tokens every 10 ms step
+# hold 800 output tokens/s at 8 agents; past that, requests queue for a slot and TTFT jumps.
+SIM = {"preset": "fast", **_analytical(10, 8)}
 ANALYTICAL_TOKENS_PER_S = 800.0
 
 
 def _ceiling(tmp_path: Path, *flags: str) -> tuple[subprocess.CompletedProcess[str], Path]:
-    profile = tmp_path / "ceiling-swarm.yaml"
-    profile.write_text(PROFILE)
+    profile = _profile(tmp_path, SIM)
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-m", "loadgen", "ceiling", str(profile), "--slo", SLO,
@@ -80,8 +67,7 @@ def _children(pid: int) -> list[int]:
 def test_a_worker_lost_mid_search_ends_it_naming_the_worker_and_keeps_the_levels_measured(
     tmp_path: Path,
 ) -> None:
-    profile = tmp_path / "ceiling-swarm.yaml"
-    profile.write_text(PROFILE)
+    profile = _profile(tmp_path, SIM)
     out = tmp_path / "out"
     search = subprocess.Popen(
         [sys.executable, "-m", "loadgen", "ceiling", str(profile), "--slo", SLO,

@@ -234,7 +234,7 @@ def _search_swarm(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
     import math
     import subprocess
 
-    from loadgen.cli.run_setup import free_port, worker_argv
+    from loadgen.cli.run_setup import free_port, reap_workers, start_local_workers, worker_argv
     from loadgen.orchestration.bridge import process_bridge
     from loadgen.orchestration.ceiling_swarm import run_ceiling_swarm
     from loadgen.orchestration.environment import SwarmOptions
@@ -274,14 +274,9 @@ def _search_swarm(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
         )  # fmt: skip
         if local:
             argv = worker_argv(args, swarm.master_bind_port, target.base_url, options.out_dir)
-            workers = [subprocess.Popen(argv) for _ in range(args.processes)]
+            workers = start_local_workers(argv, args.processes)
         return run_ceiling_swarm(settings, swarm, options)
     finally:
-        for proc in workers:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        reap_workers(workers)
         if sim is not None:
             bridge.run(sim.stop(), timeout=30)

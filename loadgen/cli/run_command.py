@@ -17,7 +17,9 @@ from loadgen.cli.run_setup import (
     free_port,
     live_metrics,
     profile_overrides,
+    reap_workers,
     sim_config,
+    start_local_workers,
     target_config,
     worker_argv,
 )
@@ -322,8 +324,9 @@ def run(args: argparse.Namespace) -> int:
             options = dataclasses.replace(
                 options, master_bind_host="127.0.0.1", master_bind_port=port
             )
-            workers = [subprocess.Popen(worker_argv(args, port, target.base_url, out))
-                       for _ in range(args.processes)]  # fmt: skip
+            workers = start_local_workers(
+                worker_argv(args, port, target.base_url, out), args.processes
+            )
         if not quiet:
             where = "the built-in simulator" if sim else target.base_url
             print(f"agentload run: {profile.name} for {profile.total_duration:.0f}s against "
@@ -336,12 +339,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if exporter is not None:
             final_scrape(exporter, bridge, None if quiet else sys.stderr)
-        for proc in workers:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        reap_workers(workers)
         if sim is not None:
             bridge.run(sim.stop(), timeout=30)
     if summary is None:  # a worker: the master reports

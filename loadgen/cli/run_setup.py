@@ -7,6 +7,7 @@ importing them (see entry.py), and `agentload --help` should stay fast.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,9 @@ __all__ = [
     "live_metrics",
     "parse_headers",
     "profile_overrides",
+    "reap_workers",
     "sim_config",
+    "start_local_workers",
     "target_config",
     "worker_argv",
 ]
@@ -114,6 +117,21 @@ def worker_argv(args: argparse.Namespace, port: int, target: str, out: Path) -> 
     if args.kernel_timestamps is False:
         argv.append("--no-kernel-timestamps")
     return argv
+
+
+def start_local_workers(argv: list[str], count: int) -> list[subprocess.Popen[bytes]]:
+    """`count` worker processes on this machine (--processes)."""
+    return [subprocess.Popen(argv) for _ in range(count)]
+
+
+def reap_workers(workers: list[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
+    """Wait for local workers to exit after their master; kill the ones that do not."""
+    for proc in workers:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ from loadgen.orchestration.process_engine import SwarmSettings
 from loadgen.orchestration.shape import ProfileShape
 from loadgen.orchestration.users import user_classes_for
 
-__all__ = ["SwarmOptions", "stop_on_signals", "swarm_environment", "watch_ticks"]
+__all__ = ["SwarmOptions", "run_shape", "stop_on_signals", "swarm_environment", "watch_ticks"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,13 @@ def watch_ticks(
                 return
 
     return gevent.spawn(loop)
+
+
+def run_shape(runner: Any) -> None:
+    """Run the profile's stages as Locust's load shape until they end (or are stopped)."""
+    runner.start_shape()
+    if runner.shape_greenlet is not None:
+        runner.shape_greenlet.join()
 
 
 def stop_on_signals(runner: Any) -> list[Any]:

@@ -18,6 +18,7 @@ from loadgen.observe.target_metrics import TargetMetricsSampler
 from loadgen.orchestration.bridge import native_socket_factory, process_bridge
 from loadgen.orchestration.environment import (
     SwarmOptions,
+    run_shape,
     stop_on_signals,
     swarm_environment,
     watch_ticks,
@@ -173,9 +174,7 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     t0 = time.perf_counter()
     handlers = stop_on_signals(runner)
     try:
-        runner.start_shape()
-        if runner.shape_greenlet is not None:
-            runner.shape_greenlet.join()
+        run_shape(runner)
         aggregator.stop_requested_at = time.monotonic()
         runner.stop()
         duration = time.perf_counter() - t0

@@ -20,6 +20,7 @@ from loadgen.observe.prometheus_text import IncrementalExposition
 from loadgen.orchestration.ceiling_swarm import CeilingWorker
 from loadgen.orchestration.environment import (
     SwarmOptions,
+    run_shape,
     stop_on_signals,
     swarm_environment,
     watch_ticks,
@@ -64,9 +65,7 @@ def _run_local(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     t0 = time.perf_counter()
     handlers = stop_on_signals(runner)
     try:
-        runner.start_shape()
-        if runner.shape_greenlet is not None:
-            runner.shape_greenlet.join()
+        run_shape(runner)
         runner.stop()
     finally:
         for handler in handlers:

@@ -199,6 +199,31 @@ def test_queue_counts_as_saturated_only_when_non_empty_in_two_samples_in_a_row()
     assert report["saturation_onset_s"]["queue"] == 3.0
 
 
+def test_a_queue_that_forms_while_the_cache_is_nearly_full_names_the_kv_cache() -> None:
+    report = server_report(
+        samples(
+            {"kv_cache_usage": 0.5, "waiting": 0},
+            {"kv_cache_usage": 0.85, "waiting": 2},
+            {"kv_cache_usage": 0.88, "waiting": 3},
+        )
+    )
+
+    assert report["saturated_first"] == "kv_cache"
+    assert report["saturation_onset_s"] == {"kv_cache": 2.0, "preemptions": None, "queue": 2.0}
+
+
+def test_a_queue_beside_a_roomy_cache_names_the_queue() -> None:
+    report = server_report(
+        samples(
+            {"kv_cache_usage": 0.5, "waiting": 2},
+            {"kv_cache_usage": 0.6, "waiting": 3},
+        )
+    )
+
+    assert report["saturated_first"] == "queue"
+    assert report["saturation_onset_s"]["kv_cache"] is None
+
+
 def test_preemptions_before_a_full_cache_are_named_first() -> None:
     report = server_report(
         samples(

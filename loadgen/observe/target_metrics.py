@@ -18,6 +18,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
+    "KV_CACHE_BINDING",
     "KV_CACHE_SATURATED",
     "SATURATION_ORDER",
     "ServerSample",
@@ -33,6 +34,10 @@ SocketFactory = Callable[[tuple[Any, ...]], socket.socket]
 # KV-cache usage (0..1) at or above which the cache counts as full: vLLM preempts and
 # SGLang retracts requests once no block is free.
 KV_CACHE_SATURATED = 0.95
+# A queue that persists while usage is at least this high waits for blocks, not batch slots:
+# the scheduler admits a request only when all its blocks fit, so with few large requests a
+# cache that stops admitting can read well under KV_CACHE_SATURATED.
+KV_CACHE_BINDING = 0.8
 # A waiting queue counts as saturated once it is non-empty in this many samples in a row:
 # a single non-empty sample is an arrival between two scheduler steps, not a full batch.
 QUEUE_SAMPLES = 2
@@ -160,7 +165,7 @@ def _hit_ratio(samples: list[ServerSample]) -> float | None:
 def _onsets(samples: list[ServerSample]) -> dict[str, float | None]:
     """When each resource first ran out, in seconds from the first sample."""
     onset: dict[str, float | None] = dict.fromkeys(SATURATION_ORDER)
-    queued_in_a_row = 0
+    queued_in_a_row = kv_bound_in_a_row = 0
     first = samples[0].values if samples else {}
     retracted = 0.0
     for sample in samples:
@@ -171,7 +176,12 @@ def _onsets(samples: list[ServerSample]) -> dict[str, float | None]:
         preempted = v.get("preemptions", 0.0) > first.get("preemptions", 0.0) or retracted > 0
         if onset["preemptions"] is None and preempted:
             onset["preemptions"] = sample.t_s
-        queued_in_a_row = queued_in_a_row + 1 if v.get("waiting", 0.0) > 0 else 0
+        queued = v.get("waiting", 0.0) > 0
+        queued_in_a_row = queued_in_a_row + 1 if queued else 0
+        kv_bound = queued and v.get("kv_cache_usage", 0.0) >= KV_CACHE_BINDING
+        kv_bound_in_a_row = kv_bound_in_a_row + 1 if kv_bound else 0
+        if onset["kv_cache"] is None and kv_bound_in_a_row >= QUEUE_SAMPLES:
+            onset["kv_cache"] = sample.t_s
         if onset["queue"] is None and queued_in_a_row >= QUEUE_SAMPLES:
             onset["queue"] = sample.t_s
     return onset

@@ -11,6 +11,11 @@ import pytest
 from loadgen.ceiling import CeilingOptions, SearchSettings, build_slos, run_ceiling
 from loadgen.ceiling.measure import GeneratorLimits, Windows
 from loadgen.cli.main import main
+from loadgen.observe import (
+    CPU_SATURATED_PERCENT,
+    LOOP_LAG_SATURATED_S,
+    SCHEDULE_LAG_SATURATED_S,
+)
 from loadgen.profile.loader import load_profile
 from loadgen.report.ceiling import CEILING_FILE, parse_ceiling
 from loadgen.transport import TargetConfig
@@ -219,17 +224,39 @@ async def test_an_error_storm_ends_the_search_at_its_first_level(
     assert len(doc["levels"][0]["slices"]) < QUICK.slices
 
 
-async def test_a_saturated_generator_ends_the_search_and_says_why(
-    start_sim: StartSim, tmp_path: Path
-) -> None:
+def test_a_saturated_generator_ends_the_search_and_says_why(tmp_path: Path) -> None:
+    profile = _profile(tmp_path, {"preset": "fast", **_analytical(10, 8)})
+    out = tmp_path / "out"
+    quick = ["--start", "4", "--warmup", "0.5s", "--window", "1s", "--max-duration", "30s"]
     # Any CPU use at all counts as saturated: the stop is exercised without a slow machine.
-    doc = await _quick_search(
-        start_sim, tmp_path, sim=_analytical(10, 8), limits=GeneratorLimits(cpu_percent=0.0)
-    )
+    argv = ["ceiling", str(profile), "--slo", SLO, *quick, "--quiet", "--out", str(out)]
+    assert main([*argv, "--generator-max-cpu", "0"]) == 1
+
+    doc = json.loads((out / CEILING_FILE).read_text())
     assert doc["stopped_by"].startswith("load generator saturated at load 4")
     assert "CPU at" in doc["stopped_by"]
     assert len(doc["levels"]) == 1
     assert doc["levels"][0]["generator"]["saturated"] is True
+
+
+def test_cli_generator_limits_default_to_the_documented_saturation_points() -> None:
+    from loadgen.cli.ceiling_command import _generator_limits
+    from loadgen.cli.main import build_parser
+
+    args = build_parser().parse_args(["ceiling", "--generator-max-schedule-lag", "250ms"])
+    limits = _generator_limits(args)
+    assert limits == GeneratorLimits(schedule_lag_s=0.25)
+    assert limits.cpu_percent == CPU_SATURATED_PERCENT == 90
+    assert limits.loop_lag_s == LOOP_LAG_SATURATED_S == 0.05
+    assert GeneratorLimits().schedule_lag_s == SCHEDULE_LAG_SATURATED_S == 0.1
+
+
+def test_cli_rejects_a_negative_generator_cpu_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["ceiling", str(_profile(tmp_path)), "--generator-max-cpu", "-5", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--generator-max-cpu -5 is a percentage of one core" in capsys.readouterr().err
 
 
 async def test_a_level_whose_queue_keeps_growing_is_extended_then_breaks_as_not_steady(

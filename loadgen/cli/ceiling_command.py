@@ -118,6 +118,27 @@ def register(commands: Any) -> None:
         help="the target's metrics URL (implies --scrape-target-metrics)",
     )
     p.add_argument("--quiet", action="store_true", help="no per-level progress")
+    health = p.add_argument_group(
+        "generator saturation: past any of these the search stops, its latencies would be ours"
+    )
+    health.add_argument(
+        "--generator-max-cpu",
+        type=float,
+        metavar="PERCENT",
+        help="CPU, in percent of one core, of the busiest process (default 90)",
+    )
+    health.add_argument(
+        "--generator-max-loop-lag",
+        type=parse_duration,
+        metavar="DURATION",
+        help="event-loop lag p99 (default 50ms)",
+    )
+    health.add_argument(
+        "--generator-max-schedule-lag",
+        type=parse_duration,
+        metavar="DURATION",
+        help="how late steps start against their schedule, p99 (default 100ms)",
+    )
     add_target_arguments(p)
     swarm = p.add_argument_group(
         "swarm: levels carried by Locust workers (`agentload run PROFILE --worker`)"
@@ -143,6 +164,11 @@ def _check(args: argparse.Namespace) -> None:
             f"--max-window {args.max_window:g}s is shorter than --window {args.window:g}s; "
             "raise it or leave it out"
         )
+    if args.generator_max_cpu is not None and args.generator_max_cpu < 0:
+        raise UsageError(
+            f"--generator-max-cpu {args.generator_max_cpu:g} is a percentage of one core, "
+            "e.g. --generator-max-cpu 90"
+        )
     if args.processes < 1:
         raise UsageError(f"--processes {args.processes} must be at least 1, e.g. --processes 4")
     if args.max_duration < args.warmup + args.window:
@@ -150,6 +176,18 @@ def _check(args: argparse.Namespace) -> None:
             f"--max-duration {args.max_duration:g}s is shorter than one level "
             f"(--warmup + --window = {args.warmup + args.window:g}s); raise it"
         )
+
+
+def _generator_limits(args: argparse.Namespace) -> Any:
+    """GeneratorLimits from the --generator-max-* flags given, its defaults for the rest."""
+    from loadgen.ceiling.measure import GeneratorLimits
+
+    given = {
+        "cpu_percent": args.generator_max_cpu,
+        "loop_lag_s": args.generator_max_loop_lag,
+        "schedule_lag_s": args.generator_max_schedule_lag,
+    }
+    return GeneratorLimits(**{k: v for k, v in given.items() if v is not None})
 
 
 def ceiling(args: argparse.Namespace) -> int:
@@ -189,6 +227,7 @@ def ceiling(args: argparse.Namespace) -> int:
             max_window_s=args.max_window,
         ),
         max_duration_s=args.max_duration,
+        generator=_generator_limits(args),
         model=args.model,
         progress=None if args.quiet else sys.stderr,
     )

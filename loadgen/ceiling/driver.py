@@ -97,6 +97,13 @@ class LocalDriver:
         )  # fmt: skip
         self.pool.start_jitter_s = start_jitter_s
         self._open: asyncio.Task[None] | None = None
+        self._arrivals: OpenLoop | None = None
+
+    def in_flight(self) -> int:
+        """Agents running (closed loop) or sessions in flight (open loop): live metrics' users."""
+        if self.closed:
+            return self.pool.active
+        return 0 if self._arrivals is None else len(self._arrivals.tasks)
 
     def target_label(self) -> dict[str, Any]:
         """The engine's description of the target."""
@@ -139,6 +146,7 @@ class LocalDriver:
         arrival = engine.profile.arrival.model_copy(update={"rate": rate})
         assert engine.make_agent is not None
         driver = OpenLoop(arrival, [], engine.make_agent, engine.run_session, engine.profile.seed)
+        self._arrivals = driver
         await driver.run(duration)
 
     async def _stop_open(self) -> None:

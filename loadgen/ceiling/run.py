@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -15,6 +16,7 @@ from loadgen.ceiling.result import ceiling_document
 from loadgen.ceiling.search import LevelResult, Search, SearchSettings
 from loadgen.ceiling.slos import WindowSink, goodput_caps
 from loadgen.observe.goodput import GoodputRule
+from loadgen.observe.prometheus_metrics import RunMetrics
 from loadgen.profile.loader import LoadedProfile
 from loadgen.profile.schema import Profile
 from loadgen.report.ceiling import CEILING_FILE
@@ -50,6 +52,9 @@ class CeilingOptions:
     model: str | None = None
     progress: TextIO | None = sys.stderr
     target_label: dict[str, Any] = field(default_factory=dict)
+    # Fed by every record of the search, for a live /metrics (one process; a swarm's
+    # master serves its workers' merge instead).
+    metrics: RunMetrics | None = None
 
 
 def _goodput_fell(level: LevelResult, levels: list[LevelResult]) -> str | None:
@@ -159,9 +164,15 @@ async def run_ceiling(
     engine.add_sink(sink)
     driver = LocalDriver(engine, sink, start_jitter_s=min(1.0, options.windows.warmup_s / 2))
     runner = LevelRunner(driver, options.slos, options.windows, options.generator)
+    live = contextlib.AsyncExitStack()
+    if options.metrics is not None:
+        options.metrics.set_target(profile.name, target.base_url, engine.model)
+        engine.add_sink(options.metrics.sink(profile.name, profile.slos))
+        await live.enter_async_context(options.metrics.sampling(profile.name, driver.in_flight))
     t0 = time.perf_counter()
     try:
-        outcome = await search_levels(runner, options, search_unit(profile))
+        async with live:
+            outcome = await search_levels(runner, options, search_unit(profile))
     finally:
         summary = engine.summary(time.perf_counter() - t0, **options.target_label)
         engine.write_summary(summary)

@@ -7,7 +7,7 @@ import re
 import sys
 from typing import NoReturn
 
-__all__ = ["CommandParser", "parse_duration", "parse_rate"]
+__all__ = ["CommandParser", "parse_duration", "parse_port", "parse_rate"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -33,6 +33,17 @@ def parse_duration(text: str) -> float:
             f"invalid duration {text!r}: use a number with an optional unit, e.g. 30s, 5m, 250ms"
         )
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_port(text: str) -> int:
+    """A TCP port, 0 (pick a free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535; 0 picks one)")
+    return port
 
 
 def parse_rate(text: str) -> float:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadgen.cli.arguments import parse_duration
+from loadgen.cli.arguments import parse_duration, parse_port
 from loadgen.cli.run_command import add_master_arguments, add_target_arguments
 from loadgen.cli.run_setup import sim_config, target_config
 from loadgen.errors import UsageError
@@ -116,6 +116,13 @@ def register(commands: Any) -> None:
         "--target-metrics-url",
         metavar="URL",
         help="the target's metrics URL (implies --scrape-target-metrics)",
+    )
+    p.add_argument(
+        "--prometheus-port",
+        type=parse_port,
+        metavar="PORT",
+        help="serve the search's live metrics on PORT (0: a free port, printed); the "
+        "ceiling dashboard draws throughput against concurrency as the levels climb",
     )
     p.add_argument("--quiet", action="store_true", help="no per-level progress")
     health = p.add_argument_group(
@@ -245,9 +252,15 @@ async def _search(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
     import dataclasses
 
     from loadgen.ceiling import run_ceiling
+    from loadgen.cli.run_setup import close_metrics, serve_metrics
+    from loadgen.observe.prometheus_metrics import RunMetrics
     from loadgen.sim import SimServer
 
-    sim = None
+    sim = server = None
+    if args.prometheus_port is not None:
+        metrics = RunMetrics()
+        server = await serve_metrics(metrics, args.prometheus_port, "ceiling")
+        options = dataclasses.replace(options, metrics=metrics)
     if args.target:
         target = target_config(args, args.target)
     else:
@@ -263,6 +276,8 @@ async def _search(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
     try:
         return await run_ceiling(loaded, target, options)
     finally:
+        if server is not None:
+            await close_metrics(server, options.progress, "ceiling")
         if sim is not None:
             await sim.stop()
 
@@ -273,7 +288,15 @@ def _search_swarm(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
     import math
     import subprocess
 
-    from loadgen.cli.run_setup import free_port, reap_workers, start_local_workers, worker_argv
+    from loadgen.cli.run_setup import (
+        close_metrics,
+        free_port,
+        reap_workers,
+        serve_metrics,
+        start_local_workers,
+        worker_argv,
+    )
+    from loadgen.observe.prometheus_merge import MergedMetrics
     from loadgen.orchestration.bridge import process_bridge
     from loadgen.orchestration.ceiling_swarm import run_ceiling_swarm
     from loadgen.orchestration.environment import SwarmOptions
@@ -281,10 +304,14 @@ def _search_swarm(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
     from loadgen.sim import SimServer
 
     bridge = process_bridge()
-    sim = None
+    sim = server = merged = None
     extra: dict[str, Any] = {}
     workers: list[subprocess.Popen[bytes]] = []
     try:
+        if args.prometheus_port is not None:
+            merged = MergedMetrics()  # the workers' metrics, summed as they report
+            port = args.prometheus_port
+            server = bridge.run(serve_metrics(merged, port, "ceiling"), timeout=10)
         if args.target:
             target = target_config(args, args.target)
         else:
@@ -306,6 +333,7 @@ def _search_swarm(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
             master_bind_port=free_port() if local else args.master_bind_port,
             expect_workers=args.processes if local else args.expect_workers,
             expect_workers_max_wait_s=args.expect_workers_max_wait or math.inf,
+            metrics=merged,
         )
         settings = SwarmSettings(
             loaded, target, options.out_dir, model=args.model, processes=swarm.expect_workers,
@@ -317,5 +345,7 @@ def _search_swarm(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
         return run_ceiling_swarm(settings, swarm, options)
     finally:
         reap_workers(workers)
+        if server is not None:
+            bridge.run(close_metrics(server, options.progress, "ceiling"), timeout=60)
         if sim is not None:
             bridge.run(sim.stop(), timeout=30)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from loadgen.cli.arguments import parse_duration
+from loadgen.cli.arguments import parse_duration, parse_port
 from loadgen.cli.run_setup import (
     final_scrape,
     free_port,
@@ -127,7 +127,7 @@ def register(commands: Any) -> None:
     live = p.add_argument_group("live metrics (docs/observability.md)")
     live.add_argument(
         "--prometheus-port",
-        type=_port,
+        type=parse_port,
         metavar="PORT",
         help="serve Prometheus metrics on PORT while running (0: a free port, printed; "
         "the dashboards' Prometheus scrapes 9646)",
@@ -214,16 +214,6 @@ def add_master_arguments(group: Any) -> None:
         metavar="P",
         help="master: port workers connect to (default 5557)",
     )
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535; 0 picks one)")
-    return port
 
 
 def list_profiles(args: argparse.Namespace) -> int:

@@ -22,12 +22,14 @@ if TYPE_CHECKING:
     from loadgen.transport import TargetConfig
 
 __all__ = [
+    "close_metrics",
     "final_scrape",
     "free_port",
     "live_metrics",
     "parse_headers",
     "profile_overrides",
     "reap_workers",
+    "serve_metrics",
     "sim_config",
     "start_local_workers",
     "target_config",
@@ -156,7 +158,6 @@ def live_metrics(
     from loadgen.observe.live_observation import ObservationSettings
     from loadgen.observe.prometheus_merge import MergedMetrics
     from loadgen.observe.prometheus_metrics import RunMetrics
-    from loadgen.observe.prometheus_server import MetricsServer
 
     url = args.target_metrics_url
     if url is None and args.scrape_target_metrics:
@@ -167,16 +168,7 @@ def live_metrics(
     source = merged if merged is not None else metrics
     server = None
     if args.prometheus_port is not None and source is not None:
-        server = MetricsServer(source, port=args.prometheus_port)
-        try:
-            bridge.run(server.start(), timeout=10)
-        except OSError as exc:
-            raise UsageError(
-                f"--prometheus-port {args.prometheus_port}: {exc.strerror or exc}; "
-                "pick another port, or 0 for a free one"
-            ) from exc
-        print(f"agentload run: metrics on http://{server.host}:{server.port}/metrics",
-              file=sys.stderr, flush=True)  # fmt: skip
+        server = bridge.run(serve_metrics(source, args.prometheus_port, "run"), timeout=10)
     if args.target_metrics_interval <= 0:
         raise UsageError("--target-metrics-interval must be above 0, e.g. 2s")
     observe = ObservationSettings(
@@ -187,11 +179,33 @@ def live_metrics(
     return observe, server, merged
 
 
-def final_scrape(server: MetricsServer, bridge: Any, progress: Any) -> None:
+async def serve_metrics(source: Any, port: int, command: str) -> MetricsServer:
+    """Serve `source` (RunMetrics or MergedMetrics) on PORT; a port in use is a usage error."""
+    from loadgen.observe.prometheus_server import MetricsServer
+
+    server = MetricsServer(source, port=port)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise UsageError(
+            f"--prometheus-port {port}: {exc.strerror or exc}; "
+            "pick another port, or 0 for a free one"
+        ) from exc
+    print(f"agentload {command}: metrics on http://{server.host}:{server.port}/metrics",
+          file=sys.stderr, flush=True)  # fmt: skip
+    return server
+
+
+async def close_metrics(server: MetricsServer, progress: Any, command: str) -> None:
     """Keep serving until a scraper that was reading the run has read its final values."""
     if server.scrapes:
         if progress is not None:
-            print(f"agentload run: waiting up to {_FINAL_SCRAPE_WAIT_S:.0f}s for Prometheus to "
-                  "scrape the final values", file=progress, flush=True)  # fmt: skip
-        bridge.run(server.wait_for_scrape(_FINAL_SCRAPE_WAIT_S), timeout=_FINAL_SCRAPE_WAIT_S + 5)
-    bridge.run(server.stop(), timeout=10)
+            print(f"agentload {command}: waiting up to {_FINAL_SCRAPE_WAIT_S:.0f}s for "
+                  "Prometheus to scrape the final values", file=progress, flush=True)  # fmt: skip
+        await server.wait_for_scrape(_FINAL_SCRAPE_WAIT_S)
+    await server.stop()
+
+
+def final_scrape(server: MetricsServer, bridge: Any, progress: Any) -> None:
+    """close_metrics() for `agentload run`, on the bridge's loop."""
+    bridge.run(close_metrics(server, progress, "run"), timeout=_FINAL_SCRAPE_WAIT_S + 15)

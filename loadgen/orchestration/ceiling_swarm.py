@@ -67,6 +67,7 @@ class CeilingWorker:
         self.sink: WindowSink | None = None
         self.pool: ClosedLoop | None = None
         self._arrivals: asyncio.Task[None] | None = None
+        self._open_loop: OpenLoop | None = None
         self._cpu_mark = time.process_time()
         runner.register_message(CEILING_MESSAGE, self._on_message)
         # One greenlet answers the commands in order; the message loop never waits on them.
@@ -116,6 +117,7 @@ class CeilingWorker:
                 profile.time_scale, engine.seed,
             )  # fmt: skip
             self.pool.start_jitter_s = float(command["jitter_s"])
+            engine.other_agents = self.in_flight  # the master's live metrics count them
         assert self.pool is not None
         self.sink.begin(float(command["since_unix"]))
         share = float(command["shares"].get(self.runner.client_id, 0.0))
@@ -127,7 +129,13 @@ class CeilingWorker:
             # The worker's profile may be closed-loop: the master's --by decides.
             arrival = profile.arrival.model_copy(update={"mode": "open", "rate": share})
             driver = OpenLoop(arrival, [], engine.make_agent, core.run_session, engine.seed)
+            self._open_loop = driver
             self._arrivals = asyncio.create_task(driver.run(float(command["duration_s"])))
+
+    def in_flight(self) -> int:
+        """Agents running (closed loop) or sessions in flight (open loop); read on the loop."""
+        pool = 0 if self.pool is None else self.pool.active
+        return pool + (0 if self._open_loop is None else len(self._open_loop.tasks))
 
     async def _open(self) -> None:
         assert self.sink is not None
@@ -375,10 +383,11 @@ def run_ceiling_swarm(
     env = swarm_environment(settings, options.expect_workers)
     runner = env.create_master_runner(options.master_bind_host, options.master_bind_port)
     assert isinstance(runner, MasterRunner)
-    aggregator = MasterAggregator(env)
+    aggregator = MasterAggregator(env, options.metrics)
     files = ResultFiles(settings.out_dir, records=False)  # workers write their own
     workers = wait_for_workers(runner, options)
-    runner.send_message("agentload_processes", {"processes": workers, "metrics": False})
+    served = options.metrics is not None
+    runner.send_message("agentload_processes", {"processes": workers, "metrics": served})
     bridge = process_bridge()
     driver = SwarmDriver(
         runner,

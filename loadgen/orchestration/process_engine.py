@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,15 +142,21 @@ class ProcessEngine:
             # Agents are seeded by their slot; without a seed of its own, every worker's slot
             # 0 would be the same agent, sending the same prompts at the same moments.
             self.engine.make_agent.seed = self.seed
+        # Agents this process runs outside Locust's users (a ceiling search's pool).
+        self.other_agents: Callable[[], int] = lambda: 0
         self.live = LiveObservation(settings.observe)
         profile, runner = settings.loaded.profile, environment.runner
+
+        def users() -> int:
+            return (runner.user_count if runner is not None else 0) + self.other_agents()
+
         sink = self.bridge.run(
             self.live.start(
                 profile=profile.name,
                 slos=profile.slos,
                 target_url=settings.target.base_url,
                 model=self.engine.model,
-                users=lambda: runner.user_count if runner is not None else 0,
+                users=users,
                 target_session=self.engine.transport.session,
                 socket_factory=native_socket_factory,
             ),

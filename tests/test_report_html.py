@@ -18,7 +18,7 @@ from test_gates_run import run_against_sim
 
 from loadgen.errors import UsageError
 from loadgen.report import load_results, render_report
-from loadgen.report.ceiling import parse_ceiling
+from loadgen.report.ceiling import ceiling_section, parse_ceiling
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -27,12 +27,21 @@ EXPECTED_CHARTS = {
     "tokens-over-time", "requests-over-time", "ttft-over-time", "e2e-over-time",
     "ttft-itl-percentiles", "e2e-percentiles", "ttft-by-agent", "ttft-by-step-kind",
     "session-funnel", "context-growth", "failures-over-time", "ceiling-throughput",
-    "ceiling-latency",
+    "ceiling-latency", "ceiling-slices-throughput", "ceiling-slices-ttft",
 }  # fmt: skip
+
+
+def _slices(tokens: float, ttft: float) -> list[dict[str, float]]:
+    """What `agentload ceiling` adds to a level: its window's slices, here gently rising."""
+    return [{"start_s": 15.0 * i, "duration_s": 15.0, "ttft_p95_s": ttft,
+             "output_tokens_per_s": tokens * (0.97 + 0.02 * i)} for i in range(4)]  # fmt: skip
+
+
 CEILING = {
     "load_unit": "agents",
     "levels": [
-        {"load": load, "output_tokens_per_s": tps, "ttft_p95_s": ttft, "e2e_p95_s": e2e}
+        {"load": load, "output_tokens_per_s": tps, "ttft_p95_s": ttft, "e2e_p95_s": e2e,
+         "slices": _slices(tps, ttft)}
         for load, tps, ttft, e2e in (
             (8, 1500, 0.03, 0.4), (16, 2900, 0.035, 0.45), (32, 5200, 0.06, 0.6),
             (64, 7400, 0.2, 1.1), (128, 7600, 0.9, 2.6), (256, 7650, 2.4, 5.9),
@@ -177,3 +186,28 @@ def test_a_malformed_ceiling_file_is_a_one_line_usage_error() -> None:
     ceiling = parse_ceiling(CEILING)
     assert [lv.load for lv in ceiling.levels] == [8, 16, 32, 64, 128, 256]
     assert ceiling.ceiling_load == 64
+
+
+def test_ceiling_slices_are_drawn_a_line_per_level_in_the_order_measured() -> None:
+    def level(load: int, tokens: float) -> dict[str, object]:
+        pieces = [{"start_s": 2.0 * i, "duration_s": 2.0, "output_tokens_per_s": tokens,
+                   "ttft_p95_s": 0.1} for i in range(3)]  # fmt: skip
+        return {"load": load, "output_tokens_per_s": tokens, "slices": pieces}
+
+    # Bisection measures 16 before 12: the slices keep that order, the curve sorts by load.
+    measured = [level(8, 400), level(16, 800), level(12, 600)]
+    ceiling = parse_ceiling({"load_unit": "agents", "levels": measured})
+    assert [lv.load for lv in ceiling.levels] == [8, 12, 16]
+    charts = ceiling_section(ceiling).charts
+    timeline = next(c for c in charts if 'data-chart="ceiling-slices-throughput"' in c)
+    lines = re.findall(r'<path class="mark" d="M([\d.]+),[^"]*"[^>]*><title>([^<]+)</title>',
+                       timeline)  # fmt: skip
+    assert [name for _x, name in lines] == ["8 agents", "16 agents", "12 agents"]
+    starts = [float(x) for x, _name in lines]
+    assert starts == sorted(starts)  # laid end to end, in the order measured
+
+
+def test_a_malformed_slice_is_a_one_line_usage_error_naming_it() -> None:
+    level = {"load": 8, "output_tokens_per_s": 1.0, "slices": [{"start_s": 0}]}
+    with pytest.raises(UsageError, match=r"levels.0.slices.0 needs numeric `start_s` and"):
+        parse_ceiling({"levels": [level]})

@@ -8,8 +8,10 @@ Minimal shape (extra fields are ignored)::
      "ceiling": {"load": 64, "reason": "TTFT p95 above the SLO"}}   # optional
 
 `load` and `output_tokens_per_s` are required per level; the latency and error fields are
-optional (null or absent when not measured). `agentload ceiling` writes more (knee, first
-failure, each level's rolling-window slices); docs/ceiling.md describes the whole document.
+optional (null or absent when not measured). A level's optional `slices` list (each with
+`start_s`, `duration_s`, and optionally `output_tokens_per_s` and `ttft_p95_s`) is drawn
+slice by slice. `agentload ceiling` writes more (knee, first failure);
+docs/ceiling.md describes the whole document.
 """
 
 from __future__ import annotations
@@ -22,10 +24,27 @@ from loadgen.errors import UsageError
 from loadgen.report.html_charts import BLUE, GREEN, ORANGE, RED, Section, seconds_format
 from loadgen.report.svg import Axis, Series, line_chart, plain_number
 
-__all__ = ["CEILING_FILE", "Ceiling", "CeilingLevel", "ceiling_section", "parse_ceiling"]
+__all__ = [
+    "CEILING_FILE",
+    "Ceiling",
+    "CeilingLevel",
+    "CeilingSlice",
+    "ceiling_section",
+    "parse_ceiling",
+]
 
 CEILING_FILE = "ceiling.json"
 _OPTIONAL = ("ttft_p95_s", "e2e_p95_s", "itl_p99_s", "error_rate")
+
+
+@dataclass(frozen=True)
+class CeilingSlice:
+    """One slice of a level's steady period (start_s from the end of the level's warm-up)."""
+
+    start_s: float
+    duration_s: float
+    output_tokens_per_s: float | None
+    ttft_p95_s: float | None
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,8 @@ class CeilingLevel:
     load: float
     output_tokens_per_s: float
     extra: dict[str, float]  # whichever of ttft_p95_s, e2e_p95_s, itl_p99_s, error_rate exist
+    order: int = 0  # when the search measured it (0 first)
+    slices: tuple[CeilingSlice, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,22 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _slices(raw: Any, where: str) -> tuple[CeilingSlice, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise UsageError(f"{where}: expected a list of slices")
+    out = []
+    for j, piece in enumerate(raw):
+        fields = piece if isinstance(piece, Mapping) else {}
+        start, duration = _number(fields.get("start_s")), _number(fields.get("duration_s"))
+        if start is None or duration is None:
+            raise UsageError(f"{where}.{j} needs numeric `start_s` and `duration_s`")
+        rate, ttft = _number(fields.get("output_tokens_per_s")), _number(fields.get("ttft_p95_s"))
+        out.append(CeilingSlice(start, duration, rate, ttft))
+    return tuple(out)
+
+
 def parse_ceiling(data: Any, source: str = CEILING_FILE) -> Ceiling:
     """Validate a ceiling.json document; a one-line UsageError names the bad field."""
     if not isinstance(data, Mapping) or not isinstance(data.get("levels"), list):
@@ -65,7 +102,8 @@ def parse_ceiling(data: Any, source: str = CEILING_FILE) -> Ceiling:
             raise UsageError(f"{source}: levels.{i} needs numeric `load` and `output_tokens_per_s`")
         assert isinstance(raw, Mapping)
         extra = {k: v for k in _OPTIONAL if (v := _number(raw.get(k))) is not None}
-        levels.append(CeilingLevel(load, rate, extra))
+        slices = _slices(raw.get("slices"), f"{source}: levels.{i}.slices")
+        levels.append(CeilingLevel(load, rate, extra, order=i, slices=slices))
     mark = data.get("ceiling")
     return Ceiling(
         load_unit=str(data.get("load_unit") or "load"),
@@ -119,4 +157,37 @@ def ceiling_section(ceiling: Ceiling) -> Section:
     if latency:
         y = Axis("latency", seconds_format(max(p[1] for s in latency for p in s.points)))
         charts.append(line_chart("ceiling-latency", "Latency vs load", latency, x, y, markers=True))
+    slices = _slice_charts(ceiling)
+    if slices:
+        note += (
+            " Below, each level's slices in the order measured, levels end to end (warm-ups"
+            " left out): a level still drifting shows as a slope within its own line."
+        )
+    charts += slices
     return Section("Ceiling search", note, charts)
+
+
+def _slice_charts(ceiling: Ceiling) -> list[str]:
+    """Throughput and TTFT p95 of every slice, a line per level, levels in measured order."""
+    tokens: list[Series] = []
+    ttft: list[Series] = []
+    offset = 0.0
+    for level in sorted(ceiling.levels, key=lambda lv: lv.order):
+        if not level.slices:
+            continue
+        name = f"{level.load:g} {ceiling.load_unit}"
+        mid = [(offset + p.start_s + p.duration_s / 2, p) for p in level.slices]
+        tokens.append(Series(name, [(t, p.output_tokens_per_s) for t, p in mid
+                                    if p.output_tokens_per_s is not None]))  # fmt: skip
+        ttft.append(Series(name, [(t, p.ttft_p95_s) for t, p in mid if p.ttft_p95_s is not None]))
+        offset += max(p.start_s + p.duration_s for p in level.slices)
+    x = Axis("seconds measured", plain_number, low=0.0)
+    charts = []
+    if any(s.points for s in tokens):
+        charts.append(line_chart("ceiling-slices-throughput", "Throughput in each slice",
+                                 tokens, x, Axis("output tokens/s"), markers=True))  # fmt: skip
+    if any(s.points for s in ttft):
+        y = Axis("TTFT p95", seconds_format(max(p[1] for s in ttft for p in s.points)))
+        charts.append(line_chart("ceiling-slices-ttft", "TTFT p95 in each slice", ttft, x, y,
+                                 markers=True))  # fmt: skip
+    return charts

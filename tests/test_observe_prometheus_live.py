@@ -212,6 +212,14 @@ class _Prometheus:
         log = (self.tmp / "prometheus.log").read_text()[-2000:]
         raise AssertionError(f"Prometheus never got {expr} >= {at_least}; log:\n{log}")
 
+    def last_time(self, expr: str, start: float, end: float) -> float:
+        """The last unix time (0.5 s steps) at which `expr` has a series; fails if none."""
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": "0.5"}
+        body = _get(f"{self.url}/api/v1/query_range", params)
+        times = [float(t) for series in body["data"]["result"] for t, _v in series["values"]]
+        assert times, f"{expr} never held between {start:.0f} and {end:.0f}"
+        return max(times)
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
@@ -281,23 +289,26 @@ async def _swarm_scenario(tmp: Path, prometheus: _Prometheus) -> LiveRun:
             "--target", sim.base_url, "--out", str(tmp / "results"),
             cwd=ROOT, stdout=log, stderr=log,
         )  # fmt: skip
+        launched = time.time()
         await prometheus.wait_until("up", 1.0, timeout_s=60)
-        # Workers ship samples every 3 s: the swarm was running up to then before it showed.
         await prometheus.wait_until("sum(agentload_users)", 1.0, count=1, timeout_s=60)
-        started = time.time() - 3.0
         code = await asyncio.wait_for(run.wait(), timeout=120)
         assert code == 0, (tmp / "agentload.log").read_text()[-3000:]
         ended = time.time()
         # The master served until a scrape read its final values, and then exited: at `ended`
         # that scrape is the latest sample (a later failed scrape marks the series stale).
         await prometheus.wait_until("timestamp(up)", ended + 0.1)
+        # The run ended when the target last had a request running (nothing else sends it
+        # any). Its start is not observable as sharply: the master's view lags by a worker
+        # report (3 s, more on a busy machine), and Prometheus may start scraping after it.
+        busy_until = prometheus.last_time("sum(vllm:num_requests_running) > 0", launched, ended)
     finally:
         log.close()
         await sim.stop()
     return LiveRun(
         prometheus=prometheus.url,
         summary=json.loads((tmp / "results" / "summary.json").read_text()),
-        live_at=started + RUN_S - 2.0,
+        live_at=busy_until - 1.5,  # as for one process: about 2 s before the run's end
         window=f"{math.ceil(RUN_S + 5)}s",
         test_config=prometheus.config,
         final_at=ended,

@@ -17,6 +17,7 @@ long hand-off tails. The pitfalls this module exists for:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import socket
 import sys
 import time
@@ -66,8 +67,10 @@ class LoopBridge:
         self._watcher.start(self._drain)
         self._tasks: set[asyncio.Task[Any]] = set()
         uvloop = _import_uvloop()
-        ready = _allocate_lock()
+        ready, self._done = _allocate_lock(), _allocate_lock()
         ready.acquire()
+        self._done.acquire()  # released by the loop thread as its very last step
+        self._closing = False
         holder: dict[str, asyncio.AbstractEventLoop] = {}
 
         def thread_main() -> None:
@@ -75,8 +78,12 @@ class LoopBridge:
             asyncio.set_event_loop(loop)
             holder["loop"] = loop
             ready.release()
-            loop.run_forever()
-            loop.close()
+            try:
+                loop.run_forever()
+                _cancel_remaining(loop)
+            finally:
+                loop.close()
+                self._done.release()
 
         _start_new_thread(thread_main, ())
         # Bounded wait with the original lock: the thread needs microseconds to start.
@@ -127,10 +134,20 @@ class LoopBridge:
             gevent.sleep(0.05)
         return not self._tasks
 
-    def stop(self) -> None:
-        """Stop the loop thread (the process is about to end)."""
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._watcher.stop()
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop the loop thread, cancelling what still runs there; False if it outlived `timeout`.
+
+        Called at interpreter exit: a native thread still inside uvloop while the interpreter
+        is torn down can crash the process after its results were written.
+        """
+        if not self._closing:
+            self._closing = True
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        ended: bool = self._done.acquire(True, timeout)
+        if ended:
+            self._done.release()  # a second close() finds it ended too
+            self._watcher.stop()
+        return ended
 
     # -- from the loop thread ------------------------------------------------------------------
 
@@ -161,6 +178,18 @@ class LoopBridge:
                 gevent.get_hub().handle_error(None, *sys.exc_info())
 
 
+def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks still on a stopped loop and give them a moment to run their cleanup."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.wait(tasks, timeout=_CLEANUP_S))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+
+
+# How long tasks cancelled at exit get to close their connections and files.
+_CLEANUP_S = 2.0
 _BRIDGE: LoopBridge | None = None
 
 
@@ -169,4 +198,5 @@ def process_bridge() -> LoopBridge:
     global _BRIDGE
     if _BRIDGE is None:
         _BRIDGE = LoopBridge()
+        atexit.register(_BRIDGE.close)
     return _BRIDGE

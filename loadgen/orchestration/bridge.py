@@ -11,7 +11,8 @@ long hand-off tails. The pitfalls this module exists for:
 - sockets the engine opens must be native ones (see `native_socket_factory`);
 - the loop thread never touches gevent objects: results travel back through a hub `async_`
   watcher (thread-safe `send`, drained on the hub) into AsyncResults;
-- a bridge is created lazily in each process, after any fork, never at import.
+- a bridge is created lazily in each process, after any fork, never at import;
+- nothing joins a thread started that way, so the bridge stops and joins it at exit.
 """
 
 from __future__ import annotations

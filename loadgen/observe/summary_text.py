@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import textwrap
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["format_summary"]
+__all__ = [
+    "ENGINE_NAMES",
+    "SATURATED_RESOURCES",
+    "format_summary",
+    "server_verdict",
+    "workers_missing",
+]
 
 _MISSING = "n/a"
+_INDENT = " " * 16  # continuation lines line up with the figures above them
+
+# summary["server"]["saturated_first"] and its onsets, as people call them.
+SATURATED_RESOURCES = {"kv_cache": "KV cache", "preemptions": "preemptions", "queue": "queue"}
+ENGINE_NAMES = {"vllm": "vLLM", "sglang": "SGLang", "llamacpp": "llama.cpp"}
 
 
 def _seconds(value: float | None) -> str:
@@ -27,8 +39,99 @@ def _quantiles(latency: Mapping[str, Any], *names: str) -> str:
     return "  ".join(f"{name} {_seconds(latency.get(name))}" for name in names)
 
 
+def _number(value: Any) -> str:
+    return f"{value:,.0f}" if isinstance(value, int | float) else _MISSING
+
+
+def _percent(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, int | float) else _MISSING
+
+
+def _scrapes(server: Mapping[str, Any]) -> str:
+    errors = int(server.get("scrape_errors") or 0)
+    return f"{errors:,} failed scrape{'s' if errors != 1 else ''}"
+
+
+def server_verdict(server: Mapping[str, Any]) -> str:
+    """What saturated first on the target and when, or why its metrics are missing: one clause."""
+    url = server.get("metrics_url") or "the target's /metrics"
+    if not server.get("available"):
+        if server.get("scrape_errors"):
+            last = f", last: {server['last_error']}" if server.get("last_error") else ""
+            return f"metrics unavailable from {url} ({_scrapes(server)}{last})"
+        return f"metrics unavailable: no vLLM, SGLang or llama.cpp figures at {url}"
+    onsets = server.get("saturation_onset_s") or {}
+    first = server.get("saturated_first")
+    if first is None:
+        return "nothing saturated (no full KV cache, no preemptions, no lasting queue)"
+    at = onsets.get(first)
+    when = f", {at:.1f} s into the run" if isinstance(at, int | float) else ""
+    later = [
+        f"{SATURATED_RESOURCES.get(name, name)} at {t:.1f} s"
+        for name, t in sorted(
+            ((n, t) for n, t in onsets.items() if isinstance(t, int | float) and n != first),
+            key=lambda item: item[1],
+        )
+    ]
+    then = f" (then {', '.join(later)})" if later else ""
+    return f"{SATURATED_RESOURCES.get(first, first)} saturated first{when}{then}"
+
+
+def _server_lines(server: Mapping[str, Any]) -> list[str]:
+    if not server.get("available"):
+        return [f"server          {server_verdict(server)}"]
+    engine = ENGINE_NAMES.get(str(server.get("engine")), server.get("engine") or "target")
+    figures = (
+        f"KV cache peak {_percent(server.get('kv_cache_usage_peak'))}, "
+        f"waiting peak {_number(server.get('waiting_peak'))}, "
+        f"preemptions {_number(server.get('preemptions'))}, "
+        f"prefix-cache hits {_percent(server.get('prefix_cache_hit_ratio'))}"
+    )
+    if server.get("scrape_errors"):
+        figures += f" ({_scrapes(server)})"
+    return [f"server          {engine}: {server_verdict(server)}", _INDENT + figures]
+
+
+def workers_missing(workers: Mapping[str, Any]) -> str | None:
+    """Whose share of a swarm run is missing, in one sentence; None when every worker's is in."""
+    lost: Sequence[str] = workers.get("lost") or []
+    silent = int(workers.get("expected") or 0) - len(workers.get("reported") or [])
+    parts = []
+    if lost:
+        one = len(lost) == 1
+        parts.append(
+            f"{', '.join(lost)} {'was' if one else 'were'} lost mid-run (killed, crashed or cut "
+            f"off): what {'it' if one else 'they'} measured after "
+            f"{'its' if one else 'their'} last report is missing"
+        )
+    if silent > 0:
+        parts.append(
+            f"{silent} of {workers['expected']} expected workers never reported: "
+            f"{'its' if silent == 1 else 'their'} whole share is missing"
+        )
+    return "; ".join(parts) or None
+
+
+def _workers_lines(workers: Mapping[str, Any]) -> list[str]:
+    reported, left = workers.get("reported") or [], workers.get("left") or []
+    line = f"workers         {len(reported)} of {workers.get('expected', len(reported))} reported"
+    if workers.get("lost"):
+        line += f", LOST: {', '.join(workers['lost'])}"
+    if left:
+        line += f", stopped on purpose (whole share in): {', '.join(left)}"
+    lines = [line]
+    if (missing := workers_missing(workers)) is not None:
+        lines += textwrap.wrap(
+            f"WARNING: {missing} from every figure above.",
+            width=92,
+            subsequent_indent=" " * 9,
+            break_on_hyphens=False,  # keep worker-<index> names whole
+        )
+    return lines
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
-    """About a dozen lines: what was run, how it went, and whether the generator kept up."""
+    """About a dozen lines: what was run, how it went, what the server ran out of, who kept up."""
     target = summary.get("target", {})
     where = target.get("url", _MISSING)
     if target.get("model"):
@@ -57,6 +160,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"state failures  {listed} ({recovered:,} recovered)")
     else:
         lines.append("state failures  none")
+    if isinstance(server := summary.get("server"), Mapping):
+        lines += _server_lines(server)
+    if isinstance(workers := summary.get("workers"), Mapping):
+        lines += _workers_lines(workers)
     generator = summary.get("generator", {})
     if generator.get("saturated"):
         reasons = "; ".join(generator.get("reasons", [])) or "see generator in summary.json"

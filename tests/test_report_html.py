@@ -9,15 +9,23 @@ import re
 import shutil
 import subprocess
 import sys
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from test_gates_run import run_against_sim
+from test_observe_summary_text import (
+    SATURATING,
+    sampled_server_report,
+    unreachable_server_report,
+    vllm_exposition,
+)
 
 from loadgen.errors import UsageError
-from loadgen.report import load_results, render_report
+from loadgen.report import load_results, render_report, save_summary
 from loadgen.report.ceiling import ceiling_section, parse_ceiling
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,6 +174,8 @@ def test_sections_without_data_are_left_out(report_dir: Path, tmp_path: Path) ->
     page = render_report(load_results(bare))  # no records, no ceiling.json
     charts = set(re.findall(r'data-chart="([^"]+)"', page))
     assert charts == {"ttft-itl-percentiles", "e2e-percentiles", "session-funnel"}
+    assert "<h2>Server</h2>" not in page  # not run with --scrape-target-metrics
+    assert "workers reported" not in page  # not a swarm
 
 
 def test_names_from_records_are_escaped(report_dir: Path, tmp_path: Path) -> None:
@@ -211,3 +221,97 @@ def test_a_malformed_slice_is_a_one_line_usage_error_naming_it() -> None:
     level = {"load": 8, "output_tokens_per_s": 1.0, "slices": [{"start_s": 0}]}
     with pytest.raises(UsageError, match=r"levels.0.slices.0 needs numeric `start_s` and"):
         parse_ceiling({"levels": [level]})
+
+
+def _report_with(report_dir: Path, tmp_path: Path, **sections: Any) -> str:
+    """The report of the real run's summary with `sections` added (no records: quick)."""
+    folder = tmp_path / "with-sections"
+    folder.mkdir()
+    summary = orjson.loads((report_dir / "summary.json").read_bytes())
+    save_summary(folder, {**summary, **sections})
+    return render_report(load_results(folder))
+
+
+def _text(html: str) -> str:
+    """What a reader sees of `html`: tags dropped, entities decoded, whitespace collapsed."""
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+def _server_section(page: str) -> str:
+    match = re.search(r"<section><h2>Server</h2>.*?</section>", page)
+    assert match, "no Server section"
+    return match.group(0)
+
+
+async def test_the_server_section_names_what_saturated_first_and_when(
+    report_dir: Path, tmp_path: Path
+) -> None:
+    page = _report_with(report_dir, tmp_path, server=await sampled_server_report(*SATURATING))
+
+    section = _server_section(page)
+    assert (
+        '<div class="banner warn">vLLM: KV cache saturated first, 2.0 s into the run '
+        "(then preemptions at 4.0 s, queue at 6.0 s).</div>"
+    ) in section
+    onsets = re.findall(r'<tr><td>([^<]+)</td><td class="(\w+)">([^<]+)</td>', section)
+    assert onsets == [
+        ("KV cache", "fail", "2.0 s · first"),
+        ("preemptions", "fail", "4.0 s"),
+        ("queue", "fail", "6.0 s"),
+    ]
+
+
+async def test_the_server_section_shows_the_targets_peaks_and_prefix_hits(
+    report_dir: Path, tmp_path: Path
+) -> None:
+    page = _report_with(report_dir, tmp_path, server=await sampled_server_report(*SATURATING))
+
+    section = _server_section(page)
+    cards = re.findall(r'<div class="label">([^<]+)</div><div class="value">([^<]+)</div>', section)
+    assert cards == [
+        ("KV cache peak", "99%"),
+        ("waiting peak", "4"),
+        ("preemptions", "5"),
+        ("prefix cache hits (server)", "50%"),
+    ]
+    assert "It counted 4,000 prompt and 400 generation tokens." in _text(section)
+
+
+async def test_a_server_with_room_to_spare_has_no_onsets_in_the_report(
+    report_dir: Path, tmp_path: Path
+) -> None:
+    report = await sampled_server_report(vllm_exposition(0.2), vllm_exposition(0.4))
+    section = _server_section(_report_with(report_dir, tmp_path, server=report))
+
+    assert '<div class="banner none">vLLM: nothing saturated' in section
+    assert section.count('<td class="pass">never</td>') == 3
+
+
+async def test_unread_target_metrics_are_said_so_with_the_reason(
+    report_dir: Path, tmp_path: Path
+) -> None:
+    report = await unreachable_server_report()
+    section = _server_section(_report_with(report_dir, tmp_path, server=report))
+
+    assert _text(section) == (
+        "Server The target's metrics were requested (--scrape-target-metrics) but not read: "
+        f"metrics unavailable from {report['metrics_url']} (2 failed scrapes, last: "
+        f"{report['last_error']})."
+    )
+
+
+def test_a_lost_worker_is_named_in_a_warning_banner(report_dir: Path, tmp_path: Path) -> None:
+    workers = {
+        "expected": 2,
+        "reported": ["worker-0", "worker-1"],
+        "left": [],
+        "lost": ["worker-1"],
+    }
+    page = _report_with(report_dir, tmp_path, workers=workers)
+
+    banners = re.findall(r'<div class="banner warn">(.*?)</div>', page)
+    assert [_text(b) for b in banners] == [
+        "Incomplete swarm: worker-1 was lost mid-run (killed, crashed or cut off): what it "
+        "measured after its last report is missing from every figure of this report."
+    ]
+    assert "measured · 2 of 2 workers reported" in page

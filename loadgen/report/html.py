@@ -11,6 +11,13 @@ from typing import Any
 
 from loadgen import __version__
 from loadgen.errors import UsageError
+from loadgen.observe.summary_text import (
+    ENGINE_NAMES,
+    SATURATED_RESOURCES,
+    server_verdict,
+    workers_missing,
+)
+from loadgen.observe.target_metrics import KV_CACHE_BINDING, KV_CACHE_SATURATED
 from loadgen.report.ceiling import CEILING_FILE, ceiling_section, parse_ceiling
 from loadgen.report.gates import format_value
 from loadgen.report.html_charts import Section, record_sections
@@ -139,13 +146,105 @@ def _gates(s: Mapping[str, Any]) -> str:
 
 
 def _warnings(s: Mapping[str, Any]) -> str:
+    banners = []
     generator = s.get("generator") or {}
-    if not generator.get("saturated"):
+    if generator.get("saturated"):
+        reasons = "; ".join(generator.get("reasons") or []) or "see summary.json"
+        banners.append(
+            f'<div class="banner warn">The load generator was saturated ({escape(reasons)}): '
+            "latencies include its own delays. Add workers or CPU.</div>"
+        )
+    workers = s.get("workers")
+    if isinstance(workers, Mapping) and (missing := workers_missing(workers)) is not None:
+        banners.append(
+            f'<div class="banner warn">Incomplete swarm: {escape(missing)} from every figure of '
+            "this report.</div>"
+        )
+    return "".join(banners)
+
+
+def _workers_reported(s: Mapping[str, Any]) -> str:
+    workers = s.get("workers")
+    if not isinstance(workers, Mapping):
         return ""
-    reasons = "; ".join(generator.get("reasons") or []) or "see summary.json"
+    reported = len(workers.get("reported") or [])
+    return f" · {reported} of {workers.get('expected', reported)} workers reported"
+
+
+# What each onset in summary["server"]["saturation_onset_s"] means, as target_metrics decides it.
+_SATURATION_MEANINGS = {
+    "kv_cache": f"KV-cache usage reached {KV_CACHE_SATURATED:.0%}, or requests kept waiting "
+    f"while usage was at least {KV_CACHE_BINDING:.0%} (waiting for blocks, not batch slots)",
+    "preemptions": "the server began preempting (SGLang: retracting) running requests to free "
+    "KV blocks; they are recomputed later",
+    "queue": "requests kept waiting for a batch slot in consecutive samples",
+}
+
+
+def _onset_table(server: Mapping[str, Any]) -> str:
+    onsets, first = server.get("saturation_onset_s") or {}, server.get("saturated_first")
+    rows = []
+    for name, meaning in _SATURATION_MEANINGS.items():
+        at = onsets.get(name)
+        if isinstance(at, int | float):
+            cell = f'<td class="fail">{at:.1f} s{" · first" if name == first else ""}</td>'
+        else:
+            cell = '<td class="pass">never</td>'
+        rows.append(
+            f"<tr><td>{escape(SATURATED_RESOURCES[name])}</td>{cell}"
+            f'<td class="reason">{escape(meaning)}</td></tr>'
+        )
+    head = '<tr><th>resource</th><th>saturated at</th><th class="reason">when it counts</th></tr>'
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _server(s: Mapping[str, Any]) -> str:
+    """The Server section: what the target ran out of first, and its peaks (or why not read)."""
+    server = s.get("server")
+    if not isinstance(server, Mapping):
+        return ""
+    verdict = server_verdict(server)
+    if not server.get("available"):
+        return (
+            '<section><h2>Server</h2><div class="banner none">The target\'s metrics were '
+            f"requested (--scrape-target-metrics) but not read: {escape(verdict)}.</div></section>"
+        )
+    engine = str(ENGINE_NAMES.get(str(server.get("engine")), server.get("engine") or "target"))
+    style = "none" if server.get("saturated_first") is None else "warn"
+    errors = int(server.get("scrape_errors") or 0)
+    note = (
+        f"The target's own metrics, {int(server.get('samples') or 0):,} samples from "
+        f"{server.get('metrics_url')} during the run ({errors:,} failed scrapes); times count "
+        "from the first sample. Counters include other clients' traffic on a shared server."
+    )
+
+    def figure(name: str, unit: Unit) -> str:
+        value = server.get(name)
+        return format_value(value if isinstance(value, int | float) else None, unit)
+
+    cards = [
+        _card("KV cache peak", figure("kv_cache_usage_peak", Unit.RATIO), "the fullest replica"),
+        _card(
+            "waiting peak",
+            figure("waiting_peak", Unit.NUMBER),
+            f"requests queued · running peak {figure('running_peak', Unit.NUMBER)}",
+        ),
+        _card("preemptions", figure("preemptions", Unit.NUMBER), "over the run"),
+        _card(
+            "prefix cache hits (server)",
+            figure("prefix_cache_hit_ratio", Unit.RATIO),
+            "the server's own count, over the run",
+        ),
+    ]
+    if server.get("generation_tokens") is not None:
+        note += (
+            f" It counted {figure('prompt_tokens', Unit.NUMBER)} prompt and "
+            f"{figure('generation_tokens', Unit.NUMBER)} generation tokens."
+        )
     return (
-        f'<div class="banner warn">The load generator was saturated ({escape(reasons)}): '
-        "latencies include its own delays. Add workers or CPU.</div>"
+        f'<section><h2>Server</h2><p class="note">{escape(note)}</p>'
+        f'<div class="banner {style}">{escape(engine)}: {escape(verdict)}.</div>'
+        f'<div class="cards">{"".join(cards)}</div>{_onset_table(server)}</section>'
     )
 
 
@@ -204,6 +303,7 @@ def render_report(results: RunResults, data: ReportData | None = None) -> str:
     first = next(iter(results.steps()), {})
     when = _started(first)
     subtitle = f"target {where} · {float(s.get('duration_s') or 0):.1f} s measured"
+    subtitle += _workers_reported(s)
     body = [
         f"<header><h1>agentload report · {escape(str(s.get('profile', '?')))}</h1>"
         f'<p class="sub">{escape(subtitle)}{" · started " + escape(when) if when else ""}</p>'
@@ -211,6 +311,7 @@ def render_report(results: RunResults, data: ReportData | None = None) -> str:
         _gates(s),
         _warnings(s),
         _cards(s),
+        _server(s),
     ]
     sections = record_sections(s, data)
     for section in sections:

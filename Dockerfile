@@ -8,7 +8,8 @@ COPY loadgen ./loadgen
 COPY profiles ./profiles
 COPY agents ./agents
 RUN pip install --no-cache-dir .
-# 8000 the simulator, 8089 Locust's web UI (master), 5557 master <-> workers.
-EXPOSE 8000 8089 5557
+# 8000 the simulator, 8089 Locust's web UI (master), 5557 master <-> workers, 9646 the
+# master's Prometheus metrics (--prometheus-port).
+EXPOSE 8000 8089 5557 9646
 ENTRYPOINT ["agentload"]
 CMD ["sim", "--host", "0.0.0.0", "--port", "8000"]

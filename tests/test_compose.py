@@ -83,7 +83,19 @@ def test_compose_target_profile_and_worker_count_come_from_the_environment() -> 
     master, worker = services["master"]["command"], services["worker"]["command"]
     assert flag(master, "--target") == flag(worker, "--target") == "http://gpu-box:8000/v1"
     assert master[1] == worker[1] == "coding-agent"
-    assert flag(master, "--expect-workers") == "4"  # must match --scale worker=4
+    assert flag(master, "--expect-workers") == "4"
+
+
+@needs_compose
+@pytest.mark.parametrize("workers", [None, "4"], ids=["default", "AGENTLOAD_WORKERS=4"])
+def test_compose_starts_as_many_workers_as_the_master_waits_for(workers: str | None) -> None:
+    # One setting for both: with one worker replica, a master waiting for two exits 3.
+    services = compose_config(**({} if workers is None else {"AGENTLOAD_WORKERS": workers}))[
+        "services"
+    ]
+    expected = int(flag(services["master"]["command"], "--expect-workers"))
+    assert expected == int(workers or 2)
+    assert services["worker"]["scale"] == expected
 
 
 @needs_compose
@@ -92,6 +104,9 @@ def test_compose_master_and_worker_commands_are_valid_agentload_arguments() -> N
     parser = build_parser()
     master = parser.parse_args(services["master"]["command"])
     assert (master.master, master.web, master.expect_workers) == (True, True, 2)
+    # Bounded on purpose (Locust's default waits forever): a quickstart whose workers failed
+    # ends with the reason.
+    assert master.expect_workers_max_wait == 120.0
     assert master.master_bind_host == "0.0.0.0"
     worker = parser.parse_args(services["worker"]["command"])
     assert (worker.worker, worker.master_host, worker.master_port) == (True, "master", 5557)
@@ -104,6 +119,25 @@ def test_compose_master_and_worker_commands_are_valid_agentload_arguments() -> N
                for group in job["static_configs"] for t in group["targets"]]  # fmt: skip
     assert f"master:{master.prometheus_port}" in targets
     assert master.out == worker.out  # workers write worker-<index>/ under the master's folder
+
+
+@needs_compose
+def test_docker_image_exposes_every_port_the_compose_services_listen_on() -> None:
+    services = compose_config()["services"]
+    master = services["master"]["command"]
+    listening = {
+        int(flag(services["sim"]["command"], "--port")),
+        int(flag(master, "--web-port")),
+        int(flag(master, "--master-bind-port")),
+        int(flag(master, "--prometheus-port")),
+    }
+    exposed = {
+        int(port)
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("EXPOSE ")
+        for port in line.split()[1:]
+    }
+    assert listening <= exposed
 
 
 def copied_sources(dockerfile: Path) -> list[str]:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from loadgen.cli.arguments import parse_duration, parse_rate
 from loadgen.errors import ConfigError, UsageError
 from loadgen.sim import PRESETS, SimConfig, SimServer
+from loadgen.sim.config import METRICS_DIALECTS
 
 __all__ = ["config_from_args", "register"]
 
@@ -29,8 +30,10 @@ examples:
                                                  a small KV cache: preemptions and evictions
   agentload sim --fault-stream-cut 0.05 --fault-http-5xx 0.01
                                                  inject faults (counted on /metrics)
+  agentload sim --metrics-dialect sglang         /metrics under SGLang's names
 
 presets: {presets}
+metrics dialects: {dialects}
 endpoints: /v1/chat/completions /v1/completions /v1/responses /v1/models /health /metrics
 """
 
@@ -48,6 +51,7 @@ _ENGINE_FLAGS = {
     "responses_store_capacity": "responses_store_capacity",
     "responses_store_ttl": "responses_store_ttl_s",
     "max_body_bytes": "max_body_bytes",
+    "metrics_dialect": "metrics_dialect",
 }
 _FAULT_FLAGS = {
     "fault_http_5xx": "http_5xx",
@@ -67,7 +71,7 @@ def register(commands: Any) -> None:
         help="serve the built-in OpenAI-compatible GPU simulator",
         description="Serve an OpenAI-compatible endpoint that behaves like a GPU serving "
         "engine (continuous batching, paged KV cache with prefix caching, preemption).",
-        epilog=_EXAMPLES.format(presets=", ".join(PRESETS)),
+        epilog=_EXAMPLES.format(presets=", ".join(PRESETS), dialects=", ".join(METRICS_DIALECTS)),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks one)")
@@ -127,6 +131,13 @@ def register(commands: Any) -> None:
         type=parse_duration,
         metavar="DURATION",
         help="how long a stored response lives (default 1h)",
+    )
+    p.add_argument(
+        "--metrics-dialect",
+        choices=METRICS_DIALECTS,
+        metavar="SERVER",
+        help="whose metric names /metrics uses: vllm (default), vllm-v0 (vLLM's older "
+        "names), sglang or llamacpp",
     )
     p.add_argument(
         "--max-body-bytes",
@@ -230,6 +241,8 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
             loop.add_signal_handler(sig, stop.set)
     ceiling = config.output_tokens_per_s_ceiling()
     mode = f"analytical, ceiling {ceiling:.0f} output tokens/s" if ceiling else config.preset
+    if config.metrics_dialect != "vllm":
+        mode += f", {config.metrics_dialect} metrics"
     print(
         f"agentload sim: serving {config.served_model_name!r} ({mode}) on "
         f"{server.base_url}  (Ctrl-C to stop)",

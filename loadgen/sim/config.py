@@ -7,15 +7,22 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "METRICS_DIALECTS",
     "PRESETS",
     "AnalyticalModel",
     "FaultRates",
+    "MetricsDialect",
     "RooflineModel",
     "SimConfig",
     "preset_config",
 ]
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+# Whose metric names and types /metrics uses: current vLLM, vLLM before its renames
+# (gpu_cache_usage_perc, gpu_prefix_cache_*, time_per_output_token), SGLang, llama.cpp.
+MetricsDialect = Literal["vllm", "vllm-v0", "sglang", "llamacpp"]
+METRICS_DIALECTS: tuple[MetricsDialect, ...] = ("vllm", "vllm-v0", "sglang", "llamacpp")
 
 
 class _Frozen(BaseModel):
@@ -95,6 +102,9 @@ class SimConfig(_Frozen):
     responses_store_capacity: int = Field(default=10_000, ge=0)
     responses_store_ttl_s: float = Field(default=3600.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    metrics_dialect: MetricsDialect = Field(
+        default="vllm", description="the server whose metric names /metrics uses"
+    )
     faults: FaultRates = FaultRates()
 
     @model_validator(mode="after")

@@ -89,7 +89,7 @@ class SimContext:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.engine = Engine(config)
-        self.metrics = SimMetrics(config.served_model_name)
+        self.metrics = SimMetrics(config.served_model_name, config.metrics_dialect)
         self.store = ResponseStore(config.responses_store_capacity, config.responses_store_ttl_s)
         self.engine.on_step = self.metrics.on_step
         # Faults get their own dice so that switching one on does not change any reply.

@@ -73,11 +73,17 @@ def quantile(q: float, metric: str, by: str = "", extra: str = "") -> str:
 
 
 def server_quantile(q: float, names: Sequence[str]) -> str:
-    """A percentile of the first server histogram the target exposes."""
-    inner = " or ".join(
-        f"sum by (le) ({rate(name + '_bucket', selector=SERVER)})" for name in names
-    )
-    return f"histogram_quantile({q}, {inner})"
+    """A percentile of a server histogram, over every instance whichever name it exposes."""
+    # `or` inside the sum, per series: rate() drops the metric name, so the bucket series of
+    # a vLLM and an SGLang instance (different instances) are both kept, while a server
+    # exporting an old and a new name (same labels) is counted once. `sum(A) or sum(B)`
+    # dropped every SGLang series as soon as one vLLM instance was selected.
+    inner = " or ".join(rate(name + "_bucket", selector=SERVER) for name in names)
+    return f"histogram_quantile({q}, sum by (le) ({inner}))"
+
+
+# The builders below aggregate by instance, so `or` between whole aggregates keeps every
+# instance of a mixed fleet (their label sets differ) and one series per instance.
 
 
 def server_gauge(names: Sequence[str], how: str = "sum") -> str:
@@ -116,10 +122,12 @@ class Query:
 
 @dataclass(frozen=True)
 class Panel:
-    """One panel; `description` says what a bad reading means and what to check next."""
+    """One panel, described as what it shows, what a bad reading means, what to check next."""
 
     title: str
-    description: str
+    shows: str
+    bad: str
+    check: str
     queries: Sequence[Query]
     unit: str = "short"
     kind: str = "timeseries"  # timeseries | stat | heatmap | xychart
@@ -127,6 +135,11 @@ class Panel:
     height: int = 8
     stacked: bool = False
     overrides: Sequence[dict[str, Any]] = field(default_factory=tuple)
+
+    @property
+    def description(self) -> str:
+        """The description Grafana shows, in the one form every panel follows."""
+        return f"{self.shows} Bad: {self.bad} Next: {self.check}"
 
 
 @dataclass(frozen=True)
@@ -157,9 +170,11 @@ OVERVIEW = Dashboard(
     panels=[
         Panel(
             "Target under test",
-            "The endpoint and model the selected runs send to. Empty: Prometheus does not "
-            "scrape the agentload exporter; check `--prometheus-port` and the agentload job.",
-            [
+            shows="The endpoint and model the selected runs send to.",
+            bad="empty: Prometheus does not scrape the agentload exporter.",
+            check="`--prometheus-port` on the run, and the agentload job's targets on "
+            "Prometheus's Status > Targets page.",
+            queries=[
                 Query(
                     f"max by (url, model) (agentload_target_info{_sel(AGENTLOAD)})",
                     "{{url}} {{model}}",
@@ -171,44 +186,55 @@ OVERVIEW = Dashboard(
         ),
         Panel(
             "Active agents and sessions",
-            "Agents (Locust users) and sessions in progress. Agents below the profile's "
-            "stage level: the generator is saturated (see its health below) or the shape "
-            "has not got there. Sessions far below agents: agents sit idle between "
-            "sessions, as the profile's idle time says.",
-            [
+            shows="Agents (Locust users) and sessions in progress.",
+            bad="agents below the profile's stage level: the generator is saturated or the "
+            "shape has not got there yet; sessions far below agents: agents sit idle "
+            "between sessions, as the profile's idle time says.",
+            check="Generator CPU and lag below, then the profile's stages.",
+            queries=[
                 Query(f"sum(agentload_users{_sel(AGENTLOAD)})", "agents"),
                 Query(f"sum(agentload_sessions_active{_sel(AGENTLOAD)})", "sessions"),
             ],
         ),
         Panel(
             "Sessions per minute by outcome",
-            "Ended sessions. Failed: the target broke a session beyond what the reactions "
-            "absorb; see 'Errors by kind' and the Agent state dashboard. Aborted: stopped "
-            "by the client (end of run), not a server fault.",
-            [Query(total("agentload_sessions_total", "outcome", scale=" * 60"), "{{outcome}}")],
+            shows="Ended sessions per minute; aborted ones were stopped by the client (the "
+            "end of a run), not by a fault.",
+            bad="failed sessions: the target broke them beyond what the reactions absorb.",
+            check="'Errors by kind', then the Agent state dashboard.",
+            queries=[
+                Query(total("agentload_sessions_total", "outcome", scale=" * 60"), "{{outcome}}")
+            ],
             stacked=True,
         ),
         Panel(
             "Output tokens per second",
-            "Completion tokens the agents received. Flat while agents rise: the target is "
-            "at its ceiling (see the Ceiling and Server dashboards).",
-            [Query(total("agentload_completion_tokens_total"), "output tok/s")],
+            shows="Completion tokens the agents received.",
+            bad="flat while agents rise: the target is at its ceiling.",
+            check="the Ceiling dashboard for the knee, the Server dashboard for what ran "
+            "out (KV cache or batch slots).",
+            queries=[Query(total("agentload_completion_tokens_total"), "output tok/s")],
         ),
         Panel(
             "Requests per second by outcome",
-            "LLM requests sent. Flat while agents rise: each request takes longer (see "
-            "the Latency dashboard). A growing failed share: see 'Errors by kind'.",
-            [Query(total("agentload_requests_total", "outcome"), "{{outcome}}")],
+            shows="LLM requests sent, ok and failed.",
+            bad="flat while agents rise: each request takes longer; a growing failed share: "
+            "the target refuses or breaks requests.",
+            check="the Latency dashboard for the first, 'Errors by kind' for the second.",
+            queries=[Query(total("agentload_requests_total", "outcome"), "{{outcome}}")],
             unit="reqps",
             stacked=True,
         ),
         Panel(
             "Session success and goodput ratio",
-            "Success: completed / (completed + failed). Goodput: completed sessions in which "
-            "every step met the profile's TTFT and end-to-end caps and the session met its "
-            "duration cap (docs/observability.md). Goodput well under success: the target "
-            "answers but too slowly; see the Latency dashboard.",
-            [
+            shows="Success: completed / (completed + failed). Goodput: completed sessions in "
+            "which every step met the profile's TTFT and end-to-end caps and the session "
+            "met its duration cap (docs/observability.md).",
+            bad="goodput well under success: the target answers, but too slowly; success "
+            "falling: sessions break.",
+            check="the Latency dashboard's percentiles against the profile's SLOs for "
+            "goodput, 'Errors by kind' for success.",
+            queries=[
                 Query(
                     _success_ratio(total("agentload_sessions_total", extra='outcome="completed"')),
                     "success",
@@ -219,20 +245,24 @@ OVERVIEW = Dashboard(
         ),
         Panel(
             "Errors by kind",
-            "Failed requests by the failure kind that failed them. http_error / "
-            "rate_limited / timeout: the target or a gateway is overloaded; "
+            shows="Failed requests by the failure kind that failed them.",
+            bad="http_error / rate_limited / timeout: the target or a gateway is overloaded; "
             "stream_truncated: a proxy or server cut streams; server_state_lost: a "
             "Responses store lost state (replica switch, restart, eviction).",
-            [Query(total("agentload_request_errors_total", "kind"), "{{kind}}")],
+            check="the Server dashboard's queue and KV usage for overload, the proxy's idle "
+            "timeout for cut streams, session affinity for lost state.",
+            queries=[Query(total("agentload_request_errors_total", "kind"), "{{kind}}")],
             unit="reqps",
             stacked=True,
         ),
         Panel(
             "Generator CPU",
-            "CPU of each generator process, in cores. Near 1.0: the event loop is "
-            "saturated and measured latencies include the generator's own queueing; add "
-            "worker processes (--processes) before trusting the numbers.",
-            [
+            shows="CPU of each generator process, in cores.",
+            bad="near 1.0: the event loop is saturated, and measured latencies include the "
+            "generator's own queueing.",
+            check="add worker processes (--processes) and watch Generator lag fall before "
+            "trusting the numbers.",
+            queries=[
                 Query(
                     f"max by (instance) (agentload_generator_cpu_ratio{_sel(AGENTLOAD)})",
                     "{{instance}}",
@@ -242,10 +272,11 @@ OVERVIEW = Dashboard(
         ),
         Panel(
             "Generator lag (p99)",
-            "How late steps and arrivals started against plan, and how late the event loop "
-            "ran timers. Above ~100 ms: the generator, not the target, is the bottleneck; "
-            "check its CPU and add processes.",
-            [
+            shows="How late steps and arrivals started against plan, and how late the event "
+            "loop ran timers.",
+            bad="above ~100 ms: the generator, not the target, is the bottleneck.",
+            check="Generator CPU; add processes or lower the load per process.",
+            queries=[
                 Query(
                     quantile(0.99, "agentload_generator_schedule_lag_seconds"), "schedule lag p99"
                 ),
@@ -267,62 +298,74 @@ LATENCY = Dashboard(
     panels=[
         Panel(
             "Time to first token",
-            "Request sent to first content or tool-call token. Rising p99 with flat p50: "
-            "queueing at the server (see the Server dashboard's waiting requests); all "
-            "percentiles rising: prefill got slower (longer contexts, lost prefix cache).",
-            _percentiles("agentload_ttft_seconds"),
+            shows="Request sent to first content or tool-call token.",
+            bad="p99 rising with a flat p50: queueing at the server; all percentiles rising: "
+            "prefill got slower (longer contexts, lost prefix cache).",
+            check="the Server dashboard's waiting requests for queueing, the cache-hit ratio "
+            "per step kind (Agent state) for the cache.",
+            queries=_percentiles("agentload_ttft_seconds"),
             unit="s",
         ),
         Panel(
             "Inter-token latency",
-            "Gaps between token events while streaming. Rising: the decode batch is larger "
-            "or preempted; check server running requests and preemptions.",
-            _percentiles("agentload_itl_seconds"),
+            shows="Gaps between token events while streaming.",
+            bad="rising: the decode batch is larger, or requests are preempted.",
+            check="the Server dashboard's running requests and preemptions.",
+            queries=_percentiles("agentload_itl_seconds"),
             unit="s",
         ),
         Panel(
             "End-to-end request time",
-            "Request sent to last byte, successful requests. Compare with TTFT: a growing "
-            "gap is slower decoding or longer replies.",
-            _percentiles("agentload_request_duration_seconds"),
+            shows="Request sent to last byte, successful requests.",
+            bad="a growing gap to TTFT: decoding got slower or replies got longer.",
+            check="Inter-token latency; if it is flat, the replies' length (completion "
+            "tokens per request on the Overview).",
+            queries=_percentiles("agentload_request_duration_seconds"),
             unit="s",
         ),
         Panel(
             "Session duration (completed)",
-            "Whole sessions, tool waits and think time included (scaled by time_scale). "
-            "Rising while request latency is flat: more steps or retries per session; see "
-            "the Agent state dashboard.",
-            _percentiles("agentload_session_duration_seconds", 'outcome="completed"'),
+            shows="Whole sessions, tool waits and think time included (scaled by time_scale).",
+            bad="rising while request latency is flat: more steps or retries per session.",
+            check="Steps per session and Recoveries by kind on the Agent state dashboard.",
+            queries=_percentiles("agentload_session_duration_seconds", 'outcome="completed"'),
             unit="s",
         ),
         Panel(
             "TTFT p95 by agent",
-            "Which archetype waits longest for a first token. Long-context agents (coding) "
-            "high while others are fine: prefill cost or lost prefix cache for long "
-            "histories; check the cache-hit ratio per step.",
-            [Query(quantile(0.95, "agentload_ttft_seconds", "agent"), "{{agent}}")],
+            shows="Which archetype waits longest for a first token.",
+            bad="long-context agents (coding) high while others are fine: prefill cost or a "
+            "lost prefix cache for long histories.",
+            check="the cache-hit ratio per step kind (Agent state) and the server's "
+            "prefix-cache hit ratio.",
+            queries=[Query(quantile(0.95, "agentload_ttft_seconds", "agent"), "{{agent}}")],
             unit="s",
         ),
         Panel(
             "TTFT p95 by step kind",
-            "turn, tool_result, subagent, compaction, resume... tool_result high: resent "
-            "history is not found in the prefix cache; resume high: server-held state "
-            "was evicted and the history is being recomputed.",
-            [Query(quantile(0.95, "agentload_ttft_seconds", "step_kind"), "{{step_kind}}")],
+            shows="TTFT of each step kind: turn, tool_result, subagent, compaction, resume...",
+            bad="tool_result high: resent history is not found in the prefix cache; resume "
+            "high: server-held state was evicted and the history is being recomputed.",
+            check="the prefix-cache panels of Agent state and Server; for resume, "
+            "'Server-state losses and fallbacks'.",
+            queries=[Query(quantile(0.95, "agentload_ttft_seconds", "step_kind"), "{{step_kind}}")],
             unit="s",
         ),
         Panel(
             "ITL p99 by agent",
-            "Streaming smoothness per archetype. One archetype worse than others: its "
-            "replies run in larger or longer batches; compare server ITL.",
-            [Query(quantile(0.99, "agentload_itl_seconds", "agent"), "{{agent}}")],
+            shows="Streaming smoothness per archetype.",
+            bad="one archetype worse than the others: its replies run in larger or longer batches.",
+            check="the server's inter-token latency on the Server dashboard.",
+            queries=[Query(quantile(0.99, "agentload_itl_seconds", "agent"), "{{agent}}")],
             unit="s",
         ),
         Panel(
             "End-to-end p95 by step kind",
-            "Request time per step kind. Compaction steps are long by nature; others "
-            "rising means the server slowed down.",
-            [
+            shows="Request time per step kind; compaction steps are long by nature.",
+            bad="the other kinds rising: the server slowed down.",
+            check="the Server dashboard's queue time and end-to-end, then its running "
+            "requests and KV usage.",
+            queries=[
                 Query(
                     quantile(0.95, "agentload_request_duration_seconds", "step_kind"),
                     "{{step_kind}}",
@@ -332,10 +375,12 @@ LATENCY = Dashboard(
         ),
         Panel(
             "Client vs server TTFT (p95)",
-            "The client's TTFT against the server's own. A widening gap is time outside "
-            "the engine: network, gateway or router queueing, TLS, or a saturated "
-            "generator (check its health on the Overview).",
-            [
+            shows="The client's TTFT against the server's own.",
+            bad="a widening gap is time outside the engine: network, gateway or router "
+            "queueing, TLS, or a saturated generator.",
+            check="the generator's health on the Overview, then the gateway's or router's "
+            "own latency.",
+            queries=[
                 Query(quantile(0.95, "agentload_ttft_seconds"), "client p95"),
                 Query(server_quantile(0.95, SERVER_TTFT), "server p95"),
             ],
@@ -343,10 +388,12 @@ LATENCY = Dashboard(
         ),
         Panel(
             "Tool latency p95 by tool",
-            "Simulated tool time, as the profile models it (after time_scale). It sets how "
-            "long KV state must survive between steps; long tool waits with falling cache "
-            "hits mean the server evicts idle sessions.",
-            [Query(quantile(0.95, "agentload_tool_latency_seconds", "tool"), "{{tool}}")],
+            shows="Simulated tool time, as the profile models it (after time_scale); it sets "
+            "how long KV state must survive between steps.",
+            bad="long tool waits with falling cache hits: the server evicts idle sessions.",
+            check="the cache-hit ratio of tool_result steps (Agent state) and the server's "
+            "KV-cache usage.",
+            queries=[Query(quantile(0.95, "agentload_tool_latency_seconds", "tool"), "{{tool}}")],
             unit="s",
         ),
     ],
@@ -359,26 +406,34 @@ AGENT_STATE = Dashboard(
     panels=[
         Panel(
             "State failures by kind",
-            "Every failure detected, usable replies included (cache_miss, "
-            "context_truncated). context_truncated: the server silently dropped context; "
-            "cache_miss: KV evicted or session affinity lost (check the router's session "
-            "header); context_overflow: history outgrew the window (check compaction).",
-            [Query(total("agentload_state_failures_total", "kind"), "{{kind}}")],
+            shows="Every failure detected, usable replies included (cache_miss, "
+            "context_truncated).",
+            bad="context_truncated: the server silently dropped context; cache_miss: KV "
+            "evicted or session affinity lost; context_overflow: history outgrew the window.",
+            check="the router's session header for cache_miss, the server's truncation "
+            "settings for context_truncated, compaction (Context size per step) for "
+            "context_overflow.",
+            queries=[Query(total("agentload_state_failures_total", "kind"), "{{kind}}")],
             stacked=True,
         ),
         Panel(
             "Recoveries by kind",
-            "Failures absorbed by the profile's reactions (retry, fallback, compact). "
-            "Failures without matching recoveries end sessions as failed.",
-            [Query(total("agentload_recoveries_total", "kind"), "{{kind}}")],
+            shows="Failures absorbed by the profile's reactions (retry, fallback, compact).",
+            bad="fewer recoveries than failures of a kind: those failures end sessions as "
+            "failed; many recoveries: the target is flaky even where sessions succeed.",
+            check="State failures by kind side by side, then the profile's `reactions` "
+            "(attempts, backoff) for the kinds left unrecovered.",
+            queries=[Query(total("agentload_recoveries_total", "kind"), "{{kind}}")],
             stacked=True,
         ),
         Panel(
             "Prefix-cache hit ratio per step kind",
-            "Server-reported cached prompt tokens / prompt tokens, per step kind. "
-            "tool_result and turn steps resend a known prefix and should hit >80%; a drop "
-            "means eviction under memory pressure or lost session affinity.",
-            [
+            shows="Server-reported cached prompt tokens / prompt tokens, per step kind.",
+            bad="tool_result and turn steps resend a known prefix and should hit >80%; a "
+            "drop means eviction under memory pressure or lost session affinity.",
+            check="the server's KV-cache usage and prefix-cache hit ratio (Server "
+            "dashboard), then the router's session affinity.",
+            queries=[
                 Query(
                     f"{total('agentload_cached_tokens_total', 'step_kind')} / "
                     f"{total('agentload_prompt_tokens_total', 'step_kind')}",
@@ -389,25 +444,32 @@ AGENT_STATE = Dashboard(
         ),
         Panel(
             "Context size per step",
-            "The context agents send per step. Growing without bound: compaction is off "
-            "or not triggered; p99 near the model's window: expect context_overflow.",
-            [
+            shows="The context agents send per step.",
+            bad="growing without bound: compaction is off or not triggered; p99 near the "
+            "model's window: expect context_overflow.",
+            check="Compactions per minute and the profile's context_budget_tokens and compact_at.",
+            queries=[
                 Query(quantile(q, "agentload_context_tokens"), f"p{int(q * 100)}")
                 for q in (0.5, 0.9, 0.99)
             ],
         ),
         Panel(
             "Context size distribution",
-            "Steps per context-size bucket over time. A band creeping upwards is history "
-            "growth; a sudden drop is compaction.",
-            [Query(f"sum by (le) ({rate('agentload_context_tokens_bucket')})", "{{le}}")],
+            shows="Steps per context-size bucket over time: a band creeping upwards is "
+            "history growth, a sudden drop is compaction.",
+            bad="a band that stays in the top buckets: sessions run at the edge of their window.",
+            check="Compactions per minute, and context_overflow in State failures by kind.",
+            queries=[Query(f"sum by (le) ({rate('agentload_context_tokens_bucket')})", "{{le}}")],
             kind="heatmap",
         ),
         Panel(
             "Compactions per minute",
-            "Summarisation steps, by agent. Frequent compactions: the context budget is "
-            "small for the workload, and every compaction costs a long prefill.",
-            [
+            shows="Summarisation steps, by agent.",
+            bad="frequent compactions: the context budget is small for the workload, and "
+            "every compaction costs a long prefill.",
+            check="the compaction line of TTFT p95 by step kind (Latency) and the profile's "
+            "context_budget_tokens.",
+            queries=[
                 Query(
                     total("agentload_requests_total", "agent", 'step_kind="compaction"', " * 60"),
                     "{{agent}}",
@@ -416,11 +478,11 @@ AGENT_STATE = Dashboard(
         ),
         Panel(
             "Server-state losses and fallbacks",
-            "previous_response_id chains the server no longer knows (lost), and sessions "
-            "that fell back to resending their history (recovered). Any loss: the "
-            "Responses store is per replica, bounded or was restarted; check session "
-            "affinity and the store's capacity.",
-            [
+            shows="previous_response_id chains the server no longer knows (lost), and "
+            "sessions that fell back to resending their history.",
+            bad="any loss: the Responses store is per replica, bounded, or was restarted.",
+            check="session affinity to replicas, and the store's capacity and TTL.",
+            queries=[
                 Query(
                     total("agentload_state_failures_total", extra='kind="server_state_lost"'),
                     "lost",
@@ -433,9 +495,10 @@ AGENT_STATE = Dashboard(
         ),
         Panel(
             "Steps per session",
-            "LLM requests per completed session (sub-agents included). Rising while the "
-            "profile is unchanged: retries and recoveries add steps.",
-            [
+            shows="LLM requests per completed session (sub-agents included).",
+            bad="rising while the profile is unchanged: retries and recoveries add steps.",
+            check="Recoveries by kind, and 'Errors by kind' on the Overview.",
+            queries=[
                 Query(
                     quantile(q, "agentload_session_steps", extra='outcome="completed"'),
                     f"p{int(q * 100)}",
@@ -445,9 +508,14 @@ AGENT_STATE = Dashboard(
         ),
         Panel(
             "Tool calls by tool and outcome",
-            "Simulated tool calls. Errors are the tools' modelled failure rate; each tends "
-            "to cost the agent another step.",
-            [Query(total("agentload_tool_calls_total", "tool, outcome"), "{{tool}} {{outcome}}")],
+            shows="Simulated tool calls; errors are the tools' modelled failure rate.",
+            bad="errors above the rate the profile models: each one tends to cost the agent "
+            "another step.",
+            check="Steps per session, and malformed_tool_call in State failures by kind "
+            "(model-driven tool calls).",
+            queries=[
+                Query(total("agentload_tool_calls_total", "tool, outcome"), "{{tool}} {{outcome}}")
+            ],
             stacked=True,
         ),
     ],
@@ -461,26 +529,32 @@ SERVER_DASHBOARD = Dashboard(
     panels=[
         Panel(
             "Running and waiting requests",
-            "Requests in the batch and in the queue. Waiting above zero for long: the "
-            "batch is full (max_num_seqs) or KV cache is; TTFT grows with the queue.",
-            [
+            shows="Requests in the batch and in the queue, per instance.",
+            bad="waiting above zero for long: the batch is full (max_num_seqs) or the KV "
+            "cache is, and TTFT grows with the queue.",
+            check="KV-cache usage: near 100%, memory is the limit; otherwise raise "
+            "max_num_seqs or add replicas.",
+            queries=[
                 Query(server_gauge(RUNNING), "running {{instance}}"),
                 Query(server_gauge(WAITING), "waiting {{instance}}"),
             ],
         ),
         Panel(
             "KV-cache usage",
-            "Fraction of KV blocks in use. Near 100%: new requests wait and running ones "
-            "get preempted; reduce concurrency, context, or add memory/replicas.",
-            [Query(server_gauge(KV_USAGE, "max"), "{{instance}}")],
+            shows="Fraction of the KV cache in use (SGLang: of its token pool), per instance.",
+            bad="near 100%: new requests wait and running ones get preempted.",
+            check="Preemptions; then reduce concurrency or context, or add memory or replicas.",
+            queries=[Query(server_gauge(KV_USAGE, "max"), "{{instance}}")],
             unit="percentunit",
         ),
         Panel(
             "Preemptions",
-            "vLLM preemptions per second (requests evicted and recomputed), or SGLang's "
-            "retracted requests per publish. Any sustained rate: KV cache is exhausted; "
-            "latency spikes follow.",
-            [
+            shows="vLLM's preemptions per second (requests evicted and recomputed), or "
+            "SGLang's retracted requests per logging interval; llama.cpp has no such metric.",
+            bad="any sustained rate: the KV cache is exhausted, and latency spikes follow.",
+            check="KV-cache usage and Server inter-token latency; lower concurrency or "
+            "context length.",
+            queries=[
                 Query(
                     server_rate(("vllm:num_preemptions_total",))
                     + " or sum by (instance) "
@@ -491,31 +565,46 @@ SERVER_DASHBOARD = Dashboard(
         ),
         Panel(
             "Prefix-cache hit ratio (server)",
-            "Hits / queries of the server's prefix cache (SGLang: its cache_hit_rate). "
-            "Falling under load: eviction; compare with the client-side ratio per step "
-            "kind on the Agent state dashboard.",
-            [Query(_server_hit_ratio(), "{{instance}}")],
+            shows="Hits / queries of the server's prefix cache (SGLang: its cache_hit_rate; "
+            "llama.cpp has no such metric).",
+            bad="falling under load: the cache evicts the agents' prefixes.",
+            check="the client-side ratio per step kind on the Agent state dashboard, and "
+            "KV-cache usage.",
+            queries=[Query(_server_hit_ratio(), "{{instance}}")],
             unit="percentunit",
         ),
         Panel(
             "Server TTFT",
-            "Time to first token inside the engine (queue + prefill). Compare with the "
-            "client's TTFT on the Latency dashboard to split engine from network time.",
-            [Query(server_quantile(q, SERVER_TTFT), f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)],
+            shows="Time to first token inside the engine (queue + prefill); llama.cpp has no "
+            "such histogram.",
+            bad="rising with waiting requests: admission is the bottleneck; rising alone: "
+            "prefill got slower.",
+            check="the client's TTFT on the Latency dashboard, to split engine from network "
+            "time, then Server queue time.",
+            queries=[
+                Query(server_quantile(q, SERVER_TTFT), f"p{int(q * 100)}")
+                for q in (0.5, 0.95, 0.99)
+            ],
             unit="s",
         ),
         Panel(
             "Server inter-token latency",
-            "Decode step time as the engine sees it. Rising with running requests: the "
-            "batch is compute- or bandwidth-bound.",
-            [Query(server_quantile(q, SERVER_ITL), f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)],
+            shows="Decode step time as the engine sees it.",
+            bad="rising with running requests: the batch is compute- or bandwidth-bound.",
+            check="Running and waiting requests and Preemptions; a smaller max_num_seqs "
+            "trades throughput for ITL.",
+            queries=[
+                Query(server_quantile(q, SERVER_ITL), f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)
+            ],
             unit="s",
         ),
         Panel(
             "Server queue time and end-to-end (p95)",
-            "Time requests wait before their first schedule, and their whole time in the "
-            "engine. Queue time rising: admission is the bottleneck (batch or KV full).",
-            [
+            shows="Time requests wait before their first schedule, and their whole time in "
+            "the engine.",
+            bad="queue time rising: admission is the bottleneck (batch or KV cache full).",
+            check="Running and waiting requests and KV-cache usage, to tell which.",
+            queries=[
                 Query(server_quantile(0.95, SERVER_QUEUE), "queue p95"),
                 Query(server_quantile(0.95, SERVER_E2E), "e2e p95"),
             ],
@@ -523,18 +612,23 @@ SERVER_DASHBOARD = Dashboard(
         ),
         Panel(
             "Server token throughput",
-            "Prompt (prefill) and generation tokens per second. Generation flat while "
-            "running requests rise: the decode ceiling.",
-            [
+            shows="Prompt (prefill) and generation tokens per second, per instance.",
+            bad="generation flat while running requests rise: the decode ceiling.",
+            check="Server inter-token latency and the Ceiling dashboard's knee; replicas "
+            "raise the ceiling, a larger batch does not.",
+            queries=[
                 Query(server_rate(PROMPT_TOKENS), "prompt {{instance}}"),
                 Query(server_rate(GENERATION_TOKENS), "generation {{instance}}"),
             ],
         ),
         Panel(
             "Finished requests by reason (vLLM)",
-            "Why requests ended. abort: clients disconnected or the server gave up; "
-            "length: replies clamped by max_tokens or the context window.",
-            [
+            shows="Why requests ended (vLLM only).",
+            bad="abort: clients disconnected or the server gave up; length: replies clamped "
+            "by max_tokens or the context window.",
+            check="for abort, client timeouts and stream_truncated in 'Errors by kind'; for "
+            "length, abnormal_finish in State failures by kind and the server's max_model_len.",
+            queries=[
                 Query(
                     f"sum by (finished_reason) ({_server_rate_of('vllm:request_success_total')})",
                     "{{finished_reason}}",
@@ -557,18 +651,22 @@ CEILING = Dashboard(
     panels=[
         Panel(
             "Throughput vs concurrency",
-            "Output tokens/s (y) against sessions in progress (x) over the selected time "
-            "range. The knee is the ceiling: past it, more agents only add queueing. Run a "
-            "ramp stage to draw the whole curve.",
-            [Query(_CONCURRENCY, "sessions"), Query(_THROUGHPUT, "output tok/s")],
+            shows="Output tokens/s (y) against sessions in progress (x) over the selected "
+            "time range; run a ramp stage to draw the whole curve.",
+            bad="a knee: past it, more agents only add queueing.",
+            check="'What runs out first' below for why, and `agentload ceiling` to measure "
+            "the knee under the profile's SLOs.",
+            queries=[Query(_CONCURRENCY, "sessions"), Query(_THROUGHPUT, "output tok/s")],
             kind="xychart",
         ),
         Panel(
             "Latency vs throughput",
-            "TTFT p95 (y) against output tokens/s (x). A vertical wall: the target is at "
-            "its ceiling and latency grows without throughput; pick the concurrency just "
-            "before it.",
-            [
+            shows="TTFT p95 (y) against output tokens/s (x).",
+            bad="a vertical wall: the target is at its ceiling, and latency grows without "
+            "throughput.",
+            check="the concurrency just before the wall (Throughput vs concurrency), and the "
+            "SLOs there.",
+            queries=[
                 Query(_THROUGHPUT, "output tok/s"),
                 Query(quantile(0.95, "agentload_ttft_seconds"), "ttft p95"),
             ],
@@ -576,9 +674,12 @@ CEILING = Dashboard(
         ),
         Panel(
             "Ramp: concurrency and throughput over time",
-            "The same two series over time. Throughput flattening while concurrency keeps "
-            "rising marks when the ceiling was reached.",
-            [Query(_CONCURRENCY, "sessions"), Query(_THROUGHPUT, "output tok/s")],
+            shows="The same two series over time.",
+            bad="throughput flattening while concurrency keeps rising: the ceiling was "
+            "reached there.",
+            check="the Server dashboard at that time: KV-cache usage, waiting requests, "
+            "preemptions.",
+            queries=[Query(_CONCURRENCY, "sessions"), Query(_THROUGHPUT, "output tok/s")],
             overrides=[
                 {
                     "matcher": {"id": "byName", "options": "sessions"},
@@ -588,16 +689,20 @@ CEILING = Dashboard(
         ),
         Panel(
             "Throughput per session",
-            "Output tokens/s divided by sessions in progress. Falling as the ramp rises: "
-            "each agent gets a smaller share of the target; the ceiling is near.",
-            [Query(f"{_THROUGHPUT} / {_CONCURRENCY}", "tok/s per session")],
+            shows="Output tokens/s divided by sessions in progress.",
+            bad="falling as the ramp rises: each agent gets a smaller share of the target, "
+            "and the ceiling is near.",
+            check="Latency vs throughput for the TTFT it costs, and 'What runs out first'.",
+            queries=[Query(f"{_THROUGHPUT} / {_CONCURRENCY}", "tok/s per session")],
         ),
         Panel(
             "What runs out first: KV cache and queue",
-            "Server KV-cache usage and waiting requests during the ramp. KV near 100% "
-            "first: memory is the limit (preemptions follow); queue first with KV to "
-            "spare: the batch size (max_num_seqs) is.",
-            [
+            shows="Server KV-cache usage and waiting requests during the ramp.",
+            bad="KV near 100% first: memory is the limit (preemptions follow); a queue first "
+            "with KV to spare: the batch size (max_num_seqs) is.",
+            check="Preemptions on the Server dashboard; for memory, shorter contexts or more "
+            "replicas; for the batch, a larger max_num_seqs.",
+            queries=[
                 Query(server_gauge(KV_USAGE, "max"), "kv usage {{instance}}"),
                 Query(server_gauge(WAITING), "waiting {{instance}}"),
             ],
@@ -610,9 +715,14 @@ CEILING = Dashboard(
         ),
         Panel(
             "Goodput sessions per minute during the ramp",
-            "Sessions within SLO per minute. The useful ceiling is where this stops "
-            "growing, which can come before raw throughput flattens.",
-            [Query(total("agentload_goodput_sessions_total", scale=" * 60"), "goodput/min")],
+            shows="Sessions within SLO per minute.",
+            bad="it stops growing before raw throughput flattens: the SLOs set a lower, "
+            "useful ceiling.",
+            check="the Latency percentiles against the profile's SLOs, and the goodput ratio "
+            "on the Overview.",
+            queries=[
+                Query(total("agentload_goodput_sessions_total", scale=" * 60"), "goodput/min")
+            ],
         ),
     ],
 )

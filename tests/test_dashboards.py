@@ -92,11 +92,21 @@ def test_panel_queries_through_the_datasource_variable(name: str, panel: dict[st
     assert all(s == {"type": "prometheus", "uid": "${datasource}"} for s in sources)
 
 
+# "<what it shows>. Bad: <what a bad reading means>. Next: <what to check next>."
+_DESCRIPTION = re.compile(r"(?P<shows>[^:].{14,}?) Bad: (?P<bad>.{20,}?) Next: (?P<next>.{20,})")
+
+
 @pytest.mark.parametrize(("name", "panel"), PANELS, ids=[n for n, _ in PANELS])
-def test_panel_description_says_what_to_make_of_it(name: str, panel: dict[str, Any]) -> None:
-    # One sentence on the reading and one on what to check: never just the title again.
-    assert len(panel["description"]) >= 80
-    assert panel["description"].count(".") + panel["description"].count(":") >= 2
+def test_panel_description_says_what_a_bad_reading_means_and_what_to_check_next(
+    name: str, panel: dict[str, Any]
+) -> None:
+    description = panel["description"]
+    form = _DESCRIPTION.fullmatch(description)
+    assert form, f"not 'SHOWS Bad: ... Next: ...': {description}"
+    assert description.count("Bad: ") == description.count("Next: ") == 1
+    assert panel["title"] not in form["shows"]  # says more than the title
+    for part in ("shows", "bad", "next"):
+        assert form[part].rstrip().endswith((".", ")")), f"{part} is not a sentence: {form[part]}"
 
 
 @pytest.mark.parametrize(("name", "panel"), PANELS, ids=[n for n, _ in PANELS])
@@ -128,6 +138,14 @@ def test_every_percentile_merges_bucket_rates_by_le_first(name: str, expr: str) 
         assert re.match(r"[0-9.]+, sum by \(le[,)]", call), expr
         assert "rate(" in call
         assert "_bucket{" in call
+
+
+@pytest.mark.parametrize(("name", "expr"), QUERIES, ids=[n for n, _ in QUERIES])
+def test_every_percentile_sums_all_server_names_in_one_aggregation(name: str, expr: str) -> None:
+    # sum by (le) (rate(A) or rate(B)) keeps a vLLM and an SGLang instance both; the
+    # aggregates joined by `or` (sum(A) or sum(B)) kept only the first server's buckets.
+    for call in expr.split("histogram_quantile(")[1:]:
+        assert call.count("sum by (") == 1, expr
 
 
 def test_dashboards_query_only_metrics_agentload_exports() -> None:

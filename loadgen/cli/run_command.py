@@ -16,8 +16,10 @@ from loadgen.cli.run_setup import (
     final_scrape,
     free_port,
     live_metrics,
+    local_workers_exited,
     profile_overrides,
     reap_workers,
+    run_worker_processes,
     sim_config,
     start_local_workers,
     target_config,
@@ -28,7 +30,11 @@ from loadgen.errors import TargetUnreachableError, UsageError
 if TYPE_CHECKING:
     from loadgen.observe import RunStats
 
-__all__ = ["register"]
+__all__ = ["MASTER_BIND_HOST", "MASTER_PORT", "check_swarm_flags", "register"]
+
+# Locust's defaults: where a master listens for its workers.
+MASTER_BIND_HOST = "*"
+MASTER_PORT = 5557
 
 _EXAMPLES = """\
 examples:
@@ -36,6 +42,10 @@ examples:
   agentload run coding-agent --agents 200 --duration 10m --target http://gpu-box:8000/v1
   agentload run support-chat --rate 5 --target https://api.openai.com/v1 --model gpt-4o-mini
   agentload run ./my-profile.yaml --out results/nightly
+  agentload run coding-agent --processes 4        4 worker processes on this machine
+  agentload run coding-agent --master --expect-workers 8 --target http://gpu-box:8000/v1
+  agentload run coding-agent --worker --master-host master-box --processes -1 \
+      --target http://gpu-box:8000/v1             one worker per core of this machine
   agentload profiles                              list the built-in profiles
 
 results: DIR/steps.jsonl and DIR/sessions.jsonl (appended as they happen), DIR/summary.json
@@ -152,11 +162,27 @@ def register(commands: Any) -> None:
         help="how often the target's metrics are sampled (default 2s); peaks shorter than "
         "this can be missed",
     )
-    swarm = p.add_argument_group("swarm (Locust's own flag names and defaults)")
+    swarm = p.add_argument_group(
+        "swarm (Locust's flag names and defaults, except --web-host; docs/deployment.md)"
+    )
     swarm.add_argument("--web", action="store_true", help="serve Locust's web UI while running")
-    swarm.add_argument("--web-host", default="127.0.0.1", help="web UI address (default 127.0.0.1)")
+    swarm.add_argument(
+        "--headless",
+        action="store_true",
+        help="accepted for Locust's sake: agentload run is headless unless --web",
+    )
+    swarm.add_argument(
+        "--web-host",
+        default="127.0.0.1",
+        help="web UI address (default 127.0.0.1, this machine only; Locust's is all "
+        "interfaces: pass 0.0.0.0 for that)",
+    )
     swarm.add_argument("--web-port", type=int, default=8089, help="web UI port (default 8089)")
-    add_master_arguments(swarm)
+    add_master_arguments(
+        swarm,
+        processes_help="fork N worker processes on this machine, -1 one per CPU core (this one "
+        "becomes their master; with --worker, they connect to --master-host instead)",
+    )
     swarm.add_argument("--worker", action="store_true", help="run as a worker of a master")
     swarm.add_argument(
         "--master-host",
@@ -167,7 +193,7 @@ def register(commands: Any) -> None:
     swarm.add_argument(
         "--master-port",
         type=int,
-        default=5557,
+        default=MASTER_PORT,
         metavar="P",
         help="worker: the master's port (default 5557)",
     )
@@ -181,15 +207,12 @@ def register(commands: Any) -> None:
     q.set_defaults(handler=list_profiles)
 
 
-def add_master_arguments(group: Any) -> None:
+def add_master_arguments(
+    group: Any,
+    processes_help: str = "fork N worker processes on this machine (this one becomes master)",
+) -> None:
     """The flags of a swarm's master (--processes, --master, ...), Locust's names and defaults."""
-    group.add_argument(
-        "--processes",
-        type=int,
-        default=1,
-        metavar="N",
-        help="fork N worker processes on this machine (this one becomes master)",
-    )
+    group.add_argument("--processes", type=int, default=1, metavar="N", help=processes_help)
     group.add_argument("--master", action="store_true", help="run as master of remote workers")
     group.add_argument(
         "--expect-workers",
@@ -201,19 +224,61 @@ def add_master_arguments(group: Any) -> None:
     group.add_argument(
         "--expect-workers-max-wait",
         type=parse_duration,
-        default=60.0,
+        default=0.0,
         metavar="DURATION",
-        help="master: give up (exit 3) when fewer workers connected by then (default 60s; "
-        "0 waits forever)",
+        help="master: give up (exit 3) when fewer workers connected by then, e.g. 2m "
+        "(default 0: wait forever, as Locust)",
     )
-    group.add_argument("--master-bind-host", default="*", help="master: bind address (default *)")
+    group.add_argument(
+        "--master-bind-host",
+        default=MASTER_BIND_HOST,
+        help=f"master: bind address (default {MASTER_BIND_HOST}: all interfaces)",
+    )
     group.add_argument(
         "--master-bind-port",
         type=int,
-        default=5557,
+        default=MASTER_PORT,
         metavar="P",
         help="master: port workers connect to (default 5557)",
     )
+
+
+def check_swarm_flags(args: argparse.Namespace) -> int:
+    """The worker process count (-1: one per core); flags that contradict are a UsageError.
+
+    Nothing is silently overridden: where Locust refuses a combination, or where one flag
+    would make another one moot, the message names both and the fix.
+    """
+    if args.processes == 0 or args.processes < -1:
+        raise UsageError(
+            f"--processes {args.processes}: use N of at least 1, or -1 for one per CPU core"
+        )
+    processes: int = (os.cpu_count() or 1) if args.processes == -1 else args.processes
+    local = args.processes != 1
+    if args.master and args.worker:
+        raise UsageError("--master and --worker exclude each other: a process is one or the other")
+    if args.master and local:
+        raise UsageError(
+            "--master cannot be combined with --processes (as in Locust): --processes makes this "
+            "process the master of its own workers; drop --master, or --processes to wait for "
+            "remote workers"
+        )
+    if args.worker and args.web:
+        raise UsageError("--web on a --worker: the master serves the web UI; pass --web to it")
+    if args.headless and args.web:
+        raise UsageError("--headless and --web exclude each other: leave out --headless")
+    bind_given = args.master_bind_host != MASTER_BIND_HOST or args.master_bind_port != MASTER_PORT
+    if local and not args.worker and bind_given:
+        raise UsageError(
+            "--master-bind-host/--master-bind-port do not apply to --processes, whose workers "
+            "connect on a free loopback port; leave them out, or use --master for remote workers"
+        )
+    if local and args.worker and args.prometheus_port is not None:
+        raise UsageError(
+            "--prometheus-port with --worker --processes: the worker processes cannot share one "
+            "port; leave it out, the master serves the whole swarm's metrics"
+        )
+    return processes
 
 
 def list_profiles(args: argparse.Namespace) -> int:
@@ -227,6 +292,9 @@ def list_profiles(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the profile under Locust; exit 1 when a gate failed, 3 when nothing was measured."""
+    processes = check_swarm_flags(args)  # before the heavy imports: a usage error is quick
+    if args.worker and not args.target:
+        raise UsageError("--worker needs --target: the master's built-in simulator is not shared")
     # Heavy imports only here: `agentload run` patched gevent before any of them (entry.py).
     import subprocess
 
@@ -246,14 +314,15 @@ def run(args: argparse.Namespace) -> int:
     )
     from loadgen.sim import SimServer
 
-    if args.processes < 1:
-        raise UsageError("--processes must be at least 1")
-    if args.worker and not args.target:
-        raise UsageError("--worker needs --target: the master's built-in simulator is not shared")
     loaded = load_profile(args.profile, profile_overrides(args))
     profile = loaded.profile
     gates = parse_gates([*profile.gates, *args.gate])  # a bad gate is a usage error, up front
     out = args.out or Path("results") / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.worker and processes > 1:
+        # As Locust's --worker --processes N: N workers of the remote master on this machine;
+        # this process only starts them, passes signals on and waits.
+        argv = worker_argv(args, args.master_port, args.target, out, master_host=args.master_host)
+        return run_worker_processes(argv, processes)
     quiet = args.quiet or args.worker
     live = LiveProgress(sys.stderr, title=f"agentload run · {profile.name}", quiet=quiet)
     latest: dict[str, Any] = {}
@@ -288,35 +357,34 @@ def run(args: argparse.Namespace) -> int:
             bridge.run(sim.start(), timeout=60)
             target = target_config(args, sim.base_url)
             extra = {"builtin_sim": config.preset}
-        processes = max(args.processes, args.expect_workers if args.master else 1)
         mode: Literal["local", "master", "worker"] = "local"
         if args.worker:
             mode = "worker"
-        elif args.master or args.processes > 1:
+        elif args.master or processes > 1:
             mode = "master"
+        expect_workers = processes if processes > 1 else args.expect_workers  # as Locust
         observe, exporter, merged = live_metrics(args, target, mode, bridge)
         settings = SwarmSettings(
-            loaded, target, out, model=args.model, processes=processes, extra=extra,
-            observe=observe,
+            loaded, target, out, model=args.model,
+            processes=expect_workers if mode == "master" else 1, extra=extra, observe=observe,
         )  # fmt: skip
         options = SwarmOptions(
             mode=mode,
             web=args.web, web_host=args.web_host, web_port=args.web_port,
             master_host=args.master_host, master_port=args.master_port,
             master_bind_host=args.master_bind_host, master_bind_port=args.master_bind_port,
-            expect_workers=args.processes if args.processes > 1 else args.expect_workers,
+            expect_workers=expect_workers,
             expect_workers_max_wait_s=args.expect_workers_max_wait or math.inf,
             on_tick=None if args.worker else on_tick,
             metrics=merged,
         )  # fmt: skip
-        if args.processes > 1:
+        if processes > 1:
             port = free_port()
+            workers = start_local_workers(worker_argv(args, port, target.base_url, out), processes)
             options = dataclasses.replace(
-                options, master_bind_host="127.0.0.1", master_bind_port=port
-            )
-            workers = start_local_workers(
-                worker_argv(args, port, target.base_url, out), args.processes
-            )
+                options, master_bind_host="127.0.0.1", master_bind_port=port,
+                stop_waiting=local_workers_exited(workers),
+            )  # fmt: skip
         if not quiet:
             where = "the built-in simulator" if sim else target.base_url
             print(f"agentload run: {profile.name} for {profile.total_duration:.0f}s against "

@@ -7,8 +7,10 @@ importing them (see entry.py), and `agentload --help` should stay fast.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +28,11 @@ __all__ = [
     "final_scrape",
     "free_port",
     "live_metrics",
+    "local_workers_exited",
     "parse_headers",
     "profile_overrides",
     "reap_workers",
+    "run_worker_processes",
     "serve_metrics",
     "sim_config",
     "start_local_workers",
@@ -99,10 +103,12 @@ def target_config(args: argparse.Namespace, url: str) -> TargetConfig:
     )
 
 
-def worker_argv(args: argparse.Namespace, port: int, target: str, out: Path) -> list[str]:
+def worker_argv(
+    args: argparse.Namespace, port: int, target: str, out: Path, master_host: str = "127.0.0.1"
+) -> list[str]:
     """The command line of a local worker process for --processes (of `run` or `ceiling`)."""
     argv = [sys.executable, "-m", "loadgen", "run", args.profile, "--worker", "--quiet",
-            "--master-host", "127.0.0.1", "--master-port", str(port),
+            "--master-host", master_host, "--master-port", str(port),
             "--target", target, "--out", str(out)]  # fmt: skip
     for flag, name in (("--duration", "duration"), ("--agents", "agents"), ("--rate", "rate"),
                        ("--seed", "seed"), ("--model", "model"),
@@ -124,6 +130,44 @@ def worker_argv(args: argparse.Namespace, port: int, target: str, out: Path) -> 
 def start_local_workers(argv: list[str], count: int) -> list[subprocess.Popen[bytes]]:
     """`count` worker processes on this machine (--processes)."""
     return [subprocess.Popen(argv) for _ in range(count)]
+
+
+def local_workers_exited(workers: list[subprocess.Popen[bytes]]) -> Callable[[], str | None]:
+    """Why a master should stop waiting for its local workers: some already exited, or None."""
+
+    def reason() -> str | None:
+        codes = [str(proc.returncode) for proc in workers if proc.poll() is not None]
+        if not codes:
+            return None
+        return (
+            f"{len(codes)} of {len(workers)} local worker processes exited (exit code "
+            f"{', '.join(codes)}) before every worker connected; their error is above"
+        )
+
+    return reason
+
+
+def run_worker_processes(argv: list[str], count: int) -> int:
+    """`--worker --processes N`: run N workers, pass Ctrl-C / SIGTERM on; the worst exit code."""
+    import gevent
+
+    # Their own process group: a terminal's Ctrl-C reaches this process alone, which passes
+    # it on once (as it does SIGTERM from Kubernetes or `docker stop`); a worker that got it
+    # twice would leave twice.
+    workers = [subprocess.Popen(argv, process_group=0) for _ in range(count)]
+
+    def pass_on(sig: int) -> None:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.send_signal(sig)
+
+    handlers = [gevent.signal_handler(sig, pass_on, sig) for sig in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        codes = [proc.wait() for proc in workers]
+    finally:
+        for handler in handlers:
+            handler.cancel()
+    return max(1 if code < 0 else code for code in codes)  # < 0: ended by a signal
 
 
 def reap_workers(workers: list[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -36,7 +37,10 @@ class SwarmOptions:
     master_bind_host: str = "*"
     master_bind_port: int = 5557
     expect_workers: int = 1
-    expect_workers_max_wait_s: float = 60.0
+    expect_workers_max_wait_s: float = math.inf
+    # Master: a reason to stop waiting for workers that will never come (local worker
+    # processes that exited), or None to go on waiting.
+    stop_waiting: Callable[[], str | None] | None = None
     # Called about once a second with the run's statistics so far, the elapsed seconds and
     # the running user count; returning True stops the run (an abort-on-fail gate).
     on_tick: Callable[[RunStats, float, int], bool] | None = None

@@ -6,7 +6,7 @@
 # research and assistant agents that compacts, fans out, calls tools, loses server state
 # and retries. The exporter is the one process's own, or the master of `agentload run
 # --processes 2` serving what its two worker processes shipped to it: every test holds
-# for both.
+# for both. tests/test_server_dialects_live.py reuses the Prometheus helpers below.
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -115,20 +115,23 @@ SIM = {
 }
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
 
-def _binary(name: str) -> str:
+def binary(name: str) -> str:
+    """The path of an installed Prometheus tool; fails with how to install it."""
     path = shutil.which(name)
     assert path, f"`{name}` is not installed: apt-get install -y prometheus (.ci/run does)"
     return path
 
 
-def _get(url: str, params: dict[str, str] | None = None) -> Any:
+def get_json(url: str, params: dict[str, str] | None = None) -> Any:
+    """GET `url` with query `params` and decode the JSON reply."""
     query = f"?{urllib.parse.urlencode(params)}" if params else ""
     with urllib.request.urlopen(url + query, timeout=10) as resp:
         return json.loads(resp.read())
@@ -150,7 +153,7 @@ class LiveRun:
         params = {"query": expr}
         if at is not None:
             params["time"] = f"{at:.3f}"
-        body = _get(f"{self.prometheus}/api/v1/query", params)
+        body = get_json(f"{self.prometheus}/api/v1/query", params)
         assert body["status"] == "success", body
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
@@ -166,30 +169,32 @@ class LiveRun:
         return {r["metric"][label]: float(r["value"][1]) for r in self.query(expr, self.final_at)}
 
 
-class _Prometheus:
+class Prometheus:
     """Debian's prometheus on a free loopback port, with a 1 s scrape interval."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = tmp / "prometheus.yml"
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self, exporter: int, sim: int) -> None:
+    def start(self, jobs: Mapping[str, Sequence[int]]) -> None:
+        """Scrape each job's loopback ports, with the shipped alerting rules loaded."""
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(SHIPPED_RULES)],
             "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-                for job, port in (("agentload", exporter), ("target", sim))
+                {"job_name": job,
+                 "static_configs": [{"targets": [f"127.0.0.1:{port}" for port in ports]}]}
+                for job, ports in jobs.items()
             ],
         }  # fmt: skip
         self.config.write_text(yaml.safe_dump(config))
         self._log = (self.tmp / "prometheus.log").open("wb")
         self.process = subprocess.Popen(
-            [_binary("prometheus"), f"--config.file={self.config}",
+            [binary("prometheus"), f"--config.file={self.config}",
              f"--storage.tsdb.path={self.tmp / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=subprocess.DEVNULL, stderr=self._log,
@@ -202,7 +207,9 @@ class _Prometheus:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                body = await asyncio.to_thread(_get, f"{self.url}/api/v1/query", {"query": expr})
+                body = await asyncio.to_thread(
+                    get_json, f"{self.url}/api/v1/query", {"query": expr}
+                )
                 values = [float(r["value"][1]) for r in body["data"]["result"]]
                 if len(values) == count and min(values) >= at_least:
                     return
@@ -215,7 +222,7 @@ class _Prometheus:
     def last_time(self, expr: str, start: float, end: float) -> float:
         """The last unix time (0.5 s steps) at which `expr` has a series; fails if none."""
         params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": "0.5"}
-        body = _get(f"{self.url}/api/v1/query_range", params)
+        body = get_json(f"{self.url}/api/v1/query_range", params)
         times = [float(t) for series in body["data"]["result"] for t, _v in series["values"]]
         assert times, f"{expr} never held between {start:.0f} and {end:.0f}"
         return max(times)
@@ -232,7 +239,7 @@ class _Prometheus:
             self._log.close()
 
 
-async def _scenario(tmp: Path, prometheus: _Prometheus) -> LiveRun:
+async def _scenario(tmp: Path, prometheus: Prometheus) -> LiveRun:
     profile_path = tmp / "profile.yaml"
     profile_path.write_text(yaml.safe_dump(PROFILE))
     loaded = load_profile(str(profile_path))
@@ -241,7 +248,7 @@ async def _scenario(tmp: Path, prometheus: _Prometheus) -> LiveRun:
     await sim.start()
     try:
         async with MetricsServer(metrics, host="127.0.0.1") as exporter:
-            prometheus.start(exporter.port, sim.port)
+            prometheus.start({"agentload": [exporter.port], "target": [sim.port]})
             # Both targets scraped once before the first request: rates start from zero.
             await prometheus.wait_until("up", 1.0)
             started = time.time()
@@ -272,7 +279,7 @@ async def _scenario(tmp: Path, prometheus: _Prometheus) -> LiveRun:
     )
 
 
-async def _swarm_scenario(tmp: Path, prometheus: _Prometheus) -> LiveRun:
+async def _swarm_scenario(tmp: Path, prometheus: Prometheus) -> LiveRun:
     """The same run through the CLI: a master with two worker processes, scraped at the master."""
     profile_path = tmp / "profile.yaml"
     profile_path.write_text(yaml.safe_dump(PROFILE))
@@ -280,8 +287,8 @@ async def _swarm_scenario(tmp: Path, prometheus: _Prometheus) -> LiveRun:
     await sim.start()
     log = (tmp / "agentload.log").open("wb")
     try:
-        port = _free_port()
-        prometheus.start(port, sim.port)
+        port = free_port()
+        prometheus.start({"agentload": [port], "target": [sim.port]})
         run = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "loadgen", "run", str(profile_path), "--processes", "2",
             "--prometheus-port", str(port), "--scrape-target-metrics",
@@ -324,7 +331,7 @@ def live(
 ) -> Iterator[LiveRun]:
     """The live run of one topology, shared by every test of this module."""
     tmp = tmp_path_factory.mktemp("prometheus-live")
-    prometheus = _Prometheus(tmp)
+    prometheus = Prometheus(tmp)
     scenario = SCENARIOS[request.param]
     try:
         yield asyncio.run(asyncio.wait_for(scenario(tmp, prometheus), timeout=180))
@@ -335,14 +342,18 @@ def live(
 # -- the dashboards' queries ------------------------------------------------------------
 
 
-def _dashboard_queries() -> list[tuple[str, str]]:
+def dashboard_queries() -> list[tuple[str, str]]:
+    """("dashboard / panel / refId", expr) of every query of every shipped dashboard."""
     found = []
     for path in sorted((DASHBOARDS / "grafana" / "dashboards").glob("*.json")):
         for panel in json.loads(path.read_text())["panels"]:
-            for target in panel.get("targets", []):
-                found.append(
-                    (f"{path.stem} / {panel['title']} / {target['refId']}", target["expr"])
-                )
+            # Checked while collecting: a row's nested panels, or a panel without a query,
+            # would otherwise be left out of the parametrized tests without a word.
+            name = f"{path.stem} / {panel['title']}"
+            assert panel["type"] != "row", f"{name}: row panels hide their panels from this test"
+            assert panel.get("targets"), f"{name}: a panel without a query"
+            for target in panel["targets"]:
+                found.append((f"{name} / {target['refId']}", target["expr"]))
     return found
 
 
@@ -355,13 +366,13 @@ def _dashboard_variables() -> list[tuple[str, str]]:
     return sorted(found.items())
 
 
-QUERIES = _dashboard_queries()
+QUERIES = dashboard_queries()
 VARIABLES = _dashboard_variables()
 
 
-def _substituted(expr: str, window: str) -> str:
-    """Grafana's variables as Grafana would fill them with "All" selected."""
-    for name, value in (("$__rate_interval", window), ("$profile", ".*"), ("$target", ".*")):
+def substituted(expr: str, window: str, target: str = ".*") -> str:
+    """Grafana's variables as Grafana fills them: "All" selected, unless `target` is given."""
+    for name, value in (("$__rate_interval", window), ("$profile", ".*"), ("$target", target)):
         expr = expr.replace(name, value)
     assert "$" not in expr, f"a Grafana variable the test does not fill: {expr}"
     return expr
@@ -370,7 +381,7 @@ def _substituted(expr: str, window: str) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize(("panel", "expr"), QUERIES, ids=[name for name, _ in QUERIES])
 def test_dashboard_query_returns_data_from_a_live_run(live: LiveRun, panel: str, expr: str) -> None:
-    result = live.query(_substituted(expr, live.window), at=live.live_at)
+    result = live.query(substituted(expr, live.window), at=live.live_at)
     values = [float(r["value"][1]) for r in result]
     assert values, f"{panel}: no series"
     assert any(math.isfinite(v) and v != 0 for v in values), f"{panel}: only {values}"
@@ -380,31 +391,49 @@ def test_dashboard_query_returns_data_from_a_live_run(live: LiveRun, panel: str,
 @pytest.mark.parametrize(("name", "definition"), VARIABLES, ids=[n for n, _ in VARIABLES])
 def test_dashboard_variable_lists_the_live_run(live: LiveRun, name: str, definition: str) -> None:
     selector, label = definition.removeprefix("label_values(").removesuffix(")").rsplit(", ", 1)
-    body = _get(f"{live.prometheus}/api/v1/label/{label}/values", {"match[]": selector})
+    body = get_json(f"{live.prometheus}/api/v1/label/{label}/values", {"match[]": selector})
     assert body["data"], f"${name}: {definition} lists nothing"
 
 
 # -- Prometheus's figures equal summary.json's --------------------------------------------
 
 
+# Each Prometheus histogram (and its label filter) next to the summary histogram that counts
+# the same observations: the summary's session time counts completed sessions only.
+_HISTOGRAMS = (
+    ("agentload_ttft_seconds", "", "ttft_s"),
+    ("agentload_itl_seconds", "", "itl_s"),
+    ("agentload_request_duration_seconds", "", "e2e_s"),
+    ("agentload_session_duration_seconds", '{outcome="completed"}', "session_s"),
+)
+
+
 @pytest.mark.slow
 def test_latency_histogram_counts_equal_the_summary(live: LiveRun) -> None:
     histograms = live.summary["histograms"]
-    assert live.value("sum(agentload_ttft_seconds_count)") == histograms["ttft_s"]["count"]
-    assert live.value("sum(agentload_itl_seconds_count)") == histograms["itl_s"]["count"]
-    e2e = live.value("sum(agentload_request_duration_seconds_count)")
-    assert e2e == histograms["e2e_s"]["count"] == live.summary["requests"]["ok"]
-    sessions = live.value('sum(agentload_session_duration_seconds_count{outcome="completed"})')
-    assert sessions == histograms["session_s"]["count"] == live.summary["sessions"]["completed"]
+    for metric, labels, name in _HISTOGRAMS:
+        count = live.value(f"sum({metric}_count{labels})")
+        assert count == histograms[name]["count"] > 0, metric
+    assert histograms["e2e_s"]["count"] == live.summary["requests"]["ok"]
+    assert histograms["session_s"]["count"] == live.summary["sessions"]["completed"]
 
 
 @pytest.mark.slow
 def test_latency_histogram_sums_equal_the_summary(live: LiveRun) -> None:
     histograms = live.summary["histograms"]
-    for metric, name in (("agentload_ttft_seconds", "ttft_s"), ("agentload_itl_seconds", "itl_s"),
-                         ("agentload_request_duration_seconds", "e2e_s")):  # fmt: skip
-        got = live.value(f"sum({metric}_sum)")
+    for metric, labels, name in _HISTOGRAMS:
+        got = live.value(f"sum({metric}_sum{labels})")
+        assert histograms[name]["sum"] > 0, name
         assert math.isclose(got, histograms[name]["sum"], rel_tol=1e-9), metric
+
+
+@pytest.mark.slow
+def test_session_steps_are_observed_once_per_ended_session(live: LiveRun) -> None:
+    sessions = live.summary["sessions"]
+    ended = sum(sessions[k] for k in ("completed", "failed", "aborted"))
+    steps = live.by("sum by (outcome) (agentload_session_steps_count)", "outcome")
+    assert sum(steps.values()) == ended > 0
+    assert steps.get("completed") == sessions["completed"]
 
 
 @pytest.mark.slow
@@ -452,7 +481,7 @@ def test_summary_server_section_names_what_the_sim_ran_out_of(live: LiveRun) -> 
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_binary("promtool"), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([binary("promtool"), *args], capture_output=True, text=True, timeout=60)
 
 
 def test_promtool_accepts_the_shipped_prometheus_config() -> None:
@@ -473,7 +502,7 @@ def test_promtool_accepts_the_config_the_live_run_used(live: LiveRun) -> None:
 
 @pytest.mark.slow
 def test_shipped_alerting_rules_evaluate_without_errors_on_live_data(live: LiveRun) -> None:
-    groups = _get(f"{live.prometheus}/api/v1/rules")["data"]["groups"]
+    groups = get_json(f"{live.prometheus}/api/v1/rules")["data"]["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
     assert rules
     assert [r["name"] for r in rules if r["health"] != "ok"] == []

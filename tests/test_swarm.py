@@ -7,6 +7,7 @@ sessions.jsonl lines, which each worker appends as it measures.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -168,6 +170,17 @@ def assert_summary_is_the_sum_of(
             assert reported == pytest.approx(exact, rel=0.01), f"{name} p{q}"
 
 
+def assert_counts_are_its_own(counts: Record, steps: list[Record], sessions: list[Record]) -> None:
+    """A worker's summary.json counts ("workers.by_worker") equal its own files' exactly."""
+    ok = sum(bool(s["ok"]) for s in steps)
+    assert counts["requests"] == {"total": len(steps), "ok": ok, "failed": len(steps) - ok}
+    outcomes = Counter(s["outcome"] for s in sessions)
+    for outcome in ("completed", "failed", "aborted"):
+        assert counts["sessions"][outcome] == outcomes[outcome], outcome
+    assert counts["sessions"]["recovered"] == sum(bool(s["recoveries"]) for s in sessions)
+    assert counts["sessions"]["started"] >= len(sessions)
+
+
 def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -180,11 +193,14 @@ def line_count(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def start_master(procs: Processes, sim_url: str, out: Path, duration: str, port: int) -> None:
-    """A master expecting two workers on `port` (on 127.0.0.1)."""
+def start_master(
+    procs: Processes, sim_url: str, out: Path, duration: str, port: int, workers: int = 2
+) -> None:
+    """A master expecting `workers` workers on `port` (on 127.0.0.1)."""
     procs.start(
         "master",
-        [*AGENTLOAD, "run", *SMOKE, "--duration", duration, "--master", "--expect-workers", "2",
+        [*AGENTLOAD, "run", *SMOKE, "--duration", duration, "--master",
+         "--expect-workers", str(workers),
          "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
          "--target", sim_url, "--out", str(out)],
     )  # fmt: skip
@@ -240,6 +256,84 @@ def test_master_with_two_worker_processes_merges_their_totals_and_percentiles(
     assert_summary_is_the_sum_of(summary, steps, sessions)
 
 
+# A Locust worker that connects, then dies the moment the run starts (as a SIGKILL would:
+# no report, no goodbye); it prints the index the master acked it with.
+CRASHES_AT_START = textwrap.dedent(
+    """
+    import os, sys
+    from locust.env import Environment
+
+    env = Environment(user_classes=[])
+    runner = env.create_worker_runner(sys.argv[1], int(sys.argv[2]))
+    env.events.test_start.add_listener(lambda **_kw: os._exit(17))
+    print(runner.worker_index, flush=True)
+    runner.greenlet.join()
+    """
+)
+
+
+@dataclasses.dataclass
+class WorkerProcessesRun:
+    out: Path
+    summary: Record
+    master_log: str
+    crashed_index: int
+
+
+@pytest.fixture(scope="module")
+def worker_processes_run(
+    sim_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcessesRun]:
+    """A master expecting 3 workers: `--worker --processes 2` on this machine, and one that
+    connects and dies before its first report."""
+    tmp = tmp_path_factory.mktemp("worker-processes")
+    group = Processes(tmp / "logs")
+    out, port = tmp / "run", free_port()
+    try:
+        start_master(group, sim_url, out, "8s", port, workers=3)
+        group.start(
+            "workers",
+            [*AGENTLOAD, "run", *SMOKE, "--duration", "8s", "--worker", "--processes", "2",
+             "--master-host", "127.0.0.1", "--master-port", str(port),
+             "--target", sim_url, "--out", str(out)],
+        )  # fmt: skip
+        group.start("crashes", [sys.executable, "-c", CRASHES_AT_START, "127.0.0.1", str(port)])
+        assert group.wait("master", timeout=120) == 0, group.output("master")
+        assert group.wait("workers", timeout=60) == 0, group.output("workers")
+        assert group.wait("crashes", timeout=30) == 17, group.output("crashes")
+        yield WorkerProcessesRun(
+            out,
+            json.loads((out / "summary.json").read_text()),
+            group.output("master"),
+            int((group.logs / "crashes.out").read_text()),
+        )
+    finally:
+        group.close()
+
+
+def test_worker_with_processes_2_runs_two_workers_of_the_given_master(
+    worker_processes_run: WorkerProcessesRun,
+) -> None:
+    run = worker_processes_run
+    folders = sorted(p.name for p in run.out.glob("worker-*"))
+    assert len(folders) == 2
+    assert run.summary["workers"]["reported"] == folders
+    for folder in folders:
+        own = [read_jsonl([run.out / folder / f"{name}.jsonl"]) for name in ("steps", "sessions")]
+        assert_counts_are_its_own(run.summary["workers"]["by_worker"][folder], *own)
+    assert_summary_is_the_sum_of(run.summary, *records(run.out))
+
+
+def test_a_worker_lost_before_its_first_report_is_named_lost(
+    worker_processes_run: WorkerProcessesRun,
+) -> None:
+    run = worker_processes_run
+    crashed = f"worker-{run.crashed_index}"
+    assert run.summary["workers"]["lost"] == [crashed]
+    assert crashed not in run.summary["workers"]["reported"]
+    assert f"lost worker {crashed} before its first report" in run.master_log
+
+
 def test_the_same_slot_on_two_workers_is_a_different_agent(
     sim_url: str, procs: Processes, tmp_path: Path
 ) -> None:
@@ -291,15 +385,18 @@ def test_killed_worker_is_named_lost_and_its_reported_share_is_kept(
     # Named by its results folder, where its steps.jsonl is.
     assert summary["workers"]["lost"] == [victim_folder.name]
     assert victim_folder.name in summary["workers"]["reported"]
-    survivor_steps = read_jsonl(sorted(survivor_out.glob("worker-*/steps.jsonl")))
-    victim_steps = read_jsonl(sorted(victim_out.glob("worker-*/steps.jsonl")))
-    total = summary["requests"]["total"]
-    # Everything the survivor measured is in; the victim's reported share is kept (it may
-    # have measured a few steps after its last report, which died with it).
-    assert len(survivor_steps) < total <= len(survivor_steps) + len(victim_steps)
-    survivor_sessions = read_jsonl(sorted(survivor_out.glob("worker-*/sessions.jsonl")))
-    ended = sum(summary["sessions"][k] for k in ("completed", "failed", "aborted"))
-    assert ended >= len(survivor_sessions)
+    (survivor_folder,) = survivor_out.glob("worker-*")
+    survivor_steps, survivor_sessions = records(survivor_out)
+    victim_steps, _ = records(victim_out)
+    by_worker = summary["workers"]["by_worker"]
+    assert set(by_worker) == {survivor_folder.name, victim_folder.name}
+    # Everything the survivor measured is in, its final report included.
+    assert_counts_are_its_own(by_worker[survivor_folder.name], survivor_steps, survivor_sessions)
+    # The victim's reported share is kept: some of what it measured, at most all of it (the
+    # steps after its last report died with it).
+    victim_reported = by_worker[victim_folder.name]["requests"]["total"]
+    assert 0 < victim_reported <= len(victim_steps)
+    assert summary["requests"]["total"] == len(survivor_steps) + victim_reported
 
 
 def test_worker_stopped_with_sigterm_leaves_cleanly_and_nothing_it_measured_is_lost(

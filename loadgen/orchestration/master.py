@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from typing import Any
 
@@ -34,6 +35,8 @@ __all__ = [
     "wait_for_workers",
 ]
 
+_log = logging.getLogger(__name__)
+
 
 class MasterAggregator:
     """Merges what each worker reports; keeps the share of workers that vanish mid-run."""
@@ -45,10 +48,16 @@ class MasterAggregator:
         self.health: dict[str, dict[str, Any]] = {}
         self.target: dict[str, Any] = {}
         self.final: set[str] = set()
+        self.final_missing: set[str] = set()  # live at the end, final report never came
         self.left: set[str] = set()  # stopped on purpose, after a last report
+        self.connected: set[str] = set()  # every worker that connected, reported or not
         self.names: dict[str, str] = {}  # Locust client id -> "worker-<index>"
         self.stop_requested_at: float | None = None
         environment.events.worker_report.add_listener(self._on_report)
+        environment.events.worker_connect.add_listener(self._on_connect)
+
+    def _on_connect(self, client_id: str, **_kw: Any) -> None:
+        self.connected.add(client_id)
 
     def _on_report(self, client_id: str, data: dict[str, Any]) -> None:
         part = data.get("agentload")
@@ -74,11 +83,11 @@ class MasterAggregator:
         return total
 
     def lost_workers(self) -> list[str]:
-        """Workers that reported and then went missing (killed, crashed, cut off)."""
+        """Workers that went missing (killed, crashed, cut off), before or after reporting."""
         runner = self.environment.runner
         clients = runner.clients if isinstance(runner, MasterRunner) else {}
         lost = []
-        for client_id in self.per_worker:
+        for client_id in self.connected | set(self.per_worker):
             node = clients.get(client_id)
             if client_id in self.left:
                 continue
@@ -88,18 +97,51 @@ class MasterAggregator:
                 lost.append(client_id)
         return sorted(lost)
 
+    def name(self, client_id: str) -> str:
+        """A worker by its results folder (worker-<index>), as users find it on disk."""
+        if client_id in self.names:
+            return self.names[client_id]
+        # Never reported: the index Locust acked it with is the one its folder would have.
+        runner = self.environment.runner
+        indexes = runner.worker_indexes if isinstance(runner, MasterRunner) else {}
+        return f"worker-{indexes[client_id]}" if client_id in indexes else client_id
+
     def named(self, client_ids: Any) -> list[str]:
-        """Workers by their results folder (worker-<index>), as users find them on disk."""
-        return sorted(self.names.get(c, c) for c in client_ids)
+        """Workers by their results folder, sorted."""
+        return sorted(self.name(c) for c in client_ids)
 
     def workers_section(self, expected: int) -> dict[str, Any]:
-        """summary.json's "workers": expected, reported, left and lost, by results folder."""
+        """summary.json's "workers": who reported, left, was lost; each one's own counts."""
         return {
             "expected": expected,
             "reported": self.named(self.per_worker),
             "left": self.named(self.left),
             "lost": self.named(self.lost_workers()),
+            "final_report_missing": self.named(self.final_missing),
+            "by_worker": {
+                self.name(client_id): _counts(stats)
+                for client_id, stats in sorted(
+                    self.per_worker.items(), key=lambda item: self.name(item[0])
+                )
+            },
         }
+
+    def log_lost_workers(self) -> None:
+        """One line naming the workers whose share is not all in, if any."""
+        lost = self.lost_workers()
+        unreported = [self.name(c) for c in lost if c not in self.per_worker]
+        reported = [self.name(c) for c in lost if c in self.per_worker]
+        if reported:
+            _log.warning(
+                "agentload: lost worker %s mid-run: only what it reported is in summary.json",
+                ", ".join(sorted(reported)),
+            )
+        if unreported:
+            _log.warning(
+                "agentload: lost worker %s before its first report: nothing it measured is in "
+                "summary.json",
+                ", ".join(sorted(unreported)),
+            )
 
     def live_workers(self) -> list[str]:
         """Workers the master still hears from."""
@@ -109,10 +151,26 @@ class MasterAggregator:
         return [c.id for c in runner.clients.values() if c.state != STATE_MISSING]
 
 
+def _counts(stats: RunStats) -> dict[str, Any]:
+    """One worker's requests and sessions, as the summary's own sections count them."""
+    return {
+        "requests": {
+            "total": stats.requests_total,
+            "ok": stats.requests_ok,
+            "failed": stats.requests_failed,
+        },
+        "sessions": stats.sessions.to_dict(),
+    }
+
+
 def wait_for_workers(runner: MasterRunner, options: SwarmOptions) -> int:
     """Wait until `options.expect_workers` are ready; TargetUnreachableError past the wait."""
     deadline = time.monotonic() + options.expect_workers_max_wait_s
     while len(runner.clients.ready) < options.expect_workers:
+        reason = options.stop_waiting() if options.stop_waiting is not None else None
+        if reason is not None:
+            runner.quit()
+            raise TargetUnreachableError(reason)
         if time.monotonic() > deadline:
             runner.quit()
             raise TargetUnreachableError(
@@ -125,13 +183,28 @@ def wait_for_workers(runner: MasterRunner, options: SwarmOptions) -> int:
     return len(runner.clients.ready)
 
 
-def wait_for_final_reports(aggregator: MasterAggregator, timeout_s: float) -> None:
-    """Workers report every few seconds: wait for each live one's report after the stop."""
+def wait_for_final_reports(aggregator: MasterAggregator, timeout_s: float) -> list[str]:
+    """Wait for each live worker's report after the stop; names (and logs) the ones never sent.
+
+    Only workers that reported before are waited for: one that never had an agent (more
+    workers than agents) has nothing to send.
+    """
     wait_until = time.monotonic() + timeout_s
-    while time.monotonic() < wait_until:
-        if set(aggregator.live_workers()) <= aggregator.final:
-            return
+    while True:
+        pending = (set(aggregator.live_workers()) & set(aggregator.per_worker)) - aggregator.final
+        if not pending or time.monotonic() >= wait_until:
+            break
         gevent.sleep(0.2)
+    aggregator.final_missing = pending
+    late = aggregator.named(pending)
+    if late:
+        _log.warning(
+            "agentload: no final report from %s within %.0fs of the stop: what it measured "
+            "after its last report is missing from summary.json (its own files have it)",
+            ", ".join(late),
+            timeout_s,
+        )
+    return late
 
 
 def _target_sampler(settings: SwarmSettings) -> TargetMetricsSampler | None:
@@ -196,6 +269,7 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     if sampler is not None:
         summary["server"] = sampler.report()
     summary["workers"] = aggregator.workers_section(options.expect_workers)
+    aggregator.log_lost_workers()
     files.write_summary(summary)
     files.close()
     if env.web_ui is not None:

@@ -535,21 +535,33 @@ def test_processes_2_split_an_open_loop_rate_instead_of_each_running_all_of_it(
     assert started[2] < 1.4 * started[1], started
 
 
-def test_plain_locust_f_run_completes_and_writes_results(
-    sim_url: str, procs: Processes, tmp_path: Path
-) -> None:
-    out = tmp_path / "locust"
-    locustfile = subprocess.run(
+def locustfile_path() -> str:
+    return subprocess.run(
         [sys.executable, "-m", "loadgen.orchestration.locustfile"],
         capture_output=True, text=True, check=True, timeout=60, env=child_env(),
     ).stdout.strip()  # fmt: skip
+
+
+def test_plain_locust_f_runs_the_profiles_stages_and_writes_results(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    # ci-smoke's agents, ramped to 4 over 2 s and held 3 s.
+    smoke = (ROOT / "profiles" / "ci-smoke.yaml").read_text().replace("duration: 20s\n", "")
+    profile = tmp_path / "staged.yaml"
+    profile.write_text(
+        f"{smoke}\nstages:\n  - {{kind: ramp, duration: 2s, target: 4}}\n"
+        "  - {kind: hold, duration: 3s}\n"
+    )
+    out = tmp_path / "locust"
     procs.start(
         "locust",
-        [*LOCUST, "-f", locustfile, "--headless", "-u", "4", "-r", "4", "-t", "6s",
+        # The profile's stages are the locustfile's shape: Locust ignores -u, -r and -t.
+        [*LOCUST, "-f", locustfile_path(), "--headless", "-u", "1", "-r", "1", "-t", "60s",
          "--host", sim_url, "--agentload-out", str(out), "--json", "--only-summary"],
-        AGENTLOAD_PROFILE="ci-smoke",
+        AGENTLOAD_PROFILE=str(profile),
     )  # fmt: skip
     assert procs.wait("locust", timeout=90) == 0, procs.output("locust")
+    assert "will be ignored: --users, --spawn-rate, --run-time" in procs.output("locust")
     stats = json.loads((procs.logs / "locust.out").read_text())
     locust_steps = sum(s["num_requests"] for s in stats if s["method"] == "STEP")
     locust_sessions = sum(s["num_requests"] for s in stats if s["method"] == "SESSION")
@@ -562,6 +574,22 @@ def test_plain_locust_f_run_completes_and_writes_results(
     assert sum(s["outcome"] != "aborted" for s in sessions) == locust_sessions
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["requests"]["total"] == len(steps)
+    assert summary["duration_s"] < 30  # the stages' end, not -t's 60 s
+    assert len({s["session_id"].rsplit("-s", 1)[0] for s in steps}) == 4  # the ramp's, not -u's
+
+
+def test_plain_locust_f_says_an_open_loop_profile_runs_closed_loop(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    procs.start(
+        "locust",
+        [*LOCUST, "-f", locustfile_path(), "--headless", "-u", "1", "-r", "1", "-t", "2s",
+         "--host", sim_url, "--agentload-out", str(tmp_path / "locust"), "--only-summary"],
+        AGENTLOAD_PROFILE="support-chat",
+    )  # fmt: skip
+    assert procs.wait("locust", timeout=60) == 0, procs.output("locust")
+    assert "profile support-chat is open loop" in procs.output("locust")
+    assert "`agentload run support-chat` runs it as written" in procs.output("locust")
 
 
 def test_ramps_past_100_agents_per_second_do_not_log_locusts_spawn_rate_advice(

@@ -1,25 +1,33 @@
 """A plain `locust -f` entry point for teams that already run Locust.
 
     AGENTLOAD_PROFILE=coding-agent locust -f "$(python -m loadgen.orchestration.locustfile)" \\
-        --host http://localhost:8000/v1 --headless -u 50 -r 5 -t 10m
+        --host http://localhost:8000/v1 --headless
 
-Each Locust user is one long-lived agent of the profile's mix. Locust's own flags decide the
-user count, spawn rate, run time and distribution (--master/--worker, --processes); the
-profile (AGENTLOAD_PROFILE: a built-in name or a YAML path; it must be known when Locust
-imports this file, since it decides the user classes) decides what the agents do. Results
-land in --agentload-out, one folder per process that ran agents: steps.jsonl and
-sessions.jsonl as they happen, summary.json whenever a test stops.
+Each Locust user is one long-lived agent of the profile's mix. The profile (AGENTLOAD_PROFILE:
+a built-in name or a YAML path; it must be known when Locust imports this file, since it
+decides the user classes and the shape) decides what the agents do, and its stages (ramp,
+hold, spike, soak) how many run and for how long: they are this file's LoadTestShape, so
+Locust ignores -u, -r and -t (and says so). Locust's own flags decide the distribution
+(--master/--worker, --processes). An open-loop profile (`arrival: {mode: open}`) is the
+exception: its session rate is not applied here, its agents run closed loop, as many as -u
+(a warning says so at start); `agentload run` runs it as written. Results land in
+--agentload-out, one folder per process that ran agents: steps.jsonl and sessions.jsonl as
+they happen, summary.json whenever a test stops.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from locust import events
+from locust.runners import WorkerRunner
 
+# The module, not the class: Locust instantiates every shape class among this file's globals.
+from loadgen.orchestration import shape as _shape
 from loadgen.orchestration.process_engine import ProcessEngine, SwarmSettings
 from loadgen.orchestration.users import AgentUser
 from loadgen.profile.loader import load_profile
@@ -27,6 +35,7 @@ from loadgen.transport import TargetConfig
 
 _PROFILE = os.environ.get("AGENTLOAD_PROFILE", "quickstart")
 _LOADED = load_profile(_PROFILE)
+_log = logging.getLogger(__name__)
 
 
 def _arguments(parser: Any) -> None:
@@ -45,6 +54,16 @@ def _init(environment: Any, **_kw: Any) -> None:
         model=getattr(options, "agentload_model", None),
     )
     _ENVIRONMENTS.append(environment)
+    profile = _LOADED.profile
+    if profile.arrival.mode == "open" and not isinstance(environment.runner, WorkerRunner):
+        _log.warning(
+            "agentload: profile %s is open loop (%g sessions/s), which plain locust does not "
+            "run: its agents run closed loop, as many as -u, for -t, and its stages are not "
+            "applied; `agentload run %s` runs it as written",
+            profile.name,
+            profile.arrival.rate or 0.0,
+            _PROFILE,
+        )
 
 
 def _engine(environment: Any) -> ProcessEngine | None:
@@ -87,6 +106,15 @@ def _user_class(index: int, label: str, weight: float) -> type[AgentUser]:
 # Locust discovers User classes among this module's globals.
 for _i, _mix in enumerate(_LOADED.profile.agents):
     globals()[f"agent_{_mix.label}".replace("-", "_")] = _user_class(_i, _mix.label, _mix.weight)
+
+
+if _LOADED.profile.arrival.mode == "closed":
+
+    class ProfileStages(_shape.ProfileShape):
+        """The profile's stages as the run's load shape (Locust finds it among the globals)."""
+
+        def __init__(self) -> None:
+            super().__init__(_LOADED.profile)
 
 
 if __name__ == "__main__":

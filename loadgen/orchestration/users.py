@@ -12,7 +12,7 @@ from loadgen.orchestration.process_engine import process_engine
 from loadgen.profile.schema import Arrival, Profile, Stage
 from loadgen.runtime.load import OpenLoop
 
-__all__ = ["AgentUser", "ArrivalUser", "user_classes_for"]
+__all__ = ["AgentUser", "ArrivalUser", "scaled_arrival", "user_classes_for"]
 
 
 class AgentUser(User):
@@ -54,14 +54,17 @@ class ArrivalUser(User):
         engine = process_engine(self.environment)
         profile = engine.settings.loaded.profile
         share = 1.0 / max(1, engine.settings.processes)
-        arrival, stages = _scaled(profile.arrival, profile.stages, share)
+        arrival, stages = scaled_arrival(profile.arrival, profile.stages, share)
         run_session = engine.engine.run_session
         driver = OpenLoop(arrival, stages, engine.make_agent, run_session, engine.seed)
         engine.bridge.run(driver.run(profile.total_duration))
         gevent.sleep(3600)
 
 
-def _scaled(arrival: Arrival, stages: list[Stage], share: float) -> tuple[Arrival, list[Stage]]:
+def scaled_arrival(
+    arrival: Arrival, stages: list[Stage], share: float
+) -> tuple[Arrival, list[Stage]]:
+    """An open-loop arrival and its stages at `share` of the session rate (one worker's)."""
     rate = (arrival.rate or 0.0) * share
     scaled = [
         s.model_copy(update={"target": None if s.target is None else s.target * share})

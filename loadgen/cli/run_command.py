@@ -44,8 +44,8 @@ examples:
   agentload run ./my-profile.yaml --out results/nightly
   agentload run coding-agent --processes 4        4 worker processes on this machine
   agentload run coding-agent --master --expect-workers 8 --target http://gpu-box:8000/v1
-  agentload run coding-agent --worker --master-host master-box --processes -1 \
-      --target http://gpu-box:8000/v1             one worker per core of this machine
+  agentload run coding-agent --worker --master-host master-box --processes -1 --target URL
+                                                  one worker per CPU core, of a remote master
   agentload profiles                              list the built-in profiles
 
 results: DIR/steps.jsonl and DIR/sessions.jsonl (appended as they happen), DIR/summary.json

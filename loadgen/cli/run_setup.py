@@ -140,8 +140,9 @@ def local_workers_exited(workers: list[subprocess.Popen[bytes]]) -> Callable[[],
         if not codes:
             return None
         return (
-            f"{len(codes)} of {len(workers)} local worker processes exited (exit code "
-            f"{', '.join(codes)}) before every worker connected; their error is above"
+            f"{len(codes)} of {len(workers)} local worker processes exited (exit code"
+            f"{'s' if len(codes) > 1 else ''} {', '.join(codes)}) before every worker "
+            "connected; see their errors above"
         )
 
     return reason

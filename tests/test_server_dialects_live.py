@@ -29,6 +29,7 @@ from loadgen.sim.config import METRICS_DIALECTS
 from loadgen.transport import TargetConfig
 from tests.test_observe_prometheus_live import (
     SHIPPED_RULES,
+    VARIABLES,
     Prometheus,
     dashboard_queries,
     get_json,
@@ -215,6 +216,14 @@ def test_panel_a_server_cannot_fill_stays_empty(
     fleet: Fleet, dialect: str, panel: str, expr: str
 ) -> None:
     assert fleet.values(expr, fleet.target(dialect)) == [], f"{dialect} fills {panel} after all"
+
+
+@pytest.mark.slow
+def test_target_variable_lists_every_servers_instance(fleet: Fleet) -> None:
+    definition = dict(VARIABLES)["target"]
+    selector, label = definition.removeprefix("label_values(").removesuffix(")").rsplit(", ", 1)
+    body = get_json(f"{fleet.prometheus}/api/v1/label/{label}/values", {"match[]": selector})
+    assert set(body["data"]) == set(fleet.instances.values())
 
 
 # -- a mixed fleet under "All" ---------------------------------------------------------------

@@ -126,16 +126,13 @@ class MasterAggregator:
             },
         }
 
-    def log_lost_workers(self) -> None:
-        """One line naming the workers whose share is not all in, if any."""
-        lost = self.lost_workers()
-        unreported = [self.name(c) for c in lost if c not in self.per_worker]
-        reported = [self.name(c) for c in lost if c in self.per_worker]
-        if reported:
-            _log.warning(
-                "agentload: lost worker %s mid-run: only what it reported is in summary.json",
-                ", ".join(sorted(reported)),
-            )
+    def log_unreported_lost(self) -> None:
+        """One line naming the workers lost before their first report, if any.
+
+        Workers lost after reporting are named with the summary; these would otherwise show
+        only as a worker count that falls short.
+        """
+        unreported = [self.name(c) for c in self.lost_workers() if c not in self.per_worker]
         if unreported:
             _log.warning(
                 "agentload: lost worker %s before its first report: nothing it measured is in "
@@ -269,7 +266,7 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     if sampler is not None:
         summary["server"] = sampler.report()
     summary["workers"] = aggregator.workers_section(options.expect_workers)
-    aggregator.log_lost_workers()
+    aggregator.log_unreported_lost()
     files.write_summary(summary)
     files.close()
     if env.web_ui is not None:

@@ -32,6 +32,14 @@ _SLICE_METRICS = (
 )
 
 
+# What the generator measured of itself over a level's steady period (None where unknown).
+_GENERATOR_FIGURES = ("cpu_percent", "loop_lag_p99_s", "schedule_lag_p99_s")
+
+
+def _rounded(value: Any) -> float | None:
+    return round(float(value), 4) if isinstance(value, int | float) else None
+
+
 def level_figures(
     load: float,
     summary: dict[str, Any],
@@ -52,8 +60,11 @@ def level_figures(
     out["goodput_tokens_per_s"] = None if ratio is None else out["output_tokens_per_s"] * ratio
     out["requests"] = window.stats.requests_total
     out["state_failures"] = {k: n for k, n in window.stats.failures.items() if n}
-    out["generator"] = {"saturated": bool(generator.get("saturated")),
-                        "reasons": list(generator.get("reasons") or [])}  # fmt: skip
+    out["generator"] = {
+        "saturated": bool(generator.get("saturated")),
+        "reasons": list(generator.get("reasons") or []),
+        **{k: _rounded(generator.get(k)) for k in _GENERATOR_FIGURES},
+    }
     if server is not None:
         out["server"] = server
     return out

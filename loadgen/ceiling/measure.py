@@ -26,12 +26,20 @@ from loadgen.observe import (
     CPU_SATURATED_PERCENT,
     LOOP_LAG_SATURATED_S,
     SCHEDULE_LAG_SATURATED_S,
+    GeneratorHealth,
     LatencyHistogram,
 )
 from loadgen.observe.target_metrics import TargetMetricsSampler
 from loadgen.report.gates import Gate, GateResult, evaluate_gates
 
-__all__ = ["ERROR_STORM_RATE", "GeneratorLimits", "LevelRunner", "Windows"]
+__all__ = [
+    "ERROR_STORM_RATE",
+    "MIN_LATE_SAMPLES",
+    "GeneratorLimits",
+    "LevelRunner",
+    "Windows",
+    "lag_tail",
+]
 
 # Past half the requests failing, the target is refusing load; more levels only hammer it.
 ERROR_STORM_RATE = 0.5
@@ -76,6 +84,23 @@ class Windows:
         return self.max_window_s if self.max_window_s is not None else 2 * self.window_s
 
 
+# A lag bar is crossed when more than 1% of the samples, and at least this many of them, are
+# above it. Over a short steady period a p99 is the single worst sample, and one stall of a
+# busy machine (a GC pause, a noisy neighbour) is not a generator that cannot keep up.
+MIN_LATE_SAMPLES = 3
+
+
+def lag_tail(lags: LatencyHistogram) -> tuple[float, int] | None:
+    """The lag reached by the slowest 1% of samples (at least MIN_LATE_SAMPLES of them), and
+    how many samples that is; None when there are fewer samples than that."""
+    n = lags.count
+    if n < MIN_LATE_SAMPLES:
+        return None
+    late = max(n - math.ceil(0.99 * n) + 1, MIN_LATE_SAMPLES)  # p99's nearest rank, counted down
+    value = lags.percentile(100.0 * (n - late + 0.5) / n)  # the late-th slowest sample
+    return (value or 0.0), late
+
+
 @dataclass(frozen=True)
 class GeneratorLimits:
     """What counts as a saturated load generator (defaults: `loadgen.observe`'s)."""
@@ -84,24 +109,51 @@ class GeneratorLimits:
     loop_lag_s: float = LOOP_LAG_SATURATED_S
     schedule_lag_s: float = SCHEDULE_LAG_SATURATED_S
 
-    def reasons(self, report: dict[str, Any]) -> list[str]:
-        """Why a GeneratorHealth report counts as saturated under these limits."""
+    def reasons(
+        self,
+        report: dict[str, Any],
+        *,
+        loop_lag: LatencyHistogram | None = None,
+        schedule_lag: LatencyHistogram | None = None,
+    ) -> list[str]:
+        """Why the generator counts as saturated under these limits.
+
+        A lag is judged on its histogram when one is given (by `lag_tail`: a single stall
+        is not saturation), else on the report's p99.
+        """
         out = []
-        cpu, loop, lag = (report.get(k) for k in
-                          ("cpu_percent", "loop_lag_p99_s", "schedule_lag_p99_s"))  # fmt: skip
+        cpu = report.get("cpu_percent")
         if cpu is not None and cpu >= self.cpu_percent:
             out.append(f"CPU at {cpu:.0f}% of one core (saturated at {self.cpu_percent:g}%)")
-        if loop is not None and loop > self.loop_lag_s:
-            out.append(
-                f"event-loop lag p99 {loop * 1000:.0f} ms "
-                f"(saturated above {self.loop_lag_s * 1000:g} ms)"
-            )
-        if lag is not None and lag > self.schedule_lag_s:
-            out.append(
-                f"schedule lag p99 {lag * 1000:.0f} ms "
-                f"(saturated above {self.schedule_lag_s * 1000:g} ms)"
-            )
+        for reason in (
+            _lag_reason("event-loop lag", "probes", loop_lag, report.get("loop_lag_p99_s"),
+                        self.loop_lag_s),
+            _lag_reason("schedule lag", "steps", schedule_lag,
+                        report.get("schedule_lag_p99_s"), self.schedule_lag_s),
+        ):  # fmt: skip
+            if reason is not None:
+                out.append(reason)
         return out
+
+
+def _lag_reason(
+    what: str, unit: str, lags: LatencyHistogram | None, p99: float | None, bar_s: float
+) -> str | None:
+    """Why this lag is past its bar, or None: on its samples when given, else on its p99."""
+    among = None
+    if lags is not None:
+        if (tail := lag_tail(lags)) is None:
+            return None
+        p99, late = tail
+        n = lags.count
+        if late != n - math.ceil(0.99 * n) + 1:  # too few samples for a p99 to be the bar
+            among = f"or more in {late} of {n} {unit}"
+    if p99 is None or p99 <= bar_s:
+        return None
+    lag_ms = p99 * 1000
+    ms = f"{lag_ms:.0f} ms" if lag_ms >= 10 else f"{lag_ms:.2g} ms"  # sub-ms: a bar of 0
+    told = f"{what} p99 {ms}" if among is None else f"{what} {ms} {among}"
+    return f"{told} (saturated above {bar_s * 1000:g} ms)"
 
 
 @dataclass
@@ -181,7 +233,9 @@ class LevelRunner:
         for piece in slices:
             lag.merge(piece.stats.schedule_lag_s)
         generator = health.report()
-        reasons = self.limits.reasons(generator)
+        # This process's probe keeps its loop-lag samples; a swarm's reports no loop lag.
+        loop_lag = health.loop_lag if isinstance(health, GeneratorHealth) else None
+        reasons = self.limits.reasons(generator, loop_lag=loop_lag, schedule_lag=lag)
         generator.update(saturated=bool(reasons), reasons=reasons)
         server = sampler.report() if sampler is not None else None
         final = self._assess(slices, generator)

@@ -138,13 +138,15 @@ def register(commands: Any) -> None:
         "--generator-max-loop-lag",
         type=parse_duration,
         metavar="DURATION",
-        help="event-loop lag p99 (default 50ms)",
+        help="event-loop lag p99, and in at least 3 probes: one stall is not saturation "
+        "(default 50ms)",
     )
     health.add_argument(
         "--generator-max-schedule-lag",
         type=parse_duration,
         metavar="DURATION",
-        help="how late steps start against their schedule, p99 (default 100ms)",
+        help="how late steps start against their schedule, p99 and in at least 3 steps "
+        "(default 100ms)",
     )
     add_target_arguments(p)
     swarm = p.add_argument_group(

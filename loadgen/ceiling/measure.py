@@ -255,6 +255,11 @@ class LevelRunner:
         judged = piece.judged_sessions
         ratio = piece.goodput_sessions / judged if judged else None
         summary["goodput"] = {"ratio": ratio, "sessions": piece.goodput_sessions}
+        # Session SLOs (session_p90, session_success_rate) judge the sessions begun at this
+        # level, as goodput does; sessions/min still counts every session that ended.
+        summary["sessions"] = {**summary["sessions"], **piece.begun.sessions.to_dict(),
+                               "started": summary["sessions"]["started"]}  # fmt: skip
+        summary["latency"]["session_s"] = piece.begun.session_s.quantiles_dict()
         return summary
 
     def _assess(self, slices: list[Slice], generator: dict[str, Any] | None = None) -> _Assessment:

@@ -58,11 +58,13 @@ class WindowSink:
 
     `begin()` starts a level (warm-up included), `open_slice()`/`close_slice()` bracket one
     measured slice. Records outside a slice (warm-up, between levels) are not counted.
+    Sessions that began before the level count as throughput but are judged by no SLO.
     """
 
     def __init__(self, rule: GoodputRule) -> None:
         self.rule = rule
         self.stats: RunStats | None = None
+        self.begun: RunStats | None = None  # the sessions of `stats` begun at this level
         self.since_unix = 0.0
         self.level_sessions = LatencyHistogram()
         self._judged = 0
@@ -75,23 +77,24 @@ class WindowSink:
         """A level starts: goodput judges sessions begun at `since_unix` or later."""
         self.since_unix = since_unix
         self.level_sessions = LatencyHistogram()
-        self.stats = None
+        self.stats = self.begun = None
 
     def open_slice(self) -> None:
         """Start counting a new slice."""
-        self.stats = RunStats()
+        self.stats, self.begun = RunStats(), RunStats()
         self._judged = 0
         self._goodput = 0
 
     def close_slice(self, start_s: float, duration_s: float) -> Slice:
         """Stop counting; the slice's records and goodput sessions."""
-        stats, self.stats = self.stats, None
+        stats, begun, self.stats, self.begun = self.stats, self.begun, None, None
         return Slice(
             stats=stats if stats is not None else RunStats(),
             duration_s=duration_s,
             start_s=start_s,
             judged_sessions=self._judged,
             goodput_sessions=self._goodput,
+            begun=begun if begun is not None else RunStats(),
         )
 
     def typical_session_s(self) -> float | None:
@@ -116,11 +119,15 @@ class WindowSink:
         if record.outcome == SessionOutcome.COMPLETED:
             # Warm-up included: a window is sized from sessions seen since the level began.
             self.level_sessions.record(record.duration_s)
-        if self.stats is None:
+        if self.stats is None or self.begun is None:
             return
         self.stats.add_session(record)
-        # A session begun at an earlier level carries that level's latencies: not judged.
-        if record.started_unix < self.since_unix or record.outcome == SessionOutcome.ABORTED:
+        # A session begun at an earlier level carries that level's latencies (its queue, its
+        # retries) into this window: it counts as throughput here, but no SLO judges it.
+        if record.started_unix < self.since_unix:
+            return
+        self.begun.add_session(record)
+        if record.outcome == SessionOutcome.ABORTED:
             return
         self._judged += 1
         if self.rule.session_met(record, met):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from loadgen.observe import RunStats
 
@@ -60,19 +60,24 @@ class Slice:
     start_s: float = 0.0  # since the steady period began
     judged_sessions: int = 0  # ended in this slice, begun at this level
     goodput_sessions: int = 0  # of those, within every SLO
+    # The sessions that ended in this slice and began at this level: the ones session SLOs
+    # judge (`stats` counts every session that ended, for throughput).
+    begun: RunStats = field(default_factory=RunStats)
 
 
 def merge_slices(slices: Sequence[Slice]) -> Slice:
     """One slice holding every record of `slices` (consecutive), as if measured at once."""
-    stats = RunStats()
+    stats, begun = RunStats(), RunStats()
     for s in slices:
         stats.merge(s.stats)
+        begun.merge(s.begun)
     return Slice(
         stats=stats,
         duration_s=sum(s.duration_s for s in slices),
         start_s=slices[0].start_s if slices else 0.0,
         judged_sessions=sum(s.judged_sessions for s in slices),
         goodput_sessions=sum(s.goodput_sessions for s in slices),
+        begun=begun,
     )
 
 

@@ -153,6 +153,7 @@ class CeilingWorker:
             "stats": piece.stats.to_dict(),
             "judged": piece.judged_sessions,
             "goodput": piece.goodput_sessions,
+            "begun": piece.begun.to_dict(),
             "sessions": self.sink.level_sessions.to_dict(),
             "cpu_s": cpu_s,
         }
@@ -338,6 +339,7 @@ class SwarmDriver:
                     start_s=start_s,
                     judged_sessions=int(reply["judged"]),
                     goodput_sessions=int(reply["goodput"]),
+                    begun=RunStats.from_dict(reply["begun"]),
                 )
             )
             sessions.merge(LatencyHistogram.from_dict(reply["sessions"]))

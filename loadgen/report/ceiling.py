@@ -10,8 +10,9 @@ Minimal shape (extra fields are ignored)::
 `load` and `output_tokens_per_s` are required per level; the latency and error fields are
 optional (null or absent when not measured). A level's optional `slices` list (each with
 `start_s`, `duration_s`, and optionally `output_tokens_per_s` and `ttft_p95_s`) is drawn
-slice by slice. `agentload ceiling` writes more (knee, first failure);
-docs/ceiling.md describes the whole document.
+slice by slice. The section also says, when present, the search's `knee`, `failed_first`
+(`load`, `slo`, `state_failure`, `server_resource`) and `stopped_by`, as `agentload ceiling`
+writes them; docs/ceiling.md describes the whole document.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "Ceiling",
     "CeilingLevel",
     "CeilingSlice",
+    "FailedFirst",
     "ceiling_section",
     "parse_ceiling",
 ]
@@ -59,6 +61,16 @@ class CeilingLevel:
 
 
 @dataclass(frozen=True)
+class FailedFirst:
+    """What failed first past the ceiling: at which load, the SLOs, a state failure, a resource."""
+
+    load: float
+    slos: tuple[str, ...]
+    state_failure: str | None
+    server_resource: str | None
+
+
+@dataclass(frozen=True)
 class Ceiling:
     """The levels in load order, their unit, and the load the search called the ceiling."""
 
@@ -66,6 +78,9 @@ class Ceiling:
     levels: list[CeilingLevel]
     ceiling_load: float | None
     reason: str
+    knee: float | None = None
+    failed_first: FailedFirst | None = None
+    stopped_by: str = ""
 
 
 def _number(value: Any) -> float | None:
@@ -110,7 +125,53 @@ def parse_ceiling(data: Any, source: str = CEILING_FILE) -> Ceiling:
         levels=sorted(levels, key=lambda level: level.load),
         ceiling_load=_number(mark.get("load")) if isinstance(mark, Mapping) else None,
         reason=str(mark.get("reason") or "") if isinstance(mark, Mapping) else "",
+        knee=_number(data.get("knee")),
+        failed_first=_failed_first(data.get("failed_first")),
+        stopped_by=str(data.get("stopped_by") or ""),
     )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _failed_first(raw: Any) -> FailedFirst | None:
+    # The verdict's details are words for the reader: what is malformed is left unsaid.
+    load = _number(raw.get("load")) if isinstance(raw, Mapping) else None
+    if load is None:
+        return None
+    slos = raw.get("slo")
+    return FailedFirst(
+        load=load,
+        slos=tuple(t for t in slos if isinstance(t, str)) if isinstance(slos, list) else (),
+        state_failure=_text(raw.get("state_failure")),
+        server_resource=_text(raw.get("server_resource")),
+    )
+
+
+def _verdict(ceiling: Ceiling) -> str:
+    """The search's verdict in sentences: ceiling, knee, what failed first, what stopped it."""
+    unit = ceiling.load_unit
+    said = []
+    failed = ceiling.failed_first
+    if ceiling.ceiling_load is not None:
+        # The reason repeats what failed first when that is said on its own.
+        why = f" ({ceiling.reason})" if ceiling.reason and failed is None else ""
+        said.append(f"Ceiling: {ceiling.ceiling_load:g} {unit}{why}.")
+    elif ceiling.stopped_by:  # a search's verdict, and no level held
+        said.append("Ceiling: none found (no level held every SLO).")
+    if ceiling.knee is not None:
+        said.append(f"Knee: {ceiling.knee:g} {unit} (throughput stops growing with load).")
+    if failed is not None:
+        parts = [f"Failed first at {failed.load:g} {unit}: " + ("; ".join(failed.slos) or "-")]
+        if failed.state_failure:
+            parts.append(f"first state failure to rise: {failed.state_failure}")
+        if failed.server_resource:
+            parts.append(f"server resource saturated first: {failed.server_resource}")
+        said.append("; ".join(parts) + ".")
+    if ceiling.stopped_by:
+        said.append(f"Stopped by: {ceiling.stopped_by}.")
+    return " ".join(said)
 
 
 def ceiling_section(ceiling: Ceiling) -> Section:
@@ -131,6 +192,8 @@ def ceiling_section(ceiling: Ceiling) -> Section:
         if (pts := [(lv.load, lv.extra[key]) for lv in ceiling.levels if key in lv.extra])
     ]
     note = "Output throughput and latency at each load level of the ceiling search."
+    if verdict := _verdict(ceiling):
+        note += " " + verdict
     if ceiling.ceiling_load is not None:
         top = max(lv.output_tokens_per_s for lv in ceiling.levels)
         tokens.append(
@@ -140,9 +203,6 @@ def ceiling_section(ceiling: Ceiling) -> Section:
                 RED,
                 dashed=True,
             )
-        )
-        note += f" Ceiling: {ceiling.ceiling_load:g} {unit}" + (
-            f" ({ceiling.reason})." if ceiling.reason else "."
         )
     charts = [
         line_chart(

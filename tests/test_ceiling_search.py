@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from loadgen.ceiling import LevelResult, Search, SearchSettings, build_slos, ceiling_document
+from loadgen.ceiling.measure import GeneratorLimits, lag_tail
 from loadgen.ceiling.result import knee
-from loadgen.ceiling.slos import goodput_caps
-from loadgen.ceiling.steadiness import Drift, Slice, drift, extension_reasons, window_span
+from loadgen.ceiling.run import _goodput_fell
+from loadgen.ceiling.slos import WindowSink, goodput_caps
+from loadgen.ceiling.steadiness import (
+    Drift,
+    Slice,
+    drift,
+    extension_reasons,
+    merge_slices,
+    window_span,
+)
 from loadgen.errors import UsageError
-from loadgen.observe import RunStats
-from loadgen.observe.records import StepRecord
+from loadgen.observe import GeneratorHealth, LatencyHistogram, RunStats
+from loadgen.observe.goodput import GoodputRule
+from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
 from loadgen.report.ceiling import parse_ceiling
 
 
@@ -165,3 +177,90 @@ def test_a_broken_level_is_extended_only_while_settling_or_unmeasured() -> None:
     assert _reasons(False, rising, window_s=1.0) == set()  # worse with time: judge it now
     assert _reasons(False, falling) == {"latency_falling"}
     assert _reasons(False, rising, unmeasured=["session_p90 < 10m"]) == {"unmeasured"}
+
+
+def _lags(n: int, late: int, late_s: float = 0.08) -> LatencyHistogram:
+    lags = LatencyHistogram()
+    lags.record_many([0.001] * (n - late) + [late_s] * late)
+    return lags
+
+
+def test_one_stall_in_a_short_period_is_not_a_saturated_generator() -> None:
+    limits = GeneratorLimits()  # event-loop lag saturates above 50 ms
+    # 40 probes (2 s at 20 Hz): their p99 is the single worst, one stall of a busy machine.
+    assert limits.reasons({}, loop_lag=_lags(40, 2)) == []
+    assert limits.reasons({}, loop_lag=_lags(40, 3)) == [
+        "event-loop lag 80 ms or more in 3 of 40 probes (saturated above 50 ms)"
+    ]
+    # With enough samples the bar is the p99 itself: 1,200 probes (60 s) need 13 late ones.
+    assert limits.reasons({}, loop_lag=_lags(1200, 12)) == []
+    assert limits.reasons({}, loop_lag=_lags(1200, 13)) == [
+        "event-loop lag p99 80 ms (saturated above 50 ms)"
+    ]
+    assert lag_tail(_lags(2, 2)) is None  # too few samples to call
+    # Without samples (a swarm's merged report) the report's p99 is judged as it stands.
+    assert limits.reasons({"schedule_lag_p99_s": 0.2}) == [
+        "schedule lag p99 200 ms (saturated above 100 ms)"
+    ]
+
+
+async def test_a_real_stall_of_the_loop_is_not_saturation_until_it_recurs() -> None:
+    limits = GeneratorLimits(loop_lag_s=0.1)
+
+    async def probe(stalls: int) -> tuple[GeneratorHealth, list[str]]:
+        health = GeneratorHealth()
+        async with health:
+            await asyncio.sleep(0.3)
+            for _ in range(stalls):
+                time.sleep(0.6)  # noqa: ASYNC251  # the loop stalls, as on a busy machine
+                await asyncio.sleep(0.2)
+        return health, limits.reasons(health.report(), loop_lag=health.loop_lag)
+
+    once, said = await probe(1)
+    assert once.report()["saturated"] is True  # the probe's own p99 is that one stall
+    assert said == []
+    _, said = await probe(3)
+    assert len(said) == 1
+    assert said[0].startswith("event-loop lag")
+
+
+def _session(session_id: str, started_unix: float, duration_s: float) -> SessionRecord:
+    return SessionRecord(
+        session_id=session_id,
+        agent="a",
+        started_unix=started_unix,
+        duration_s=duration_s,
+        steps=2,
+        outcome=SessionOutcome.COMPLETED,
+    )
+
+
+def test_the_window_judges_only_the_sessions_begun_at_its_level() -> None:
+    sink = WindowSink(GoodputRule({"session_p90": 2.0}))
+    sink.begin(since_unix=100.0)
+    sink.open_slice()
+    # Begun at the level before, slow from its queue: throughput here, judged by no SLO.
+    sink.session(_session("earlier", started_unix=99.0, duration_s=5.0))
+    sink.session(_session("quick", started_unix=100.5, duration_s=1.0))
+    sink.session(_session("slow", started_unix=101.0, duration_s=3.0))  # over the 2 s bound
+    piece = sink.close_slice(0.0, 1.0)
+    assert piece.stats.sessions.completed == 3  # sessions/min counts every one that ended
+    assert piece.begun.sessions.completed == 2
+    assert piece.begun.session_s.max == 3.0  # session SLOs see the two begun here
+    assert (piece.judged_sessions, piece.goodput_sessions) == (2, 1)
+    # Merged windows keep them apart too.
+    assert merge_slices([piece, piece]).begun.sessions.completed == 4
+
+
+def test_a_level_whose_goodput_fell_below_80_percent_of_a_held_lower_one_breaks() -> None:
+    levels = [_level(4, 400, True), _level(8, 800, True), _level(12, 900, False)]
+    assert _goodput_fell(_level(16, 700, True), levels) is None  # 700 >= 0.8 x 800
+    assert _goodput_fell(_level(16, 600, True), levels) == (
+        "goodput fell to 600 tokens/s from 800 at a lower load"
+    )
+    # Only lower levels count, and only those that held (not the broken 12 at 900).
+    assert _goodput_fell(_level(6, 300, True), levels) == (
+        "goodput fell to 300 tokens/s from 400 at a lower load"
+    )
+    unjudged = _level(16, 700, True, goodput_tokens_per_s=None)  # no session judged yet
+    assert _goodput_fell(unjudged, levels) is None

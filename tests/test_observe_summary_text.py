@@ -257,6 +257,29 @@ def test_a_worker_that_never_reported_is_warned_about() -> None:
     assert "WARNING: 1 of 3 expected workers never reported" in " ".join(text.split())
 
 
+def test_a_worker_lost_before_its_first_report_is_warned_about_once() -> None:
+    # The master lists it as lost but not as reported: its whole share is missing, and it is
+    # not counted a second time among the workers that never reported.
+    workers = _workers(2, ["worker-0"], [], ["worker-1"])
+    text = " ".join(format_summary({**_summary(), "workers": workers}).split())
+
+    assert "WARNING: worker-1 was lost before its first report: its whole share is missing" in text
+    assert "never reported" not in text
+
+
+def test_a_worker_whose_final_report_never_came_is_warned_about() -> None:
+    workers = {
+        **_workers(2, ["worker-0", "worker-1"], [], []),
+        "final_report_missing": ["worker-0"],
+    }
+    text = " ".join(format_summary({**_summary(), "workers": workers}).split())
+
+    assert (
+        "WARNING: worker-0 sent no final report: what it measured after its previous report is "
+        "missing from every figure above."
+    ) in text
+
+
 def test_a_worker_stopped_on_purpose_is_listed_without_a_warning() -> None:
     workers = _workers(2, ["worker-0", "worker-1"], ["worker-1"], [])
     text = format_summary({**_summary(), "workers": workers})

@@ -92,17 +92,43 @@ def _server_lines(server: Mapping[str, Any]) -> list[str]:
     return [f"server          {engine}: {server_verdict(server)}", _INDENT + figures]
 
 
+def _names(names: Sequence[str], singular: str, plural: str) -> str:
+    return f"{', '.join(names)} {singular if len(names) == 1 else plural}"
+
+
+def _they(names: Sequence[str]) -> str:
+    return "it" if len(names) == 1 else "they"
+
+
+def _their(names: Sequence[str]) -> str:
+    return "its" if len(names) == 1 else "their"
+
+
 def workers_missing(workers: Mapping[str, Any]) -> str | None:
     """Whose share of a swarm run is missing, in one sentence; None when every worker's is in."""
+    reported = set(workers.get("reported") or [])
     lost: Sequence[str] = workers.get("lost") or []
-    silent = int(workers.get("expected") or 0) - len(workers.get("reported") or [])
+    lost_mid_run = [name for name in lost if name in reported]
+    lost_unreported = [name for name in lost if name not in reported]
+    late: Sequence[str] = workers.get("final_report_missing") or []
+    # A worker lost before its first report is named above; one never heard of at all is not.
+    silent = int(workers.get("expected") or 0) - len(reported) - len(lost_unreported)
     parts = []
-    if lost:
-        one = len(lost) == 1
+    if lost_mid_run:
         parts.append(
-            f"{', '.join(lost)} {'was' if one else 'were'} lost mid-run (killed, crashed or cut "
-            f"off): what {'it' if one else 'they'} measured after "
-            f"{'its' if one else 'their'} last report is missing"
+            f"{_names(lost_mid_run, 'was', 'were')} lost mid-run (killed, crashed or cut off): "
+            f"what {_they(lost_mid_run)} measured after {_their(lost_mid_run)} last report is "
+            "missing"
+        )
+    if lost_unreported:
+        parts.append(
+            f"{_names(lost_unreported, 'was', 'were')} lost before {_their(lost_unreported)} "
+            f"first report: {_their(lost_unreported)} whole share is missing"
+        )
+    if late:
+        parts.append(
+            f"{', '.join(late)} sent no final report: what {_they(late)} measured after "
+            f"{_their(late)} previous report is missing"
         )
     if silent > 0:
         parts.append(

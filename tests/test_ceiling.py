@@ -156,6 +156,7 @@ async def test_session_time_and_goodput_slos_find_the_second_analytical_setting(
     doc = await _search(start_sim, tmp_path, "c", sim=_analytical(20, 12), slos=slos)
     runs = _verdicts(doc)
     ceiling = doc["ceiling"]
+    assert ceiling is not None, runs
     assert ceiling["output_tokens_per_s"] == pytest.approx(12 / 0.020, rel=0.15), runs
     assert 12 <= ceiling["load"] <= 14, runs
     held = next(lv for lv in doc["levels"] if lv["load"] == ceiling["load"])

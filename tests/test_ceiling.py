@@ -476,6 +476,9 @@ def test_cli_exits_1_when_no_level_holds_every_slo(
         (["--window", "2s", "--max-window", "1s"], "--max-window"),
         (["--max-duration", "1s"], "--max-duration"),
         (["--processes", "0"], "--processes"),
+        (["--processes", "-2"], "--processes"),
+        (["--master", "--processes", "2"], "--master cannot be combined with --processes"),
+        (["--processes", "2", "--master-bind-port", "6000"], "--master-bind-port"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.cli.arguments import parse_duration, parse_port
-from loadgen.cli.run_command import add_master_arguments, add_target_arguments
+from loadgen.cli.run_command import (
+    add_master_arguments,
+    add_target_arguments,
+    check_master_flags,
+)
 from loadgen.cli.run_setup import sim_config, target_config
 from loadgen.errors import UsageError
 
@@ -178,8 +182,6 @@ def _check(args: argparse.Namespace) -> None:
             f"--generator-max-cpu {args.generator_max_cpu:g} is a percentage of one core, "
             "e.g. --generator-max-cpu 90"
         )
-    if args.processes < 1:
-        raise UsageError(f"--processes {args.processes} must be at least 1, e.g. --processes 4")
     if args.max_duration < args.warmup + args.window:
         raise UsageError(
             f"--max-duration {args.max_duration:g}s is shorter than one level "
@@ -206,6 +208,7 @@ def ceiling(args: argparse.Namespace) -> int:
     from loadgen.profile.loader import load_profile
 
     _check(args)
+    processes = check_master_flags(args)
     overrides: dict[str, Any] = {"stages": []}
     if args.seed is not None:
         overrides["seed"] = args.seed
@@ -240,8 +243,8 @@ def ceiling(args: argparse.Namespace) -> int:
         model=args.model,
         progress=None if args.quiet else sys.stderr,
     )
-    if args.master or args.processes > 1:
-        doc = _search_swarm(args, loaded, options, scrape)
+    if args.master or processes > 1:
+        doc = _search_swarm(args, processes, loaded, options, scrape)
     else:
         doc = asyncio.run(_search(args, loaded, options, scrape))
     print(format_ceiling(doc))
@@ -284,7 +287,9 @@ async def _search(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
             await sim.stop()
 
 
-def _search_swarm(args: argparse.Namespace, loaded: Any, options: Any, scrape: bool) -> Any:
+def _search_swarm(
+    args: argparse.Namespace, processes: int, loaded: Any, options: Any, scrape: bool
+) -> Any:
     """The search as a Locust master: local worker processes (--processes) or remote ones."""
     import dataclasses
     import math
@@ -293,6 +298,7 @@ def _search_swarm(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
     from loadgen.cli.run_setup import (
         close_metrics,
         free_port,
+        local_workers_exited,
         reap_workers,
         serve_metrics,
         start_local_workers,
@@ -328,12 +334,12 @@ def _search_swarm(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
             options = dataclasses.replace(
                 options, windows=dataclasses.replace(options.windows, metrics_url=url)
             )
-        local = args.processes > 1
+        local = processes > 1
         swarm = SwarmOptions(
             mode="master",
             master_bind_host="127.0.0.1" if local else args.master_bind_host,
             master_bind_port=free_port() if local else args.master_bind_port,
-            expect_workers=args.processes if local else args.expect_workers,
+            expect_workers=processes if local else args.expect_workers,
             expect_workers_max_wait_s=args.expect_workers_max_wait or math.inf,
             metrics=merged,
         )
@@ -343,7 +349,9 @@ def _search_swarm(args: argparse.Namespace, loaded: Any, options: Any, scrape: b
         )  # fmt: skip
         if local:
             argv = worker_argv(args, swarm.master_bind_port, target.base_url, options.out_dir)
-            workers = start_local_workers(argv, args.processes)
+            workers = start_local_workers(argv, processes)
+            # A worker that dies before connecting would leave the master waiting forever.
+            swarm = dataclasses.replace(swarm, stop_waiting=local_workers_exited(workers))
         return run_ceiling_swarm(settings, swarm, options)
     finally:
         reap_workers(workers)

@@ -7,6 +7,7 @@ imported anywhere; other commands (and the engine when used as a library) never 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,7 +21,7 @@ def _command(argv: Sequence[str]) -> str | None:
 
 
 def _swarm_ceiling(argv: Sequence[str]) -> bool:
-    """`agentload ceiling` as a Locust master (--master, or --processes above 1)."""
+    """`agentload ceiling` as a Locust master (--master, --processes above 1, or -1)."""
     if _command(argv) != "ceiling":
         return False
     for i, arg in enumerate(argv):
@@ -29,6 +30,8 @@ def _swarm_ceiling(argv: Sequence[str]) -> bool:
         value = arg.partition("=")[2] if arg.startswith("--processes=") else None
         if arg == "--processes" and i + 1 < len(argv):
             value = argv[i + 1]
+        if value == "-1":  # one worker per CPU core
+            return (os.cpu_count() or 1) > 1
         if value is not None and value.isdigit() and int(value) > 1:
             return True
     return False

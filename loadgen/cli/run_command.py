@@ -209,7 +209,9 @@ def register(commands: Any) -> None:
 
 def add_master_arguments(
     group: Any,
-    processes_help: str = "fork N worker processes on this machine (this one becomes master)",
+    processes_help: str = (
+        "fork N worker processes on this machine, -1 one per CPU core (this one becomes master)"
+    ),
 ) -> None:
     """The flags of a swarm's master (--processes, --master, ...), Locust's names and defaults."""
     group.add_argument("--processes", type=int, default=1, metavar="N", help=processes_help)
@@ -243,37 +245,51 @@ def add_master_arguments(
     )
 
 
-def check_swarm_flags(args: argparse.Namespace) -> int:
-    """The worker process count (-1: one per core); flags that contradict are a UsageError.
-
-    Nothing is silently overridden: where Locust refuses a combination, or where one flag
-    would make another one moot, the message names both and the fix.
-    """
+def local_process_count(args: argparse.Namespace) -> int:
+    """--processes as a count of processes on this machine (-1: one per CPU core)."""
     if args.processes == 0 or args.processes < -1:
         raise UsageError(
             f"--processes {args.processes}: use N of at least 1, or -1 for one per CPU core"
         )
-    processes: int = (os.cpu_count() or 1) if args.processes == -1 else args.processes
+    count: int = (os.cpu_count() or 1) if args.processes == -1 else args.processes
+    return count
+
+
+def check_master_flags(args: argparse.Namespace) -> int:
+    """The local worker process count; master flags that contradict it are a UsageError."""
+    processes = local_process_count(args)
     local = args.processes != 1
-    if args.master and args.worker:
-        raise UsageError("--master and --worker exclude each other: a process is one or the other")
     if args.master and local:
         raise UsageError(
             "--master cannot be combined with --processes (as in Locust): --processes makes this "
             "process the master of its own workers; drop --master, or --processes to wait for "
             "remote workers"
         )
-    if args.worker and args.web:
-        raise UsageError("--web on a --worker: the master serves the web UI; pass --web to it")
-    if args.headless and args.web:
-        raise UsageError("--headless and --web exclude each other: leave out --headless")
     bind_given = args.master_bind_host != MASTER_BIND_HOST or args.master_bind_port != MASTER_PORT
-    if local and not args.worker and bind_given:
+    if local and bind_given:
         raise UsageError(
             "--master-bind-host/--master-bind-port do not apply to --processes, whose workers "
             "connect on a free loopback port; leave them out, or use --master for remote workers"
         )
-    if local and args.worker and args.prometheus_port is not None:
+    return processes
+
+
+def check_swarm_flags(args: argparse.Namespace) -> int:
+    """The worker process count (-1: one per core); flags that contradict are a UsageError.
+
+    Nothing is silently overridden: where Locust refuses a combination, or where one flag
+    would make another one moot, the message names both and the fix.
+    """
+    if args.master and args.worker:
+        raise UsageError("--master and --worker exclude each other: a process is one or the other")
+    if args.headless and args.web:
+        raise UsageError("--headless and --web exclude each other: leave out --headless")
+    if not args.worker:
+        return check_master_flags(args)
+    processes = local_process_count(args)
+    if args.web:
+        raise UsageError("--web on a --worker: the master serves the web UI; pass --web to it")
+    if args.processes != 1 and args.prometheus_port is not None:
         raise UsageError(
             "--prometheus-port with --worker --processes: the worker processes cannot share one "
             "port; leave it out, the master serves the whole swarm's metrics"

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from loadgen.observe import LOOP_LAG_SATURATED_S
 from loadgen.profile.loader import load_profile
 from loadgen.report import compare_runs, load_results
 from loadgen.runtime.run import RunOptions, run_load
@@ -26,6 +27,7 @@ from loadgen.transport import TargetConfig
 
 AGENTLOAD = [sys.executable, "-m", "loadgen"]
 RUN_S = 5.0
+MAX_ATTEMPTS = 3  # per run, while the machine starves the generator
 PROFILE: dict[str, Any] = {
     "name": "compare-small",
     "seed": 11,
@@ -70,9 +72,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     async def all_runs() -> dict[str, Path]:
         done = {}
         for name, delay in plan:
-            summary = await run_small(root / name, admission_delay_ms=delay)
+            # compare rightly refuses to call a latency change smaller than the generator's
+            # own loop lag a regression; a run in which this shared machine starved the
+            # generator (its lag past the saturation bar) measured the machine: run it again.
+            for attempt in range(MAX_ATTEMPTS):
+                out = root / (name if attempt == 0 else f"{name}-again-{attempt}")
+                summary = await run_small(out, admission_delay_ms=delay)
+                lag = summary["generator"]["loop_lag_p99_s"] or 0.0
+                if lag <= LOOP_LAG_SATURATED_S:
+                    break
+            assert lag <= LOOP_LAG_SATURATED_S, f"{name}: generator starved in every attempt"
             assert summary["requests"]["ok"] >= 100, summary["requests"]
-            done[name] = root / name
+            done[name] = out
         return done
 
     return asyncio.run(all_runs())

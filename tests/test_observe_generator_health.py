@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 from loadgen.observe import GeneratorHealth, LatencyHistogram, combine_reports
@@ -74,9 +75,13 @@ def test_report_names_every_saturated_figure() -> None:
 def test_a_shared_schedule_lag_histogram_feeds_the_report() -> None:
     shared = LatencyHistogram()
     shared.record_many([0.3] * 100)
-    report = GeneratorHealth(schedule_lag=shared).report()
+    # Clocks pinned to an idle process: over a real microsecond of wall time, CPU reads ~100%.
+    idle = GeneratorHealth(
+        schedule_lag=shared, clock=itertools.count(0.0, 10.0).__next__, cpu_clock=lambda: 0.0
+    )
+    report = idle.report()
     assert report["saturated"] is True
-    assert "schedule lag" in report["reasons"][0]
+    assert [r.split(" p99")[0] for r in report["reasons"]] == ["schedule lag"]
 
 
 def test_combine_reports_takes_the_worst_of_each_worker() -> None:

@@ -7,6 +7,7 @@ sessions.jsonl lines, which each worker appends as it measures.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -576,6 +577,30 @@ def test_plain_locust_f_runs_the_profiles_stages_and_writes_results(
     assert summary["requests"]["total"] == len(steps)
     assert summary["duration_s"] < 30  # the stages' end, not -t's 60 s
     assert len({s["session_id"].rsplit("-s", 1)[0] for s in steps}) == 4  # the ramp's, not -u's
+
+
+def test_locusts_own_csv_and_html_reports_list_the_agents_steps_and_sessions(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    smoke = (ROOT / "profiles" / "ci-smoke.yaml").read_text().replace("duration: 20s\n", "")
+    profile = tmp_path / "short.yaml"
+    profile.write_text(f"{smoke}\nstages:\n  - {{kind: hold, duration: 3s, target: 2}}\n")
+    prefix, html = tmp_path / "locust", tmp_path / "locust.html"
+    procs.start(
+        "locust",
+        [*LOCUST, "-f", locustfile_path(), "--headless", "--host", sim_url,
+         "--agentload-out", str(tmp_path / "out"), "--csv", str(prefix), "--html", str(html),
+         "--only-summary"],
+        AGENTLOAD_PROFILE=str(profile),
+    )  # fmt: skip
+    assert procs.wait("locust", timeout=60) == 0, procs.output("locust")
+    with Path(f"{prefix}_stats.csv").open() as f:
+        rows = {(r["Type"], r["Name"]): int(r["Request Count"]) for r in csv.DictReader(f)}
+    assert any(kind == "STEP" and n > 0 for (kind, _name), n in rows.items()), rows
+    assert any(kind == "SESSION" and n > 0 for (kind, _name), n in rows.items()), rows
+    page = html.read_text()
+    assert "STEP" in page
+    assert "SESSION" in page
 
 
 def test_plain_locust_f_says_an_open_loop_profile_runs_closed_loop(

@@ -45,6 +45,8 @@ agents:
     params: {system_prompt_tokens: 16, turns: 2, steps_per_turn: 1, user_tokens: 8,
              output_tokens: 48, think_time_s: 0}
 """
+# The searches' bracket: a ceiling is found to within this share of its load.
+SEARCH_RESOLUTION = 0.25
 SLO = "ttft_p95 < 200ms"
 
 
@@ -93,7 +95,7 @@ async def _search_once(
     options = CeilingOptions(
         out_dir=out,
         slos=build_slos(list(slos), {}, []),
-        search=SearchSettings(start=4, resolution=0.25),
+        search=SearchSettings(start=4, resolution=SEARCH_RESOLUTION),
         windows=Windows(
             warmup_s=1.0,
             window_s=2.5,
@@ -134,8 +136,11 @@ async def test_ceiling_matches_the_analytical_capacity_and_repeats(
 
     assert first["ceiling"]["output_tokens_per_s"] == pytest.approx(analytical, rel=0.15), runs
     assert first["ceiling"]["load"] in (8, 9, 10), runs
-    # Repeatable in the load found, not only in tokens/s (which is flat past the ceiling).
-    assert second["ceiling"]["load"] == pytest.approx(first["ceiling"]["load"], rel=0.10), runs
+    # Repeatable in the load found, not only in tokens/s (which is flat past the ceiling), to
+    # the precision the search claims: it brackets the ceiling to its resolution, so 8 and 10
+    # agents (10 when the queue at 10 happened to keep TTFT p95 under the SLO) both repeat.
+    loads = sorted(doc["ceiling"]["load"] for doc in (first, second))
+    assert loads[1] - loads[0] <= SEARCH_RESOLUTION * loads[0], runs
     tokens = [doc["ceiling"]["output_tokens_per_s"] for doc in (first, second)]
     assert tokens[1] == pytest.approx(tokens[0], rel=0.10), runs
     # Beyond max_num_seqs requests queue: the TTFT SLO and the server's queue go first.

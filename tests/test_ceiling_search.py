@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from loadgen.ceiling import LevelResult, Search, SearchSettings, build_slos, ceiling_document
+from loadgen.ceiling.figures import level_figures
 from loadgen.ceiling.measure import GeneratorLimits, lag_tail
 from loadgen.ceiling.result import knee
 from loadgen.ceiling.run import _goodput_fell
@@ -224,7 +225,9 @@ async def test_a_real_stall_of_the_loop_is_not_saturation_until_it_recurs() -> N
     assert said[0].startswith("event-loop lag")
 
 
-def _session(session_id: str, started_unix: float, duration_s: float) -> SessionRecord:
+def _session(
+    session_id: str, started_unix: float, duration_s: float, completion_tokens: int = 0
+) -> SessionRecord:
     return SessionRecord(
         session_id=session_id,
         agent="a",
@@ -232,6 +235,7 @@ def _session(session_id: str, started_unix: float, duration_s: float) -> Session
         duration_s=duration_s,
         steps=2,
         outcome=SessionOutcome.COMPLETED,
+        completion_tokens=completion_tokens,
     )
 
 
@@ -250,6 +254,31 @@ def test_the_window_judges_only_the_sessions_begun_at_its_level() -> None:
     assert (piece.judged_sessions, piece.goodput_sessions) == (2, 1)
     # Merged windows keep them apart too.
     assert merge_slices([piece, piece]).begun.sessions.completed == 4
+
+
+def test_goodput_tokens_are_the_tokens_of_the_judged_sessions_within_their_slos() -> None:
+    sink = WindowSink(GoodputRule({"session_p90": 2.0}))
+    sink.begin(since_unix=100.0)
+    sink.open_slice()
+    sink.session(_session("earlier", 99.0, 5.0, completion_tokens=1000))  # judged by none
+    sink.session(_session("quick", 100.5, 1.0, completion_tokens=100))
+    sink.session(_session("slow", 101.0, 3.0, completion_tokens=300))  # over the 2 s bound
+    piece = sink.close_slice(0.0, 1.0)
+    assert (piece.judged_tokens, piece.goodput_tokens) == (400, 100)
+    doubled = merge_slices([piece, piece])
+    assert (doubled.judged_tokens, doubled.goodput_tokens) == (800, 200)
+    # Half the judged sessions met their SLOs, but a quarter of their tokens: throughput
+    # counts tokens, so goodput tokens/s is a quarter of it, not half.
+    figures = level_figures(
+        8,
+        {"throughput": {"output_tokens_per_s": 1000.0},
+         "goodput": {"ratio": 0.5, "sessions": 1, "token_ratio": 0.25}},
+        piece,
+        generator={},
+        server=None,
+    )  # fmt: skip
+    assert figures["goodput"] == 0.5
+    assert figures["goodput_tokens_per_s"] == 250.0
 
 
 def test_a_level_whose_goodput_fell_below_80_percent_of_a_held_lower_one_breaks() -> None:

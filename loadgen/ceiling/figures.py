@@ -54,9 +54,10 @@ def level_figures(
     # The report reads output_tokens_per_s as a number: a window with no tokens shows 0.
     out["output_tokens_per_s"] = out["output_tokens_per_s"] or 0.0
     out["goodput_sessions_per_min"] = (out["sessions_per_min"] or 0.0) * (out["goodput"] or 0.0)
-    # Estimated as throughput x goodput ratio: the judged sessions (begun at this level)
-    # are a sample, and a short window holds few whole sessions.
-    ratio = out["goodput"]
+    # The judged sessions (begun at this level) are a sample of the window's: throughput
+    # counts sessions begun earlier too. So goodput tokens/s is throughput times the share
+    # of the judged sessions' completion tokens that came from sessions within every SLO.
+    ratio = (summary.get("goodput") or {}).get("token_ratio")
     out["goodput_tokens_per_s"] = None if ratio is None else out["output_tokens_per_s"] * ratio
     out["requests"] = window.stats.requests_total
     out["state_failures"] = {k: n for k, n in window.stats.failures.items() if n}

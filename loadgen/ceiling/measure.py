@@ -254,7 +254,14 @@ class LevelRunner:
         )
         judged = piece.judged_sessions
         ratio = piece.goodput_sessions / judged if judged else None
-        summary["goodput"] = {"ratio": ratio, "sessions": piece.goodput_sessions}
+        tokens = piece.judged_tokens
+        summary["goodput"] = {
+            "ratio": ratio,
+            "sessions": piece.goodput_sessions,
+            # Weighted by what each judged session generated: long sessions, the likeliest
+            # to miss a session SLO, weigh as much as the tokens they cost the server.
+            "token_ratio": piece.goodput_tokens / tokens if tokens else None,
+        }
         # Session SLOs (session_p90, session_success_rate) judge the sessions begun at this
         # level, as goodput does; sessions/min still counts every session that ended.
         summary["sessions"] = {**summary["sessions"], **piece.begun.sessions.to_dict(),

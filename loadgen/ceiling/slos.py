@@ -69,6 +69,8 @@ class WindowSink:
         self.level_sessions = LatencyHistogram()
         self._judged = 0
         self._goodput = 0
+        self._judged_tokens = 0
+        self._goodput_tokens = 0
         # Steps are judged whenever they happen: a session that began before the slice still
         # needs every one of its steps judged when it ends inside the slice.
         self._steps_met: dict[str, bool] = {}
@@ -82,8 +84,7 @@ class WindowSink:
     def open_slice(self) -> None:
         """Start counting a new slice."""
         self.stats, self.begun = RunStats(), RunStats()
-        self._judged = 0
-        self._goodput = 0
+        self._judged = self._goodput = self._judged_tokens = self._goodput_tokens = 0
 
     def close_slice(self, start_s: float, duration_s: float) -> Slice:
         """Stop counting; the slice's records and goodput sessions."""
@@ -94,6 +95,8 @@ class WindowSink:
             start_s=start_s,
             judged_sessions=self._judged,
             goodput_sessions=self._goodput,
+            judged_tokens=self._judged_tokens,
+            goodput_tokens=self._goodput_tokens,
             begun=begun if begun is not None else RunStats(),
         )
 
@@ -130,8 +133,10 @@ class WindowSink:
         if record.outcome == SessionOutcome.ABORTED:
             return
         self._judged += 1
+        self._judged_tokens += record.completion_tokens
         if self.rule.session_met(record, met):
             self._goodput += 1
+            self._goodput_tokens += record.completion_tokens
 
     def recovery(self, kind: str, agent: str) -> None:
         """A failure was absorbed."""

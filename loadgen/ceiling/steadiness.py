@@ -60,6 +60,8 @@ class Slice:
     start_s: float = 0.0  # since the steady period began
     judged_sessions: int = 0  # ended in this slice, begun at this level
     goodput_sessions: int = 0  # of those, within every SLO
+    judged_tokens: int = 0  # completion tokens of the judged sessions
+    goodput_tokens: int = 0  # completion tokens of the goodput sessions
     # The sessions that ended in this slice and began at this level: the ones session SLOs
     # judge (`stats` counts every session that ended, for throughput).
     begun: RunStats = field(default_factory=RunStats)
@@ -77,6 +79,8 @@ def merge_slices(slices: Sequence[Slice]) -> Slice:
         start_s=slices[0].start_s if slices else 0.0,
         judged_sessions=sum(s.judged_sessions for s in slices),
         goodput_sessions=sum(s.goodput_sessions for s in slices),
+        judged_tokens=sum(s.judged_tokens for s in slices),
+        goodput_tokens=sum(s.goodput_tokens for s in slices),
         begun=begun,
     )
 

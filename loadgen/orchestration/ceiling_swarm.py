@@ -153,6 +153,8 @@ class CeilingWorker:
             "stats": piece.stats.to_dict(),
             "judged": piece.judged_sessions,
             "goodput": piece.goodput_sessions,
+            "judged_tokens": piece.judged_tokens,
+            "goodput_tokens": piece.goodput_tokens,
             "begun": piece.begun.to_dict(),
             "sessions": self.sink.level_sessions.to_dict(),
             "cpu_s": cpu_s,
@@ -339,6 +341,8 @@ class SwarmDriver:
                     start_s=start_s,
                     judged_sessions=int(reply["judged"]),
                     goodput_sessions=int(reply["goodput"]),
+                    judged_tokens=int(reply["judged_tokens"]),
+                    goodput_tokens=int(reply["goodput_tokens"]),
                     begun=RunStats.from_dict(reply["begun"]),
                 )
             )

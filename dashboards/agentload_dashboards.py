@@ -216,6 +216,30 @@ LATENCY = Dashboard(
             unit="s",
         ),
         Panel(
+            "ITL p99 by step kind",
+            shows="Streaming smoothness of each step kind: turn, tool_result, subagent, "
+            "compaction, resume...",
+            bad="compaction or tool_result worse than turn: decoding over a long history "
+            "costs more per token; every kind rising together: the decode batch grew.",
+            check="Context size per step (Agent state) for the first, the Server dashboard's "
+            "running requests and preemptions for the second.",
+            queries=[Query(quantile(0.99, "agentload_itl_seconds", "step_kind"), "{{step_kind}}")],
+            unit="s",
+        ),
+        Panel(
+            "End-to-end p95 by agent",
+            shows="Request time per archetype, sent to last byte; archetypes with long "
+            "replies take longer by nature.",
+            bad="one archetype rising while the others hold: its prefills or its replies "
+            "grew; all rising: the server slowed down.",
+            check="TTFT p95 by agent and ITL p99 by agent: the one that rose with it is the "
+            "phase (prefill or decode) that slowed.",
+            queries=[
+                Query(quantile(0.95, "agentload_request_duration_seconds", "agent"), "{{agent}}")
+            ],
+            unit="s",
+        ),
+        Panel(
             "End-to-end p95 by step kind",
             shows="Request time per step kind; compaction steps are long by nature.",
             bad="the other kinds rising: the server slowed down.",
@@ -230,15 +254,20 @@ LATENCY = Dashboard(
             unit="s",
         ),
         Panel(
-            "Client vs server TTFT (p95)",
-            shows="The client's TTFT against the server's own.",
-            bad="a widening gap is time outside the engine: network, gateway or router "
-            "queueing, TLS, or a saturated generator.",
-            check="the generator's health on the Overview, then the gateway's or router's "
-            "own latency.",
+            "Session duration p95 by agent (completed)",
+            shows="Whole sessions of each archetype, tool waits and think time included "
+            "(scaled by time_scale).",
+            bad="one archetype rising while its request times hold: its sessions take more "
+            "steps (retries, recoveries, failed tools) or wait longer on tools.",
+            check="End-to-end p95 by agent, Tool latency p95 by tool beside it, then Steps "
+            "per session and Recoveries by kind on the Agent state dashboard.",
             queries=[
-                Query(quantile(0.95, "agentload_ttft_seconds"), "client p95"),
-                Query(server_quantile(0.95, SERVER_TTFT), "server p95"),
+                Query(
+                    quantile(
+                        0.95, "agentload_session_duration_seconds", "agent", 'outcome="completed"'
+                    ),
+                    "{{agent}}",
+                )
             ],
             unit="s",
         ),
@@ -251,6 +280,20 @@ LATENCY = Dashboard(
             "KV-cache usage.",
             queries=[Query(quantile(0.95, "agentload_tool_latency_seconds", "tool"), "{{tool}}")],
             unit="s",
+        ),
+        Panel(
+            "Client vs server TTFT (p95)",
+            shows="The client's TTFT against the server's own.",
+            bad="a widening gap is time outside the engine: network, gateway or router "
+            "queueing, TLS, or a saturated generator.",
+            check="the generator's health on the Overview, then the gateway's or router's "
+            "own latency.",
+            queries=[
+                Query(quantile(0.95, "agentload_ttft_seconds"), "client p95"),
+                Query(server_quantile(0.95, SERVER_TTFT), "server p95"),
+            ],
+            unit="s",
+            width=24,
         ),
     ],
 )

@@ -160,6 +160,31 @@ def test_dashboards_query_only_metrics_agentload_exports() -> None:
     assert used - exported - {"agentload_target"} == set()
 
 
+def _latency_splits() -> list[tuple[str, str]]:
+    # The Latency dashboard's promise: each latency's percentiles by agent and by step kind,
+    # as far as its histogram carries those labels (a session has no step kind).
+    m = RunMetrics()
+    return [
+        (family.name, label)
+        for family in (m.ttft, m.itl, m.request_duration, m.session_duration)
+        for label in ("agent", "step_kind")
+        if label in family.labelnames
+    ]
+
+
+LATENCY_SPLITS = _latency_splits()
+
+
+@pytest.mark.parametrize(
+    ("metric", "label"), LATENCY_SPLITS, ids=[f"{m} by {label}" for m, label in LATENCY_SPLITS]
+)
+def test_latency_dashboard_splits_each_latency_by_agent_and_step_kind(
+    metric: str, label: str
+) -> None:
+    latency = " ".join(e for n, e in QUERIES if n.startswith("latency/"))
+    assert f"sum by (le, {label}) (rate({metric}_bucket{{" in latency
+
+
 def test_server_panels_read_old_and_new_vllm_names_and_sglang_and_llamacpp() -> None:
     server = " ".join(e for n, e in QUERIES if n.startswith("server/"))
     for name in (

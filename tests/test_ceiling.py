@@ -281,6 +281,16 @@ def test_cli_finds_a_ceiling_and_writes_what_the_report_draws(
         mark["output_tokens_per_s"] * 60 / 96, rel=0.15
     )
     lines = run.printed.splitlines()
+    # The table: a header, then one row per level in load order, each with its verdict.
+    header = next(
+        i for i, line in enumerate(lines) if line.split()[:3] == ["agents", "out", "tok/s"]
+    )
+    rows = lines[header + 1 : header + 1 + len(doc["levels"])]
+    assert [float(row.split()[0]) for row in rows] == sorted(lv["load"] for lv in doc["levels"])
+    for row, level in zip(rows, sorted(doc["levels"], key=lambda lv: lv["load"]), strict=True):
+        assert row.split()[1] == f"{level['output_tokens_per_s']:.0f}", row
+        assert ("held" in row) == level["passed"], row
+        assert ("BROKE: ttft_p95" in row) == (not level["passed"]), row
     assert (
         f"ceiling: 4 agents, {mark['output_tokens_per_s']:.0f} output tokens/s, "
         f"{mark['sessions_per_min']:.1f} sessions/min"
@@ -506,6 +516,22 @@ def test_cli_exits_1_when_no_level_holds_every_slo(
     assert run.code == 1
     assert "ceiling: none found" in run.printed
     assert "stopped by: no level held every SLO" in run.printed
+
+
+def test_cli_a_session_slo_no_window_can_measure_says_which_flags_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two 48-token replies at 100 ms a token: a session takes about 10 s, and a level at most
+    # 0.5 s of warm-up and a 2 s window (twice --window): no session can end in it.
+    argv = _cli(tmp_path, _analytical(100, 8), "--slo", "session_p90 < 60s", "--start", "1")
+    run = _ceiling_cli(argv, tmp_path / "long", capsys)
+    assert run.code == 1, _verdicts(run.doc)
+    [level] = run.doc["levels"]
+    [broken] = level["broken"]
+    assert broken.startswith("session_p90 has no value"), broken
+    assert "no session begun at this level ended" in broken
+    assert "need a longer --warmup and --max-window" in broken
+    assert "need a longer --warmup and --max-window" in run.printed
 
 
 @pytest.mark.parametrize(

@@ -317,7 +317,9 @@ class LevelRunner:
             if r.passed:
                 continue
             alone = [n for n in broke_in.get(r.gate.text, []) if n > first]
-            if len(alone) == state.span:
+            if r.value is None:
+                detail = _no_samples(r.gate.metric, sum(p.duration_s for p in slices))
+            elif len(alone) == state.span:
                 detail = "broke in every slice"
             elif alone:
                 detail = f"broke alone in slice {', '.join(map(str, alone))}"
@@ -354,6 +356,21 @@ class LevelRunner:
             reasons = "; ".join(generator.get("reasons") or [])
             level.stop = f"load generator saturated at load {load:g} ({reasons})"
         return level
+
+
+# Session SLOs and goodput judge the sessions begun at the level: a session longer than the
+# level's warm-up and measured time never ends inside its window, however loads compare.
+_SESSION_JUDGED = ("session_", "goodput_")
+
+
+def _no_samples(metric: str, measured_s: float) -> str:
+    """Why an SLO had nothing to judge, and what gives it something."""
+    if metric.startswith(_SESSION_JUDGED):
+        return (
+            f"no session begun at this level ended in its {measured_s:.3g}s measured: sessions "
+            "this long need a longer --warmup and --max-window"
+        )
+    return f"no request ended in its {measured_s:.3g}s measured"
 
 
 def _storming(slices: list[Slice]) -> bool:

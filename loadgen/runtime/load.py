@@ -147,6 +147,7 @@ class OpenLoop:
         run_session: SessionFn,
         seed: int,
         max_sessions: int = 100_000,
+        share: Callable[[], float] | None = None,
     ) -> None:
         self.arrival = arrival
         self.stages = stages
@@ -154,24 +155,40 @@ class OpenLoop:
         self.run_session = run_session
         self.rng = random.Random(stable_seed(seed, "open-loop"))
         self.max_sessions = max_sessions
+        # This process's part of the staged rate, read at every arrival: a swarm's workers
+        # can come and go mid-run, and their share with them.
+        self.share = share
         self.tasks: set[asyncio.Task[object]] = set()
         self.schedule_lag: list[float] = []
         self.dropped = 0  # arrivals refused because max_sessions were already running
 
-    async def run(self, duration: float) -> None:
-        """Start sessions on schedule until `duration` ends, then cancel the ones in flight."""
+    def rate_at(self, t: float) -> float:
+        """Sessions/s this driver starts `t` seconds into the run (the staged rate × share)."""
+        rate = level_at(t, self.arrival, self.stages)
+        return rate if self.share is None else rate * self.share()
+
+    async def run(self, duration: float, *, elapsed: float = 0.0) -> None:
+        """Start sessions on schedule until `duration` ends, then cancel the ones in flight.
+
+        `elapsed`: how far into the run this driver starts (a worker that joined late); the
+        stages are followed from there and `duration` still counts from the run's start.
+        """
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        due = t0
+        due = loop.time()
+        t0 = due - elapsed
+        slots = itertools.count()
         try:
-            for n in itertools.count():
-                rate = level_at(due - t0, self.arrival, self.stages)
+            while True:
+                rate = self.rate_at(due - t0)
                 due += self._gap(rate)
                 if due - t0 >= duration:
                     await asyncio.sleep(max(0.0, t0 + duration - loop.time()))
                     return
                 await asyncio.sleep(max(0.0, due - loop.time()))
+                if rate <= 0:
+                    continue  # nothing arrives at a zero rate: look again a moment later
                 self.schedule_lag.append(max(0.0, loop.time() - due))
+                n = next(slots)
                 if len(self.tasks) >= self.max_sessions:
                     self.dropped += 1
                     continue

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,13 +194,28 @@ def line_count(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def run_length(profile: Sequence[str], duration: str | None) -> list[str]:
+    """The profile and run-length flags every process of one run takes."""
+    return [*profile, *([] if duration is None else ["--duration", duration])]
+
+
 def start_master(
-    procs: Processes, sim_url: str, out: Path, duration: str, port: int, workers: int = 2
-) -> None:
-    """A master expecting `workers` workers on `port` (on 127.0.0.1)."""
-    procs.start(
+    procs: Processes,
+    sim_url: str,
+    out: Path,
+    duration: str | None,
+    port: int,
+    workers: int = 2,
+    profile: Sequence[str] = SMOKE,
+    extra: Sequence[str] = (),
+) -> subprocess.Popen[bytes]:
+    """A master expecting `workers` workers on `port` (on 127.0.0.1); `extra`: its own flags.
+
+    `duration` None: the profile's stages, which --duration would replace.
+    """
+    return procs.start(
         "master",
-        [*AGENTLOAD, "run", *SMOKE, "--duration", duration, "--master",
+        [*AGENTLOAD, "run", *run_length(profile, duration), *extra, "--master",
          "--expect-workers", str(workers),
          "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
          "--target", sim_url, "--out", str(out)],
@@ -208,12 +223,18 @@ def start_master(
 
 
 def start_worker(
-    procs: Processes, name: str, sim_url: str, out: Path, duration: str, port: int
+    procs: Processes,
+    name: str,
+    sim_url: str,
+    out: Path,
+    duration: str | None,
+    port: int,
+    profile: Sequence[str] = SMOKE,
 ) -> None:
     """A worker of the master on `port`, writing under `out`."""
     procs.start(
         name,
-        [*AGENTLOAD, "run", *SMOKE, "--duration", duration, "--worker",
+        [*AGENTLOAD, "run", *run_length(profile, duration), "--worker",
          "--master-host", "127.0.0.1", "--master-port", str(port),
          "--target", sim_url, "--out", str(out)],
     )  # fmt: skip

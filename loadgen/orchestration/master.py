@@ -24,6 +24,7 @@ from loadgen.orchestration.environment import (
     swarm_environment,
     watch_ticks,
 )
+from loadgen.orchestration.membership import SwarmMembership, create_master
 from loadgen.orchestration.process_engine import SwarmSettings
 from loadgen.orchestration.shape import ProfileShape
 from loadgen.orchestration.web_ui import start_web_ui
@@ -222,34 +223,32 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     """Run the swarm from the master; returns summary.json's content."""
     profile = settings.loaded.profile
     env = swarm_environment(settings, options.expect_workers)
-    runner = env.create_master_runner(options.master_bind_host, options.master_bind_port)
-    assert isinstance(runner, MasterRunner)
+    runner = create_master(env, options.master_bind_host, options.master_bind_port)
+    assert isinstance(env.shape_class, ProfileShape)
+    membership = SwarmMembership(runner, env.shape_class, metrics=options.metrics is not None)
     aggregator = MasterAggregator(env, options.metrics)
     files = ResultFiles(settings.out_dir, records=False)  # workers write their own
     if options.web:
         merged = options.metrics  # copy-on-write per worker: readable from the hub
         text = None if merged is None else functools.partial(generate_latest, merged)
         start_web_ui(env, options.web_host, options.web_port, aggregator.merged, text)
-    workers = wait_for_workers(runner, options)
     # Open loop: one arrival user per worker, each at 1/N of the rate. Sent before the first
     # spawn message on the same socket, so every worker knows N (and whether to ship
-    # metrics) before its engine starts.
-    assert isinstance(env.shape_class, ProfileShape)
-    env.shape_class.processes = workers
-    runner.send_message(
-        "agentload_processes", {"processes": workers, "metrics": options.metrics is not None}
-    )
+    # metrics) before its engine starts; workers that join later are told as they connect.
+    membership.start(wait_for_workers(runner, options))
     sampler = _target_sampler(settings)
     watcher = watch_ticks(env, options, aggregator.merged)
     t0 = time.perf_counter()
     handlers = stop_on_signals(runner)
     try:
         run_shape(runner)
+        membership.stop()
         aggregator.stop_requested_at = time.monotonic()
         runner.stop()
         duration = time.perf_counter() - t0
         wait_for_final_reports(aggregator, options.final_report_wait_s)
     finally:
+        membership.stop()
         for handler in handlers:
             handler.cancel()
         if watcher is not None:

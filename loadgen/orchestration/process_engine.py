@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gevent.event
 import gevent.lock
 from locust.env import Environment
 
@@ -21,6 +22,7 @@ from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
 from loadgen.orchestration.bridge import LoopBridge, native_socket_factory, process_bridge
 from loadgen.profile.loader import LoadedProfile
 from loadgen.runtime.engine import Engine, StatsSink
+from loadgen.runtime.load import OpenLoop
 from loadgen.transport import TargetConfig
 
 __all__ = ["LocustReporter", "ProcessEngine", "SwarmSettings", "process_engine"]
@@ -40,6 +42,9 @@ class SwarmSettings:
     extra: dict[str, Any] = field(default_factory=dict)
     observe: ObservationSettings = field(default_factory=ObservationSettings)  # live metrics
     metrics_tracker: SampleTracker | None = None  # worker: metric samples for the master
+    # Worker: when the master's run began (time.monotonic() here), so that one joining late
+    # follows the profile's stages at the run's time, not from its own start.
+    run_started: float | None = None
 
 
 class LocustReporter:
@@ -166,6 +171,7 @@ class ProcessEngine:
             self.engine.add_sink(sink)
         self.started = time.perf_counter()
         self._slots = itertools.count()
+        self._arrivals: gevent.event.AsyncResult | None = None
 
     @property
     def seed(self) -> int:
@@ -183,6 +189,35 @@ class ProcessEngine:
         agent, label = self.engine.make_agent(slot, mix_index)
         agent.id = f"w{max(self.worker, 0)}-{agent.id}"
         return agent, label
+
+    def arrivals(self) -> gevent.event.AsyncResult:
+        """This process's open-loop arrivals, started on the first call; set when they end.
+
+        One driver per process, however many arrival users Locust moves here or away: a
+        rebalance (a worker joined or left) that stopped a user's own driver would abort its
+        sessions in flight, and a new one would replay the same seeded arrivals and agents.
+        Its part of the rate follows `settings.processes`; the run's stop cancels it.
+        """
+        if self._arrivals is not None:
+            return self._arrivals
+        settings = self.settings
+        profile = settings.loaded.profile
+
+        def share() -> float:
+            # Read on the loop thread while the hub may replace it: one int, read whole.
+            return 1.0 / max(1, settings.processes)
+
+        driver = OpenLoop(
+            profile.arrival, profile.stages, self.make_agent, self.engine.run_session,
+            self.seed, share=share,
+        )  # fmt: skip
+        started = settings.run_started
+        elapsed = 0.0 if started is None else max(0.0, time.monotonic() - started)
+        self._arrivals, cancel = self.bridge.submit(
+            driver.run(profile.total_duration, elapsed=elapsed)
+        )
+        self.environment.events.test_stopping.add_listener(lambda **_kw: cancel())
+        return self._arrivals
 
     def flush_reporter(self) -> None:
         """Deliver the records batched for Locust's statistics now (from a greenlet)."""

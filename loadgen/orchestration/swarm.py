@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 import gevent
-from locust.env import Environment
 from locust.rpc import Message
-from locust.runners import WorkerRunner
 
 from loadgen.observe import RunStats
-from loadgen.observe.prometheus_merge import SampleTracker
 from loadgen.observe.prometheus_metrics import RunMetrics
 from loadgen.observe.prometheus_text import IncrementalExposition
 from loadgen.orchestration.ceiling_swarm import CeilingWorker
@@ -26,6 +22,7 @@ from loadgen.orchestration.environment import (
     watch_ticks,
 )
 from loadgen.orchestration.master import MasterAggregator, run_master
+from loadgen.orchestration.membership import PROCESSES_MESSAGE, create_worker, follow_membership
 from loadgen.orchestration.process_engine import ProcessEngine, SwarmSettings, process_engine
 from loadgen.orchestration.web_ui import start_web_ui
 
@@ -104,21 +101,10 @@ def _metrics_text(engine: ProcessEngine, metrics: RunMetrics | None) -> Callable
 
 def _run_worker(settings: SwarmSettings, options: SwarmOptions) -> None:
     env = swarm_environment(settings, 1)
-    runner = env.create_worker_runner(options.master_host, options.master_port)
-    assert isinstance(runner, WorkerRunner)
-
-    def on_processes(environment: Environment, msg: Any, **_kw: Any) -> None:
-        settings.processes = int(msg.data["processes"])  # this worker runs 1/N of a rate
-        if msg.data.get("metrics"):
-            # The master serves the swarm's metrics: keep them here (on this worker's own
-            # --prometheus-port too, if it has one) and ship them with every report.
-            metrics = settings.observe.metrics
-            if metrics is None:
-                metrics = RunMetrics()
-                settings.observe = dataclasses.replace(settings.observe, metrics=metrics)
-            settings.metrics_tracker = SampleTracker(metrics)
-
-    runner.register_message("agentload_processes", on_processes)
+    # Told how many workers share the run, and whether to ship metrics, from the first
+    # message on: a worker joining mid-run hears it right after the master's ack.
+    membership = {PROCESSES_MESSAGE: follow_membership(settings)}
+    runner = create_worker(env, options.master_host, options.master_port, membership)
     ceiling = CeilingWorker(env, runner)  # answers a ceiling master's level commands
 
     leaving = [False]

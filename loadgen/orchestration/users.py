@@ -9,10 +9,9 @@ import gevent
 from locust import User, constant, task
 
 from loadgen.orchestration.process_engine import process_engine
-from loadgen.profile.schema import Arrival, Profile, Stage
-from loadgen.runtime.load import OpenLoop
+from loadgen.profile.schema import Profile
 
-__all__ = ["AgentUser", "ArrivalUser", "scaled_arrival", "user_classes_for"]
+__all__ = ["AgentUser", "ArrivalUser", "user_classes_for"]
 
 
 class AgentUser(User):
@@ -43,34 +42,17 @@ class AgentUser(User):
 
 
 class ArrivalUser(User):
-    """Open loop: one per worker process, starting sessions at its share of the rate."""
+    """Open loop: one per worker process, holding that process's arrivals (its rate share)."""
 
     abstract = True
     wait_time = constant(0)
 
     @task
     def arrivals(self) -> None:
-        """Run the open-loop arrival process for the whole run, then idle."""
-        engine = process_engine(self.environment)
-        profile = engine.settings.loaded.profile
-        share = 1.0 / max(1, engine.settings.processes)
-        arrival, stages = scaled_arrival(profile.arrival, profile.stages, share)
-        run_session = engine.engine.run_session
-        driver = OpenLoop(arrival, stages, engine.make_agent, run_session, engine.seed)
-        engine.bridge.run(driver.run(profile.total_duration))
+        """Hold this process's open-loop arrivals for the whole run, then idle."""
+        # Waited for, not run: a rebalance that kills this user leaves them going.
+        process_engine(self.environment).arrivals().wait()
         gevent.sleep(3600)
-
-
-def scaled_arrival(
-    arrival: Arrival, stages: list[Stage], share: float
-) -> tuple[Arrival, list[Stage]]:
-    """An open-loop arrival and its stages at `share` of the session rate (one worker's)."""
-    rate = (arrival.rate or 0.0) * share
-    scaled = [
-        s.model_copy(update={"target": None if s.target is None else s.target * share})
-        for s in stages
-    ]
-    return arrival.model_copy(update={"rate": rate}), scaled
 
 
 def _jitter(agent_id: str) -> float:

@@ -182,6 +182,15 @@ def assert_counts_are_its_own(counts: Record, steps: list[Record], sessions: lis
     assert counts["sessions"]["started"] >= len(sessions)
 
 
+def assert_stopping_aborted_and_failed_none(summary: Record, sessions: list[Record]) -> None:
+    """The run's stop ended the sessions in flight as aborted (the client's doing), and no
+    session failed: stopping is not a server failure."""
+    assert summary["sessions"]["aborted"] > 0  # 8 agents, sessions of seconds: some in flight
+    assert summary["sessions"]["failed"] == 0
+    assert Counter(s["outcome"] for s in sessions)["failed"] == 0
+    assert summary["requests"]["failed"] == 0
+
+
 def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -276,6 +285,7 @@ def test_master_with_two_worker_processes_merges_their_totals_and_percentiles(
     steps, sessions = records(out)
     assert {s["session_id"].split("-", 1)[0] for s in steps} == {"w0", "w1"}  # both worked
     assert_summary_is_the_sum_of(summary, steps, sessions)
+    assert_stopping_aborted_and_failed_none(summary, sessions)
 
 
 # A Locust worker that connects, then dies the moment the run starts (as a SIGKILL would:
@@ -447,6 +457,9 @@ def test_worker_stopped_with_sigterm_leaves_cleanly_and_nothing_it_measured_is_l
         steps += more_steps
         sessions += more_sessions
     assert_summary_is_the_sum_of(summary, steps, sessions)
+    assert_stopping_aborted_and_failed_none(summary, sessions)
+    _, leaver_sessions = records(leaver_out)
+    assert any(s["outcome"] == "aborted" for s in leaver_sessions)  # the leaver's own in flight
 
 
 def test_web_ui_serves_agent_stats_over_http_during_a_run(

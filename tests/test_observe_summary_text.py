@@ -237,6 +237,17 @@ def test_a_swarm_says_how_many_of_its_workers_reported() -> None:
     assert "WARNING" not in text
 
 
+def test_workers_that_joined_the_running_swarm_are_counted_as_joined() -> None:
+    # The master waited for one worker; two more joined mid-run (compose --scale worker=3).
+    workers = _workers(1, ["worker-0", "worker-1", "worker-2"], [], [])
+    text = format_summary({**_summary(), "workers": workers})
+
+    assert _line(text, "workers") == [
+        "workers         3 reported (1 awaited at the start, 2 joined)"
+    ]
+    assert "WARNING" not in text
+
+
 def test_a_lost_worker_is_named_in_a_warning() -> None:
     workers = _workers(2, ["worker-0", "worker-1"], [], ["worker-1"])
     text = format_summary({**_summary(), "workers": workers})

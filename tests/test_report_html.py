@@ -315,3 +315,13 @@ def test_a_lost_worker_is_named_in_a_warning_banner(report_dir: Path, tmp_path: 
         "measured after its last report is missing from every figure of this report."
     ]
     assert "measured · 2 of 2 workers reported" in page
+
+
+def test_the_subtitle_counts_workers_that_joined_the_running_swarm(
+    report_dir: Path, tmp_path: Path
+) -> None:
+    workers = {"expected": 1, "reported": ["worker-0", "worker-1"], "left": [], "lost": []}
+    page = _report_with(report_dir, tmp_path, workers=workers)
+
+    assert "measured · 2 workers reported (1 awaited at the start, 1 joined)" in page
+    assert '<div class="banner warn">' not in page

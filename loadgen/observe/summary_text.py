@@ -12,6 +12,7 @@ __all__ = [
     "format_summary",
     "server_verdict",
     "workers_missing",
+    "workers_reported",
 ]
 
 _MISSING = "n/a"
@@ -138,9 +139,19 @@ def workers_missing(workers: Mapping[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
+def workers_reported(workers: Mapping[str, Any], noun: str = "") -> str:
+    """'2 of 2 reported', or, when workers joined the running swarm, how many did."""
+    reported = len(workers.get("reported") or [])
+    expected = int(workers.get("expected", reported))
+    if reported > expected:  # a scale-up: the master waited for `expected`, others joined
+        joined = reported - expected
+        return f"{reported} {noun}reported ({expected} awaited at the start, {joined} joined)"
+    return f"{reported} of {expected} {noun}reported"
+
+
 def _workers_lines(workers: Mapping[str, Any]) -> list[str]:
-    reported, left = workers.get("reported") or [], workers.get("left") or []
-    line = f"workers         {len(reported)} of {workers.get('expected', len(reported))} reported"
+    left = workers.get("left") or []
+    line = f"workers         {workers_reported(workers)}"
     if workers.get("lost"):
         line += f", LOST: {', '.join(workers['lost'])}"
     if left:

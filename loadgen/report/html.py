@@ -16,6 +16,7 @@ from loadgen.observe.summary_text import (
     SATURATED_RESOURCES,
     server_verdict,
     workers_missing,
+    workers_reported,
 )
 from loadgen.observe.target_metrics import KV_CACHE_BINDING, KV_CACHE_SATURATED
 from loadgen.report.ceiling import CEILING_FILE, ceiling_section, parse_ceiling
@@ -167,8 +168,7 @@ def _workers_reported(s: Mapping[str, Any]) -> str:
     workers = s.get("workers")
     if not isinstance(workers, Mapping):
         return ""
-    reported = len(workers.get("reported") or [])
-    return f" · {reported} of {workers.get('expected', reported)} workers reported"
+    return f" · {workers_reported(workers, noun='workers ')}"
 
 
 # What each onset in summary["server"]["saturation_onset_s"] means, as target_metrics decides it.

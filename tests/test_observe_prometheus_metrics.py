@@ -12,7 +12,7 @@ from loadgen.observe.goodput import GoodputRule
 from loadgen.observe.prometheus_histogram import HistogramFamily
 from loadgen.observe.prometheus_metrics import RunMetrics
 from loadgen.observe.prometheus_sink import MAX_LABEL_VALUES, OTHER_LABEL, MetricsSink
-from loadgen.observe.records import SessionRecord, StepRecord
+from loadgen.observe.records import SessionRecord, StepRecord, ToolOutcome
 
 PROFILE = "p"
 
@@ -193,8 +193,8 @@ def test_recoveries_and_tool_calls_are_counted_by_kind_and_tool(
     metrics: RunMetrics, sink: MetricsSink
 ) -> None:
     sink.recovery("http_error", "coding")
-    sink.tool_call("coding", "run_shell", False, 2.0)
-    sink.tool_call("coding", "run_shell", True, 1.0)
+    sink.tool_call("coding", "run_shell", ToolOutcome.ERROR, 2.0)
+    sink.tool_call("coding", "run_shell", ToolOutcome.OK, 1.0)
 
     assert value(metrics, "agentload_recoveries_total", agent="coding", kind="http_error") == 1
     tool = {"agent": "coding", "tool": "run_shell"}
@@ -203,9 +203,19 @@ def test_recoveries_and_tool_calls_are_counted_by_kind_and_tool(
     assert value(metrics, "agentload_tool_latency_seconds_sum", **tool) == 3.0
 
 
+def test_a_tool_call_cut_off_with_its_session_counts_as_aborted_without_a_latency(
+    metrics: RunMetrics, sink: MetricsSink
+) -> None:
+    sink.tool_call("coding", "run_shell", ToolOutcome.ABORTED, None)
+
+    tool = {"agent": "coding", "tool": "run_shell"}
+    assert value(metrics, "agentload_tool_calls_total", outcome="aborted", **tool) == 1
+    assert value(metrics, "agentload_tool_latency_seconds_count", **tool) == 0
+
+
 def test_label_values_past_the_cap_read_as_other(metrics: RunMetrics, sink: MetricsSink) -> None:
     for i in range(MAX_LABEL_VALUES + 5):
-        sink.tool_call("coding", f"tool_{i}", True, 0.1)
+        sink.tool_call("coding", f"tool_{i}", ToolOutcome.OK, 0.1)
 
     tools = {
         s.labels["tool"]
@@ -221,7 +231,7 @@ def test_label_values_past_the_cap_read_as_other(metrics: RunMetrics, sink: Metr
 def test_no_series_is_labelled_by_session(metrics: RunMetrics, sink: MetricsSink) -> None:
     sink.session_started("coding")
     sink.step(step(failures=["cache_miss"]))
-    sink.tool_call("coding", "read_file", True, 0.1)
+    sink.tool_call("coding", "read_file", ToolOutcome.OK, 0.1)
     sink.recovery("http_error", "coding")
     sink.session(session())
     metrics.set_target(PROFILE, "http://gpu:8000/v1", "llama")

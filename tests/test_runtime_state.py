@@ -388,6 +388,49 @@ FAN_OUT = {
 }
 
 
+class ToolRecorder(MemorySink):
+    """Keeps the steps and sessions, and how each tool call ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tool_outcomes: list[str] = []
+        self.asked_for_tools = asyncio.Event()  # a recorded step asked for tool calls
+
+    def step(self, record: StepRecord) -> None:
+        super().step(record)
+        if record.tool_calls:
+            self.asked_for_tools.set()
+
+    def tool_call(self, agent: str, tool: str, outcome: str, latency_s: float | None) -> None:
+        self.tool_outcomes.append(outcome)
+
+
+async def test_tool_calls_a_stopped_session_cut_off_are_counted_as_aborted(
+    start_sim: StartSim,
+) -> None:
+    server = await start_sim()
+    profile = Profile.model_validate(
+        {"agents": [{"kind": "coding"}], "arrival": {"mode": "closed", "agents": 1}}
+    )
+    # Tools that take a minute: the session is stopped while its first calls run.
+    params = CodingAgent.Params.model_validate({**SMALL, "tool_latency_s": 60})
+    recorder = ToolRecorder()
+    async with Transport(TargetConfig.from_url(server.base_url)) as transport:
+        runner = SessionRunner(transport, profile, recorder)
+        agent = CodingAgent("coding-0", params, model=MODEL, seed=profile.seed)
+        session = asyncio.create_task(runner.run_session(agent, "coding", "s0"))
+        async with asyncio.timeout(30):
+            await recorder.asked_for_tools.wait()
+        session.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await session
+    asked_for = sum(step.tool_calls for step in recorder.steps)
+    assert asked_for > 0
+    # Every call its recorded steps asked for is counted once: none finished, all aborted.
+    assert recorder.tool_outcomes == ["aborted"] * asked_for
+    assert [s.outcome for s in recorder.sessions] == ["aborted"]
+
+
 async def test_research_agent_forks_subagents_recorded_as_subagent_steps(
     start_sim: StartSim, tmp_path: Path
 ) -> None:

@@ -143,5 +143,5 @@ class WindowSink:
         if self.stats is not None:
             self.stats.recovery(kind, agent)
 
-    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
+    def tool_call(self, agent: str, tool: str, outcome: str, latency_s: float | None) -> None:
         """Tool calls are counted from step records."""

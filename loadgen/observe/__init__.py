@@ -9,7 +9,7 @@ from loadgen.observe.generator_health import (
     combine_reports,
 )
 from loadgen.observe.histogram import LatencyHistogram
-from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
+from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord, ToolOutcome
 from loadgen.observe.result_files import ResultFiles
 from loadgen.observe.run_stats import RUN_STATS_SCHEMA, AgentStats, RunStats, SessionCounts
 from loadgen.observe.summary import SUMMARY_SCHEMA, build_summary
@@ -31,6 +31,7 @@ __all__ = [
     "SessionOutcome",
     "SessionRecord",
     "StepRecord",
+    "ToolOutcome",
     "build_summary",
     "combine_reports",
     "format_summary",

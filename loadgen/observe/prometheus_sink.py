@@ -172,9 +172,9 @@ class MetricsSink:
         """A failure was absorbed by a reaction."""
         self.metrics.recoveries.labels(self.profile, self._agent_label(agent), kind).inc()
 
-    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
-        """A simulated tool finished."""
+    def tool_call(self, agent: str, tool: str, outcome: str, latency_s: float | None) -> None:
+        """A simulated tool call ended; an aborted one has no latency to observe."""
         label, name = self._agent_label(agent), self._tool(tool)
-        outcome = "ok" if ok else "error"
         self.metrics.tool_calls.labels(self.profile, label, name, outcome).inc()
-        self.metrics.tool_latency.labels(self.profile, label, name).observe(latency_s)
+        if latency_s is not None:
+            self.metrics.tool_latency.labels(self.profile, label, name).observe(latency_s)

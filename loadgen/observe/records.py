@@ -46,6 +46,14 @@ class StepRecord:
         return data
 
 
+class ToolOutcome:
+    """How a simulated tool call ended."""
+
+    OK = "ok"
+    ERROR = "error"  # the tool's modelled failure
+    ABORTED = "aborted"  # the client stopped its session while the tool ran
+
+
 class SessionOutcome:
     """How a session ended."""
 

@@ -117,7 +117,7 @@ class LocustReporter:
     def recovery(self, kind: str, agent: str) -> None:
         """Counted in RunStats; Locust has no place for it."""
 
-    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
+    def tool_call(self, agent: str, tool: str, outcome: str, latency_s: float | None) -> None:
         """Counted in RunStats; Locust has no place for it."""
 
 

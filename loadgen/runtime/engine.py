@@ -53,7 +53,7 @@ class StatsSink:
         """A failure was absorbed by a reaction."""
         self.stats.recovery(kind, agent)
 
-    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
+    def tool_call(self, agent: str, tool: str, outcome: str, latency_s: float | None) -> None:
         """Tool calls are counted from step records; nothing more to keep here."""
 
 

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from loadgen.agents import Agent, StepPlan, ToolInvocation
-from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
+from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord, ToolOutcome
 from loadgen.profile.schema import Profile, Reaction
 from loadgen.protocol import Reply, send
 from loadgen.protocol.failures import FailureKind
@@ -258,13 +258,24 @@ class SessionRunner:
         return last
 
     async def _run_tools(self, label: str, invocations: list[ToolInvocation]) -> None:
-        async def one(inv: ToolInvocation) -> None:
-            await self._wait(inv.latency_s)
-            self.sink.tool_call(
-                label, inv.name, not inv.fails, inv.latency_s * self.profile.time_scale
-            )
+        ended: set[int] = set()
 
-        await asyncio.gather(*(one(inv) for inv in invocations))
+        async def one(i: int, inv: ToolInvocation) -> None:
+            await self._wait(inv.latency_s)
+            ended.add(i)
+            outcome = ToolOutcome.ERROR if inv.fails else ToolOutcome.OK
+            self.sink.tool_call(label, inv.name, outcome, inv.latency_s * self.profile.time_scale)
+
+        try:
+            await asyncio.gather(*(one(i, inv) for i, inv in enumerate(invocations)))
+        except asyncio.CancelledError:
+            # The step asking for these calls is already recorded (summary.json counts them):
+            # the ones its stopped session cut off are counted too, as aborted. Here, not in
+            # `one`: a call whose task was cancelled before it first ran never enters it.
+            for i, inv in enumerate(invocations):
+                if i not in ended:
+                    self.sink.tool_call(label, inv.name, ToolOutcome.ABORTED, None)
+            raise
 
     async def _wait(self, seconds: float) -> float:
         """Sleep `seconds` of modelled time (scaled); returns how late we woke (schedule lag)."""

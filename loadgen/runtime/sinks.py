@@ -25,8 +25,8 @@ class RecordSink(Protocol):
     def recovery(self, kind: str, agent: str) -> None:
         """A failure of `kind` was absorbed by the profile's reaction."""
 
-    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
-        """A simulated tool finished."""
+    def tool_call(self, agent: str, tool: str, outcome: str, latency_s: float | None) -> None:
+        """A simulated tool call ended: a ToolOutcome; no latency when it was aborted."""
 
 
 class FanOut:
@@ -55,10 +55,10 @@ class FanOut:
         for sink in self.sinks:
             sink.recovery(kind, agent)
 
-    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
+    def tool_call(self, agent: str, tool: str, outcome: str, latency_s: float | None) -> None:
         """A simulated tool finished."""
         for sink in self.sinks:
-            sink.tool_call(agent, tool, ok, latency_s)
+            sink.tool_call(agent, tool, outcome, latency_s)
 
 
 class MemorySink:
@@ -82,5 +82,5 @@ class MemorySink:
     def recovery(self, kind: str, agent: str) -> None:
         """Recoveries are in the session records."""
 
-    def tool_call(self, agent: str, tool: str, ok: bool, latency_s: float) -> None:
+    def tool_call(self, agent: str, tool: str, outcome: str, latency_s: float | None) -> None:
         """Tool calls are in the step records."""

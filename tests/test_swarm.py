@@ -613,6 +613,47 @@ def test_plain_locust_f_runs_the_profiles_stages_and_writes_results(
     assert len({s["session_id"].rsplit("-s", 1)[0] for s in steps}) == 4  # the ramp's, not -u's
 
 
+def _json_documents(text: str) -> list[Any]:
+    """Every JSON document in `text`, one after another (forked processes print their own)."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while rest := text[at:].lstrip():
+        document, at = decoder.raw_decode(text, len(text) - len(rest))
+        found.append(document)
+    return found
+
+
+def test_plain_locust_f_with_processes_2_runs_agents_in_each_forked_worker(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    # Locust forks its workers after importing the locustfile: each must make its own bridge
+    # (loop thread, uvloop, sockets) on first use, not inherit one from the parent.
+    smoke = (ROOT / "profiles" / "ci-smoke.yaml").read_text().replace("duration: 20s\n", "")
+    profile = tmp_path / "staged.yaml"
+    profile.write_text(
+        f"{smoke}\nstages:\n  - {{kind: ramp, duration: 2s, target: 4}}\n"
+        "  - {kind: hold, duration: 3s}\n"
+    )
+    out = tmp_path / "locust"
+    procs.start(
+        "locust",
+        [*LOCUST, "-f", locustfile_path(), "--headless", "--processes", "2", "--host", sim_url,
+         "--agentload-out", str(out), "--json", "--only-summary"],
+        AGENTLOAD_PROFILE=str(profile),
+    )  # fmt: skip
+    assert procs.wait("locust", timeout=90) == 0, procs.output("locust")
+    folders = sorted(out.glob("pid-*/worker-*"))
+    assert len(folders) == 2, folders  # one per forked worker, each with its own pid
+    steps = [read_jsonl([folder / "steps.jsonl"]) for folder in folders]
+    assert all(steps), [len(s) for s in steps]  # both workers ran agents
+    sessions = read_jsonl([folder / "sessions.jsonl" for folder in folders])
+    # The master's statistics (the last document printed) are what the workers measured.
+    stats = _json_documents((procs.logs / "locust.out").read_text())[-1]
+    assert sum(s["num_requests"] for s in stats if s["method"] == "STEP") == sum(map(len, steps))
+    assert sum(s["num_requests"] for s in stats if s["method"] == "SESSION") == sum(
+        s["outcome"] != "aborted" for s in sessions
+    )
+
+
 def test_locusts_own_csv_and_html_reports_list_the_agents_steps_and_sessions(
     sim_url: str, procs: Processes, tmp_path: Path
 ) -> None:

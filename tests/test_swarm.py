@@ -577,16 +577,21 @@ def locustfile_path() -> str:
     ).stdout.strip()  # fmt: skip
 
 
-def test_plain_locust_f_runs_the_profiles_stages_and_writes_results(
-    sim_url: str, procs: Processes, tmp_path: Path
-) -> None:
-    # ci-smoke's agents, ramped to 4 over 2 s and held 3 s.
+def _staged_smoke(tmp_path: Path) -> Path:
+    """ci-smoke's agents, ramped to 4 over 2 s and held 3 s, as a profile file."""
     smoke = (ROOT / "profiles" / "ci-smoke.yaml").read_text().replace("duration: 20s\n", "")
     profile = tmp_path / "staged.yaml"
     profile.write_text(
         f"{smoke}\nstages:\n  - {{kind: ramp, duration: 2s, target: 4}}\n"
         "  - {kind: hold, duration: 3s}\n"
     )
+    return profile
+
+
+def test_plain_locust_f_runs_the_profiles_stages_and_writes_results(
+    sim_url: str, procs: Processes, tmp_path: Path
+) -> None:
+    profile = _staged_smoke(tmp_path)
     out = tmp_path / "locust"
     procs.start(
         "locust",
@@ -627,12 +632,7 @@ def test_plain_locust_f_with_processes_2_runs_agents_in_each_forked_worker(
 ) -> None:
     # Locust forks its workers after importing the locustfile: each must make its own bridge
     # (loop thread, uvloop, sockets) on first use, not inherit one from the parent.
-    smoke = (ROOT / "profiles" / "ci-smoke.yaml").read_text().replace("duration: 20s\n", "")
-    profile = tmp_path / "staged.yaml"
-    profile.write_text(
-        f"{smoke}\nstages:\n  - {{kind: ramp, duration: 2s, target: 4}}\n"
-        "  - {kind: hold, duration: 3s}\n"
-    )
+    profile = _staged_smoke(tmp_path)
     out = tmp_path / "locust"
     procs.start(
         "locust",

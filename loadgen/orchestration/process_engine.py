@@ -196,9 +196,10 @@ class ProcessEngine:
         One driver per process, however many arrival users Locust moves here or away: a
         rebalance (a worker joined or left) that stopped a user's own driver would abort its
         sessions in flight, and a new one would replay the same seeded arrivals and agents.
-        Its part of the rate follows `settings.processes`; the run's stop cancels it.
+        Its part of the rate follows `settings.processes`; the run's stop cancels it, and a
+        test started after that (Locust's web UI can start another) gets a driver of its own.
         """
-        if self._arrivals is not None:
+        if self._arrivals is not None and not self._arrivals.ready():
             return self._arrivals
         settings = self.settings
         profile = settings.loaded.profile

@@ -407,7 +407,8 @@ AGENT_STATE = Dashboard(
         ),
         Panel(
             "Tool calls by tool and outcome",
-            shows="Simulated tool calls; errors are the tools' modelled failure rate.",
+            shows="Simulated tool calls; errors are the tools' modelled failure rate, aborted the "
+            "calls cut off when their session was stopped (the run's end, a rebalance).",
             bad="errors above the rate the profile models: each one tends to cost the agent "
             "another step.",
             check="Steps per session, and malformed_tool_call in State failures by kind "

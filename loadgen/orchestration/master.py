@@ -242,7 +242,7 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     handlers = stop_on_signals(runner)
     try:
         run_shape(runner)
-        membership.stop()
+        membership.stop()  # before the stop: workers leaving it are not a new share to tell
         aggregator.stop_requested_at = time.monotonic()
         runner.stop()
         duration = time.perf_counter() - t0

@@ -103,8 +103,8 @@ def _run_worker(settings: SwarmSettings, options: SwarmOptions) -> None:
     env = swarm_environment(settings, 1)
     # Told how many workers share the run, and whether to ship metrics, from the first
     # message on: a worker joining mid-run hears it right after the master's ack.
-    membership = {PROCESSES_MESSAGE: follow_membership(settings)}
-    runner = create_worker(env, options.master_host, options.master_port, membership)
+    messages = {PROCESSES_MESSAGE: follow_membership(settings)}
+    runner = create_worker(env, options.master_host, options.master_port, messages)
     ceiling = CeilingWorker(env, runner)  # answers a ceiling master's level commands
 
     leaving = [False]

@@ -56,7 +56,7 @@ class FanOut:
             sink.recovery(kind, agent)
 
     def tool_call(self, agent: str, tool: str, outcome: str, latency_s: float | None) -> None:
-        """A simulated tool finished."""
+        """A simulated tool call ended."""
         for sink in self.sinks:
             sink.tool_call(agent, tool, outcome, latency_s)
 

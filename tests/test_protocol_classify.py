@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from loadgen.protocol import FailureKind, classify_error, error_message, retry_after_seconds
+from loadgen.protocol.classify import refuses_previous_response, window_facts
 
 
 def _openai_error(message: str, code: object = None) -> bytes:
@@ -79,3 +80,44 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
     assert retry_after_seconds(None) is None
     assert retry_after_seconds("soon") is None
+
+
+@pytest.mark.parametrize(
+    ("message", "window", "prompt"),
+    [
+        (
+            "This model's maximum context length is 4096 tokens. However, your prompt contains "
+            "5000 input tokens, which leaves no room for output.",
+            4096,
+            5000,
+        ),
+        (
+            "request (2210 tokens) exceeds the available context size (512 tokens), try "
+            "increasing it",
+            512,
+            2210,
+        ),
+        (
+            "This model's maximum context length is 2048 tokens. However, you requested 2100 "
+            "tokens (2000 in the messages, 100 in the completion).",
+            2048,
+            2000,
+        ),
+        ("Input validation error: `inputs` must have less than 4096 tokens", 4096, None),
+        ("Input is too long for requested model.", None, None),
+    ],
+    ids=["vllm", "llama.cpp", "vllm-requested", "tgi", "openai"],
+)
+def test_overflow_messages_give_the_window_and_the_counted_prompt(
+    message: str, window: int | None, prompt: int | None
+) -> None:
+    assert window_facts(message) == (window, prompt)
+
+
+def test_llama_cpp_refusing_previous_response_id_is_an_unsupported_capability() -> None:
+    message = "llama.cpp does not support 'previous_response_id'."
+    assert refuses_previous_response(400, message)
+
+
+def test_a_previous_response_id_not_found_is_not_an_unsupported_capability() -> None:
+    assert not refuses_previous_response(404, "Response with id 'resp_1' not found.")

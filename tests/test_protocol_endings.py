@@ -198,3 +198,44 @@ async def test_events_split_across_writes_assemble_the_same(play: Play, split: i
     reply = await play(pieces)
     assert reply.ok, reply.error
     assert reply.text == "Hi"
+
+
+async def test_finish_reason_and_usage_then_a_clean_close_is_complete(play: Play) -> None:
+    # transformers serve ends every stream so: no [DONE] after the usage chunk.
+    reply = await play([_chunk({"content": "Hi"}), _chunk(finish="stop"), USAGE])
+    assert reply.ok, reply.error
+    assert (reply.text, reply.finish_reason, reply.usage is not None) == ("Hi", "stop", True)
+
+
+async def test_finish_reason_abort_then_a_clean_close_is_still_abnormal_finish(play: Play) -> None:
+    reply = await play([_chunk({"content": "Hi"}), _chunk(finish="abort"), USAGE])
+    assert reply.failures == [FailureKind.ABNORMAL_FINISH]
+
+
+async def test_usage_then_a_close_before_any_finish_reason_is_stream_truncated(play: Play) -> None:
+    reply = await play([_chunk({"content": "Hi"}), USAGE])
+    assert reply.failures == [FailureKind.STREAM_TRUNCATED]
+
+
+async def test_done_after_a_completed_responses_stream_is_fine(play: Play) -> None:
+    # LiteLLM ends Responses streams with a chat-style [DONE] after response.completed.
+    completed = {
+        "id": "resp_1",
+        "status": "completed",
+        "usage": {"input_tokens": 5, "output_tokens": 1},
+    }
+    reply = await play(
+        [
+            _event("response.output_text.delta", delta="Hi"),
+            _event("response.completed", response=completed),
+            DONE,
+        ],
+        api="responses",
+    )
+    assert reply.ok, reply.error
+    assert (reply.text, reply.finish_reason) == ("Hi", "stop")
+
+
+async def test_done_without_a_terminal_responses_event_is_stream_truncated(play: Play) -> None:
+    reply = await play([_event("response.output_text.delta", delta="Hi"), DONE], api="responses")
+    assert reply.failures == [FailureKind.STREAM_TRUNCATED]

@@ -6,14 +6,22 @@ import re
 import time
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from loadgen.protocol.failures import FailureKind
 from loadgen.protocol.reply import Api
 
-__all__ = ["classify_error", "error_message", "mentions_previous_response", "retry_after_seconds"]
+__all__ = [
+    "WindowFacts",
+    "classify_error",
+    "error_message",
+    "mentions_previous_response",
+    "refuses_previous_response",
+    "retry_after_seconds",
+    "window_facts",
+]
 
 # How servers word a prompt that does not fit: vLLM and the simulator ("maximum context
 # length"), OpenAI (code context_length_exceeded), llama.cpp ("exceeds the available context
@@ -25,6 +33,27 @@ _CONTEXT_WORDS = re.compile(
     re.IGNORECASE,
 )
 _PREVIOUS_ID = re.compile(rb'"previous_response_id"\s*:\s*"')
+# A server that has no response store at all says so about the parameter (llama.cpp: "does
+# not support 'previous_response_id'"; FastAPI-style servers: "extra inputs are not
+# permitted"); that is what the target can do, not a request that failed.
+_UNSUPPORTED = re.compile(
+    r"not support|unsupported|not implemented|not allowed|not permitted|unknown (?:field|param)|"
+    r"unrecognized",
+    re.IGNORECASE,
+)
+# The window a server states when it refuses a prompt (vLLM/OpenAI/the simulator: "maximum
+# context length is N tokens"; llama.cpp: "available context size (N tokens)"; TGI: "must
+# have less than N tokens") and the size it counted for our prompt, where it says.
+_WINDOW = re.compile(
+    r"(?:maximum context length is|context size \(|context window (?:is|of)|"
+    r"context length (?:is|of)|must have less than)\s*(\d+)\s*tokens",
+    re.IGNORECASE,
+)
+_COUNTED = re.compile(
+    r"request \((\d+) tokens\)|prompt contains (\d+) (?:input )?tokens|"
+    r"\((\d+) in the messages",
+    re.IGNORECASE,
+)
 _MESSAGE_CHARS = 300
 
 
@@ -65,6 +94,30 @@ def classify_error(
     if status != 404 and (_CONTEXT_WORDS.search(message) or b"context_length_exceeded" in body):
         return FailureKind.CONTEXT_OVERFLOW
     return FailureKind.HTTP_ERROR
+
+
+class WindowFacts(NamedTuple):
+    """What a context-overflow refusal says: the server's window and its count of our prompt."""
+
+    window_tokens: int | None
+    prompt_tokens: int | None
+
+
+def window_facts(message: str) -> WindowFacts:
+    """The window size and prompt size a context-length refusal states (None where it does not)."""
+    window = _WINDOW.search(message)
+    counted = _COUNTED.search(message)
+    prompt = next((int(g) for g in counted.groups() if g), None) if counted else None
+    return WindowFacts(int(window.group(1)) if window else None, prompt)
+
+
+def refuses_previous_response(status: int, message: str) -> bool:
+    """True when an error says the server does not support `previous_response_id` at all."""
+    return (
+        status in (400, 404, 422, 501)
+        and "previous_response_id" in message
+        and _UNSUPPORTED.search(message) is not None
+    )
 
 
 def mentions_previous_response(segments: Sequence[bytes]) -> bool:

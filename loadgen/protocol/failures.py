@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["STATE_FAILURES", "TRANSPORT_FAILURES", "FailureKind"]
+__all__ = ["CLIENT_FAILURES", "STATE_FAILURES", "TRANSPORT_FAILURES", "FailureKind"]
 
 
 class FailureKind(StrEnum):
@@ -21,6 +21,8 @@ class FailureKind(StrEnum):
     HTTP_ERROR = "http_error"
     RATE_LIMITED = "rate_limited"
     CONNECTION_ERROR = "connection_error"
+    # The agent's own code raised (a custom agent's bug): the session ends failed, the run goes on.
+    AGENT_ERROR = "agent_error"
 
 
 # Agent-state failures (the reply arrived, but the session's state is broken or degraded).
@@ -39,3 +41,5 @@ TRANSPORT_FAILURES = (
     FailureKind.RATE_LIMITED,
     FailureKind.CONNECTION_ERROR,
 )
+# Neither: failures of the load generator's own agent code, never of the target.
+CLIENT_FAILURES = (FailureKind.AGENT_ERROR,)

@@ -51,6 +51,12 @@ class Reply:
     error: str | None = None  # short message for failed requests
     retry_after_s: float | None = None  # the server's Retry-After, when it sent one
     headers: dict[str, str] = field(default_factory=dict)  # the response headers asked for
+    # A capability the target refused outright ("previous_response_id"): not a failure of
+    # this request but a fact about the target, which the runtime works around.
+    unsupported: str | None = None
+    # From a context-overflow refusal: the server's window and its count of the prompt.
+    window_tokens: int | None = None
+    counted_prompt_tokens: int | None = None
 
     @property
     def e2e_s(self) -> float:

@@ -38,6 +38,10 @@ class ResponsesStream:
     def feed(self, t_ns: int, data: bytes) -> None:
         """Take one event's data (its `type` field names it, whatever the SSE event line says)."""
         reply = self._reply
+        if data == b"[DONE]":
+            # Gateways (LiteLLM) end Responses streams chat-style too; only the terminal
+            # response.* event says whether the reply was complete.
+            return
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:

@@ -12,9 +12,12 @@ from loadgen.protocol.classify import (
     classify_error,
     error_message,
     mentions_previous_response,
+    refuses_previous_response,
     retry_after_seconds,
+    window_facts,
 )
 from loadgen.protocol.failures import FailureKind
+from loadgen.protocol.redaction import redact, secrets_of
 from loadgen.protocol.reply import Api, Reply
 from loadgen.protocol.responses_assembly import ResponsesStream, read_response_body
 from loadgen.transport import HttpExchange, Transport, TransportError
@@ -69,15 +72,24 @@ async def send(
     if reply.token_times_ns:
         reply.t_first_token_ns = reply.token_times_ns[0]
     _check_ending(reply, streamed=streamed)
+    if reply.error is not None:
+        # Error bodies may echo the key (a 401 quoting it): nothing written may carry it.
+        target = transport.target
+        reply.error = redact(reply.error, secrets_of(target.api_key, target.headers))
     return reply
 
 
 async def _read_error(exchange: HttpExchange, reply: Reply, segments: Sequence[bytes]) -> None:
     raw = await exchange.read()
     chained = reply.api == "responses" and mentions_previous_response(segments)
+    message = error_message(raw)
+    if chained and refuses_previous_response(exchange.status, message):
+        reply.unsupported = "previous_response_id"
     kind = classify_error(exchange.status, raw, reply.api, chained)
+    if kind == FailureKind.CONTEXT_OVERFLOW:
+        reply.window_tokens, reply.counted_prompt_tokens = window_facts(message)
     reply.retry_after_s = retry_after_seconds(exchange.headers.get("Retry-After"))
-    reply.fail(kind, f"HTTP {exchange.status}: {error_message(raw)}")
+    reply.fail(kind, f"HTTP {exchange.status}: {message}")
 
 
 async def _read_stream(exchange: HttpExchange, reply: Reply) -> None:
@@ -120,7 +132,12 @@ def _check_ending(reply: Reply, *, streamed: bool) -> None:
     """A reply that arrived but ended wrongly: cut short, or stopped by the server."""
     if reply.failures:
         return
-    if not reply.saw_done:
+    # A finish_reason and the usage we asked for, then a clean close: nothing was cut
+    # (transformers serve ends its streams so, without [DONE]).
+    closed_after_end = (
+        streamed and reply.api != "responses" and bool(reply.finish_reason) and bool(reply.usage)
+    )
+    if not (reply.saw_done or closed_after_end):
         end = "response.completed" if reply.api == "responses" else "[DONE]"
         reply.fail(FailureKind.STREAM_TRUNCATED, f"stream ended without {end}")
     elif reply.finish_reason is None:

@@ -43,6 +43,7 @@ def _step(rng: random.Random, session: int, step: int) -> StepRecord:
         context_tokens=rng.randint(100, 5_000),
         ok=ok,
         failures=[] if ok else [rng.choice(list(FailureKind)).value],
+        error=None if ok else f"HTTP 500: engine fault {rng.randint(0, 7)}",
         tool_calls=rng.randint(0, 2),
         schedule_lag_s=rng.uniform(-0.01, 0.05),
     )
@@ -102,6 +103,30 @@ def test_dict_roundtrip_through_json_is_lossless() -> None:
     stats = _feed(RunStats(), seed=5, sessions=20)
     again = RunStats.from_dict(orjson.loads(orjson.dumps(stats.to_dict())))
     assert again == stats
+
+
+def test_failure_reasons_keep_the_first_messages_of_each_kind_with_counts() -> None:
+    stats = RunStats()
+    for i in range(12):
+        stats.add_step(
+            StepRecord(
+                session_id="s",
+                agent="coder",
+                step=i,
+                kind="turn",
+                api="chat",
+                started_unix=0.0,
+                e2e_s=0.1,
+                ok=False,
+                failures=["http_error"],
+                error=f"HTTP 404: model m{i % 7} does not exist",
+            )
+        )
+    kept = stats.reasons["http_error"]
+    assert list(kept) == [f"HTTP 404: model m{i} does not exist" for i in range(5)]
+    assert kept["HTTP 404: model m0 does not exist"] == 2  # steps 0 and 7
+    summary = _summary(stats)["failure_reasons"]["http_error"]
+    assert summary[0] == {"message": "HTTP 404: model m0 does not exist", "count": 2}
 
 
 def test_from_dict_refuses_another_schema() -> None:

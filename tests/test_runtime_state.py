@@ -230,15 +230,17 @@ async def test_untouched_proxy_counts_no_context_truncated(
 
 # -- cache_miss --------------------------------------------------------------------------------
 
-# Unique system prompts, so that no session's prefix is kept warm by the others.
-CACHE_SESSIONS = {"system_prompt_tokens": 300, "shared_system_prompt": False, "turns": 1}
+# A shared system prompt keeps part of every prompt warm (as in real deployments, and what
+# hid misses when the check compared with half the previous prompt); each session's own
+# history is what gets evicted.
+CACHE_SESSIONS = {"system_prompt_tokens": 300, "shared_system_prompt": True, "turns": 2}
 
 
 async def test_tiny_kv_cache_under_concurrent_sessions_reports_cache_miss(
     start_sim: StartSim, tmp_path: Path
 ) -> None:
     # 96 blocks x 16 = 1536 tokens of KV for 8 sessions of ~600 tokens each: prefixes are
-    # evicted between a session's steps.
+    # evicted between a session's steps, all but the shared system prompt.
     server = await start_sim(num_kv_blocks=96, max_model_len=1536)
 
     outcome = await run_sessions(server.base_url, CodingAgent, tmp_path, params=CACHE_SESSIONS, k=8)

@@ -172,7 +172,7 @@ def test_agent_state_rows_list_every_kind_with_the_injected_failures_counted(
         assert set(re.findall(r"(\w+) \d+", row["agents"])) <= AGENTS
         assert row["agents"]
     assert all(row["meaning"] for row in rows)
-    assert {row["layer"] for row in rows} == {"agent state", "transport"}
+    assert {row["layer"] for row in rows} == {"agent state", "transport", "agent code"}
 
 
 @pytest.mark.slow

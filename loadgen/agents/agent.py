@@ -89,7 +89,12 @@ class Agent:
         self.params = params
         self.model = model
         self.rng = random.Random(stable_seed(seed, self.kind, agent_id))
-        self.force_length_supported = True  # the runtime turns this off for targets without it
+        # What the runtime learned about the target, set on the agent so its plans fit it:
+        self.force_length_supported = True  # off for targets without min_tokens/ignore_eos
+        self.server_state_supported = True  # off for targets without previous_response_id
+        self.server_window: int | None = None  # the server's window, in this agent's tokens
+        self.server_ratio = 1.0  # server-counted / estimated prompt tokens
+        self.failed_in_a_row = 0  # consecutive failed sessions (the runtime backs off)
         self.memory: list[str] = []
         self.conversation = Conversation()
         self.session_id = ""
@@ -115,7 +120,7 @@ class Agent:
         self.session_id = session_id
         self.sessions_started += 1
         self.done = False
-        resume = p.state == "server" and p.memory and self.last_response_id is not None
+        resume = self._server_held() and p.memory and self.last_response_id is not None
         if not resume:
             self.last_response_id = None
             self.conversation = Conversation()
@@ -148,7 +153,7 @@ class Agent:
         if self.done:
             return None
         p = self.params
-        max_tokens = p.output_tokens.sample_int(self.rng, 1)
+        max_tokens = min(p.output_tokens.sample_int(self.rng, 1), self._output_room())
         forced = (
             max_tokens
             if p.force_output_length and self.force_length_supported and p.tool_mode == "scripted"
@@ -246,29 +251,39 @@ class Agent:
     # -- context management -----------------------------------------------------------------
 
     def needs_compaction(self) -> bool:
-        """True when the history reached the compaction threshold of the context budget."""
+        """True when the history reached the compaction threshold of the context budget (or
+        of the server's window, once a refusal showed it to be smaller)."""
         p = self.params
-        return p.compaction and self.conversation.tokens >= p.compact_at * p.context_budget_tokens
+        budget = p.context_budget_tokens
+        if self.server_window is not None:
+            budget = min(budget, self.server_window)
+        return p.compaction and self.conversation.tokens >= p.compact_at * budget
 
     def over_budget(self) -> bool:
         """True when the history no longer fits the agent's own context window."""
         return self.conversation.tokens > self.params.context_budget_tokens
 
-    def plan_compaction(self, fit_tokens: int | None = None) -> StepPlan:
-        """A request that summarises the history (client-held: it must see it all, or, when
-        `fit_tokens` says how much the server accepts, the system prompt and the newest
-        messages that fit)."""
+    def plan_compaction(
+        self, fit_tokens: int | None = None, summary_tokens: int | None = None
+    ) -> StepPlan:
+        """A request that summarises the history.
+
+        Client-held, it must see it all; when `fit_tokens` (this agent's token estimate)
+        says how much the server accepts, the system prompt and the newest messages that
+        fit. `summary_tokens` caps the summary's length to the room the window leaves.
+        """
         p = self.params
         ask = "Summarize the work so far for a fresh context."
         n = p.compact_to_tokens
+        if summary_tokens is not None:
+            n = min(n, summary_tokens)
         forced = n if p.force_output_length and self.force_length_supported else None
         ignore_eos = True if forced else None
         body: list[bytes]
-        # Our own token estimate differs from a real server's tokenizer: keep 20% headroom.
         history = (
             self.conversation.messages
             if fit_tokens is None
-            else self.conversation.head_and_tail(int(fit_tokens * 0.8))
+            else self.conversation.head_and_tail(fit_tokens)
         )
         if p.api == "chat":
             messages = [*history, encode_message("user", ask)]
@@ -280,7 +295,7 @@ class Agent:
             body = responses_body(
                 self.model,
                 messages,
-                store=p.state == "server",
+                store=self._server_held(),
                 max_output_tokens=n,
                 min_tokens=forced,
                 ignore_eos=ignore_eos,
@@ -297,6 +312,8 @@ class Agent:
             max_tokens=n,
             forced_min_tokens=forced,
             context_tokens=self.conversation.tokens,
+            # A summary of part of the history: not the next prompt of an append-only one.
+            continues_history=False,
         )
 
     def apply_compaction(self, reply: Reply) -> None:
@@ -315,6 +332,17 @@ class Agent:
         self._pending = []
 
     # -- internals --------------------------------------------------------------------------
+
+    def _server_held(self) -> bool:
+        return self.params.state == "server" and self.server_state_supported
+
+    def _output_room(self) -> int:
+        """The most output tokens the server's window leaves after the history (unbounded
+        until a refusal showed the window): asking for more gets a silent clamp."""
+        if self.server_window is None:
+            return 1 << 30
+        left = (self.server_window - self.conversation.tokens) * self.server_ratio
+        return max(1, int(left * 0.9) - 16)
 
     def _system_prompt(self) -> str:
         p = self.params
@@ -386,7 +414,7 @@ class Agent:
                 tool_choice=tool_choice,
             )
         if p.api == "responses":
-            server = p.state == "server"
+            server = self._server_held()
             items = (
                 self._pending if server and self.last_response_id else self.conversation.messages
             )

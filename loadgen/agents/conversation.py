@@ -12,10 +12,18 @@ from collections.abc import Sequence
 
 from loadgen.protocol import ToolCall, count_tokens, encode_message
 
-__all__ = ["MESSAGE_OVERHEAD_TOKENS", "Conversation"]
+__all__ = ["MESSAGE_OVERHEAD_TOKENS", "Conversation", "message_tokens"]
 
 # Chat templates add a few tokens per message (role markers, separators).
 MESSAGE_OVERHEAD_TOKENS = 4
+
+
+def message_tokens(content: str | None, tool_calls: Sequence[ToolCall] | None = None) -> int:
+    """The agent's own estimate of one message's tokens, template overhead included."""
+    count = MESSAGE_OVERHEAD_TOKENS + (count_tokens(content) if content else 0)
+    for call in tool_calls or ():
+        count += count_tokens(call.name) + count_tokens(call.arguments)
+    return count
 
 
 class Conversation:
@@ -52,9 +60,7 @@ class Conversation:
                 encode_message(role, content, tool_calls=tool_calls, tool_call_id=tool_call_id)
             )
         )
-        count = MESSAGE_OVERHEAD_TOKENS + (count_tokens(content) if content else 0)
-        for call in tool_calls or ():
-            count += count_tokens(call.name) + count_tokens(call.arguments)
+        count = message_tokens(content, tool_calls)
         self._messages.append(encoded)
         self._counts.append(count)
         self.tokens += count

@@ -35,10 +35,14 @@ class StepRecord:
     tool_calls: int = 0
     attempt: int = 0  # 0 for the first try, 1.. for retries
     schedule_lag_s: float = 0.0  # how late the step started against its plan
+    # Why, per failure kind found (the server's words, or the check's figures).
+    reasons: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The steps.jsonl line: ITLs summarised rather than listed."""
         data = asdict(self)
+        if not data["reasons"]:
+            del data["reasons"]  # most steps: nothing to explain
         gaps = data.pop("itl_s")
         data["itl_count"] = len(gaps)
         data["itl_mean_s"] = sum(gaps) / len(gaps) if gaps else None

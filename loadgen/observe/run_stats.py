@@ -36,6 +36,21 @@ def _add_counts(into: dict[str, int], other: Mapping[str, int]) -> None:
         into[key] = into.get(key, 0) + n
 
 
+# Distinct messages kept per failure kind: the first ones seen, each with its count. Enough to
+# say why (a wrong model name, a context limit), bounded however long a run fails.
+MESSAGES_PER_KIND = 5
+_MESSAGE_CHARS = 300
+
+
+def _add_reasons(into: dict[str, dict[str, int]], kind: str, counts: Mapping[str, int]) -> None:
+    kept = into.setdefault(kind, {})
+    for message, n in counts.items():
+        if message in kept:
+            kept[message] += n
+        elif len(kept) < MESSAGES_PER_KIND:
+            kept[message] = n
+
+
 @dataclass(slots=True)
 class SessionCounts:
     """Sessions by how they ended; `recovered` overlaps the others."""
@@ -163,6 +178,11 @@ class RunStats:
     context_tokens: LatencyHistogram = field(default_factory=LatencyHistogram)
     schedule_lag_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     agents: dict[str, AgentStats] = field(default_factory=dict)
+    # Why, per failure kind: the first MESSAGES_PER_KIND distinct messages and their counts.
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Steps whose usage reported cached prompt tokens at all, and those reporting some.
+    cache_reported: int = 0
+    cache_hits: int = 0
 
     @property
     def requests_total(self) -> int:
@@ -199,6 +219,13 @@ class RunStats:
             kind = _kind(failure)
             self.failures[kind] += 1
             agent.failures[kind] = agent.failures.get(kind, 0) + 1
+            message = rec.reasons.get(failure) or rec.error
+            if message:
+                _add_reasons(self.reasons, kind, {message[:_MESSAGE_CHARS]: 1})
+        if rec.cached_tokens is not None:
+            self.cache_reported += 1
+            if rec.cached_tokens > 0:
+                self.cache_hits += 1
         self.prompt_tokens += rec.prompt_tokens or 0
         self.completion_tokens += rec.completion_tokens or 0
         self.cached_tokens += rec.cached_tokens or 0
@@ -233,6 +260,10 @@ class RunStats:
         self.tool_calls += other.tool_calls
         _add_counts(self.failures, other.failures)
         _add_counts(self.recoveries, other.recoveries)
+        for kind, counts in other.reasons.items():
+            _add_reasons(self.reasons, kind, counts)
+        self.cache_reported += other.cache_reported
+        self.cache_hits += other.cache_hits
         for name in _HISTOGRAMS:
             self.histogram(name).merge(other.histogram(name))
         for name, stats in other.agents.items():
@@ -260,6 +291,8 @@ class RunStats:
             "tool_calls": self.tool_calls,
             "failures": dict(self.failures),
             "recoveries": dict(self.recoveries),
+            "reasons": {kind: dict(counts) for kind, counts in self.reasons.items()},
+            "cache": {"reported": self.cache_reported, "hits": self.cache_hits},
             "histograms": {name: self.histogram(name).to_dict() for name in _HISTOGRAMS},
             "agents": {name: stats.to_dict() for name, stats in self.agents.items()},
         }
@@ -281,6 +314,11 @@ class RunStats:
         )
         _add_counts(stats.failures, {_kind(k): int(n) for k, n in data["failures"].items()})
         _add_counts(stats.recoveries, {_kind(k): int(n) for k, n in data["recoveries"].items()})
+        for kind, counts in data.get("reasons", {}).items():
+            _add_reasons(stats.reasons, _kind(kind), {str(m): int(n) for m, n in counts.items()})
+        cache = data.get("cache", {})
+        stats.cache_reported = int(cache.get("reported", 0))
+        stats.cache_hits = int(cache.get("hits", 0))
         for name in _HISTOGRAMS:
             stats.histogram(name).merge(LatencyHistogram.from_dict(data["histograms"][name]))
         return stats

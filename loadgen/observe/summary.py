@@ -46,6 +46,17 @@ def _agent_summary(stats: AgentStats) -> dict[str, Any]:
     }
 
 
+def _prefix_cache(stats: RunStats) -> dict[str, Any]:
+    """Whether the target showed prefix caching at all: said once, never a miss per step."""
+    if stats.cache_hits:
+        state = "reported"
+    elif stats.cache_reported:
+        state = "off"  # the field is there, always 0: caching is off (or nothing repeats)
+    else:
+        state = "not reported"
+    return {"state": state, "steps_reporting": stats.cache_reported, "steps_hit": stats.cache_hits}
+
+
 def build_summary(
     stats: RunStats,
     *,
@@ -78,7 +89,15 @@ def build_summary(
         },
         "latency": {name: stats.histogram(name).quantiles_dict() for name in LATENCY_HISTOGRAMS},
         "state_failures": dict(stats.failures),
+        "failure_reasons": {
+            kind: [
+                {"message": message, "count": n}
+                for message, n in sorted(counts.items(), key=lambda item: -item[1])
+            ]
+            for kind, counts in sorted(stats.reasons.items())
+        },
         "recoveries": dict(stats.recoveries),
+        "prefix_cache": _prefix_cache(stats),
         "tool_calls": stats.tool_calls,
         "context_tokens": _context(stats.context_tokens),
         "by_agent": {name: _agent_summary(a) for name, a in sorted(stats.agents.items())},

@@ -167,6 +167,33 @@ def _workers_lines(workers: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _reason_lines(reasons: Mapping[str, Any]) -> list[str]:
+    """The most frequent message of each failure kind: why, in the server's own words."""
+    lines = []
+    for kind, messages in sorted(reasons.items()):
+        if not messages:
+            continue
+        top = messages[0]
+        text = textwrap.shorten(str(top["message"]), width=150, placeholder="...")
+        lines.append(f"{_INDENT}{kind}: {text} (x{int(top['count']):,})")
+    return lines
+
+
+def _capability_lines(summary: Mapping[str, Any]) -> list[str]:
+    """What the target does not do, said once (not counted as a failure per step)."""
+    lines = []
+    target = summary.get("target") or {}
+    if target.get("server_state") == "unsupported":
+        note = target.get("server_state_note") or "previous_response_id refused"
+        lines.append(
+            f"target          keeps no server-side state ({note}); sessions resent their history"
+        )
+    cache = summary.get("prefix_cache") or {}
+    if cache.get("state") in ("off", "not reported") and summary["requests"]["ok"]:
+        lines.append("prefix caching  off or not reported by the target: cache_miss was not judged")
+    return lines
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """About a dozen lines: what was run, how it went, what the server ran out of, who kept up."""
     target = summary.get("target", {})
@@ -195,8 +222,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     if failures:
         listed = ", ".join(f"{kind} {n:,}" for kind, n in sorted(failures.items()))
         lines.append(f"state failures  {listed} ({recovered:,} recovered)")
+        lines += _reason_lines(summary.get("failure_reasons") or {})
     else:
         lines.append("state failures  none")
+    lines += _capability_lines(summary)
     if isinstance(server := summary.get("server"), Mapping):
         lines += _server_lines(server)
     if isinstance(workers := summary.get("workers"), Mapping):

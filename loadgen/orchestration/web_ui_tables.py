@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from loadgen.observe import LatencyHistogram, RunStats, SessionCounts
-from loadgen.protocol.failures import STATE_FAILURES, FailureKind
+from loadgen.protocol.failures import CLIENT_FAILURES, STATE_FAILURES, FailureKind
 
 __all__ = [
     "AGENTS_TAB",
@@ -85,7 +85,15 @@ FAILURE_MEANINGS: Mapping[FailureKind, str] = {
     FailureKind.RATE_LIMITED: "HTTP 429: the server or a gateway is shedding load.",
     FailureKind.CONNECTION_ERROR: "Could not connect, or the connection failed before the "
     "reply began.",
+    FailureKind.AGENT_ERROR: "The agent's own code raised (a custom agent's bug): the session "
+    "ended failed; the traceback is in the run's log.",
 }
+
+
+def _layer(kind: FailureKind) -> str:
+    if kind in STATE_FAILURES:
+        return "agent state"
+    return "agent code" if kind in CLIENT_FAILURES else "transport"
 
 
 def _ms(hist: LatencyHistogram, q: float) -> float | None:
@@ -171,7 +179,7 @@ def state_rows(stats: RunStats) -> list[Row]:
         rows.append(
             {
                 "kind": kind.value,
-                "layer": "agent state" if kind in STATE_FAILURES else "transport",
+                "layer": _layer(kind),
                 "count": count,
                 "recovered": stats.recoveries.get(kind.value, 0),
                 "rate": round(1000.0 * count / steps, 1) if steps else None,

@@ -116,7 +116,13 @@ class Checks(_Strict):
     """Thresholds of the state checks run on every reply."""
 
     cache_miss_ratio: float = Field(
-        default=0.5, ge=0, le=1, description="cached < ratio x reusable prefix is a cache_miss"
+        default=0.9,
+        ge=0,
+        le=1,
+        description="cached < ratio x the prefix the session resent, less a block, is a miss",
+    )
+    cache_block_tokens: int = Field(
+        default=64, ge=0, description="cache granularity: a partly filled block is not cached"
     )
     cache_min_prefix_tokens: int = Field(default=256, ge=0)
     truncation_tolerance: float = Field(default=0.02, ge=0, le=1)

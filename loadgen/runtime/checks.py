@@ -5,57 +5,118 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loadgen.agents import StepPlan
+from loadgen.agents.conversation import message_tokens
 from loadgen.profile.schema import Checks
 from loadgen.protocol import Reply, validate_tool_calls
 from loadgen.protocol.failures import FailureKind
 
-__all__ = ["FATAL", "SessionBaseline", "check_reply"]
+__all__ = ["FATAL", "CheckFinding", "SessionBaseline", "check_reply"]
 
 # Kinds after which the reply cannot be used; the others degrade a session without
 # breaking it (they are counted and the session goes on).
 FATAL = frozenset(FailureKind) - {FailureKind.CACHE_MISS, FailureKind.CONTEXT_TRUNCATED}
 
 
+@dataclass(frozen=True, slots=True)
+class CheckFinding:
+    """One failure a state check found in a transported reply, and why, in numbers."""
+
+    kind: FailureKind
+    message: str
+
+
 @dataclass(slots=True)
 class SessionBaseline:
-    """What the previous successful step of this session's history reported."""
+    """What the previous successful step of this session sent and got back.
 
-    prompt_tokens: int | None = None
-    completion_tokens: int = 0
+    Real servers tokenize differently from the agent's own estimate, so each comparison is
+    made in the server's tokens: what the session appended since is counted with the agent's
+    tokenizer and scaled by the ratio this session has shown between reported and estimated
+    prompt tokens.
+    """
+
+    prompt_tokens: int | None = None  # server-reported prompt of the previous step
+    completion_tokens: int = 0  # server-reported completion of the previous step
+    estimated_prompt: int = 0  # the agent's own estimate of that prompt
+    estimated_reply: int = 0  # the agent's estimate of that reply, as history holds it
+    ratio: float = 1.0  # reported / estimated prompt tokens, as this session has seen it
 
     def reset(self) -> None:
         """History was rewritten (compaction): nothing to compare the next prompt with."""
         self.prompt_tokens = None
         self.completion_tokens = 0
 
-    def update(self, reply: Reply) -> None:
-        """Remember a successful reply's usage as the next step's baseline."""
-        if reply.usage is not None:
-            self.prompt_tokens = reply.usage.prompt_tokens
-            self.completion_tokens = reply.usage.completion_tokens
+    def update(self, plan: StepPlan, reply: Reply) -> None:
+        """Remember a successful step as the next one's baseline."""
+        usage = reply.usage
+        if usage is None or not plan.continues_history:
+            self.reset()
+            return
+        self.prompt_tokens = usage.prompt_tokens
+        self.completion_tokens = usage.completion_tokens
+        self.estimated_prompt = plan.context_tokens
+        self.estimated_reply = message_tokens(reply.text, reply.tool_calls)
+        if plan.context_tokens > 0 and usage.prompt_tokens > 0:
+            self.ratio = usage.prompt_tokens / plan.context_tokens
+
+    def expected_prompt(self, plan: StepPlan) -> tuple[int, int] | None:
+        """The least prompt the server should count now, and what was appended (its tokens)."""
+        if self.prompt_tokens is None or not plan.continues_history:
+            return None
+        appended = plan.context_tokens - self.estimated_prompt - self.estimated_reply
+        # The reply comes back as history; random-weight or reasoning models' replies may
+        # re-tokenize shorter than they were generated (or lose their thinking to the
+        # template), so take the smaller of the two counts of it.
+        reply = min(self.completion_tokens, round(self.estimated_reply * self.ratio))
+        added = round(max(appended, 0) * self.ratio)
+        return self.prompt_tokens + reply + added, added
 
 
 def check_reply(
-    plan: StepPlan, reply: Reply, baseline: SessionBaseline, checks: Checks
-) -> list[str]:
-    """Failure kinds a successfully transported reply still shows, in DESIGN's table order."""
-    found: list[str] = []
+    plan: StepPlan,
+    reply: Reply,
+    baseline: SessionBaseline,
+    checks: Checks,
+    *,
+    caching_seen: bool = True,
+) -> list[CheckFinding]:
+    """Failures a successfully transported reply still shows, in DESIGN's table order.
+
+    `caching_seen`: the target has reported a cached prompt token at least once; until it
+    has, a cold cache is what the target does (caching off or unreported), not a miss.
+    """
+    found: list[CheckFinding] = []
     usage = reply.usage
-    if usage is not None and baseline.prompt_tokens is not None and plan.continues_history:
-        # History is append-only: this prompt holds the last prompt and the last reply.
-        expected = baseline.prompt_tokens + baseline.completion_tokens
-        floor = expected * (1 - checks.truncation_tolerance) - checks.truncation_slack_tokens
+    expected = baseline.expected_prompt(plan) if usage is not None else None
+    if usage is not None and expected is not None:
+        least, added = expected
+        floor = least * (1 - checks.truncation_tolerance) - checks.truncation_slack_tokens
         if usage.prompt_tokens < floor:
-            found.append(FailureKind.CONTEXT_TRUNCATED)
+            found.append(
+                CheckFinding(
+                    FailureKind.CONTEXT_TRUNCATED,
+                    f"prompt of {usage.prompt_tokens} tokens, expected at least {least}: "
+                    f"previous prompt {baseline.prompt_tokens} + its reply + {added} appended",
+                )
+            )
+    resent = baseline.prompt_tokens
     if (
         usage is not None
         and usage.cached_tokens is not None
-        and baseline.prompt_tokens is not None
+        and caching_seen
+        and resent is not None
         and plan.continues_history
-        and baseline.prompt_tokens >= checks.cache_min_prefix_tokens
-        and usage.cached_tokens < checks.cache_miss_ratio * baseline.prompt_tokens
+        and resent >= checks.cache_min_prefix_tokens
+        # The whole previous prompt is resent as this one's prefix; caches keep whole blocks.
+        and usage.cached_tokens < checks.cache_miss_ratio * resent - checks.cache_block_tokens
     ):
-        found.append(FailureKind.CACHE_MISS)
+        found.append(
+            CheckFinding(
+                FailureKind.CACHE_MISS,
+                f"{usage.cached_tokens} cached prompt tokens of the {resent} this session "
+                "resent from its previous request",
+            )
+        )
     forced = plan.forced_min_tokens
     if (
         forced is not None
@@ -64,9 +125,15 @@ def check_reply(
         and usage.completion_tokens < forced
     ):
         # The server clamped the output below the forced minimum (out of context room).
-        found.append(FailureKind.ABNORMAL_FINISH)
+        found.append(
+            CheckFinding(
+                FailureKind.ABNORMAL_FINISH,
+                f"finish_reason 'length' after {usage.completion_tokens} of the "
+                f"{forced} tokens forced",
+            )
+        )
     if plan.tools is not None and reply.tool_calls:
-        problems = validate_tool_calls(reply.tool_calls, plan.tools)
-        if any(problems):
-            found.append(FailureKind.MALFORMED_TOOL_CALL)
-    return [str(kind) for kind in found]
+        problems = [p for p in validate_tool_calls(reply.tool_calls, plan.tools) if p]
+        if problems:
+            found.append(CheckFinding(FailureKind.MALFORMED_TOOL_CALL, problems[0]))
+    return found

@@ -6,6 +6,8 @@ it on the engine's loop thread.
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,13 +19,31 @@ from loadgen.errors import TargetUnreachableError
 from loadgen.observe import GeneratorHealth, ResultFiles, RunStats
 from loadgen.observe.records import SessionRecord, StepRecord
 from loadgen.profile.loader import LoadedProfile
-from loadgen.protocol import chat_body, encode_message, send
+from loadgen.protocol import Api, Reply, chat_body, encode_message, responses_body, send
+from loadgen.runtime.capabilities import TargetCapabilities
 from loadgen.runtime.load import WeightedPicker
 from loadgen.runtime.session import SessionRunner
 from loadgen.runtime.sinks import FanOut, RecordSink
 from loadgen.transport import SocketFactory, TargetConfig, Transport, TransportError
 
-__all__ = ["AgentFactory", "Engine", "StatsSink", "detect_force_length", "discover_model"]
+__all__ = [
+    "AgentFactory",
+    "Engine",
+    "StatsSink",
+    "detect_force_length",
+    "detect_server_state",
+    "discover_model",
+]
+
+# Start-up probes are tiny requests: a target that cannot answer one in this long is not
+# ready to be measured, and the user should hear so at once, not after the request timeout.
+_PROBE_TIMEOUT_S = 30.0
+# A refusal of the model itself (wrong name, no access): the run could measure nothing.
+_MODEL_REFUSED = re.compile(
+    r"model.*(?:not exist|not found|does not|unknown|invalid|no access|not available)|"
+    r"(?:invalid|unknown) model",
+    re.IGNORECASE,
+)
 
 
 class StatsSink:
@@ -74,17 +94,80 @@ async def discover_model(transport: Transport) -> str:
         ) from exc
 
 
+async def _probe(transport: Transport, api: Api, body: list[bytes], what: str) -> Reply:
+    """Send one start-up probe; TargetUnreachableError when the target cannot serve the run."""
+    url = transport.target.base_url
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT_S):
+            reply = await send(transport, api, body)
+    except TimeoutError as exc:
+        raise TargetUnreachableError(
+            f"{url} did not answer {what} within {_PROBE_TIMEOUT_S:.0f}s; is the server up "
+            "and the model loaded?"
+        ) from exc
+    if not reply.ok and reply.status is None:
+        raise TargetUnreachableError(f"cannot reach {url}: {reply.error}")
+    status = reply.status or 0
+    if status in (401, 403):
+        raise TargetUnreachableError(
+            f"{url} refused the API key (HTTP {status}): {reply.error}; check --api-key"
+        )
+    if status == 404 or (status in (400, 422) and _MODEL_REFUSED.search(reply.error or "")):
+        raise TargetUnreachableError(
+            f"{url} refused {what} (HTTP {status}): {reply.error}; check --model and --target"
+        )
+    return reply
+
+
 async def detect_force_length(transport: Transport, model: str, setting: str) -> bool:
-    """Whether min_tokens + ignore_eos work on this target (asked once, with a tiny request)."""
-    if setting != "auto":
-        return setting == "always"
+    """Whether min_tokens + ignore_eos work on this target (asked once, with a tiny request).
+
+    The request is sent whatever `setting` says: it is also the check that the model
+    answers at all (TargetUnreachableError, exit 3, with the server's words when not).
+    """
     body = chat_body(
         model, [encode_message("user", "ping")], max_tokens=3, min_tokens=3, ignore_eos=True
     )
-    reply = await send(transport, "chat", body)
-    if not reply.ok and reply.status is None:
-        raise TargetUnreachableError(f"cannot reach {transport.target.base_url}: {reply.error}")
+    reply = await _probe(transport, "chat", body, "a first request")
+    if setting != "auto":
+        return setting == "always"
     return reply.ok and reply.usage is not None and reply.usage.completion_tokens == 3
+
+
+async def detect_server_state(
+    transport: Transport, model: str, capabilities: TargetCapabilities
+) -> None:
+    """Whether the target chains Responses on previous_response_id (a stored response, then a
+    follow-up on it); the answer goes into `capabilities`."""
+    first = await _probe(
+        transport,
+        "responses",
+        responses_body(model, [encode_message("user", "ping")], store=True, max_output_tokens=3),
+        "a Responses request",
+    )
+    if not first.ok:
+        return  # a transient failure says nothing about the store: the sessions will see
+    if not first.response_id:
+        capabilities.refuse_server_state("a stored response came back without an id to chain on")
+        return
+    follow = await _probe(
+        transport,
+        "responses",
+        responses_body(
+            model,
+            [encode_message("user", "pong")],
+            previous_response_id=first.response_id,
+            store=True,
+            max_output_tokens=3,
+        ),
+        "a chained Responses request",
+    )
+    if follow.ok:
+        capabilities.server_state = True
+    elif follow.unsupported is not None:
+        capabilities.refuse_server_state(follow.error or "previous_response_id refused")
+    # Anything else (a 404 for the id just issued, a 5xx) is left to the sessions: it may be
+    # the very state loss the run is there to count.
 
 
 class AgentFactory:
@@ -133,6 +216,7 @@ class Engine:
         self.force_length = False
         self.stats = RunStats()
         self.health = GeneratorHealth(schedule_lag=self.stats.schedule_lag_s)
+        self.capabilities = TargetCapabilities()
         self.transport = Transport(target, socket_factory=socket_factory)
         self._extra_sinks = list(extra_sinks)
         self._files: ResultFiles | None = None
@@ -147,14 +231,23 @@ class Engine:
             self.force_length = await detect_force_length(
                 self.transport, self.model, self.profile.force_output_length
             )
+            if self._uses_server_state():
+                await detect_server_state(self.transport, self.model, self.capabilities)
         except BaseException:
             await self.transport.__aexit__(None, None, None)
             raise
         self._files = ResultFiles(self.out_dir)
         sink = FanOut([StatsSink(self.stats, self._files), *self._extra_sinks])
-        self.runner = SessionRunner(self.transport, self.profile, sink)
+        self.runner = SessionRunner(self.transport, self.profile, sink, self.capabilities)
         self.make_agent = AgentFactory(self.loaded, self.model, self.force_length)
         await self.health.start()
+
+    def _uses_server_state(self) -> bool:
+        for cls, mix in zip(self.loaded.agent_classes, self.profile.agents, strict=True):
+            params = cls.Params.model_validate(mix.params)
+            if params.api == "responses" and params.state == "server":
+                return True
+        return False
 
     def add_sink(self, sink: RecordSink) -> None:
         """Send every record to `sink` too (before start, or between sessions)."""
@@ -175,6 +268,7 @@ class Engine:
             "forced_output_length": self.force_length,
             # How stream timings were taken: comparing runs taken both ways mixes clocks.
             "timestamps": "kernel" if self.transport.kernel_timestamps else "event_loop",
+            **self.capabilities.label(),
         }
 
     def summary(

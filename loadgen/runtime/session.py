@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import Counter
@@ -13,11 +14,28 @@ from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord, T
 from loadgen.profile.schema import Profile, Reaction
 from loadgen.protocol import Reply, send
 from loadgen.protocol.failures import FailureKind
+from loadgen.runtime.capabilities import TargetCapabilities
 from loadgen.runtime.checks import FATAL, SessionBaseline, check_reply
+from loadgen.runtime.compaction import compaction_budget
 from loadgen.runtime.sinks import RecordSink
 from loadgen.transport import Transport
 
-__all__ = ["SessionRunner"]
+__all__ = ["SessionRunner", "replacement_delay"]
+
+logger = logging.getLogger(__name__)
+
+# Before an agent whose sessions keep failing starts another: 0.5 s, doubling, at most 30 s
+# (with jitter), so a broken target gets a trickle of new sessions rather than a storm.
+_REPLACE_FIRST_S = 0.5
+_REPLACE_MAX_S = 30.0
+
+
+def replacement_delay(failed_in_a_row: int, rng: random.Random) -> float:
+    """Seconds to wait before a session that follows `failed_in_a_row` failed ones."""
+    if failed_in_a_row <= 0:
+        return 0.0
+    base = min(_REPLACE_MAX_S, _REPLACE_FIRST_S * 2.0 ** (failed_in_a_row - 1))
+    return base * (0.5 + rng.random())
 
 
 @dataclass
@@ -44,29 +62,56 @@ class _SessionFailed(Exception):
 class SessionRunner:
     """Drives agents through sessions against one transport, reporting every record to a sink."""
 
-    def __init__(self, transport: Transport, profile: Profile, sink: RecordSink) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        profile: Profile,
+        sink: RecordSink,
+        capabilities: TargetCapabilities | None = None,
+    ) -> None:
         self.transport = transport
         self.profile = profile
         self.sink = sink
+        self.capabilities = capabilities or TargetCapabilities()
         self._jitter = random.Random(profile.seed)
+        self._logged_errors: set[tuple[str, str]] = set()
 
     async def run_session(self, agent: Agent, label: str, session_id: str) -> SessionRecord:
-        """One whole session; cancellation ends it as aborted (the client stopped it)."""
+        """One whole session; cancellation ends it as aborted (the client stopped it).
+
+        An agent whose previous sessions failed waits first (replacement_delay), so that a
+        broken target is not answered with a storm of new sessions.
+        """
+        pause = replacement_delay(agent.failed_in_a_row, self._jitter)
+        if pause > 0:
+            await asyncio.sleep(pause)
         tally = _Tally()
         started_unix = time.time()
         t0 = time.perf_counter()
         self.sink.session_started(label)
-        agent.start_session(session_id)
         outcome, error = SessionOutcome.COMPLETED, None
         try:
+            self._share_capabilities(agent)
+            agent.start_session(session_id)
             await self._steps(agent, label, session_id, tally)
         except _SessionFailed as exc:
             outcome, error = SessionOutcome.FAILED, str(exc)
         except asyncio.CancelledError:
             outcome = SessionOutcome.ABORTED
             raise
+        except Exception as exc:
+            # The agent's own code raised: its session cannot go on, the run can.
+            outcome, error = SessionOutcome.FAILED, self._agent_error(exc, agent, label, tally)
         finally:
-            agent.end_session()
+            try:
+                agent.end_session()
+            except Exception as exc:
+                if outcome != SessionOutcome.FAILED:
+                    outcome = SessionOutcome.FAILED
+                    error = self._agent_error(exc, agent, label, tally)
+            agent.failed_in_a_row = (
+                agent.failed_in_a_row + 1 if outcome == SessionOutcome.FAILED else 0
+            )
             record = SessionRecord(
                 session_id=session_id,
                 agent=label,
@@ -87,6 +132,40 @@ class SessionRunner:
             )
             self.sink.session(record)
         return record
+
+    def _agent_error(self, exc: Exception, agent: Agent, label: str, tally: _Tally) -> str:
+        """Record an exception from agent code as a step of kind agent_error; its message."""
+        message = f"{type(exc).__name__} in agent {type(agent).__name__}: {exc}"
+        key = (label, type(exc).__name__)
+        if key not in self._logged_errors:  # once per agent and exception type, with its trace
+            self._logged_errors.add(key)
+            logger.error("agent %s raised; its sessions end failed (agent_error)", label,
+                         exc_info=exc)  # fmt: skip
+        kind = FailureKind.AGENT_ERROR
+        tally.failures[kind] += 1
+        tally.steps += 1
+        self.sink.step(
+            StepRecord(
+                session_id=agent.session_id,
+                agent=label,
+                step=tally.steps - 1,
+                kind="agent_error",
+                api=agent.params.api,
+                started_unix=time.time(),
+                e2e_s=0.0,
+                ok=False,
+                failures=[str(kind)],
+                error=message,
+                reasons={str(kind): message},
+            )
+        )
+        return f"{kind}: {message}"
+
+    def _share_capabilities(self, agent: Agent) -> None:
+        """Tell the agent what the target cannot do, as learned by any session so far."""
+        caps = self.capabilities
+        if caps.server_state is False:
+            agent.server_state_supported = False
 
     async def _steps(self, agent: Agent, label: str, session_id: str, tally: _Tally) -> None:
         while True:
@@ -137,16 +216,38 @@ class SessionRunner:
                 capture_headers=self.profile.echo_headers,
             )
             tally.echo.update(reply.headers)
+            self.capabilities.observe(reply)
+            if reply.unsupported is not None and agent.server_state_supported:
+                # The target keeps no conversation state: a fact about it (the summary says
+                # so once), not a failure of this step. Resend the history instead.
+                agent.server_state_supported = False
+                agent.fall_back_to_client_history()
+                replanned = agent.plan_step()
+                if replanned is None:
+                    raise _SessionFailed("nothing left to send after the server-state fallback")
+                plan = replanned
+                continue
             found = list(reply.failures)
+            reasons = {str(kind): reply.error or "" for kind in found}
             if reply.ok:
-                found += check_reply(plan, reply, tally.baseline, self.profile.checks)
+                findings = check_reply(
+                    plan,
+                    reply,
+                    tally.baseline,
+                    self.profile.checks,
+                    caching_seen=self.capabilities.caching_seen,
+                )
+                for finding in findings:
+                    found.append(str(finding.kind))
+                    reasons[str(finding.kind)] = finding.message
             record = self._record(plan, reply, label, session_id, tally.steps, found, attempt, lag)
+            record.reasons = reasons
             tally.steps += 1
             tally.failures.update(found)
             self._count_usage(reply, tally)
             fatal = next((k for k in found if k in FATAL), None)
             if fatal is None:
-                tally.baseline.update(reply)
+                tally.baseline.update(plan, reply)
                 for kind in dict.fromkeys(causes):
                     tally.recoveries[kind] += 1
                     self.sink.recovery(kind, label)
@@ -166,10 +267,8 @@ class SessionRunner:
             if reaction.action == "fallback":
                 agent.fall_back_to_client_history()
             elif reaction.action == "compact":
-                # Summarise only what fits: the last prompt the server accepted bounds it.
-                await self._compact(
-                    agent, label, session_id, tally, fit_tokens=tally.baseline.prompt_tokens
-                )
+                self._learn_window(agent, tally, reply)
+                await self._compact(agent, label, session_id, tally)
             else:
                 await self._wait(self._backoff(reaction, attempt, reply.retry_after_s))
             lag = 0.0
@@ -177,6 +276,25 @@ class SessionRunner:
             if replanned is None:
                 raise _SessionFailed(f"{fatal}: nothing left to send after {reaction.action}")
             plan = replanned
+
+    def _learn_window(self, agent: Agent, tally: _Tally, reply: Reply) -> None:
+        """After the server refused a prompt as too long: how much of a window it has.
+
+        The server's own figure where its refusal states one; else the last prompt it
+        accepted (plus its reply) bounds it from below. Kept on the agent, in its own token
+        estimate, so it compacts before the next refusal rather than after it.
+        """
+        baseline = tally.baseline
+        window = reply.window_tokens or self.capabilities.window_tokens
+        if window is None and baseline.prompt_tokens is not None:
+            window = baseline.prompt_tokens + baseline.completion_tokens
+        if window is not None:
+            ratio = baseline.ratio
+            if reply.counted_prompt_tokens and agent.conversation.tokens > 0:
+                ratio = reply.counted_prompt_tokens / agent.conversation.tokens
+            ratio = max(ratio, 1e-6)
+            agent.server_ratio = ratio
+            agent.server_window = max(1, int(window / ratio))
 
     async def _react_without_reply(
         self, kind: FailureKind, agent: Agent, label: str, session_id: str, tally: _Tally
@@ -207,15 +325,12 @@ class SessionRunner:
         tally.recoveries[kind] += 1
         self.sink.recovery(kind, label)
 
-    async def _compact(
-        self,
-        agent: Agent,
-        label: str,
-        session_id: str,
-        tally: _Tally,
-        fit_tokens: int | None = None,
-    ) -> None:
-        plan = agent.plan_compaction(fit_tokens)
+    async def _compact(self, agent: Agent, label: str, session_id: str, tally: _Tally) -> None:
+        # The summary request is not the next step of an append-only history: nothing to
+        # compare its prompt with, before or after.
+        tally.baseline.reset()
+        fit, room = compaction_budget(agent)
+        plan = agent.plan_compaction(fit, room)
         reply, record = await self._attempt(agent, plan, label, session_id, tally, 0.0)
         self.sink.step(record)
         agent.apply_compaction(reply)
@@ -230,6 +345,7 @@ class SessionRunner:
             seed=parent.rng.getrandbits(32),
         )
         child.force_length_supported = parent.force_length_supported
+        child.server_window = parent.server_window
         child.start_session(session_id)
         child_tally = _Tally()
         last = ""

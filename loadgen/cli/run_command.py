@@ -132,6 +132,14 @@ def register(commands: Any) -> None:
         help="pass/fail threshold over summary.json, e.g. 'ttft_p95 < 2s' or "
         "'session_success_rate >= 0.99 abort after 30s' (repeatable; adds to the profile's)",
     )
+    checks.add_argument(
+        "--storm-stop",
+        type=parse_duration,
+        default=30.0,
+        metavar="DURATION",
+        help="stop the run (exit 1) when every request of the last DURATION failed, at least "
+        "20 of them (default 30s; 0: never stop, the run still exits 1 if nothing succeeded)",
+    )
     checks.add_argument("--junit", type=Path, metavar="FILE", help="write one testcase per gate")
     checks.add_argument("--html", type=Path, metavar="FILE", help="write the HTML report")
     live = p.add_argument_group("live metrics (docs/observability.md)")
@@ -315,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
     import subprocess
 
     from loadgen.observe import format_summary
+    from loadgen.observe.failure_storm import FailureStorm
     from loadgen.orchestration.bridge import process_bridge
     from loadgen.orchestration.process_engine import SwarmSettings
     from loadgen.orchestration.swarm import SwarmOptions, run_swarm
@@ -326,6 +335,7 @@ def run(args: argparse.Namespace) -> int:
         format_gate_results,
         judge_run,
         parse_gates,
+        save_summary,
         snapshot_from_stats,
     )
     from loadgen.sim import SimServer
@@ -343,6 +353,8 @@ def run(args: argparse.Namespace) -> int:
     live = LiveProgress(sys.stderr, title=f"agentload run · {profile.name}", quiet=quiet)
     latest: dict[str, Any] = {}
     abort: list[tuple[GateResult, float]] = []
+    storm = FailureStorm(args.storm_stop)
+    stormed: list[str] = []
     monitor = GateMonitor(
         gates,
         lambda: latest["stats"].summary(
@@ -356,6 +368,10 @@ def run(args: argparse.Namespace) -> int:
         fired = monitor.check(elapsed) if monitor.active else None
         if fired is not None:
             abort.append((fired, elapsed))
+            return True
+        why = storm.check(elapsed, stats.requests_ok, stats.requests_failed)
+        if why is not None:
+            stormed.append(f"{why}, stopped at {elapsed:.0f} s")
             return True
         return False
 
@@ -418,13 +434,36 @@ def run(args: argparse.Namespace) -> int:
             bridge.run(sim.stop(), timeout=30)
     if summary is None:  # a worker: the master reports
         return 0
-    print(format_summary(summary))
     if summary["requests"]["total"] == 0:
+        print(format_summary(summary))
         raise TargetUnreachableError("the run measured no request at all")
+    failed = run_failure(summary, stormed)
+    if failed is not None:
+        # Said in summary.json too: a report or a CI job reading it must not see a pass.
+        summary["run_failed"] = failed
+        save_summary(out, summary)
+    print(format_summary(summary))
     verdict = judge_run(
         out, summary, gates, junit=args.junit, html=args.html, aborted=abort[0] if abort else None
     )
     if verdict.results:
         print(format_gate_results(verdict.results))
     print(f"results: {out}")
+    if failed is not None:
+        print(f"agentload run: FAILED: {failed}", file=sys.stderr)
+        return 1
     return verdict.exit_code
+
+
+def run_failure(summary: dict[str, Any], stormed: list[str]) -> str | None:
+    """Why a finished run failed whatever its gates say: a storm stopped it, or nothing worked."""
+    reasons = summary.get("failure_reasons") or {}
+    counts = summary.get("state_failures") or {}
+    kinds = sorted((k for k in reasons if reasons[k]), key=lambda k: -counts.get(k, 0))
+    because = f" (most frequent: {kinds[0]}: {reasons[kinds[0]][0]['message']})" if kinds else ""
+    if stormed:
+        return stormed[0] + because
+    requests = summary["requests"]
+    if requests["ok"] == 0:
+        return f"every one of {requests['total']:,} requests failed{because}"
+    return None

@@ -288,7 +288,8 @@ class TargetMetricsSampler:
                 if resp.status != 200:
                     raise ValueError(f"HTTP {resp.status}")
             values = parse_server_metrics(text)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        # OSError: resets can escape aiohttp unwrapped; a scrape must never end the run.
+        except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
             return

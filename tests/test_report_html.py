@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
-from html import unescape
+from html import escape, unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -336,3 +336,25 @@ def test_the_subtitle_counts_workers_that_joined_the_running_swarm(
 
     assert "measured · 2 workers reported (1 awaited at the start, 1 joined)" in page
     assert '<div class="banner warn">' not in page
+
+
+def test_each_failure_kind_is_listed_with_the_messages_that_explain_it(report_dir: Path) -> None:
+    results = load_results(report_dir)
+    reasons = results.summary["failure_reasons"]["stream_truncated"]
+    page = render_report(results)
+    table = page.split("<h2>State failures</h2>", 1)[1]
+    assert escape(reasons[0]["message"]) in table
+    assert f"×{reasons[0]['count']:,}" in table
+
+
+def test_a_failed_run_says_why_in_a_banner(report_dir: Path, tmp_path: Path) -> None:
+    failed = tmp_path / "failed"
+    shutil.copytree(report_dir, failed)
+    summary = orjson.loads((failed / "summary.json").read_bytes())
+    summary["run_failed"] = (
+        "every one of 12 requests failed (most frequent: http_error: <HTTP 500>)"
+    )
+    (failed / "summary.json").write_bytes(orjson.dumps(summary))
+    page = render_report(load_results(failed))
+    assert '<div class="banner fail">The run failed: every one of 12 requests failed' in page
+    assert "&lt;HTTP 500&gt;" in page

@@ -148,6 +148,8 @@ def _gates(s: Mapping[str, Any]) -> str:
 
 def _warnings(s: Mapping[str, Any]) -> str:
     banners = []
+    if s.get("run_failed"):
+        banners.append(f'<div class="banner fail">The run failed: {escape(s["run_failed"])}.</div>')
     generator = s.get("generator") or {}
     if generator.get("saturated"):
         reasons = "; ".join(generator.get("reasons") or []) or "see summary.json"
@@ -272,12 +274,24 @@ def _failure_table(s: Mapping[str, Any]) -> str:
     kinds = [k for k in failures if failures.get(k) or recoveries.get(k)]
     if not kinds:
         return '<p class="note">No state failures in this run.</p>'
+    reasons = s.get("failure_reasons") or {}
+
+    def why(kind: str) -> str:
+        # The first distinct messages, each with how often it came: the server's own words.
+        lines = []
+        for r in reasons.get(kind) or ():
+            count = int(r.get("count", 0))
+            message = escape(str(r.get("message", "")))
+            lines.append(f'{message} <span class="note">×{count:,}</span>')
+        return "<br>".join(lines)
+
     rows = "".join(
         f"<tr><td>{escape(k)}</td><td>{failures.get(k, 0):,}</td>"
-        f"<td>{recoveries.get(k, 0):,}</td></tr>"
+        f'<td>{recoveries.get(k, 0):,}</td><td class="reason">{why(k)}</td></tr>'
         for k in kinds
     )
-    return f"<table><tr><th>kind</th><th>failures</th><th>recovered</th></tr>{rows}</table>"
+    head = '<tr><th>kind</th><th>failures</th><th>recovered</th><th class="reason">why</th></tr>'
+    return f"<table>{head}{rows}</table>"
 
 
 def _section(section: Section, extra: str = "") -> str:

@@ -52,12 +52,15 @@ class SessionBaseline:
         if usage is None or not plan.continues_history:
             self.reset()
             return
+        if self.prompt_tokens is None and plan.context_tokens > 0 and usage.prompt_tokens > 0:
+            # Learned where the prompt is known to be whole (a session's first step, or the
+            # first after compaction). A ratio taken later would sink with every trim a
+            # gateway made (the dropped text stays in the estimate) and hide the next one.
+            self.ratio = usage.prompt_tokens / plan.context_tokens
         self.prompt_tokens = usage.prompt_tokens
         self.completion_tokens = usage.completion_tokens
         self.estimated_prompt = plan.context_tokens
         self.estimated_reply = message_tokens(reply.text, reply.tool_calls)
-        if plan.context_tokens > 0 and usage.prompt_tokens > 0:
-            self.ratio = usage.prompt_tokens / plan.context_tokens
 
     def expected_prompt(self, plan: StepPlan) -> tuple[int, int] | None:
         """The least prompt the server should count now, and what was appended (its tokens)."""

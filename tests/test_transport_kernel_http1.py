@@ -9,7 +9,13 @@ from collections.abc import Callable
 import pytest
 
 from loadgen.transport.http1_body import BodyDecoder, IncompleteBodyError, body_decoder
-from loadgen.transport.http1_head import ProtocolError, RequestTemplate, ResponseHead, origin
+from loadgen.transport.http1_head import (
+    ProtocolError,
+    RequestTemplate,
+    ResponseHead,
+    keep_alive_idle_s,
+    origin,
+)
 from loadgen.transport.kernel_clock import receive_time_ns
 
 CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -96,6 +102,32 @@ def test_response_head_accepts_bare_newlines() -> None:
 )
 def test_keep_alive_follows_version_and_connection_header(raw: bytes, keep_alive: bool) -> None:
     assert _head(raw).keep_alive is keep_alive
+
+
+@pytest.mark.parametrize(
+    ("value", "idle_s"),
+    [
+        ("timeout=5, max=100", 4.0),  # llama-server, Apache: a second left for transit
+        ("timeout=60", 59.0),
+        ("Timeout = 2", 1.0),
+        ('timeout="3"', 2.0),
+        ("timeout=1", 0.5),  # under 2 s: half
+        ("timeout=0", 0.0),
+        ("timeout=5, max=0", 0.0),  # no further request allowed
+        ("max=100", None),
+        ("timeout=soon, max=x", None),
+        ("", None),
+    ],
+)
+def test_keep_alive_header_sets_the_idle_allowance(value: str, idle_s: float | None) -> None:
+    assert keep_alive_idle_s(value) == idle_s
+
+
+def test_a_keep_alive_header_that_allows_no_further_request_ends_keep_alive() -> None:
+    head = _head(b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5, max=0\r\n\r\n")
+    assert (head.keep_alive, head.idle_s) == (False, 0.0)
+    head = _head(b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5, max=100\r\n\r\n")
+    assert (head.keep_alive, head.idle_s) == (True, 4.0)
 
 
 @pytest.mark.parametrize(

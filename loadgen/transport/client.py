@@ -12,6 +12,13 @@ import aiohttp
 import orjson
 
 from loadgen.errors import ConfigError
+from loadgen.transport.aiohttp_pool import (
+    ReuseAwareConnector,
+    attempt,
+    begin_attempt,
+    honour_keep_alive,
+    unanswered,
+)
 from loadgen.transport.config import TargetConfig
 from loadgen.transport.exchange import WIRE_ERRORS, AiohttpExchange, HttpExchange, map_error
 from loadgen.transport.kernel_clock import kernel_timestamps_available
@@ -20,6 +27,9 @@ from loadgen.transport.kernel_stream import KernelHttp
 from loadgen.transport.payload import SegmentsPayload
 
 __all__ = ["PostExchange", "SocketFactory", "Transport"]
+
+
+_NOT_OPEN = "Transport is not open: use `async with Transport(...)`"
 
 
 def _json_text(value: Any) -> str:
@@ -63,38 +73,42 @@ class Transport:
         self._connector = connector
         self._socket_factory = socket_factory
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
         self._kernel: KernelHttp | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         """The live aiohttp session; RuntimeError outside `async with`."""
         if self._session is None:
-            raise RuntimeError("Transport is not open: use `async with Transport(...)`")
+            raise RuntimeError(_NOT_OPEN)
         return self._session
 
+    @property
+    def fresh_session(self) -> aiohttp.ClientSession:
+        """A session whose every request gets a new connection, closed after its reply."""
+        # For the one retry of a POST whose pooled connection the server had closed: the
+        # main pool cannot be asked for a new connection while it holds idle ones. Retries
+        # are rare, so these connections are not kept.
+        if self._fresh is None:
+            if self._session is None:
+                raise RuntimeError(_NOT_OPEN)
+            connector = aiohttp.TCPConnector(
+                limit=0, ssl=self.target.verify_tls, force_close=True, **self._factory_arg()
+            )
+            self._fresh = self._new_session(connector, owned=True)
+        return self._fresh
+
     async def __aenter__(self) -> Transport:
-        target = self.target
         owned = self._connector is None
         connector = self._connector
         if connector is None:
-            extra: dict[str, Any] = {}
-            if self._socket_factory is not None:
-                extra["socket_factory"] = self._socket_factory
             # limit=0: thousands of concurrent streams must never queue for a pool slot.
-            connector = aiohttp.TCPConnector(
-                limit=0, ssl=target.verify_tls, keepalive_timeout=30, **extra
+            connector = ReuseAwareConnector(
+                limit=0, ssl=self.target.verify_tls, **self._factory_arg()
             )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            connector_owner=owned,
-            headers=target.request_headers(),
-            timeout=aiohttp.ClientTimeout(
-                total=target.request_timeout_s, sock_connect=target.connect_timeout_s
-            ),
-            json_serialize=_json_text,
-        )
+        self._session = self._new_session(connector, owned=owned)
         if self.kernel_timestamps:
-            self._kernel = KernelHttp(target, self._socket_factory)
+            self._kernel = KernelHttp(self.target, self._socket_factory)
         return self
 
     async def __aexit__(
@@ -106,9 +120,31 @@ class Transport:
         if self._kernel is not None:
             self._kernel.close()
             self._kernel = None
+        if self._fresh is not None:
+            await self._fresh.close()
+            self._fresh = None
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _factory_arg(self) -> dict[str, Any]:
+        if self._socket_factory is None:
+            return {}
+        return {"socket_factory": self._socket_factory}
+
+    def _new_session(
+        self, connector: aiohttp.BaseConnector, *, owned: bool
+    ) -> aiohttp.ClientSession:
+        target = self.target
+        return aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=owned,
+            headers=target.request_headers(),
+            timeout=aiohttp.ClientTimeout(
+                total=target.request_timeout_s, sock_connect=target.connect_timeout_s
+            ),
+            json_serialize=_json_text,
+        )
 
     def post(
         self,
@@ -121,7 +157,7 @@ class Transport:
         url = self.target.url(path)
         if self._kernel is not None and url.startswith("http://"):
             return self._kernel.post(url, segments, headers)
-        return PostExchange(self, url, SegmentsPayload(segments), headers)
+        return PostExchange(self, url, segments, headers)
 
     async def get(self, path: str, *, timeout_s: float | None = None) -> tuple[int, bytes]:
         """GET `path` (relative to base_url, or absolute) and return its status and body."""
@@ -139,31 +175,61 @@ class Transport:
 class PostExchange:
     """`async with transport.post(...) as exchange:` through aiohttp; yields the reply."""
 
-    __slots__ = ("_exchange", "_headers", "_payload", "_transport", "_url")
+    __slots__ = ("_exchange", "_headers", "_segments", "_transport", "_url")
 
     def __init__(
         self,
         transport: Transport,
         url: str,
-        payload: SegmentsPayload,
+        segments: Sequence[bytes],
         headers: Mapping[str, str] | None,
     ) -> None:
         self._transport = transport
         self._url = url
-        self._payload = payload
+        self._segments = segments
         self._headers = headers
         self._exchange: AiohttpExchange | None = None
 
     async def __aenter__(self) -> AiohttpExchange:
-        session = self._transport.session
-        timeout_s = self._transport.target.request_timeout_s
+        transport = self._transport
+        session = transport.session
+        timeout_s = transport.target.request_timeout_s
         t_sent = perf_counter_ns()
+        begin_attempt()
         try:
-            resp = await session.post(self._url, data=self._payload, headers=self._headers)
+            resp = await session.post(
+                self._url, data=SegmentsPayload(self._segments), headers=self._headers
+            )
         except WIRE_ERRORS as exc:
-            raise map_error(exc, after_headers=False, timeout_s=timeout_s) from exc
+            pooled = attempt()
+            if pooled is None or not pooled.reused or not unanswered(exc):
+                raise map_error(exc, after_headers=False, timeout_s=timeout_s) from exc
+            # The server closed the pooled connection before our request reached it
+            # (llama-server after every streamed reply; uvicorn at its idle timeout): not
+            # its failure. Retried once on a new connection, whose failure then counts,
+            # within what is left of the request's timeout; timed from the retry.
+            left_s = timeout_s - (perf_counter_ns() - t_sent) / 1e9
+            t_sent = perf_counter_ns()
+            resp = await self._retry(max(left_s, 1e-3), timeout_s)
+        else:
+            honour_keep_alive(resp.headers)
         self._exchange = AiohttpExchange(resp, t_sent, perf_counter_ns(), timeout_s)
         return self._exchange
+
+    async def _retry(self, left_s: float, timeout_s: float) -> aiohttp.ClientResponse:
+        transport = self._transport
+        timeout = aiohttp.ClientTimeout(
+            total=left_s, sock_connect=transport.target.connect_timeout_s
+        )
+        try:
+            return await transport.fresh_session.post(
+                self._url,
+                data=SegmentsPayload(self._segments),
+                headers=self._headers,
+                timeout=timeout,
+            )
+        except WIRE_ERRORS as exc:
+            raise map_error(exc, after_headers=False, timeout_s=timeout_s) from exc
 
     async def __aexit__(
         self,

@@ -41,7 +41,9 @@ class HttpExchange(ABC):
     ) -> None:
         self.status = status
         self.headers = headers  # case-insensitive
-        self.t_sent_ns = t_sent_ns  # perf_counter_ns just before the request was sent
+        # perf_counter_ns just before the request was sent; when a pooled connection the
+        # server had closed made it retry on a new one (once), just before the retry.
+        self.t_sent_ns = t_sent_ns
         self.t_headers_ns = t_headers_ns  # perf_counter_ns when the status and headers arrived
 
     @abstractmethod

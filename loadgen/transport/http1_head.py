@@ -9,7 +9,15 @@ from urllib.parse import quote, urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["MAX_HEAD_BYTES", "Origin", "ProtocolError", "RequestTemplate", "ResponseHead", "origin"]
+__all__ = [
+    "MAX_HEAD_BYTES",
+    "Origin",
+    "ProtocolError",
+    "RequestTemplate",
+    "ResponseHead",
+    "keep_alive_idle_s",
+    "origin",
+]
 
 # aiohttp's own limit is 8 KiB per line; a whole head this big is a broken or hostile server.
 MAX_HEAD_BYTES = 256 * 1024
@@ -92,6 +100,7 @@ class ResponseHead:
     reason: str
     headers: CIMultiDictProxy[str]
     keep_alive: bool  # the server lets the connection carry another request afterwards
+    idle_s: float | None = None  # how long it may then sit idle, from Keep-Alive: timeout=N
 
     @classmethod
     def parse(cls, buf: bytes) -> tuple[ResponseHead, int] | None:
@@ -116,4 +125,31 @@ class ResponseHead:
             headers.add(name, value.strip(" \t"))
         tokens = {t.strip().lower() for t in ",".join(headers.getall("Connection", [])).split(",")}
         keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
-        return cls(int(code), reason, CIMultiDictProxy(headers), keep_alive), body_at
+        idle_s = None
+        if keep_alive and (advertised := headers.get("Keep-Alive")) is not None:
+            idle_s = keep_alive_idle_s(advertised)
+            keep_alive = idle_s != 0
+        return cls(int(code), reason, CIMultiDictProxy(headers), keep_alive, idle_s), body_at
+
+
+def keep_alive_idle_s(value: str) -> float | None:
+    """How long a `Keep-Alive: timeout=N, max=M` header lets the connection idle.
+
+    None when it sets no timeout; 0 when the connection may carry no further request.
+    """
+    idle: float | None = None
+    for param in value.split(","):
+        name, _, number = param.partition("=")
+        try:
+            n = float(number.strip().strip('"'))
+        except ValueError:
+            continue
+        name = name.strip().lower()
+        if name == "timeout" and n >= 0:
+            # The server's clock started when it sent the last byte, before the client saw it,
+            # and the next request takes a while to reach it: leave it a second (half, below 2 s).
+            limit = n - 1 if n >= 2 else n / 2
+            idle = limit if idle is None else min(idle, limit)
+        elif name == "max" and n < 1:  # requests it still allows on this connection
+            idle = 0.0
+    return idle

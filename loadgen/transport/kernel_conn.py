@@ -52,7 +52,8 @@ class KernelConnection:
         "_waiter",
         "busy",
         "closed",
-        "idle_since",
+        "idle_until",
+        "reused",
         "sock",
     )
 
@@ -76,7 +77,10 @@ class KernelConnection:
         self._last_ns = 0  # stamps never run backwards on one connection
         self.busy = True  # an exchange owns it; False while idle in the pool
         self.closed = False
-        self.idle_since = 0.0
+        self.idle_until = 0.0  # loop time after which the pool no longer hands it out
+        # It has carried a reply before, so the server may have closed it meanwhile: a
+        # request that then fails before any reply byte deserves one retry elsewhere.
+        self.reused = False
         loop.add_reader(self._fd, self._on_readable)
         sweeper.add(self._fd, self._on_readable)
 
@@ -89,6 +93,18 @@ class KernelConnection:
     def has_unread(self) -> bool:
         """Bytes have arrived that receive() has not returned yet."""
         return bool(self._chunks)
+
+    def quiet(self) -> bool:
+        """Nothing (no FIN, reset or stray byte) waits on the socket; a non-blocking peek."""
+        # The reader callback closes an idle connection the server closed, but only once the
+        # loop polls; a request queued behind the reply that emptied it runs before that.
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        return False  # b"" (the server closed it) or bytes nobody asked for
 
     def arm(self, deadline: float) -> None:
         """From `deadline` (loop time) on, send() and receive() raise TimeoutError."""

@@ -13,12 +13,16 @@ from loadgen.transport.kernel_clock import enable_receive_timestamps
 from loadgen.transport.kernel_conn import KernelConnection
 from loadgen.transport.kernel_sweep import ReadSweeper
 
-__all__ = ["AddrInfo", "ConnectTimeoutError", "ConnectionPool", "SocketFactory"]
+__all__ = ["IDLE_S", "AddrInfo", "ConnectTimeoutError", "ConnectionPool", "SocketFactory"]
 
 AddrInfo = tuple[Any, ...]  # (family, type, proto, canonname, sockaddr), as getaddrinfo gives
 # aiohttp's (3.12+) socket_factory hook: an addrinfo tuple in, an unconnected socket out.
 SocketFactory = Callable[[AddrInfo], socket.socket]
-_KEEPALIVE_S = 30.0  # an idle connection older than this is closed (aiohttp's setting here)
+# An idle connection older than this is closed: uvicorn (vLLM, SGLang, LiteLLM) and Node
+# close theirs after 5 s without a word, and one reused at that moment fails. A second
+# below leaves room for the request's transit and for the server's clock having started
+# when it sent the last byte. The aiohttp path uses the same limit.
+IDLE_S = 4.0
 _DNS_TTL_S = 10.0  # aiohttp's default DNS cache lifetime
 
 
@@ -40,17 +44,26 @@ class ConnectionPool:
         self.closed = False
 
     async def acquire(
-        self, host: str, port: int, connect_timeout_s: float, deadline: float
+        self,
+        host: str,
+        port: int,
+        connect_timeout_s: float,
+        deadline: float,
+        *,
+        fresh: bool = False,
     ) -> KernelConnection:
-        """An idle connection to host:port, or a new one (deadline: the request's, loop time)."""
+        """An idle connection to host:port, or a new one (deadline: the request's, loop time).
+
+        `fresh`: always a new one (the idle ones stay pooled).
+        """
         if self.closed:
             raise RuntimeError("the connection pool is closed")
         loop = asyncio.get_running_loop()
-        idle = self._idle.get((host, port))
+        idle = None if fresh else self._idle.get((host, port))
         now = loop.time()
         while idle:
             conn = idle.pop()
-            if conn.clean and now - conn.idle_since < _KEEPALIVE_S:
+            if conn.clean and now < conn.idle_until and conn.quiet():
                 conn.busy = True
                 return conn
             conn.close()
@@ -67,18 +80,27 @@ class ConnectionPool:
         self._open.add(conn)
         return conn
 
-    def release(self, conn: KernelConnection, host: str, port: int) -> None:
-        """Take back a connection to host:port whose reply was read to the end."""
-        if self.closed or not conn.clean:
+    def release(
+        self, conn: KernelConnection, host: str, port: int, idle_s: float | None = None
+    ) -> None:
+        """Take back a connection to host:port whose reply was read to the end.
+
+        `idle_s`: how long the server said it may idle (its Keep-Alive header), if it did.
+        """
+        limit = IDLE_S if idle_s is None else min(idle_s, IDLE_S)
+        if self.closed or not conn.clean or limit <= 0:
             conn.close()
             return
         loop = asyncio.get_running_loop()
         conn.busy = False
-        conn.idle_since = now = loop.time()
+        conn.reused = True
+        now = loop.time()
+        conn.idle_until = now + limit
         idle = self._idle.setdefault((host, port), deque())
         idle.append(conn)
-        # The oldest sit at the left: expire them here rather than with a timer per socket.
-        while idle and (idle[0].closed or now - idle[0].idle_since >= _KEEPALIVE_S):
+        # The oldest sit at the left: expire them here rather than with a timer per socket
+        # (one with a shorter Keep-Alive further right is caught when acquire reaches it).
+        while idle and (idle[0].closed or idle[0].idle_until <= now):
             idle.popleft().close()
 
     def close(self) -> None:

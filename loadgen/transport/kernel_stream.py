@@ -32,7 +32,7 @@ from loadgen.transport.kernel_conn import KernelConnection, PeerClosedError
 from loadgen.transport.kernel_pool import ConnectionPool, ConnectTimeoutError, SocketFactory
 from loadgen.transport.sse import SSEEvent, SSEParser
 
-__all__ = ["KernelExchange", "KernelHttp", "KernelPost"]
+__all__ = ["KernelExchange", "KernelHttp", "KernelPost", "NoReplyError"]
 
 _FAILURES = (OSError, TimeoutError, ProtocolError)
 
@@ -82,39 +82,43 @@ class KernelPost:
         self._exchange: KernelExchange | None = None
 
     async def __aenter__(self) -> KernelExchange:
-        target = self._client.target
+        client = self._client
+        target = client.target
         timeout_s = target.request_timeout_s
-        t_sent = perf_counter_ns()
-        # One deadline for connect, send, head and body, as aiohttp's total timeout.
+        # One deadline for connect, send, head and body, as aiohttp's total timeout; a retry
+        # shares it.
         deadline = asyncio.get_running_loop().time() + timeout_s
         where = self._origin
-        try:
-            conn = await self._client.pool.acquire(
-                where.host, where.port, target.connect_timeout_s, deadline
-            )
-        except _FAILURES as exc:
-            raise _failure(exc, after_headers=False, timeout_s=timeout_s) from exc
-        self._conn = conn
-        conn.arm(deadline)
-        try:
+        fresh = False
+        while True:
+            t_sent = perf_counter_ns()  # so a retried request is timed from its retry
             try:
-                await conn.send(self._buffers)
-            except OSError:
-                # A server may answer early (413, 400) and stop reading the body: with its
-                # reply already here, that reply is the outcome, as aiohttp would report it.
-                if not conn.has_unread:
-                    raise
-            head, rest, t_head = await _read_head(conn)
-            decoder = body_decoder(head)
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, _FAILURES):
+                conn = await client.pool.acquire(
+                    where.host, where.port, target.connect_timeout_s, deadline, fresh=fresh
+                )
+            except _FAILURES as exc:
                 raise _failure(exc, after_headers=False, timeout_s=timeout_s) from exc
-            raise
-        self._exchange = KernelExchange(
-            conn, head, decoder, rest, t_sent, max(t_head, t_sent), timeout_s
-        )
-        return self._exchange
+            self._conn = conn
+            conn.arm(deadline)
+            try:
+                head, rest, t_head = await _request_head(conn, self._buffers)
+                decoder = body_decoder(head)
+            except BaseException as exc:
+                conn.close()
+                if isinstance(exc, NoReplyError) and conn.reused:
+                    # The server closed the pooled connection before our request reached it
+                    # (llama-server after every streamed reply; uvicorn at its idle timeout):
+                    # not the server's failure. Retried once, on a new connection, whose
+                    # failure then counts (a new connection is never `reused`).
+                    fresh = True
+                    continue
+                if isinstance(exc, _FAILURES):
+                    raise _failure(exc, after_headers=False, timeout_s=timeout_s) from exc
+                raise
+            self._exchange = KernelExchange(
+                conn, head, decoder, rest, t_sent, max(t_head, t_sent), timeout_s
+            )
+            return self._exchange
 
     async def __aexit__(
         self,
@@ -127,15 +131,37 @@ class KernelPost:
             return
         conn.disarm()
         if exc is None and exchange is not None and exchange.reusable:
-            self._client.pool.release(conn, self._origin.host, self._origin.port)
+            where = self._origin
+            self._client.pool.release(conn, where.host, where.port, exchange.idle_s)
         else:
             conn.close()  # an unread or broken body must not go back to the pool
+
+
+class NoReplyError(PeerClosedError):
+    """The connection closed or was reset before a single byte of the reply arrived."""
+
+
+async def _request_head(
+    conn: KernelConnection, buffers: list[bytes]
+) -> tuple[ResponseHead, bytes, int]:
+    """Send the request; the final reply head, the bytes after it, the stamp that completed it."""
+    try:
+        await conn.send(buffers)
+    except OSError as exc:
+        # A server may answer early (413, 400) and stop reading the body: with its reply
+        # already here, that reply is the outcome, as aiohttp would report it.
+        if not conn.has_unread:
+            if isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+                raise NoReplyError(f"connection closed while sending the request ({exc})") from exc
+            raise
+    return await _read_head(conn)
 
 
 async def _read_head(conn: KernelConnection) -> tuple[ResponseHead, bytes, int]:
     """The final (non-1xx) response head, the bytes after it, and the stamp that completed it."""
     buf = b""
     t_ns = 0
+    answered = False  # a reply byte arrived: a close from here on is the server's doing
     while True:
         parsed = ResponseHead.parse(buf) if buf else None
         if parsed is not None:
@@ -144,10 +170,18 @@ async def _read_head(conn: KernelConnection) -> tuple[ResponseHead, bytes, int]:
             if 100 <= head.status < 200 and head.status != 101:
                 continue  # 100 Continue, 103 Early Hints: the real head follows
             return head, buf, t_ns
-        got = await conn.receive()
+        try:
+            got = await conn.receive()
+        except ConnectionResetError as exc:
+            if answered:
+                raise
+            raise NoReplyError(f"connection reset before any reply ({exc})") from exc
         if got is None:
-            raise PeerClosedError("server closed the connection before a complete reply head")
+            if answered:
+                raise PeerClosedError("server closed the connection before a complete reply head")
+            raise NoReplyError("server closed the connection before replying")
         t_ns, data = got
+        answered = True
         buf = buf + data if buf else data
 
 
@@ -172,6 +206,11 @@ class KernelExchange(HttpExchange):
         self._decoder = decoder
         self._rest: bytes | None = rest  # body bytes that came in the head's read
         self._timeout_s = timeout_s
+
+    @property
+    def idle_s(self) -> float | None:
+        """How long the server's Keep-Alive header lets the connection idle, if it says."""
+        return self._head.idle_s
 
     @property
     def reusable(self) -> bool:

@@ -25,6 +25,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -770,3 +771,28 @@ class TransformersServe(_ServerProcess):
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "TRANSFORMERS_OFFLINE": "1",
         }
+
+
+class SimProcess(_ServerProcess):
+    """`agentload sim` as its own process: a backend for a gateway, or a target for the CLI."""
+
+    name = "agentload-sim"
+    health_path = "/health"
+    port_line = re.compile(r"on http://127\.0\.0\.1:(\d+)/v1")
+
+    def __init__(
+        self,
+        *,
+        preset: str = "fast",
+        extra_args: Sequence[str] = (),
+        log_dir: Path | None = None,
+        start_timeout_s: float = 60.0,
+    ) -> None:
+        super().__init__(log_dir=log_dir, start_timeout_s=start_timeout_s)
+        self.model = "agentload-sim"
+        self.preset = preset
+        self.extra_args = tuple(extra_args)
+
+    def _command(self, port: int) -> list[str]:
+        return [sys.executable, "-m", "loadgen", "sim", "--port", str(port),
+                "--preset", self.preset, *self.extra_args]  # fmt: skip

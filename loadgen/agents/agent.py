@@ -24,6 +24,7 @@ from loadgen.protocol import (
     chat_body,
     completions_body,
     encode_function_call_output,
+    encode_input_message,
     encode_message,
     encode_tools,
     responses_body,
@@ -68,6 +69,9 @@ class StepPlan:
     delay_s: float = 0.0  # think time before sending (unscaled)
     tools: Mapping[str, dict[str, Any] | None] | None = None  # for validating tool calls
     continues_history: bool = True  # prompt must hold at least the last prompt + reply
+    # Of what was appended since the last plan, the tokens that are model output (sub-agent
+    # findings): a server tokenizes them unlike the agent's own text.
+    model_text_tokens: int = 0
     uses_server_state: bool = False  # carries previous_response_id
 
 
@@ -95,8 +99,9 @@ class Agent:
         self.server_window: int | None = None  # the server's window, in this agent's tokens
         self.server_ratio = 1.0  # server-counted / estimated prompt tokens
         self.failed_in_a_row = 0  # consecutive failed sessions (the runtime backs off)
+        self._model_text_tokens = 0  # model output appended since the last plan
         self.memory: list[str] = []
-        self.conversation = Conversation()
+        self.conversation = Conversation(items=params.api == "responses")
         self.session_id = ""
         self.sessions_started = 0
         self.last_response_id: str | None = None
@@ -123,7 +128,7 @@ class Agent:
         resume = self._server_held() and p.memory and self.last_response_id is not None
         if not resume:
             self.last_response_id = None
-            self.conversation = Conversation()
+            self.conversation = Conversation(items=p.api == "responses")
             self._pending = []
             self._prompt_parts = []
             self._add("system", self._system_prompt())
@@ -172,8 +177,10 @@ class Agent:
             delay_s=self._next_delay,
             tools={n: t.parameters for n, t in self._tools.items()} if offer_tools else None,
             uses_server_state=self.last_response_id is not None,
+            model_text_tokens=self._model_text_tokens,
         )
         self._next_delay = 0.0
+        self._model_text_tokens = 0
         return plan
 
     def apply_reply(self, reply: Reply) -> list[ToolInvocation]:
@@ -245,7 +252,9 @@ class Agent:
             f"sub-agent {i + 1}: " + " ".join(text.split()[:n])
             for i, (text, n) in enumerate(zip(results, tokens, strict=True))
         ]
+        before = self.conversation.tokens
         self._add("user", "sub-agent results:\n" + "\n".join(parts))
+        self._model_text_tokens += self.conversation.tokens - before
         self._next_kind = "subagent_result"
 
     # -- context management -----------------------------------------------------------------
@@ -291,7 +300,7 @@ class Agent:
                 self.model, messages, max_tokens=n, min_tokens=forced, ignore_eos=ignore_eos
             )
         elif p.api == "responses":
-            messages = [*history, encode_message("user", ask)]
+            messages = [*history, encode_input_message("user", ask)]
             body = responses_body(
                 self.model,
                 messages,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from loadgen.protocol import ToolCall, count_tokens, encode_message
+from loadgen.protocol import ToolCall, count_tokens, encode_input_message, encode_message
 
 __all__ = ["MESSAGE_OVERHEAD_TOKENS", "Conversation", "message_tokens"]
 
@@ -29,9 +29,14 @@ def message_tokens(content: str | None, tool_calls: Sequence[ToolCall] | None = 
 class Conversation:
     """Append-only history (until compaction) with the agent's own token estimate."""
 
-    __slots__ = ("_counts", "_messages", "tokens")
+    __slots__ = ("_counts", "_items", "_messages", "tokens")
 
-    def __init__(self) -> None:
+    def __init__(self, *, items: bool = False) -> None:
+        """`items`: Responses-API input items (`"type": "message"`), not chat messages."""
+        # Servers differ on untyped Responses input: OpenAI and vLLM accept a bare
+        # {"role", "content"}, llama.cpp refuses an assistant one ("Cannot determine type of
+        # 'item'"). Typed items are what every one of them accepts.
+        self._items = items
         self._messages: list[bytes] = []
         self._counts: list[int] = []  # estimated tokens of each message
         self.tokens = 0
@@ -55,11 +60,11 @@ class Conversation:
         """Encode and append one message; returns its bytes (server-held mode sends just it)."""
         # orjson's bytes carry up to ~8x their length in spare allocation; a kept message
         # holds it for the session's life, so copy it to its exact size once.
-        encoded = bytes(
-            memoryview(
-                encode_message(role, content, tool_calls=tool_calls, tool_call_id=tool_call_id)
-            )
-        )
+        if self._items and not tool_calls and tool_call_id is None:
+            raw = encode_input_message(role, content or "")
+        else:
+            raw = encode_message(role, content, tool_calls=tool_calls, tool_call_id=tool_call_id)
+        encoded = bytes(memoryview(raw))
         count = message_tokens(content, tool_calls)
         self._messages.append(encoded)
         self._counts.append(count)

@@ -162,7 +162,22 @@ async def detect_server_state(
         ),
         "a chained Responses request",
     )
-    if follow.ok:
+    first_usage, follow_usage = first.usage, follow.usage
+    if (
+        follow.ok
+        and first_usage is not None
+        and follow_usage is not None
+        and follow_usage.prompt_tokens < first_usage.prompt_tokens + first_usage.completion_tokens
+    ):
+        # Accepted, but the chained prompt does not hold the response it chains on: the
+        # server ignores previous_response_id (transformers serve does), and every session
+        # would lose its history silently.
+        capabilities.refuse_server_state(
+            f"previous_response_id accepted but ignored: a chained prompt of "
+            f"{follow_usage.prompt_tokens} tokens after a response of "
+            f"{first_usage.prompt_tokens} + {first_usage.completion_tokens}"
+        )
+    elif follow.ok:
         capabilities.server_state = True
     elif follow.unsupported is not None:
         capabilities.refuse_server_state(follow.error or "previous_response_id refused")

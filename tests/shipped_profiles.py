@@ -1,0 +1,82 @@
+"""Running every shipped profile through the real CLI against a real server, and judging it.
+
+Used by the test_real_*_profiles files: each runs all of them against one kind of server.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loadgen.profile.loader import builtin_profiles
+
+PROFILES = sorted(builtin_profiles())
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
+
+# Failures a server's own reply says it caused: it refused a prompt as too long (its words
+# are in the message), it reported fewer cached tokens than the session resent (its usage
+# says so), its model emitted tool-call arguments that do not parse (its output).
+SERVER_CAUSED = frozenset({"context_overflow", "cache_miss", "malformed_tool_call"})
+
+
+@dataclass
+class ProfileRun:
+    """What one `agentload run` of a shipped profile left behind."""
+
+    name: str
+    returncode: int
+    stdout: str
+    stderr: str
+    summary: dict[str, Any]
+    steps: list[dict[str, Any]]
+
+    def failures(self) -> dict[str, int]:
+        return {k: n for k, n in self.summary["state_failures"].items() if n}
+
+
+def run_profile(
+    name: str, target: str, model: str, out: Path, *, duration: str = "8s", agents: int = 3
+) -> ProfileRun:
+    """`agentload run NAME` against `target`, scaled to a CPU server: a few agents (or one
+    session a second for open-loop profiles) for `duration`."""
+    spec = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
+    load = ["--agents", str(agents)]
+    if spec["arrival"]["mode"] == "open":
+        # Sessions start one a second; a CPU server needs a while to finish the first ones.
+        load = ["--rate", "1"]
+        duration = f"{2 * float(duration.removesuffix('s')):g}s"
+    result = subprocess.run(
+        [sys.executable, "-m", "loadgen", "run", name, "--target", target, "--model", model,
+         "--duration", duration, *load, "--quiet", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), f"{name}: exit {result.returncode}\n{result.stderr}"
+    summary = json.loads((out / "summary.json").read_text())
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    return ProfileRun(name, result.returncode, result.stdout, result.stderr, summary, steps)
+
+
+def assert_only_server_caused(run: ProfileRun) -> None:
+    """Every failure of the run is one the server's own reply shows; the run measured work."""
+    summary = run.summary
+    why = json.dumps(summary.get("failure_reasons"), indent=1)
+    assert "run_failed" not in summary, f"{run.name}: {summary['run_failed']}"
+    assert summary["requests"]["ok"] > 0, f"{run.name}: nothing succeeded\n{why}"
+    invented = {k: n for k, n in run.failures().items() if k not in SERVER_CAUSED}
+    assert not invented, f"{run.name}: failures the server did not cause: {invented}\n{why}"
+    for step in run.steps:
+        for kind in step["failures"]:
+            if kind == "context_overflow":
+                # The server's refusal, in its words (or the agent's own window, said so).
+                error = step.get("error") or ""
+                assert step["http_status"] == 400 or "agent's own" in error, step
+                assert "context" in error.lower(), step
+            elif kind == "cache_miss":
+                assert step["cached_tokens"] is not None, step  # the server's own count
+    assert "Traceback" not in run.stderr, run.stderr

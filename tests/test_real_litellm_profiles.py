@@ -1,0 +1,67 @@
+"""Every shipped profile through the LiteLLM proxy, in front of the simulator and of
+llama-server: a gateway's framing and errors are read right, and no failure is invented."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from real_servers import LiteLLMProxy, LlamaServer, SimProcess, write_tiny_gguf
+from shipped_profiles import PROFILES, assert_only_server_caused, run_profile
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def proxy_to_sim() -> Iterator[LiteLLMProxy]:
+    with SimProcess() as sim, LiteLLMProxy([(sim.base_url, sim.model)]) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def proxy_to_llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiteLLMProxy]:
+    model = write_tiny_gguf(tmp_path_factory.mktemp("model") / "tiny.gguf")
+    with (
+        LlamaServer(model, ctx=4 * 32768, parallel=4) as llama,
+        LiteLLMProxy([(llama.base_url, llama.model)]) as proxy,
+    ):
+        yield proxy
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_shipped_profile_through_litellm_to_the_sim_has_only_failures_the_server_caused(
+    proxy_to_sim: LiteLLMProxy, profile: str, tmp_path: Path
+) -> None:
+    run = run_profile(profile, proxy_to_sim.base_url, proxy_to_sim.model, tmp_path / profile)
+    assert_only_server_caused(run)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_shipped_profile_through_litellm_to_llama_server_has_only_failures_the_server_caused(
+    proxy_to_llama: LiteLLMProxy, profile: str, tmp_path: Path
+) -> None:
+    run = run_profile(profile, proxy_to_llama.base_url, proxy_to_llama.model, tmp_path / profile)
+    assert_only_server_caused(run)
+
+
+def test_a_wrong_model_name_exits_3_with_the_gateways_words(
+    proxy_to_sim: LiteLLMProxy, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "loadgen", "run", "ci-smoke", "--target", proxy_to_sim.base_url,
+         "--model", "no-such-model", "--duration", "5s", "--quiet", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "no-such-model" in lines[0]  # LiteLLM's own message names the model it refused
+    assert "check --model" in lines[0]
+    assert (
+        not (tmp_path / "summary.json").exists()
+        or json.loads((tmp_path / "summary.json").read_text())["requests"]["total"] == 0
+    )

@@ -598,11 +598,13 @@ class LiteLLMProxy(_ServerProcess):
         model: str = "agentload-proxy",
         router_settings: Mapping[str, Any] | None = None,
         extra_config: Mapping[str, Any] | None = None,
+        extra_args: Sequence[str] = (),
         log_dir: Path | None = None,
         start_timeout_s: float = 90.0,
     ) -> None:
         # Before anything is created: a missing server skips (or fails) the test here.
         self.executable = require("litellm")
+        self.extra_args = tuple(extra_args)  # e.g. ("--keepalive_timeout", "1")
         super().__init__(log_dir=log_dir, start_timeout_s=start_timeout_s)
         self.backends = [Backend(*backend) for backend in backends]
         self.model = model
@@ -632,6 +634,7 @@ class LiteLLMProxy(_ServerProcess):
             "--host", "127.0.0.1",
             "--port", str(port),
             "--num_workers", "1",
+            *self.extra_args,
         ]  # fmt: skip
 
     def _env(self) -> dict[str, str]:

@@ -65,3 +65,57 @@ def test_a_wrong_model_name_exits_3_with_the_gateways_words(
         not (tmp_path / "summary.json").exists()
         or json.loads((tmp_path / "summary.json").read_text())["requests"]["total"] == 0
     )
+
+
+def test_agents_pausing_about_1s_at_a_1s_idle_timeout_see_no_connection_error(
+    tmp_path: Path,
+) -> None:
+    # uvicorn (LiteLLM's server, as vLLM's and SGLang's) closes idle connections silently;
+    # here after 1 s, while agents pause 0.8-1.2 s between requests: every reuse races the
+    # close. Both transports, side by side.
+    profile = tmp_path / "pauses.yaml"
+    profile.write_text(
+        "name: pauses\nduration: 20s\nseed: 5\ntime_scale: 1\n"
+        "arrival: {mode: closed, agents: 4}\n"
+        "agents:\n  - kind: support\n    params:\n"
+        "      output_tokens: 12\n      turns: 6\n"
+        "      think_time_s: {uniform: [0.8, 1.2]}\n"
+        "      idle_between_sessions_s: {uniform: [0.8, 1.2]}\n"
+    )
+    with (
+        SimProcess() as sim,
+        LiteLLMProxy([(sim.base_url, sim.model)], extra_args=["--keepalive_timeout", "1"]) as proxy,
+    ):
+        runs = {}
+        for name, flags in (("kernel", []), ("aiohttp", ["--no-kernel-timestamps"])):
+            out = tmp_path / name
+            runs[name] = (
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "loadgen",
+                        "run",
+                        str(profile),
+                        "--target",
+                        proxy.base_url,
+                        "--model",
+                        proxy.model,
+                        "--quiet",
+                        "--out",
+                        str(out),
+                        *flags,
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+                out,
+            )
+        for name, (proc, out) in runs.items():
+            _stdout, stderr = proc.communicate(timeout=300)
+            assert proc.returncode == 0, (name, stderr)
+            summary = json.loads((out / "summary.json").read_text())
+            assert summary["requests"]["total"] >= 30, (name, summary["requests"])
+            assert summary["state_failures"]["connection_error"] == 0, (name, summary)
+            assert summary["requests"]["failed"] == 0, (name, summary["failure_reasons"])

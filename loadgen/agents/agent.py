@@ -28,6 +28,7 @@ from loadgen.protocol import (
     encode_message,
     encode_tools,
     responses_body,
+    token_pieces,
     words_for_tokens,
 )
 
@@ -327,11 +328,20 @@ class Agent:
 
     def apply_compaction(self, reply: Reply) -> None:
         """Replace the history with its summary; the server-held chain restarts from it."""
+        summary = reply.text
+        if self.server_window is not None:
+            # A summary must leave the window far from its compaction threshold, or the very
+            # next step compacts again; a model's text may count larger than it was asked to
+            # be in the agent's own estimate. Keep what fits in a quarter of the window.
+            keep = self.server_window // 4
+            pieces = token_pieces(summary)
+            if len(pieces) > keep:
+                summary = " ".join(pieces[:keep])
         self.conversation.replace(
-            1, [("user", f"session {self.session_id} summary:"), ("assistant", reply.text)]
+            1, [("user", f"session {self.session_id} summary:"), ("assistant", summary)]
         )
         if self._prompt_parts:
-            self._prompt_parts = [self._prompt_parts[0], reply.text]
+            self._prompt_parts = [self._prompt_parts[0], summary]
         self.last_response_id = None
         self._pending = []
 

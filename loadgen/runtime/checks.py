@@ -66,12 +66,15 @@ class SessionBaseline:
         """The least prompt the server should count now, and what was appended (its tokens)."""
         if self.prompt_tokens is None or not plan.continues_history:
             return None
-        appended = plan.context_tokens - self.estimated_prompt - self.estimated_reply
-        # The reply comes back as history; random-weight or reasoning models' replies may
-        # re-tokenize shorter than they were generated (or lose their thinking to the
-        # template), so take the smaller of the two counts of it.
-        reply = min(self.completion_tokens, round(self.estimated_reply * self.ratio))
-        added = round(max(appended, 0) * self.ratio)
+        appended = max(plan.context_tokens - self.estimated_prompt - self.estimated_reply, 0)
+        # Model output comes back as history (the reply, sub-agents' findings): the ratio
+        # learned on the agent's own text does not hold for it, and random-weight or
+        # reasoning models' output may re-tokenize shorter than generated (or lose its
+        # thinking to the template). Counted at the least of the plausible figures.
+        model_ratio = min(self.ratio, 1.0)
+        reply = min(self.completion_tokens, round(self.estimated_reply * model_ratio))
+        model_text = min(plan.model_text_tokens, appended)
+        added = round((appended - model_text) * self.ratio + model_text * model_ratio)
         return self.prompt_tokens + reply + added, added
 
 

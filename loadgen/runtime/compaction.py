@@ -6,8 +6,9 @@ from loadgen.agents import Agent
 
 __all__ = ["compaction_budget"]
 
-# Of the server's window, the summary may take at most this share; the history the rest.
-_SUMMARY_SHARE = 0.4
+# Of the server's window, the summary may take at most this share (the history the rest):
+# the compacted history must sit well below the compaction threshold.
+_SUMMARY_SHARE = 0.25
 # Headroom for the estimate being off (tokenizers differ) and for the request's own message.
 _HEADROOM = 0.9
 _ASK_TOKENS = 32

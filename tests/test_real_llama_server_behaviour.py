@@ -1,0 +1,133 @@
+"""What agentload reads from llama-server under conditions that used to invent failures:
+requests back to back on connections it closes, a window of 2,048 tokens, caching off."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from real_servers import LlamaServer, write_tiny_gguf
+
+pytestmark = pytest.mark.slow
+
+AGENTLOAD = [sys.executable, "-m", "loadgen"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_gguf(tmp_path_factory.mktemp("model") / "tiny.gguf")
+
+
+def _profile(path: Path, duration: str, agents: int, **params: Any) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": path.stem,
+                "duration": duration,
+                "seed": 3,
+                "time_scale": 0.01,
+                "arrival": {"mode": "closed", "agents": agents},
+                "agents": [{"kind": "coding", "params": params}],
+            }
+        )
+    )
+    return path
+
+
+def _start(profile: Path, target: str, out: Path, *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*AGENTLOAD, "run", str(profile), "--target", target, "--quiet", "--out", str(out),
+         *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen[str], out: Path) -> dict[str, Any]:
+    _stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode in (0, 1), stderr
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return summary
+
+
+@pytest.fixture(scope="module")
+def llama_server(model: Path) -> Iterator[LlamaServer]:
+    with LlamaServer(model, ctx=4 * 16384, parallel=4) as server:
+        yield server
+
+
+def test_requests_back_to_back_for_25s_see_no_connection_error_on_either_transport(
+    llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    # llama-server advertises keep-alive yet closes the connection after every streamed
+    # reply; both transports send the next request at once, for 25 s, side by side.
+    profile = _profile(
+        tmp_path / "back-to-back.yaml", "25s", 2,
+        system_prompt_tokens=200, turns=3, steps_per_turn=4, output_tokens=24,
+        tool_result_tokens=60, think_time_s=0, tool_latency_s=0,
+    )  # fmt: skip
+    runs = {
+        name: (_start(profile, llama_server.base_url, tmp_path / name, *flags), tmp_path / name)
+        for name, flags in (("kernel", []), ("aiohttp", ["--no-kernel-timestamps"]))
+    }
+    for name, (proc, out) in runs.items():
+        summary = _finish(proc, out)
+        assert summary["target"]["timestamps"] == ("kernel" if name == "kernel" else "event_loop")
+        assert summary["requests"]["total"] >= 100, (name, summary["requests"])
+        assert summary["state_failures"]["connection_error"] == 0, (name, summary)
+        assert summary["requests"]["failed"] == 0, (name, summary["failure_reasons"])
+
+
+def test_a_2048_token_window_is_recovered_by_compaction_without_invented_failures(
+    model: Path, tmp_path: Path
+) -> None:
+    profile = _profile(
+        tmp_path / "small-window.yaml", "45s", 2,
+        system_prompt_tokens=150, turns=3, steps_per_turn=6, user_tokens=40,
+        output_tokens={"uniform": [24, 64]}, tool_result_tokens=120,
+        think_time_s=0, tool_latency_s=0,
+    )  # fmt: skip
+    out = tmp_path / "run"
+    with LlamaServer(model, ctx=2048, parallel=1) as server:
+        summary = _finish(_start(profile, server.base_url, out, "--storm-stop", "0"), out)
+    failures = summary["state_failures"]
+    reasons = json.dumps(summary["failure_reasons"], indent=1)
+    # The server refused prompts past its window, in its own words...
+    assert failures["context_overflow"] > 0, reasons
+    assert "exceeds the available context size" in reasons
+    assert summary["target"]["context_window_tokens"] == 2048
+    # ... and compaction sized to that window recovered them.
+    assert summary["recoveries"]["context_overflow"] > 0, reasons
+    assert summary["sessions"]["completed"] > 0
+    # agentload's own requests caused nothing: no compaction mistaken for a truncation, no
+    # summary or step asking for more output than the window leaves.
+    assert failures["context_truncated"] == 0, reasons
+    assert failures["abnormal_finish"] == 0, reasons
+    # Sessions are not replaced in a storm: 2 agents, each session many steps.
+    assert summary["sessions"]["started"] <= 2 * 12, summary["sessions"]
+
+
+def test_a_server_with_prompt_caching_off_is_reported_once_not_missed_per_step(
+    model: Path, tmp_path: Path
+) -> None:
+    profile = _profile(
+        tmp_path / "no-cache.yaml", "10s", 2,
+        system_prompt_tokens=400, turns=2, steps_per_turn=3, output_tokens=24,
+        tool_result_tokens=80, think_time_s=0, tool_latency_s=0,
+    )  # fmt: skip
+    out = tmp_path / "run"
+    with LlamaServer(model, ctx=2 * 16384, parallel=2, extra_args=["--no-cache-prompt"]) as s:
+        proc = subprocess.run(
+            [*AGENTLOAD, "run", str(profile), "--target", s.base_url, "--out", str(out)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"]["ok"] > 10
+    assert summary["prefix_cache"]["state"] in ("off", "not reported"), summary["prefix_cache"]
+    assert summary["state_failures"]["cache_miss"] == 0
+    assert "prefix caching  off or not reported" in proc.stdout

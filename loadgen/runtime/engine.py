@@ -94,8 +94,14 @@ async def discover_model(transport: Transport) -> str:
         ) from exc
 
 
-async def _probe(transport: Transport, api: Api, body: list[bytes], what: str) -> Reply:
-    """Send one start-up probe; TargetUnreachableError when the target cannot serve the run."""
+async def _probe(
+    transport: Transport, api: Api, body: list[bytes], what: str, *, refusals: bool = True
+) -> Reply:
+    """Send one start-up probe; TargetUnreachableError when the target cannot serve the run.
+
+    `refusals`: a 404 or a refused model is fatal too (not for a chained request, whose 404
+    is about the response it names, not the model).
+    """
     url = transport.target.base_url
     try:
         async with asyncio.timeout(_PROBE_TIMEOUT_S):
@@ -112,7 +118,8 @@ async def _probe(transport: Transport, api: Api, body: list[bytes], what: str) -
         raise TargetUnreachableError(
             f"{url} refused the API key (HTTP {status}): {reply.error}; check --api-key"
         )
-    if status == 404 or (status in (400, 422) and _MODEL_REFUSED.search(reply.error or "")):
+    refused = status == 404 or (status in (400, 422) and _MODEL_REFUSED.search(reply.error or ""))
+    if refusals and refused:
         raise TargetUnreachableError(
             f"{url} refused {what} (HTTP {status}): {reply.error}; check --model and --target"
         )
@@ -161,6 +168,7 @@ async def detect_server_state(
             max_output_tokens=3,
         ),
         "a chained Responses request",
+        refusals=False,
     )
     first_usage, follow_usage = first.usage, follow.usage
     if (

@@ -101,14 +101,17 @@ class SessionRunner:
             raise
         except Exception as exc:
             # The agent's own code raised: its session cannot go on, the run can.
-            outcome, error = SessionOutcome.FAILED, self._agent_error(exc, agent, label, tally)
+            outcome, error = (
+                SessionOutcome.FAILED,
+                self._agent_error(exc, agent, label, session_id, tally),
+            )
         finally:
             try:
                 agent.end_session()
             except Exception as exc:
                 if outcome != SessionOutcome.FAILED:
                     outcome = SessionOutcome.FAILED
-                    error = self._agent_error(exc, agent, label, tally)
+                    error = self._agent_error(exc, agent, label, session_id, tally)
             agent.failed_in_a_row = (
                 agent.failed_in_a_row + 1 if outcome == SessionOutcome.FAILED else 0
             )
@@ -133,7 +136,9 @@ class SessionRunner:
             self.sink.session(record)
         return record
 
-    def _agent_error(self, exc: Exception, agent: Agent, label: str, tally: _Tally) -> str:
+    def _agent_error(
+        self, exc: Exception, agent: Agent, label: str, session_id: str, tally: _Tally
+    ) -> str:
         """Record an exception from agent code as a step of kind agent_error; its message."""
         message = f"{type(exc).__name__} in agent {type(agent).__name__}: {exc}"
         key = (label, type(exc).__name__)
@@ -146,7 +151,7 @@ class SessionRunner:
         tally.steps += 1
         self.sink.step(
             StepRecord(
-                session_id=agent.session_id,
+                session_id=session_id,
                 agent=label,
                 step=tally.steps - 1,
                 kind="agent_error",

@@ -70,3 +70,55 @@ def test_failed_sessions_are_replaced_after_a_backoff_not_in_a_storm(tmp_path: P
     # started hundreds; with the doubling pause before each replacement, a few each.
     assert summary["sessions"]["started"] <= 12 * 6
     assert result.returncode == 1
+
+
+def test_a_refused_key_at_start_up_exits_3_with_the_servers_words_and_no_key(
+    tmp_path: Path,
+) -> None:
+    key = "sk-live-SECRET0123456789abcdef"
+    with subprocess.Popen(
+        [sys.executable, "-c", REFUSING_SERVER], stdout=subprocess.PIPE, text=True
+    ) as server:
+        try:
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            result = subprocess.run(
+                [*AGENTLOAD, "run", "ci-smoke", "--target", f"http://127.0.0.1:{port}/v1",
+                 "--model", "m", "--api-key", key, "--quiet", "--out", str(tmp_path / "out")],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+        finally:
+            server.terminate()
+    assert result.returncode == 3, result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1, line
+    assert "HTTP 401" in line
+    assert "Incorrect API key provided" in line  # the server's own words
+    assert key not in line
+    assert "[redacted]" in line
+
+
+# An OpenAI-style server that refuses every key, echoing it back as OpenAI's API does.
+REFUSING_SERVER = """
+import json, socket
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Refuse(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        body = json.dumps({"error": {"message": f"Incorrect API key provided: {key}.",
+                                     "type": "invalid_request_error"}}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer(("127.0.0.1", 0), Refuse)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""

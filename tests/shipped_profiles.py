@@ -62,6 +62,22 @@ def run_profile(
     return ProfileRun(name, result.returncode, result.stdout, result.stderr, summary, steps)
 
 
+def start_run(profile: str | Path, target: str, out: Path, *flags: str) -> subprocess.Popen[str]:
+    """`agentload run PROFILE --target TARGET` started in the background (--quiet)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "loadgen", "run", str(profile), "--target", target, "--quiet",
+         "--out", str(out), *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def finish_run(proc: subprocess.Popen[str], out: Path, codes: tuple[int, ...] = (0, 1)) -> Any:
+    """Wait for a run started by start_run; its summary.json."""
+    _stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode in codes, stderr
+    return json.loads((out / "summary.json").read_text())
+
+
 def assert_only_server_caused(run: ProfileRun) -> None:
     """Every failure of the run is one the server's own reply shows; the run measured work."""
     summary = run.summary

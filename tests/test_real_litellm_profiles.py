@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 from real_servers import LiteLLMProxy, LlamaServer, SimProcess, write_tiny_gguf
-from shipped_profiles import PROFILES, assert_only_server_caused, run_profile
+from shipped_profiles import (
+    PROFILES,
+    assert_only_server_caused,
+    finish_run,
+    run_profile,
+    start_run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -86,36 +92,14 @@ def test_agents_pausing_about_1s_at_a_1s_idle_timeout_see_no_connection_error(
         SimProcess() as sim,
         LiteLLMProxy([(sim.base_url, sim.model)], extra_args=["--keepalive_timeout", "1"]) as proxy,
     ):
-        runs = {}
-        for name, flags in (("kernel", []), ("aiohttp", ["--no-kernel-timestamps"])):
-            out = tmp_path / name
-            runs[name] = (
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "loadgen",
-                        "run",
-                        str(profile),
-                        "--target",
-                        proxy.base_url,
-                        "--model",
-                        proxy.model,
-                        "--quiet",
-                        "--out",
-                        str(out),
-                        *flags,
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                ),
-                out,
+        runs = {
+            name: start_run(
+                profile, proxy.base_url, tmp_path / name, "--model", proxy.model, *flags
             )
-        for name, (proc, out) in runs.items():
-            _stdout, stderr = proc.communicate(timeout=300)
-            assert proc.returncode == 0, (name, stderr)
-            summary = json.loads((out / "summary.json").read_text())
+            for name, flags in (("kernel", []), ("aiohttp", ["--no-kernel-timestamps"]))
+        }
+        for name, proc in runs.items():
+            summary = finish_run(proc, tmp_path / name, codes=(0,))
             assert summary["requests"]["total"] >= 30, (name, summary["requests"])
             assert summary["state_failures"]["connection_error"] == 0, (name, summary)
             assert summary["requests"]["failed"] == 0, (name, summary["failure_reasons"])

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from real_servers import LlamaServer, write_tiny_gguf
+from shipped_profiles import finish_run, start_run
 
 pytestmark = pytest.mark.slow
 
@@ -40,21 +41,6 @@ def _profile(path: Path, duration: str, agents: int, **params: Any) -> Path:
     return path
 
 
-def _start(profile: Path, target: str, out: Path, *flags: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*AGENTLOAD, "run", str(profile), "--target", target, "--quiet", "--out", str(out),
-         *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def _finish(proc: subprocess.Popen[str], out: Path) -> dict[str, Any]:
-    _stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode in (0, 1), stderr
-    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
-    return summary
-
-
 @pytest.fixture(scope="module")
 def llama_server(model: Path) -> Iterator[LlamaServer]:
     with LlamaServer(model, ctx=4 * 16384, parallel=4) as server:
@@ -72,11 +58,11 @@ def test_requests_back_to_back_for_25s_see_no_connection_error_on_either_transpo
         tool_result_tokens=60, think_time_s=0, tool_latency_s=0,
     )  # fmt: skip
     runs = {
-        name: (_start(profile, llama_server.base_url, tmp_path / name, *flags), tmp_path / name)
+        name: (start_run(profile, llama_server.base_url, tmp_path / name, *flags), tmp_path / name)
         for name, flags in (("kernel", []), ("aiohttp", ["--no-kernel-timestamps"]))
     }
     for name, (proc, out) in runs.items():
-        summary = _finish(proc, out)
+        summary = finish_run(proc, out)
         assert summary["target"]["timestamps"] == ("kernel" if name == "kernel" else "event_loop")
         assert summary["requests"]["total"] >= 100, (name, summary["requests"])
         assert summary["state_failures"]["connection_error"] == 0, (name, summary)
@@ -94,7 +80,7 @@ def test_a_2048_token_window_is_recovered_by_compaction_without_invented_failure
     )  # fmt: skip
     out = tmp_path / "run"
     with LlamaServer(model, ctx=2048, parallel=1) as server:
-        summary = _finish(_start(profile, server.base_url, out, "--storm-stop", "0"), out)
+        summary = finish_run(start_run(profile, server.base_url, out, "--storm-stop", "0"), out)
     failures = summary["state_failures"]
     reasons = json.dumps(summary["failure_reasons"], indent=1)
     # The server refused prompts past its window, in its own words...

@@ -147,23 +147,7 @@ class SessionRunner:
             logger.error("agent %s raised; its sessions end failed (agent_error)", label,
                          exc_info=exc)  # fmt: skip
         kind = FailureKind.AGENT_ERROR
-        tally.failures[kind] += 1
-        tally.steps += 1
-        self.sink.step(
-            StepRecord(
-                session_id=session_id,
-                agent=label,
-                step=tally.steps - 1,
-                kind="agent_error",
-                api=agent.params.api,
-                started_unix=time.time(),
-                e2e_s=0.0,
-                ok=False,
-                failures=[str(kind)],
-                error=message,
-                reasons={str(kind): message},
-            )
-        )
+        self._step_without_reply(kind, "agent_error", agent, label, session_id, tally, message)
         return f"{kind}: {message}"
 
     def _share_capabilities(self, agent: Agent) -> None:
@@ -301,9 +285,17 @@ class SessionRunner:
             agent.server_ratio = ratio
             agent.server_window = max(1, int(window / ratio))
 
-    async def _react_without_reply(
-        self, kind: FailureKind, agent: Agent, label: str, session_id: str, tally: _Tally
+    def _step_without_reply(
+        self,
+        kind: FailureKind,
+        step_kind: str,
+        agent: Agent,
+        label: str,
+        session_id: str,
+        tally: _Tally,
+        message: str,
     ) -> None:
+        """Record a failure found before any request was sent, as a failed step."""
         tally.failures[kind] += 1
         tally.steps += 1
         self.sink.step(
@@ -311,16 +303,23 @@ class SessionRunner:
                 session_id=session_id,
                 agent=label,
                 step=tally.steps - 1,
-                kind="overflow",
+                kind=step_kind,
                 api=agent.params.api,
                 started_unix=time.time(),
                 e2e_s=0.0,
                 context_tokens=agent.conversation.tokens,
                 ok=False,
                 failures=[str(kind)],
-                error="the history exceeds the agent's own context window",
+                error=message,
+                reasons={str(kind): message},
             )
         )
+
+    async def _react_without_reply(
+        self, kind: FailureKind, agent: Agent, label: str, session_id: str, tally: _Tally
+    ) -> None:
+        message = "the history exceeds the agent's own context window"
+        self._step_without_reply(kind, "overflow", agent, label, session_id, tally, message)
         reaction = self.profile.reactions[kind]
         if reaction.action != "compact" or not agent.params.compaction:
             raise _SessionFailed(

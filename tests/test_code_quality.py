@@ -12,8 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "loadgen"
 
-# What each part of loadgen may import from loadgen (itself always allowed).
+# What each part of loadgen may import from loadgen (itself always allowed). Every package
+# and top-level module must be listed: a new one is placed in the layers on purpose.
 ALLOWED = {
+    "__init__": {"errors"},
+    "__main__": {"cli"},
     "errors": set(),
     "transport": {"errors"},
     "protocol": {"transport", "errors"},
@@ -79,37 +82,73 @@ def test_mypy_strict_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _loadgen_imports(path: Path) -> set[str]:
+def _loadgen_imports(path: Path) -> tuple[set[str], int]:
+    """The absolute module names `path` imports, and how many relative imports it has."""
     found = set()
+    relative = 0
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                relative += 1  # the layer check reads absolute names only
+            elif node.module:
+                names = [node.module]
         found.update(names)
-    return found
+    return found, relative
 
 
-def _layer(path: Path) -> str:
-    rel = path.relative_to(PACKAGE)
+def _layer(package: Path, path: Path) -> str:
+    rel = path.relative_to(package)
     return rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 else rel.stem
 
 
-def test_imports_point_down_the_layers() -> None:
+def layer_violations(package: Path, allowed: dict[str, set[str]]) -> list[str]:
+    """Imports that point up or sideways, parts missing from `allowed`, relative imports."""
     wrong = []
-    for path in PACKAGE.rglob("*.py"):
-        layer = _layer(path)
-        if layer not in ALLOWED:
+    root = package.parent
+    for path in sorted(package.rglob("*.py")):
+        layer = _layer(package, path)
+        where = path.relative_to(root)
+        if layer not in allowed:
+            wrong.append(f"{where}: '{layer}' is not in the layer table (ALLOWED); place it")
             continue
-        for name in _loadgen_imports(path):
+        names, relative = _loadgen_imports(path)
+        if relative:
+            wrong.append(f"{where}: {relative} relative import(s); write them absolute")
+        for name in names:
             parts = name.split(".")
-            if parts[0] != "loadgen" or len(parts) < 2:
+            if parts[0] != package.name or len(parts) < 2:
                 continue
             target = parts[1]
-            if target != layer and target not in ALLOWED[layer]:
-                wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+            if target != layer and target not in allowed[layer]:
+                wrong.append(f"{where} imports {name}")
+    return wrong
+
+
+def test_imports_point_down_the_layers() -> None:
+    wrong = layer_violations(PACKAGE, ALLOWED)
     assert not wrong, "\n".join(wrong)
+
+
+def test_a_package_missing_from_the_layer_table_is_reported(tmp_path: Path) -> None:
+    package = tmp_path / "loadgen"
+    (package / "newthing").mkdir(parents=True)
+    (package / "errors.py").write_text("")
+    (package / "newthing" / "__init__.py").write_text("from loadgen.errors import X\n")
+    assert layer_violations(package, {"errors": set()}) == [
+        "loadgen/newthing/__init__.py: 'newthing' is not in the layer table (ALLOWED); place it"
+    ]
+
+
+def test_a_relative_import_is_reported(tmp_path: Path) -> None:
+    package = tmp_path / "loadgen"
+    (package / "runtime").mkdir(parents=True)
+    (package / "runtime" / "a.py").write_text("from ..errors import X\n")
+    assert layer_violations(package, {"runtime": set()}) == [
+        "loadgen/runtime/a.py: 1 relative import(s); write them absolute"
+    ]
 
 
 def test_engine_never_imports_locust_or_gevent() -> None:
@@ -117,8 +156,8 @@ def test_engine_never_imports_locust_or_gevent() -> None:
         f"{path.relative_to(ROOT)} imports {name}"
         for path in PACKAGE.rglob("*.py")
         # The Locust adapter, and the CLI that decides when to patch, are above the engine.
-        if _layer(path) not in {"orchestration", "cli"}
-        for name in _loadgen_imports(path)
+        if _layer(PACKAGE, path) not in {"orchestration", "cli"}
+        for name in _loadgen_imports(path)[0]
         if name.split(".")[0] in {"locust", "gevent"}
     ]
     assert not offenders, "\n".join(offenders)

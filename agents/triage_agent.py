@@ -7,16 +7,24 @@ the runtime (clocks, retries, checks, records) stays the same.
 
 from __future__ import annotations
 
-from loadgen.agents import Agent, AgentParams, Distribution, ToolParams
+from loadgen.agents import (
+    Agent,
+    AgentParams,
+    Distribution,
+    ToolParams,
+    constant,
+    lognormal,
+    uniform,
+)
 
 
 class TriageParams(AgentParams):
     """An on-call triage bot: reads logs and metrics, answers briefly, rarely needs a human."""
 
     system_prompt_tokens: int = 1500
-    turns: Distribution = Distribution.model_validate(1)
-    steps_per_turn: Distribution = Distribution.model_validate({"uniform": [2, 5]})
-    output_tokens: Distribution = Distribution.model_validate({"uniform": [60, 200]})
+    turns: Distribution = constant(1)
+    steps_per_turn: Distribution = uniform(2, 5)
+    output_tokens: Distribution = uniform(60, 200)
     tools: list[ToolParams] = [
         ToolParams(
             name="query_logs",
@@ -25,7 +33,7 @@ class TriageParams(AgentParams):
                 "properties": {"service": {"type": "string"}, "minutes": {"type": "integer"}},
                 "required": ["service"],
             },
-            latency_s=Distribution.model_validate({"lognormal": {"median": 0.5, "p90": 3}}),
+            latency_s=lognormal(median=0.5, p90=3),
         ),
         ToolParams(
             name="query_metrics",
@@ -34,7 +42,7 @@ class TriageParams(AgentParams):
                 "properties": {"promql": {"type": "string"}},
                 "required": ["promql"],
             },
-            latency_s=Distribution.model_validate({"lognormal": {"median": 0.2, "p90": 1}}),
+            latency_s=lognormal(median=0.2, p90=1),
         ),
     ]
 

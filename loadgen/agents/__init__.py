@@ -9,7 +9,14 @@ from loadgen.agents.archetypes import (
     SupportAgent,
 )
 from loadgen.agents.conversation import Conversation
-from loadgen.agents.distributions import Distribution, parse_seconds
+from loadgen.agents.distributions import (
+    Distribution,
+    choice,
+    constant,
+    lognormal,
+    parse_seconds,
+    uniform,
+)
 from loadgen.agents.params import AgentParams, ToolParams
 from loadgen.agents.registry import BUILTIN_AGENTS, resolve_agent
 
@@ -27,7 +34,11 @@ __all__ = [
     "SupportAgent",
     "ToolInvocation",
     "ToolParams",
+    "choice",
+    "constant",
+    "lognormal",
     "parse_seconds",
     "resolve_agent",
     "stable_seed",
+    "uniform",
 ]

@@ -14,7 +14,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-__all__ = ["Dist", "Distribution", "parse_seconds"]
+__all__ = [
+    "Dist",
+    "Distribution",
+    "choice",
+    "constant",
+    "lognormal",
+    "parse_seconds",
+    "uniform",
+]
 
 _Z90 = 1.2815515655446004  # standard normal quantile at 0.90
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -125,3 +133,40 @@ def _coerce(value: Any) -> Any:
 Dist = Annotated[
     Distribution, BeforeValidator(_coerce), Field(description="number or distribution")
 ]
+
+
+# Builders for custom agents written in Python, reading like Locust's `between(1, 5)`:
+# `uniform(2, 5)` rather than `Distribution.model_validate({"uniform": [2, 5]})`. Each is
+# validated exactly as the YAML form is.
+
+
+def constant(value: float | str) -> Distribution:
+    """Always `value` (a number, or a duration such as "300ms")."""
+    return Distribution.model_validate(value)
+
+
+def uniform(low: float, high: float) -> Distribution:
+    """Evenly between `low` and `high`."""
+    return Distribution.model_validate({"uniform": [low, high]})
+
+
+def lognormal(
+    *,
+    median: float | str,
+    p90: float | str | None = None,
+    sigma: float | None = None,
+    low: float = 0.0,
+    high: float = math.inf,
+) -> Distribution:
+    """Long-tailed, given its median and 90th percentile (or sigma); clamped to [low, high]."""
+    shape: dict[str, Any] = {"median": median}
+    if p90 is not None:
+        shape["p90"] = p90
+    if sigma is not None:
+        shape["sigma"] = sigma
+    return Distribution.model_validate({"lognormal": shape, "low": low, "high": high})
+
+
+def choice(weights: dict[float, float]) -> Distribution:
+    """One of the given values, each with its weight: `choice({1: 0.8, 2: 0.2})`."""
+    return Distribution.model_validate({"choice": weights})

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from types import TracebackType
 from typing import Any, Protocol
 
 import aiohttp
 
+from loadgen.background import cancel_and_wait
 from loadgen.ceiling.slos import WindowSink
 from loadgen.ceiling.steadiness import Slice
 from loadgen.observe import GeneratorHealth, LatencyHistogram
@@ -151,7 +151,4 @@ class LocalDriver:
 
     async def _stop_open(self) -> None:
         task, self._open = self._open, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
+from loadgen.background import cancel_and_wait
 from loadgen.observe.histogram import LatencyHistogram
 
 __all__ = [
@@ -68,11 +68,7 @@ class GeneratorHealth:
     async def stop(self) -> None:
         """Stop the probe; what it measured stays available to `report()`."""
         probe, self._probe = self._probe, None
-        if probe is None:
-            return
-        probe.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await probe
+        await cancel_and_wait(probe)
 
     async def __aenter__(self) -> GeneratorHealth:
         await self.start()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
+
+from loadgen.background import cancel_and_wait
 
 if TYPE_CHECKING:
     from loadgen.observe.prometheus_metrics import RunMetrics
@@ -62,10 +63,7 @@ class GeneratorSampler:
         tb: TracebackType | None,
     ) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self.sample()  # the final values: users at the end, the last arrival lags
 
     async def _run(self) -> None:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -16,6 +15,8 @@ from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+
+from loadgen.background import cancel_and_wait
 
 __all__ = [
     "KV_CACHE_BINDING",
@@ -261,10 +262,7 @@ class TargetMetricsSampler:
     ) -> None:
         task, self._task = self._task, None
         try:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
             if exc_type is None:
                 await self.sample()  # the end values every delta is taken to
         finally:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from loadgen.background import cancel_and_wait
 from loadgen.observe import RunStats
 from loadgen.observe.live_observation import LiveObservation, ObservationSettings
 from loadgen.profile.loader import LoadedProfile
@@ -97,9 +98,7 @@ async def _progress(options: RunOptions, stats: RunStats, t0: float, total: floa
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 def progress_line(stats: RunStats, elapsed: float, total: float) -> str:

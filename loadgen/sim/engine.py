@@ -11,11 +11,11 @@ loop clock so that Python overhead does not stretch the modelled hardware.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from loadgen.background import cancel_and_wait
 from loadgen.sim.config import SimConfig
 from loadgen.sim.kv_cache import KVCache
 from loadgen.sim.step_time import StepWork, step_seconds
@@ -145,11 +145,8 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop the loop and end every sequence still in it."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         for seq in [*self.running, *self.waiting]:
             seq.aborted = True
             seq.notify()

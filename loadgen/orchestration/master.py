@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import time
 from typing import Any
 
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+# How often a master still waiting for its workers says so.
+_ANNOUNCE_WAIT_S = 10.0
 
 
 class MasterAggregator:
@@ -164,7 +167,16 @@ def _counts(stats: RunStats) -> dict[str, Any]:
 def wait_for_workers(runner: MasterRunner, options: SwarmOptions) -> int:
     """Wait until `options.expect_workers` are ready; TargetUnreachableError past the wait."""
     deadline = time.monotonic() + options.expect_workers_max_wait_s
+    said = -1.0  # when the wait was last announced: a silent wait looks like a hang
     while len(runner.clients.ready) < options.expect_workers:
+        if time.monotonic() - said >= _ANNOUNCE_WAIT_S:
+            said = time.monotonic()
+            print(
+                f"agentload: master waiting for workers: {len(runner.clients.ready)} of "
+                f"{options.expect_workers} connected (port {options.master_bind_port})",
+                file=sys.stderr,
+                flush=True,
+            )
         reason = options.stop_waiting() if options.stop_waiting is not None else None
         if reason is not None:
             runner.quit()

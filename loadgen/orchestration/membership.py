@@ -8,6 +8,7 @@ live workers share it.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -150,7 +151,15 @@ class ListeningWorker(WorkerRunner):
         for msg_type, handler in self._early_handlers.items():
             if msg_type not in self.custom_messages:
                 self.register_message(msg_type, handler)
+        # Locust waits for the master's ack without a word: said here, a worker pointed at
+        # a master that is not there does not look hung.
+        print(
+            f"agentload: worker waiting for its master at {self.master_host}:{self.master_port}",
+            file=sys.stderr,
+            flush=True,
+        )
         super().connect_to_master()
+        print("agentload: worker connected to its master", file=sys.stderr, flush=True)
 
 
 def create_worker(

@@ -11,7 +11,7 @@ import pytest
 from loadgen.ceiling import LevelResult, Search, SearchSettings, build_slos, ceiling_document
 from loadgen.ceiling.figures import level_figures
 from loadgen.ceiling.measure import GeneratorLimits, lag_tail
-from loadgen.ceiling.result import knee
+from loadgen.ceiling.result import format_ceiling, knee
 from loadgen.ceiling.run import _goodput_fell
 from loadgen.ceiling.slos import WindowSink, goodput_caps
 from loadgen.ceiling.steadiness import (
@@ -26,7 +26,7 @@ from loadgen.errors import UsageError
 from loadgen.observe import GeneratorHealth, LatencyHistogram, RunStats
 from loadgen.observe.goodput import GoodputRule
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
-from loadgen.report.ceiling import parse_ceiling
+from loadgen.report.ceiling import ceiling_section, parse_ceiling
 
 
 def _search(capacity: float, settings: SearchSettings) -> list[float]:
@@ -293,3 +293,51 @@ def test_a_level_whose_goodput_fell_below_80_percent_of_a_held_lower_one_breaks(
     )
     unjudged = _level(16, 700, True, goodput_tokens_per_s=None)  # no session judged yet
     assert _goodput_fell(unjudged, levels) is None
+
+
+def test_a_few_late_probes_of_a_generator_using_little_cpu_are_not_saturation() -> None:
+    limits = GeneratorLimits()  # CPU saturates at its default bar, loop lag above 50 ms
+    # 3 of 152 probes late with the generator at 8% of a core: the machine was busy with
+    # something else for a moment; the generator was keeping up.
+    assert limits.reasons({"cpu_percent": 8.0}, loop_lag=_lags(152, 3)) == []
+    # A broad tail (over 5% of probes) is saturation even at low CPU...
+    assert limits.reasons({"cpu_percent": 8.0}, loop_lag=_lags(152, 9)) == [
+        "event-loop lag 80 ms or more in 8 of 152 probes (saturated above 50 ms)"
+    ]
+    # ... and a busy generator's 3 late probes still count, as before.
+    assert limits.reasons({"cpu_percent": 80.0}, loop_lag=_lags(152, 3)) == [
+        "event-loop lag 80 ms or more in 3 of 152 probes (saturated above 50 ms)"
+    ]
+
+
+def test_a_flat_pair_followed_by_growth_is_not_the_knee() -> None:
+    # Throughput stalls once between 1 and 2 agents, then keeps rising to 5x: no knee at 1.
+    levels = [
+        _level(1, 318, True),
+        _level(2, 330, True),
+        _level(4, 800, True),
+        _level(8, 1602, True),
+    ]
+    assert knee(levels) is None
+    assert knee([*levels, _level(16, 1650, True)]) == 8
+
+
+def test_a_search_where_nothing_broke_says_no_slo_broke_rather_than_ceiling() -> None:
+    table = dict.fromkeys(
+        ("ttft_p95_s", "itl_p99_s", "e2e_p95_s", "session_success_rate", "goodput", "error_rate"),
+        None,
+    )
+    doc = ceiling_document(
+        [
+            _level(2, 200, True, **table),
+            _level(4, 390, True, **table),
+            _level(8, 700, True, **table),
+        ],
+        "agents",
+        "max load reached",
+    )
+    printed = format_ceiling(doc)
+    assert "ceiling: not reached: no SLO broke up to 8 agents" in printed
+    assert "\\nceiling: 8 agents" not in printed
+    verdict = ceiling_section(parse_ceiling(doc)).note
+    assert "Ceiling not reached: no SLO broke up to 8 agents." in verdict

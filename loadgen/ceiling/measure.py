@@ -90,13 +90,19 @@ class Windows:
 MIN_LATE_SAMPLES = 3
 
 
-def lag_tail(lags: LatencyHistogram) -> tuple[float, int] | None:
-    """The lag reached by the slowest 1% of samples (at least MIN_LATE_SAMPLES of them), and
-    how many samples that is; None when there are fewer samples than that."""
+# With the generator's CPU below half its bar, lag counts only when this share of samples
+# is late (see GeneratorLimits.reasons).
+IDLE_LATE_SHARE = 0.05
+
+
+def lag_tail(lags: LatencyHistogram, share: float = 0.01) -> tuple[float, int] | None:
+    """The lag reached by the slowest `share` of samples (1%: the p99; at least
+    MIN_LATE_SAMPLES of them), and how many samples that is; None when there are fewer."""
     n = lags.count
     if n < MIN_LATE_SAMPLES:
         return None
-    late = max(n - math.ceil(0.99 * n) + 1, MIN_LATE_SAMPLES)  # p99's nearest rank, counted down
+    # The quantile's nearest rank, counted down from the slowest sample.
+    late = max(n - math.ceil((1 - share) * n) + 1, MIN_LATE_SAMPLES)
     value = lags.percentile(100.0 * (n - late + 0.5) / n)  # the late-th slowest sample
     return (value or 0.0), late
 
@@ -125,28 +131,40 @@ class GeneratorLimits:
         cpu = report.get("cpu_percent")
         if cpu is not None and cpu >= self.cpu_percent:
             out.append(f"CPU at {cpu:.0f}% of one core (saturated at {self.cpu_percent:g}%)")
-        for reason in (
-            _lag_reason("event-loop lag", "probes", loop_lag, report.get("loop_lag_p99_s"),
-                        self.loop_lag_s),
-            _lag_reason("schedule lag", "steps", schedule_lag,
-                        report.get("schedule_lag_p99_s"), self.schedule_lag_s),
+        # A generator using little of its core that still lags is on a machine busy with
+        # something else: a few late samples then say that, not that the generator cannot
+        # keep up. It takes a broad tail (IDLE_LATE_SHARE of samples) to call it saturated.
+        idle = cpu is not None and cpu < self.cpu_percent / 2
+        for what, unit, lags, p99, bar in (
+            ("event-loop lag", "probes", loop_lag, report.get("loop_lag_p99_s"), self.loop_lag_s),
+            ("schedule lag", "steps", schedule_lag, report.get("schedule_lag_p99_s"),
+             self.schedule_lag_s),
         ):  # fmt: skip
+            reason = _lag_reason(what, unit, lags, p99, bar)
+            if reason is not None and idle and lags is not None:
+                reason = _lag_reason(what, unit, lags, p99, bar, share=IDLE_LATE_SHARE)
             if reason is not None:
                 out.append(reason)
         return out
 
 
 def _lag_reason(
-    what: str, unit: str, lags: LatencyHistogram | None, p99: float | None, bar_s: float
+    what: str,
+    unit: str,
+    lags: LatencyHistogram | None,
+    p99: float | None,
+    bar_s: float,
+    share: float = 0.01,
 ) -> str | None:
-    """Why this lag is past its bar, or None: on its samples when given, else on its p99."""
+    """Why this lag is past its bar, or None: on its samples when given (the slowest
+    `share` of them), else on its p99."""
     among = None
     if lags is not None:
-        if (tail := lag_tail(lags)) is None:
+        if (tail := lag_tail(lags, share)) is None:
             return None
         p99, late = tail
         n = lags.count
-        if late != n - math.ceil(0.99 * n) + 1:  # too few samples for a p99 to be the bar
+        if late != n - math.ceil(0.99 * n) + 1:  # not the p99 itself: say how many were late
             among = f"or more in {late} of {n} {unit}"
     if p99 is None or p99 <= bar_s:
         return None

@@ -13,10 +13,13 @@ __all__ = ["CEILING_SCHEMA", "KNEE_ELASTICITY", "ceiling_document", "format_ceil
 CEILING_SCHEMA = "agentload.ceiling/1"
 # Below this, doubling the load buys less than a quarter more throughput: past the knee.
 KNEE_ELASTICITY = 0.25
+# Past the knee, no level may beat its throughput by more than this share.
+KNEE_HEADROOM = 0.1
 
 
 def knee(levels: Sequence[LevelResult]) -> float | None:
-    """The last load before the marginal throughput gain per added load falls below the bar."""
+    """The last load before the marginal throughput gain per added load falls below the bar,
+    for good: a load past which throughput still grew well beyond it is no knee."""
     ordered = sorted(levels, key=lambda lv: lv.load)
     for low, high in itertools.pairwise(ordered):
         t0, t1 = low.figures["output_tokens_per_s"], high.figures["output_tokens_per_s"]
@@ -24,7 +27,10 @@ def knee(levels: Sequence[LevelResult]) -> float | None:
             continue
         # Elasticity: relative throughput gain over relative load gain (1 = linear scaling).
         if (t1 - t0) / t0 < KNEE_ELASTICITY * (high.load - low.load) / low.load:
-            return low.load
+            beyond = max(lv.figures["output_tokens_per_s"] for lv in ordered if lv.load > low.load)
+            # One flat pair (noise, a slow level) followed by growth is not where it stops.
+            if beyond <= t0 * (1 + KNEE_HEADROOM):
+                return low.load
     return None
 
 
@@ -125,6 +131,13 @@ def format_ceiling(doc: dict[str, Any]) -> str:
     mark, unit = doc["ceiling"], doc["load_unit"]
     if mark is None:
         rows.append("ceiling: none found (no level held every SLO)")
+    elif doc["failed_first"] is None:
+        # Nothing broke above it: the search ran out of loads or time, not of capacity.
+        rows.append(
+            f"ceiling: not reached: no SLO broke up to {mark['load']:g} {unit} "
+            f"({mark['output_tokens_per_s']:.0f} output tokens/s, "
+            f"{mark['sessions_per_min']:.1f} sessions/min)"
+        )
     else:
         rows.append(
             f"ceiling: {mark['load']:g} {unit}, {mark['output_tokens_per_s']:.0f} output "

@@ -154,7 +154,10 @@ def _verdict(ceiling: Ceiling) -> str:
     unit = ceiling.load_unit
     said = []
     failed = ceiling.failed_first
-    if ceiling.ceiling_load is not None:
+    if ceiling.ceiling_load is not None and failed is None and ceiling.stopped_by:
+        # Nothing broke above it: the search ran out of loads or time, not of capacity.
+        said.append(f"Ceiling not reached: no SLO broke up to {ceiling.ceiling_load:g} {unit}.")
+    elif ceiling.ceiling_load is not None:
         # The reason repeats what failed first when that is said on its own.
         why = f" ({ceiling.reason})" if ceiling.reason and failed is None else ""
         said.append(f"Ceiling: {ceiling.ceiling_load:g} {unit}{why}.")

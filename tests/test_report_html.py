@@ -323,7 +323,7 @@ def test_a_lost_worker_is_named_in_a_warning_banner(report_dir: Path, tmp_path: 
         "Incomplete swarm: worker-1 was lost mid-run (killed, crashed or cut off): what it "
         "measured after its last report is missing from every figure of this report."
     ]
-    assert "measured · 2 of 2 workers reported" in page
+    assert "measured · 2 of 2 workers reported, 1 lost" in page
 
 
 def test_the_subtitle_counts_workers_that_joined_the_running_swarm(

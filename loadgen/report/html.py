@@ -170,7 +170,12 @@ def _workers_reported(s: Mapping[str, Any]) -> str:
     workers = s.get("workers")
     if not isinstance(workers, Mapping):
         return ""
-    return f" · {workers_reported(workers, noun='workers ')}"
+    said = f" · {workers_reported(workers, noun='workers ')}"
+    lost = workers.get("lost") or []
+    if lost:
+        # "2 of 2 reported" alone reads as complete beside the banner saying it is not.
+        said += f", {len(lost)} lost"
+    return said
 
 
 # What each onset in summary["server"]["saturation_onset_s"] means, as target_metrics decides it.

@@ -27,6 +27,7 @@ from test_observe_summary_text import (
 from loadgen.errors import UsageError
 from loadgen.report import load_results, render_report, save_summary
 from loadgen.report.ceiling import ceiling_section, parse_ceiling
+from loadgen.report.html_charts import session_label
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -358,3 +359,23 @@ def test_a_failed_run_says_why_in_a_banner(report_dir: Path, tmp_path: Path) -> 
     page = render_report(load_results(failed))
     assert '<div class="banner fail">The run failed: every one of 12 requests failed' in page
     assert "&lt;HTTP 500&gt;" in page
+
+
+@pytest.mark.parametrize(
+    ("session_id", "label"),
+    [
+        ("w0-coding-0-s9", "coding 0, session 9"),
+        ("w2-support-14-s0", "support 14, session 0 (worker 2)"),
+        ("w0-research-3-s1.2", "research 3, session 1, sub-agent 2"),
+        ("my-own-id", "my-own-id"),
+    ],
+)
+def test_context_growth_legends_name_sessions_as_readers_do(session_id: str, label: str) -> None:
+    assert session_label(session_id) == label
+
+
+def test_the_context_chart_shows_no_raw_session_ids(report_dir: Path) -> None:
+    page = render_report(load_results(report_dir))
+    chart = page.split('data-chart="context-growth"', 1)[1].split("</svg>", 1)[0]
+    assert "session" in chart
+    assert not re.search(r"w\d+-\w+-\d+-s\d+", chart)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -182,9 +183,27 @@ def _funnel(summary: Mapping[str, Any]) -> str | None:
     )
 
 
+# Session ids as the runtime makes them: w<worker>-<agent>-<slot>-s<session>[.<sub-agent>...]
+_SESSION_ID = re.compile(r"^w(\d+)-(.+)-(\d+)-s(\d+)((?:\.\d+)*)$")
+
+
+def session_label(session_id: str) -> str:
+    """A session id as a reader names it: 'coding 0, session 9' (worker and sub-agent if any)."""
+    match = _SESSION_ID.match(session_id)
+    if match is None:
+        return session_id
+    worker, agent, slot, session, subs = match.groups()
+    label = f"{agent} {slot}, session {session}"
+    if subs:
+        label += f", sub-agent {subs[1:]}"
+    if worker != "0":
+        label += f" (worker {worker})"
+    return label
+
+
 def _context(context: Mapping[str, list[tuple[int, int]]]) -> str | None:
     series = [
-        Series(sid, [(float(i), float(t)) for i, t in steps])
+        Series(session_label(sid), [(float(i), float(t)) for i, t in steps])
         for sid, steps in context.items()
         if steps
     ]

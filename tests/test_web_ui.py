@@ -176,6 +176,22 @@ def test_agent_state_rows_list_every_kind_with_the_injected_failures_counted(
 
 
 @pytest.mark.slow
+def test_the_failures_tab_says_each_failures_kind_and_why(live_ui: LiveUI) -> None:
+    def errors() -> list[dict[str, Any]]:
+        status, body = live_ui.get("/stats/requests")
+        rows: list[dict[str, Any]] = json.loads(body)["errors"] if status == 200 else []
+        return rows
+
+    wait_for("a failure in the Failures tab", lambda: bool(errors()), 30)
+    said = [row["error"] for row in errors()]
+    assert not any("RuntimeError" in text for text in said), said
+    # The injected faults, each named by its kind and followed by why.
+    assert any(text.startswith(("stream_truncated: ", "rate_limited: HTTP N")) for text in said), (
+        said
+    )
+
+
+@pytest.mark.slow
 def test_the_agents_csv_has_the_tabs_columns_and_rows(live_ui: LiveUI) -> None:
     status, body = live_ui.get(AGENTS_CSV)
     assert status == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,27 @@ from loadgen.runtime.engine import Engine, StatsSink
 from loadgen.runtime.load import OpenLoop
 from loadgen.transport import TargetConfig
 
-__all__ = ["LocustReporter", "ProcessEngine", "SwarmSettings", "process_engine"]
+__all__ = ["LocustReporter", "ProcessEngine", "StepFailure", "SwarmSettings", "process_engine"]
+
+_DIGITS = re.compile(r"\d+")
+_FAILURE_CHARS = 160
+
+
+class StepFailure(Exception):
+    """A failed step or session as Locust's Failures tab lists it: its kind and why.
+
+    Locust shows repr(exception) and groups rows by it; a plain RuntimeError showed only
+    "RuntimeError('http_error')". Numbers are masked so that messages differing only in a
+    token count or an id stay one row (the exact messages are in summary.json).
+    """
+
+    def __init__(self, kind: str, message: str | None) -> None:
+        why = _DIGITS.sub("N", message or "")[:_FAILURE_CHARS]
+        super().__init__(f"{kind}: {why}" if why else kind)
+
+    def __repr__(self) -> str:
+        return str(self)
+
 
 _CREATE_LOCK = gevent.lock.Semaphore()
 
@@ -86,7 +107,10 @@ class LocustReporter:
 
     def step(self, record: StepRecord) -> None:
         """One step as one Locust request."""
-        exception = None if record.ok else RuntimeError(",".join(record.failures) or "failed")
+        exception = None
+        if not record.ok:
+            kind = next(iter(record.failures), "failed")
+            exception = StepFailure(kind, record.reasons.get(kind) or record.error)
         kwargs = {
             "request_type": "STEP",
             "name": f"{record.agent} {record.kind}",
@@ -103,7 +127,7 @@ class LocustReporter:
             return  # stopped by the client: not a server failure, not a latency sample
         exception = None
         if record.outcome == SessionOutcome.FAILED:
-            exception = RuntimeError(record.error or "session failed")
+            exception = StepFailure("session failed", record.error)
         kwargs = {
             "request_type": "SESSION",
             "name": record.agent,

@@ -9,6 +9,7 @@ The row-building tests below them need no process.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -153,7 +154,9 @@ def test_stats_requests_carries_an_agents_row_per_archetype_and_a_total(
     # The engine counts the run's total before the agent's, and rows read agents first.
     assert total["steps"] >= sum(row["steps"] for row in agents)
     assert total["tokens"] > 0
-    assert all(row["tokens"] is None for row in agents)  # output tokens are run-wide only
+    # Session times and output tokens split by archetype too, and add up to the total.
+    assert all(row["tokens"] > 0 for row in agents)
+    assert total["tokens"] >= sum(row["tokens"] for row in agents)
 
 
 @pytest.mark.slow
@@ -284,6 +287,19 @@ def test_no_agent_rows_before_any_agent_and_no_state_rate_before_any_step() -> N
     rows = state_rows(stats)
     assert len(rows) == len(FailureKind)
     assert all(row["count"] == 0 and row["rate"] is None for row in rows)
+
+
+def test_each_agent_row_has_its_own_session_times_and_output_tokens() -> None:
+    stats = RunStats()
+    for agent, seconds, tokens in (("coding", 30.0, 400), ("support", 2.0, 40)):
+        stats.session_started(agent)
+        stats.add_step(dataclasses.replace(_step(agent), completion_tokens=tokens))
+        stats.add_session(dataclasses.replace(_session(agent, SessionOutcome.COMPLETED),
+                                              duration_s=seconds))  # fmt: skip
+    coding, support, total = agent_rows(stats)
+    assert (coding["session50"], coding["tokens"]) == (30.0, 400)
+    assert (support["session50"], support["tokens"]) == (2.0, 40)
+    assert total["tokens"] == 440
 
 
 def test_session_success_leaves_aborted_sessions_out_and_empty_figures_are_none() -> None:

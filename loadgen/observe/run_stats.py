@@ -111,6 +111,8 @@ class AgentStats:
     recoveries: dict[str, int] = field(default_factory=dict)  # non-zero kinds only
     ttft_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     e2e_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+    session_s: LatencyHistogram = field(default_factory=LatencyHistogram)  # completed only
+    completion_tokens: int = 0
 
     def merge(self, other: AgentStats) -> None:
         """Add `other`'s counts and histograms."""
@@ -121,6 +123,8 @@ class AgentStats:
         _add_counts(self.recoveries, other.recoveries)
         self.ttft_s.merge(other.ttft_s)
         self.e2e_s.merge(other.e2e_s)
+        self.session_s.merge(other.session_s)
+        self.completion_tokens += other.completion_tokens
 
     def to_dict(self) -> dict[str, Any]:
         """Lossless JSON-able form."""
@@ -132,6 +136,8 @@ class AgentStats:
             "recoveries": dict(self.recoveries),
             "ttft_s": self.ttft_s.to_dict(),
             "e2e_s": self.e2e_s.to_dict(),
+            "session_s": self.session_s.to_dict(),
+            "completion_tokens": self.completion_tokens,
         }
 
     @classmethod
@@ -145,6 +151,11 @@ class AgentStats:
             recoveries={_kind(k): int(n) for k, n in data["recoveries"].items()},
             ttft_s=LatencyHistogram.from_dict(data["ttft_s"]),
             e2e_s=LatencyHistogram.from_dict(data["e2e_s"]),
+            # Absent from a worker of an older version: its share is simply not split.
+            session_s=LatencyHistogram.from_dict(data["session_s"])
+            if "session_s" in data
+            else LatencyHistogram(),
+            completion_tokens=int(data.get("completion_tokens", 0)),
         )
 
 
@@ -228,6 +239,7 @@ class RunStats:
                 self.cache_hits += 1
         self.prompt_tokens += rec.prompt_tokens or 0
         self.completion_tokens += rec.completion_tokens or 0
+        agent.completion_tokens += rec.completion_tokens or 0
         self.cached_tokens += rec.cached_tokens or 0
         self.tool_calls += rec.tool_calls
         if rec.context_tokens > 0:  # 0 means the agent made no estimate
@@ -238,9 +250,11 @@ class RunStats:
     def add_session(self, rec: SessionRecord) -> None:
         """Count one finished session by outcome; time it if it completed."""
         self.sessions.ended(rec)
-        self._agent(rec.agent).sessions.ended(rec)
+        agent = self._agent(rec.agent)
+        agent.sessions.ended(rec)
         if rec.outcome == SessionOutcome.COMPLETED:
             self.session_s.record(rec.duration_s)
+            agent.session_s.record(rec.duration_s)
 
     def recovery(self, kind: str, agent: str) -> None:
         """Count one failure of `kind` absorbed by an agent's reaction (retry, fallback...)."""

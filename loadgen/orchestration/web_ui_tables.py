@@ -123,11 +123,7 @@ def _session_columns(sessions: SessionCounts) -> Row:
 
 
 def agent_rows(stats: RunStats) -> list[Row]:
-    """One row per agent archetype (by name), then the run's total; none before any agent.
-
-    Session times and output tokens are kept for the whole run only, so they fill the total
-    row and are left empty (None) in the agents' rows.
-    """
+    """One row per agent archetype (by name), then the run's total; none before any agent."""
     # The engine's thread may add an agent while this runs: iterate over a snapshot.
     agents = sorted(list(stats.agents.items()), key=lambda item: item[0])
     if not agents:
@@ -143,9 +139,9 @@ def agent_rows(stats: RunStats) -> list[Row]:
                 "ttft50": _ms(agent.ttft_s, 50),
                 "ttft95": _ms(agent.ttft_s, 95),
                 "e2e95": _ms(agent.e2e_s, 95),
-                "session50": None,
-                "session90": None,
-                "tokens": None,
+                "session50": _s(agent.session_s, 50),
+                "session90": _s(agent.session_s, 90),
+                "tokens": agent.completion_tokens,
             }
         )
     rows.append(

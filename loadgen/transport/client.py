@@ -198,7 +198,10 @@ class PostExchange:
         begin_attempt()
         try:
             resp = await session.post(
-                self._url, data=SegmentsPayload(self._segments), headers=self._headers
+                self._url,
+                data=SegmentsPayload(self._segments),
+                headers=self._headers,
+                allow_redirects=False,
             )
         except WIRE_ERRORS as exc:
             pooled = attempt()
@@ -227,6 +230,8 @@ class PostExchange:
                 data=SegmentsPayload(self._segments),
                 headers=self._headers,
                 timeout=timeout,
+                # As the kernel-stamped path: a redirected POST is the server's answer.
+                allow_redirects=False,
             )
         except WIRE_ERRORS as exc:
             raise map_error(exc, after_headers=False, timeout_s=timeout_s) from exc

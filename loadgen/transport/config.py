@@ -68,7 +68,9 @@ class TargetConfig:
 
     def request_headers(self) -> dict[str, str]:
         """The headers every request carries: extra headers, then the bearer token."""
-        out = {"User-Agent": "agentload", **self.headers}
+        # identity: a compressed stream would hold tokens back in the compressor's buffer and
+        # distort every inter-token latency; both HTTP paths send it.
+        out = {"User-Agent": "agentload", "Accept-Encoding": "identity", **self.headers}
         if self.api_key is not None:
             out["Authorization"] = f"Bearer {self.api_key}"
         return out

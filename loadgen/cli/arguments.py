@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from typing import NoReturn
 
-__all__ = ["CommandParser", "parse_duration", "parse_port", "parse_rate"]
+__all__ = [
+    "CommandParser",
+    "parse_count",
+    "parse_duration",
+    "parse_per_second",
+    "parse_port",
+    "parse_rate",
+]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -56,4 +64,30 @@ def parse_rate(text: str) -> float:
         ) from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"rate {text} is outside 0..1: use e.g. 0.05 for 5%")
+    return value
+
+
+def parse_count(text: str) -> int:
+    """A whole number of at least 1 (agents, workers)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid count {text!r}: use a whole number of at least 1"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is below 1: use a whole number of at least 1")
+    return value
+
+
+def parse_per_second(text: str) -> float:
+    """A finite rate above 0, per second (--rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"invalid rate {text!r}: use a finite number above 0, e.g. 5 or 0.5 per second"
+        )
     return value

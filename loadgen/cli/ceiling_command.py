@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from loadgen.cli.run_command import (
     add_target_arguments,
     check_master_flags,
 )
-from loadgen.cli.run_setup import sim_config, target_config
+from loadgen.cli.run_setup import default_out_dir, sim_config, target_config
 from loadgen.errors import UsageError
 
 __all__ = ["register"]
@@ -219,7 +218,7 @@ def ceiling(args: argparse.Namespace) -> int:
     loaded = load_profile(args.profile, overrides)
     profile = loaded.profile
     slos = build_slos(args.slo, profile.slos, profile.gates)  # a bad --slo: exit 2, up front
-    out = args.out or Path("results") / f"ceiling-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or default_out_dir(profile.name, prefix="ceiling-")
     out.mkdir(parents=True, exist_ok=True)
     scrape = args.scrape_target_metrics or args.target_metrics_url is not None
     search = SearchSettings(
@@ -303,6 +302,7 @@ def _search_swarm(
         serve_metrics,
         start_local_workers,
         worker_argv,
+        worker_env,
     )
     from loadgen.observe.prometheus_merge import MergedMetrics
     from loadgen.orchestration.bridge import process_bridge
@@ -349,7 +349,7 @@ def _search_swarm(
         )  # fmt: skip
         if local:
             argv = worker_argv(args, swarm.master_bind_port, target.base_url, options.out_dir)
-            workers = start_local_workers(argv, processes)
+            workers = start_local_workers(argv, processes, worker_env(args))
             # A worker that dies before connecting would leave the master waiting forever.
             swarm = dataclasses.replace(swarm, stop_waiting=local_workers_exited(workers))
         return run_ceiling_swarm(settings, swarm, options)

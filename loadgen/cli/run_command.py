@@ -7,16 +7,19 @@ import dataclasses
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from loadgen.cli.arguments import parse_duration, parse_port
+from loadgen.cli.arguments import parse_count, parse_duration, parse_per_second, parse_port
 from loadgen.cli.run_setup import (
+    check_api_key,
+    check_web_address,
+    default_out_dir,
     final_scrape,
     free_port,
     live_metrics,
     local_workers_exited,
+    parse_headers,
     profile_overrides,
     reap_workers,
     run_worker_processes,
@@ -24,6 +27,7 @@ from loadgen.cli.run_setup import (
     start_local_workers,
     target_config,
     worker_argv,
+    worker_env,
 )
 from loadgen.errors import TargetUnreachableError, UsageError
 
@@ -118,8 +122,12 @@ def register(commands: Any) -> None:
         metavar="DURATION",
         help="run length, e.g. 30s or 10m (replaces the profile's stages)",
     )
-    p.add_argument("--agents", type=int, metavar="N", help="closed loop: N concurrent agents")
-    p.add_argument("--rate", type=float, metavar="R", help="open loop: R new sessions per second")
+    p.add_argument(
+        "--agents", type=parse_count, metavar="N", help="closed loop: N concurrent agents"
+    )
+    p.add_argument(
+        "--rate", type=parse_per_second, metavar="R", help="open loop: R new sessions per second"
+    )
     p.add_argument("--seed", type=int, help="seed for every random choice")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     add_target_arguments(p)
@@ -185,7 +193,12 @@ def register(commands: Any) -> None:
         help="web UI address (default 127.0.0.1, this machine only; Locust's is all "
         "interfaces: pass 0.0.0.0 for that)",
     )
-    swarm.add_argument("--web-port", type=int, default=8089, help="web UI port (default 8089)")
+    swarm.add_argument(
+        "--web-port",
+        type=parse_port,
+        default=8089,
+        help="web UI port (default 8089; 0: a free one); its URL is printed once it is up",
+    )
     add_master_arguments(
         swarm,
         processes_help="fork N worker processes on this machine, -1 one per CPU core (this one "
@@ -319,6 +332,10 @@ def run(args: argparse.Namespace) -> int:
     processes = check_swarm_flags(args)  # before the heavy imports: a usage error is quick
     if args.worker and not args.target:
         raise UsageError("--worker needs --target: the master's built-in simulator is not shared")
+    parse_headers(args.header)
+    check_api_key(args.api_key)
+    if args.web:
+        check_web_address(args.web_host, args.web_port)
     # Heavy imports only here: `agentload run` patched gevent before any of them (entry.py).
     import subprocess
 
@@ -343,12 +360,12 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_profile(args.profile, profile_overrides(args))
     profile = loaded.profile
     gates = parse_gates([*profile.gates, *args.gate])  # a bad gate is a usage error, up front
-    out = args.out or Path("results") / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or default_out_dir(profile.name)
     if args.worker and processes > 1:
         # As Locust's --worker --processes N: N workers of the remote master on this machine;
         # this process only starts them, passes signals on and waits.
         argv = worker_argv(args, args.master_port, args.target, out, master_host=args.master_host)
-        return run_worker_processes(argv, processes)
+        return run_worker_processes(argv, processes, worker_env(args))
     quiet = args.quiet or args.worker
     live = LiveProgress(sys.stderr, title=f"agentload run · {profile.name}", quiet=quiet)
     latest: dict[str, Any] = {}
@@ -412,7 +429,8 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         if processes > 1:
             port = free_port()
-            workers = start_local_workers(worker_argv(args, port, target.base_url, out), processes)
+            argv = worker_argv(args, port, target.base_url, out)
+            workers = start_local_workers(argv, processes, worker_env(args))
             options = dataclasses.replace(
                 options, master_bind_host="127.0.0.1", master_bind_port=port,
                 stop_waiting=local_workers_exited(workers),

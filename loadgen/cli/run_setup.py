@@ -7,9 +7,12 @@ importing them (see entry.py), and `agentload --help` should stay fast.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +27,11 @@ if TYPE_CHECKING:
     from loadgen.transport import TargetConfig
 
 __all__ = [
+    "API_KEY_ENV",
+    "check_api_key",
+    "check_web_address",
     "close_metrics",
+    "default_out_dir",
     "final_scrape",
     "free_port",
     "live_metrics",
@@ -38,7 +45,19 @@ __all__ = [
     "start_local_workers",
     "target_config",
     "worker_argv",
+    "worker_env",
 ]
+
+# Where --api-key takes its default from, and how workers get the key: never on their
+# command lines, which any user of the machine can read (ps, /proc/PID/cmdline).
+API_KEY_ENV = "OPENAI_API_KEY"
+
+# RFC 9110 token characters: what a header name may be made of.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Control characters (CR and LF above all) would end the header line and start another.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# What a results folder's name keeps of a profile's name: no separators, no "..".
+_UNSAFE_NAME = re.compile(r"[^\w.-]+")
 
 
 def profile_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -59,14 +78,47 @@ def profile_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_headers(raw: list[str]) -> dict[str, str]:
-    """--header values as a dict; UsageError for one without a colon."""
+    """--header values as a dict; UsageError for one without a colon, or that is not one header.
+
+    A CR or LF (or another control character) would end the header line on the wire and
+    inject another header: refused, as is a name that is not an HTTP token.
+    """
     headers = {}
     for item in raw:
         name, sep, value = item.partition(":")
         if not sep or not name.strip():
             raise UsageError(f"--header {item!r}: write it as 'Name: value'")
+        if _CONTROL.search(value):  # the value is not echoed: it may be a token
+            raise UsageError(
+                f"--header {name.strip()!r}: its value contains a line break or another control "
+                "character; pass each header with its own --header, on one line"
+            )
+        if not _HEADER_NAME.match(name.strip()):
+            raise UsageError(
+                f"--header {name.strip()!r}: not a header name (no spaces, line breaks or "
+                "control characters); use letters, digits and -, e.g. --header 'X-Team: a'"
+            )
         headers[name.strip()] = value.strip()
     return headers
+
+
+def check_api_key(key: str | None) -> None:
+    """A key that would break the Authorization header line is a UsageError (never echoed)."""
+    if key and _CONTROL.search(key):
+        raise UsageError(
+            f"--api-key (or ${API_KEY_ENV}) contains a line break or another control "
+            "character; pass the key alone, without a trailing newline"
+        )
+
+
+def default_out_dir(name: str, prefix: str = "") -> Path:
+    """results/PREFIX+NAME-TIMESTAMP, with the profile's name made a single safe folder name.
+
+    A profile's `name:` is free text: "../x" or "/tmp/x" must not put the results (or create
+    folders) outside results/.
+    """
+    safe = _UNSAFE_NAME.sub("_", name).replace("..", "_").strip("._-") or "profile"
+    return Path("results") / f"{prefix}{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def sim_config(settings: dict[str, Any]) -> SimConfig:
@@ -93,6 +145,7 @@ def target_config(args: argparse.Namespace, url: str) -> TargetConfig:
     """The target at `url` with the command line's key, headers, TLS and timeout."""
     from loadgen.transport import TargetConfig
 
+    check_api_key(args.api_key)
     return TargetConfig.from_url(
         url,
         api_key=args.api_key,
@@ -106,7 +159,10 @@ def target_config(args: argparse.Namespace, url: str) -> TargetConfig:
 def worker_argv(
     args: argparse.Namespace, port: int, target: str, out: Path, master_host: str = "127.0.0.1"
 ) -> list[str]:
-    """The command line of a local worker process for --processes (of `run` or `ceiling`)."""
+    """The command line of a local worker process for --processes (of `run` or `ceiling`).
+
+    The API key is not on it (see worker_env): command lines are readable by every user.
+    """
     argv = [sys.executable, "-m", "loadgen", "run", args.profile, "--worker", "--quiet",
             "--master-host", master_host, "--master-port", str(port),
             "--target", target, "--out", str(out)]  # fmt: skip
@@ -116,8 +172,6 @@ def worker_argv(
         value = getattr(args, name, None)  # `agentload ceiling` has no --duration, --agents...
         if value is not None:
             argv += [flag, str(value)]
-    if args.api_key:
-        argv += ["--api-key", args.api_key]
     for header in args.header:
         argv += ["--header", header]
     if args.insecure:
@@ -127,9 +181,26 @@ def worker_argv(
     return argv
 
 
-def start_local_workers(argv: list[str], count: int) -> list[subprocess.Popen[bytes]]:
-    """`count` worker processes on this machine (--processes)."""
-    return [subprocess.Popen(argv) for _ in range(count)]
+def worker_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment of local worker processes: this one's, with --api-key as $OPENAI_API_KEY.
+
+    A worker's --api-key defaults to $OPENAI_API_KEY, so the key reaches it without
+    appearing on its command line; without a key, the variable is removed, so that a worker
+    does not pick up one that this process was told not to use.
+    """
+    env = dict(os.environ)
+    if args.api_key:
+        env[API_KEY_ENV] = args.api_key
+    else:
+        env.pop(API_KEY_ENV, None)
+    return env
+
+
+def start_local_workers(
+    argv: list[str], count: int, env: dict[str, str] | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """`count` worker processes on this machine (--processes), with `env` (see worker_env)."""
+    return [subprocess.Popen(argv, env=env) for _ in range(count)]
 
 
 def local_workers_exited(workers: list[subprocess.Popen[bytes]]) -> Callable[[], str | None]:
@@ -148,14 +219,14 @@ def local_workers_exited(workers: list[subprocess.Popen[bytes]]) -> Callable[[],
     return reason
 
 
-def run_worker_processes(argv: list[str], count: int) -> int:
+def run_worker_processes(argv: list[str], count: int, env: dict[str, str] | None = None) -> int:
     """`--worker --processes N`: run N workers, pass Ctrl-C / SIGTERM on; the worst exit code."""
     import gevent
 
     # Their own process group: a terminal's Ctrl-C reaches this process alone, which passes
     # it on once (as it does SIGTERM from Kubernetes or `docker stop`); a worker that got it
     # twice would leave twice.
-    workers = [subprocess.Popen(argv, process_group=0) for _ in range(count)]
+    workers = [subprocess.Popen(argv, process_group=0, env=env) for _ in range(count)]
 
     def pass_on(sig: int) -> None:
         for proc in workers:
@@ -179,6 +250,42 @@ def reap_workers(workers: list[subprocess.Popen[bytes]], timeout_s: float = 30.0
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def check_web_address(host: str, port: int) -> None:
+    """--web-host/--web-port that cannot be listened on are a UsageError, before the run starts.
+
+    Locust binds its web UI in a greenlet whose failure is only logged, and the run would
+    go on without a UI; binding here first turns a busy port or a wrong address into a
+    one-line error. Binds as gevent's server does (SO_REUSEADDR), so that a port left in
+    TIME_WAIT by a previous run is not refused.
+    """
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(
+            f"--web-host {host!r}: not an address of this machine ({exc}); "
+            "use e.g. 127.0.0.1, or 0.0.0.0 for every interface"
+        ) from exc
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(
+                    f"--web-port {port}: address already in use on {host}; pick another port, "
+                    "or --web-port 0 for a free one"
+                ) from exc
+            raise UsageError(
+                f"--web-host {host} --web-port {port}: cannot listen there "
+                f"({exc.strerror or exc}); use an address of this machine and a free port"
+            ) from exc
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from loadgen.cli.arguments import parse_duration, parse_rate
+from loadgen.cli.arguments import parse_duration, parse_port, parse_rate
 from loadgen.errors import ConfigError, UsageError
 from loadgen.sim import PRESETS, SimConfig, SimServer
 from loadgen.sim.config import METRICS_DIALECTS
@@ -74,7 +74,7 @@ def register(commands: Any) -> None:
         epilog=_EXAMPLES.format(presets=", ".join(PRESETS), dialects=", ".join(METRICS_DIALECTS)),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks one)")
+    p.add_argument("--port", type=parse_port, default=8000, help="port (default 8000; 0 picks one)")
     p.add_argument(
         "--preset",
         default="llama-8b-h100",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from locust.env import Environment
+from locust.web import WebUI
 
+from loadgen.errors import UsageError
 from loadgen.observe import RunStats
 from loadgen.orchestration.web_ui_tables import (
     AGENT_COLUMNS,
@@ -72,8 +75,10 @@ def start_web_ui(
     stats: Callable[[], RunStats],
     metrics_text: Callable[[], bytes] | None = None,
 ) -> None:
-    """Serve Locust's web UI with "Agents" and "Agent state" tabs added.
+    """Serve Locust's web UI with "Agents" and "Agent state" tabs added; print its URL.
 
+    The address is bound before this returns: a busy port is a UsageError raised here, where
+    Locust's own start would only log it from a greenlet and leave the run without a UI.
     Also serves /agentload/stats (JSON), /agentload/agents.csv and, given `metrics_text`
     (the exposition, rendered where the metrics are written), /metrics. `stats` returns the
     run's statistics so far (on a master, the merge of the workers' reports); it is called
@@ -82,7 +87,7 @@ def start_web_ui(
     # Locust's web UI re-parses sys.argv with its own parser to list "extra" options, and
     # agentload's flags (--web, --out...) are ambiguous or unknown there; ours are parsed.
     del sys.argv[1:]
-    web_ui = env.create_web_ui(host, port)
+    web_ui = env.create_web_ui(host, port, delayed_start=True)
     if web_ui is None or web_ui.app is None:
         return
     from flask import Response, jsonify, request
@@ -135,3 +140,31 @@ def start_web_ui(
             return Response(render(), content_type=_METRICS_CONTENT_TYPE)
 
         web_ui.app.add_url_rule("/metrics", "agentload_metrics", metrics)
+    _serve(web_ui)
+
+
+def _serve(web_ui: WebUI) -> None:
+    """Bind the UI's address now (UsageError if it cannot be), serve it, and print its URL.
+
+    What Locust's WebUI.start() does, except that the socket is bound before returning
+    rather than in the greenlet that serves it.
+    """
+    import gevent
+    from gevent import pywsgi
+
+    server = pywsgi.WSGIServer(
+        (web_ui.host, web_ui.port), web_ui.app, log=None, error_log=logging.getLogger("locust.web")
+    )
+    try:
+        server.start()  # binds and accepts now, not in a greenlet that could only log a failure
+    except OSError as exc:  # taken since `agentload run` checked it (check_web_address)
+        raise UsageError(
+            f"--web-port {web_ui.port}: cannot serve the web UI on {web_ui.host or '0.0.0.0'} "
+            f"({exc.strerror or exc}); pick another port, or --web-port 0 for a free one"
+        ) from exc
+    web_ui.server = server
+    web_ui.port = server.socket.getsockname()[1]  # --web-port 0: the one picked
+    web_ui.greenlet = gevent.spawn(server.serve_forever)  # waits for WebUI.stop()
+    host = web_ui.host or "0.0.0.0"
+    shown = f"[{host}]" if ":" in host else host
+    print(f"agentload run: web UI on http://{shown}:{web_ui.port}", file=sys.stderr, flush=True)

@@ -47,24 +47,51 @@ def builtin_profiles() -> dict[str, str]:
     found = {}
     for entry in sorted(_builtin_dir().iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            data = yaml.safe_load(entry.read_text()) or {}
+            data = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
             found[entry.name.removesuffix(".yaml")] = str(data.get("description", "")).strip()
     return found
 
 
+def _text(path: Path, source: str) -> str:
+    """A profile file's text: UTF-8 (YAML's encoding), or a ProfileError naming the file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(
+            f"{source}: cannot read it ({exc.strerror or exc}); check the path and permissions"
+        ) from exc
+    try:
+        return raw.decode("utf-8-sig")  # a BOM some editors write is not a field
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ProfileError(
+            f"{source}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); "
+            "save the profile as UTF-8"
+        ) from exc
+
+
 def _read(name_or_path: str) -> tuple[str, str, Path]:
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
+    try:
+        is_path = path.suffix in (".yaml", ".yml") or path.exists()
+        is_file = path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long for a path, a NUL byte
+        shown = repr(name_or_path) if len(name_or_path) <= 60 else f"{name_or_path[:60]!r}..."
+        raise ProfileError(
+            f"{shown}: not a profile name or path ({exc.__class__.__name__}: "
+            f"{getattr(exc, 'strerror', None) or exc}); use a built-in name or a YAML path"
+        ) from exc
+    if is_path:
+        if not is_file:
             raise ProfileError(f"{name_or_path}: no such profile file; check the path")
-        return path.read_text(), str(path), path.resolve().parent
+        return _text(path, str(path)), str(path), path.resolve().parent
     resource = _builtin_dir().joinpath(f"{name_or_path}.yaml")
     if not resource.is_file():
         names = ", ".join(builtin_profiles())
         raise ProfileError(
             f"unknown profile {name_or_path!r}: use a built-in name ({names}) or a YAML path"
         )
-    return resource.read_text(), f"builtin:{name_or_path}", Path.cwd()
+    return resource.read_text(encoding="utf-8"), f"builtin:{name_or_path}", Path.cwd()
 
 
 def _describe(err: ErrorDetails, prefix: str = "") -> str:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -470,6 +471,13 @@ def run(args: argparse.Namespace) -> int:
     if failed is not None:
         print(f"agentload run: FAILED: {failed}", file=sys.stderr)
         return 1
+    if (interrupted := summary.get("interrupted")) is not None:
+        # As a shell reports a command a signal ended: 130 for Ctrl-C, 143 for SIGTERM. The
+        # results are whole up to the stop; a CI job must not read the run as a pass.
+        number = int(signal.Signals[interrupted["signal"]])
+        print(f"agentload run: interrupted by {interrupted['signal']} after "
+              f"{interrupted['at_s']:.0f} s; results kept in {out}", file=sys.stderr)  # fmt: skip
+        return 128 + number
     return verdict.exit_code
 
 

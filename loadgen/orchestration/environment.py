@@ -21,7 +21,14 @@ from loadgen.orchestration.process_engine import SwarmSettings
 from loadgen.orchestration.shape import ProfileShape
 from loadgen.orchestration.users import user_classes_for
 
-__all__ = ["SwarmOptions", "run_shape", "stop_on_signals", "swarm_environment", "watch_ticks"]
+__all__ = [
+    "SwarmOptions",
+    "interruption",
+    "run_shape",
+    "stop_on_signals",
+    "swarm_environment",
+    "watch_ticks",
+]
 
 
 @dataclass(frozen=True)
@@ -112,12 +119,26 @@ def run_shape(runner: Any) -> None:
         runner.shape_greenlet.join()
 
 
-def stop_on_signals(runner: Any) -> list[Any]:
-    """Ctrl-C / SIGTERM end the run as its end would: sessions aborted, results written."""
+def stop_on_signals(runner: Any, received: list[tuple[int, float]] | None = None) -> list[Any]:
+    """Ctrl-C / SIGTERM end the run as its end would: sessions aborted, results written.
 
-    def stop() -> None:
+    `received` collects (signal number, monotonic time) of each: an interrupted run must
+    say so (summary.json `interrupted`, exit 128 + the signal), not pass for a whole one.
+    """
+
+    def stop(sig: int) -> None:
+        if received is not None:
+            received.append((sig, time.monotonic()))
         shape = runner.shape_greenlet
         if shape is not None:
             shape.kill(block=False)
 
-    return [gevent.signal_handler(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)]
+    return [gevent.signal_handler(sig, stop, sig) for sig in (signal.SIGINT, signal.SIGTERM)]
+
+
+def interruption(received: list[tuple[int, float]], t0: float) -> dict[str, Any] | None:
+    """summary.json's `interrupted` section for the first signal received, or None."""
+    if not received:
+        return None
+    sig, at = received[0]
+    return {"signal": signal.Signals(sig).name, "at_s": round(max(0.0, at - t0), 3)}

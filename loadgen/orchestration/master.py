@@ -20,6 +20,7 @@ from loadgen.observe.target_metrics import TargetMetricsSampler
 from loadgen.orchestration.bridge import native_socket_factory, process_bridge
 from loadgen.orchestration.environment import (
     SwarmOptions,
+    interruption,
     run_shape,
     stop_on_signals,
     swarm_environment,
@@ -251,7 +252,9 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     sampler = _target_sampler(settings)
     watcher = watch_ticks(env, options, aggregator.merged)
     t0 = time.perf_counter()
-    handlers = stop_on_signals(runner)
+    signals: list[tuple[int, float]] = []
+    started = time.monotonic()
+    handlers = stop_on_signals(runner, signals)
     try:
         run_shape(runner)
         membership.stop()  # before the stop: workers leaving it are not a new share to tell
@@ -277,6 +280,8 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     if sampler is not None:
         summary["server"] = sampler.report()
     summary["workers"] = aggregator.workers_section(options.expect_workers)
+    if (interrupted := interruption(signals, started)) is not None:
+        summary["interrupted"] = interrupted
     aggregator.log_unreported_lost()
     files.write_summary(summary)
     files.close()

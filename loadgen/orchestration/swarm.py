@@ -16,6 +16,7 @@ from loadgen.observe.prometheus_text import IncrementalExposition
 from loadgen.orchestration.ceiling_swarm import CeilingWorker
 from loadgen.orchestration.environment import (
     SwarmOptions,
+    interruption,
     run_shape,
     stop_on_signals,
     swarm_environment,
@@ -60,7 +61,9 @@ def _run_local(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
         start_web_ui(env, options.web_host, options.web_port, stats_so_far, text)
     watcher = watch_ticks(env, options, stats_so_far)
     t0 = time.perf_counter()
-    handlers = stop_on_signals(runner)
+    signals: list[tuple[int, float]] = []
+    started = time.monotonic()
+    handlers = stop_on_signals(runner, signals)
     try:
         run_shape(runner)
         runner.stop()
@@ -75,6 +78,8 @@ def _run_local(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     summary = engine.engine.summary(duration, **settings.extra)
     if server is not None:
         summary["server"] = server
+    if (interrupted := interruption(signals, started)) is not None:
+        summary["interrupted"] = interrupted
     engine.engine.write_summary(summary)
     engine.finish()
     if env.web_ui is not None:

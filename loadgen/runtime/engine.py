@@ -298,12 +298,15 @@ class Engine:
         self, duration_s: float, stats: RunStats | None = None, **target: Any
     ) -> dict[str, Any]:
         """summary.json's content for `stats` (default: this process's) over `duration_s`."""
-        return (stats or self.stats).summary(
+        summary = (stats or self.stats).summary(
             target={**self.target_label(), **target},
             profile=self.profile.name,
             duration_s=duration_s,
             generator=self.health.report(),
         )
+        if self._files is not None and (incomplete := self._files.incomplete):
+            summary["results_incomplete"] = incomplete  # a record file stopped mid-run
+        return summary
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write summary.json into the results folder."""

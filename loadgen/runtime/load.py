@@ -6,18 +6,21 @@ import asyncio
 import functools
 import itertools
 import random
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any, overload
 
 from loadgen.agents import Agent, stable_seed
+from loadgen.observe import LatencyHistogram
 from loadgen.profile.schema import Arrival, Stage
 
-__all__ = ["AgentFactory", "ClosedLoop", "OpenLoop", "WeightedPicker", "level_at"]
+__all__ = ["AgentFactory", "ArrivalLags", "ClosedLoop", "OpenLoop", "WeightedPicker", "level_at"]
 
 AgentFactory = Callable[[int], tuple[Agent, str]]  # slot index -> (agent, label)
 SessionFn = Callable[[Agent, str, str], Coroutine[Any, Any, object]]
 
 _CONTROL_PERIOD_S = 0.25
+# Arrival lags kept as values for a live reader (ArrivalLags): 64k to 128k floats, 2-4 MiB.
+_KEPT_LAGS = 65_536
 
 
 def level_at(t: float, arrival: Arrival, stages: Sequence[Stage]) -> float:
@@ -136,6 +139,63 @@ class ClosedLoop:
             await asyncio.sleep(agent.idle_time() * self.time_scale)
 
 
+class ArrivalLags(Sequence[float]):
+    """How late each open-loop arrival started, in memory that does not grow with the run.
+
+    Every lag goes into `histogram` (fixed size, merges exactly into the run's). Values are
+    kept only for a reader that takes the new ones as they come (the live Prometheus
+    sampler, every second): len() counts every lag ever appended and lags[i:] gives those
+    from i on that are still kept, which is all of them for a reader less than `keep`
+    arrivals behind. Older values are dropped, so iterating gives only the kept ones; take
+    the histogram for all of them. (A plain list grew by a float per arrival for the whole
+    run, about 32 bytes each, and under Locust nothing read it.)
+    """
+
+    __slots__ = ("_dropped", "_keep", "_kept", "histogram")
+
+    def __init__(self, keep: int | None = None) -> None:
+        self.histogram = LatencyHistogram()
+        self._keep = _KEPT_LAGS if keep is None else keep
+        self._kept: list[float] = []
+        self._dropped = 0  # values no longer kept: the index of _kept[0]
+
+    def append(self, lag: float) -> None:
+        """Record one arrival's lag (seconds, ≥ 0)."""
+        self.histogram.record(lag)
+        kept = self._kept
+        kept.append(lag)
+        if len(kept) >= 2 * self._keep:  # trimmed in halves: amortised O(1) per arrival
+            del kept[: len(kept) - self._keep]
+            self._dropped += self._keep
+
+    def __len__(self) -> int:
+        return self._dropped + len(self._kept)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self._kept)
+
+    def __reversed__(self) -> Iterator[float]:
+        return reversed(self._kept)
+
+    @overload
+    def __getitem__(self, index: int) -> float: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[float]: ...
+
+    def __getitem__(self, index: int | slice) -> float | list[float]:
+        dropped = self._dropped
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step == 1:
+                return self._kept[max(start - dropped, 0) : max(stop - dropped, 0)]
+            return [self._kept[i - dropped] for i in range(start, stop, step) if i >= dropped]
+        at = index + len(self) if index < 0 else index
+        if not dropped <= at < len(self):
+            raise IndexError(f"arrival lag {index} is not kept ({len(self._kept)} are)")
+        return self._kept[at - dropped]
+
+
 class OpenLoop:
     """Sessions arrive at a (staged) rate, Poisson or gamma-bursty; each gets a fresh agent."""
 
@@ -159,7 +219,7 @@ class OpenLoop:
         # can come and go mid-run, and their share with them.
         self.share = share
         self.tasks: set[asyncio.Task[object]] = set()
-        self.schedule_lag: list[float] = []
+        self.schedule_lag = ArrivalLags()
         self.dropped = 0  # arrivals refused because max_sessions were already running
 
     def rate_at(self, t: float) -> float:

@@ -71,7 +71,7 @@ async def run_load(
             await driver.run(profile.total_duration)
         duration = time.perf_counter() - t0
         if isinstance(driver, OpenLoop):
-            engine.stats.schedule_lag_s.record_many(driver.schedule_lag)
+            engine.stats.schedule_lag_s.merge(driver.schedule_lag.histogram)
         summary = engine.summary(duration, **(options.target_label or {}))
         if (server := live.server_report()) is not None:
             summary["server"] = server

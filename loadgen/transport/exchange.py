@@ -81,7 +81,14 @@ class AiohttpExchange(HttpExchange):
         try:
             while chunk := await content.readany():
                 t_ns = perf_counter_ns()
-                for event, data in parser.feed(chunk):
+                try:
+                    events = parser.feed(chunk)
+                except TransportError:
+                    # An event past the parser's cap: the rest of the body will never be
+                    # read, so the connection must not go back to the pool.
+                    self._resp.close()
+                    raise
+                for event, data in events:
                     yield SSEEvent(t_ns, event, data)
         except WIRE_ERRORS as exc:
             raise map_error(exc, after_headers=True, timeout_s=self._timeout_s) from exc

@@ -236,7 +236,12 @@ class KernelExchange(HttpExchange):
         while (got := await self._next()) is not None:
             t_ns, pieces = got
             for piece in pieces:
-                for event, data in feed(piece):
+                try:
+                    events = feed(piece)
+                except TransportError:
+                    self._conn.close()  # an event past the parser's cap: the body is abandoned
+                    raise
+                for event, data in events:
                     yield SSEEvent(t_ns, event, data)
 
     async def _next(self) -> tuple[int, list[bytes]] | None:

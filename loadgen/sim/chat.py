@@ -53,7 +53,7 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
         tool_choice=tool_choice_name(body.tool_choice),
         parallel_tool_calls=body.parallel_tool_calls,
     )
-    gen = ctx.start(
+    gen = await ctx.start(
         render_chat(body.messages, body.tools),
         reply,
         body.requested_max_tokens(),

@@ -41,7 +41,7 @@ async def handle_completions(request: web.Request) -> web.StreamResponse:
         max_tokens=0, min_tokens=body.min_tokens, ignore_eos=body.ignore_eos,
         stop=body.stop_strings(),
     )  # fmt: skip
-    gen = ctx.start(
+    gen = await ctx.start(
         _prompt_text(body.prompt),
         reply,
         body.max_tokens,

@@ -13,7 +13,7 @@ from loadgen.sim.api_errors import ApiError
 from loadgen.sim.config import SimConfig
 from loadgen.sim.engine import Engine, EngineSequence
 from loadgen.sim.metrics import SimMetrics
-from loadgen.sim.prompt import PromptInfo, analyse_prompt
+from loadgen.sim.prompt import PromptInfo, analyse_long_prompt
 from loadgen.sim.reply import ReplyPlan, ReplyRequest, plan_reply, reply_seed
 from loadgen.sim.response_store import ResponseStore
 
@@ -120,7 +120,7 @@ class SimContext:
         if self.fault("latency_spike", faults.latency_spike):
             await asyncio.sleep(faults.latency_spike_ms / 1000.0)
 
-    def start(
+    async def start(
         self,
         prompt_text: str,
         reply: ReplyRequest,
@@ -132,7 +132,7 @@ class SimContext:
     ) -> Generation:
         """Check the prompt, plan the reply and queue it on the engine."""
         cfg = self.config
-        prompt = analyse_prompt(prompt_text, cfg.block_size)
+        prompt = await analyse_long_prompt(prompt_text, cfg.block_size, cfg.max_model_len)
         if prompt.length >= cfg.max_model_len:
             raise ApiError(
                 400,

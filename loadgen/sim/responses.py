@@ -128,7 +128,7 @@ async def handle_responses(request: web.Request) -> web.StreamResponse:
         tool_choice=tool_choice_name(body.tool_choice),
         parallel_tool_calls=body.parallel_tool_calls,
     )
-    gen = ctx.start(
+    gen = await ctx.start(
         render_responses_input(body.input, body.instructions, tool_dicts, history),
         reply,
         body.max_output_tokens,

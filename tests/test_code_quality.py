@@ -166,3 +166,20 @@ def test_engine_never_imports_locust_or_gevent() -> None:
         if name.split(".")[0] in {"locust", "gevent"}
     ]
     assert not offenders, "\n".join(offenders)
+
+
+def test_a_function_over_the_complexity_or_length_limits_fails_the_lint(tmp_path: Path) -> None:
+    branches = "\n".join(f"    if x == {i}:\n        return {i}" for i in range(20))
+    statements = "\n".join(f"    y{i} = {i}" for i in range(70))
+    module = tmp_path / "too_much.py"
+    module.write_text(
+        f'"""Too much."""\n\n\ndef tangled(x: int) -> int:\n{branches}\n    return -1\n\n\n'
+        f"def long(x: int) -> int:\n{statements}\n    return x\n"
+    )
+    result = _run(
+        sys.executable, "-m", "ruff", "check", "--no-cache", "--config",
+        str(ROOT / "pyproject.toml"), str(module),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "C901 `tangled` is too complex" in result.stdout
+    assert "PLR0915 Too many statements" in result.stdout

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import math
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,10 +29,11 @@ from loadgen.cli.run_setup import (
     worker_argv,
     worker_env,
 )
-from loadgen.errors import TargetUnreachableError, UsageError
+from loadgen.errors import UsageError
 
 if TYPE_CHECKING:
-    from loadgen.observe import RunStats
+    from loadgen.cli.run_verdict import RunWatch
+    from loadgen.profile.loader import LoadedProfile
 
 __all__ = ["MASTER_BIND_HOST", "MASTER_PORT", "check_swarm_flags", "register"]
 
@@ -338,25 +338,9 @@ def run(args: argparse.Namespace) -> int:
     if args.web:
         check_web_address(args.web_host, args.web_port)
     # Heavy imports only here: `agentload run` patched gevent before any of them (entry.py).
-    import subprocess
-
-    from loadgen.observe import format_summary
-    from loadgen.observe.failure_storm import FailureStorm
-    from loadgen.orchestration.bridge import process_bridge
-    from loadgen.orchestration.process_engine import SwarmSettings
-    from loadgen.orchestration.swarm import SwarmOptions, run_swarm
+    from loadgen.cli.run_verdict import RunWatch, finish_run
     from loadgen.profile.loader import load_profile
-    from loadgen.report import (
-        GateMonitor,
-        GateResult,
-        LiveProgress,
-        format_gate_results,
-        judge_run,
-        parse_gates,
-        save_summary,
-        snapshot_from_stats,
-    )
-    from loadgen.sim import SimServer
+    from loadgen.report import parse_gates
 
     loaded = load_profile(args.profile, profile_overrides(args))
     profile = loaded.profile
@@ -368,31 +352,31 @@ def run(args: argparse.Namespace) -> int:
         argv = worker_argv(args, args.master_port, args.target, out, master_host=args.master_host)
         return run_worker_processes(argv, processes, worker_env(args))
     quiet = args.quiet or args.worker
-    live = LiveProgress(sys.stderr, title=f"agentload run · {profile.name}", quiet=quiet)
-    latest: dict[str, Any] = {}
-    abort: list[tuple[GateResult, float]] = []
-    storm = FailureStorm(args.storm_stop)
-    stormed: list[str] = []
-    monitor = GateMonitor(
-        gates,
-        lambda: latest["stats"].summary(
-            target={}, profile=profile.name, duration_s=latest["elapsed"], generator={}
-        ),
-    )
+    watch = RunWatch(profile.name, gates, args.storm_stop, quiet=quiet)
+    summary = _run_swarm(args, loaded, processes, out, watch, quiet=quiet)
+    if summary is None:  # a worker: the master reports
+        return 0
+    return finish_run(args, out, summary, gates, watch)
 
-    def on_tick(stats: RunStats, elapsed: float, users: int) -> bool:
-        latest.update(stats=stats, elapsed=elapsed)
-        live.update(snapshot_from_stats(stats, elapsed, users))
-        fired = monitor.check(elapsed) if monitor.active else None
-        if fired is not None:
-            abort.append((fired, elapsed))
-            return True
-        why = storm.check(elapsed, stats.requests_ok, stats.requests_failed)
-        if why is not None:
-            stormed.append(f"{why}, stopped at {elapsed:.0f} s")
-            return True
-        return False
 
+def _run_swarm(
+    args: argparse.Namespace,
+    loaded: LoadedProfile,
+    processes: int,
+    out: Path,
+    watch: RunWatch,
+    *,
+    quiet: bool,
+) -> dict[str, Any] | None:
+    """The target (or the built-in simulator), local workers, metrics, then the swarm's run."""
+    import subprocess
+
+    from loadgen.orchestration.bridge import process_bridge
+    from loadgen.orchestration.process_engine import SwarmSettings
+    from loadgen.orchestration.swarm import SwarmOptions, run_swarm
+    from loadgen.sim import SimServer
+
+    profile = loaded.profile
     bridge = process_bridge()
     sim = None
     extra: dict[str, Any] = {}
@@ -425,7 +409,7 @@ def run(args: argparse.Namespace) -> int:
             master_bind_host=args.master_bind_host, master_bind_port=args.master_bind_port,
             expect_workers=expect_workers,
             expect_workers_max_wait_s=args.expect_workers_max_wait or math.inf,
-            on_tick=None if args.worker else on_tick,
+            on_tick=None if args.worker else watch.on_tick,
             metrics=merged,
         )  # fmt: skip
         if processes > 1:
@@ -440,56 +424,15 @@ def run(args: argparse.Namespace) -> int:
             where = "the built-in simulator" if sim else target.base_url
             print(f"agentload run: {profile.name} for {profile.total_duration:.0f}s against "
                   f"{where}; results in {out}", file=sys.stderr, flush=True)  # fmt: skip
-        live.start(profile.total_duration)
+        watch.live.start(profile.total_duration)
         try:
-            summary = run_swarm(settings, options)
+            summary: dict[str, Any] | None = run_swarm(settings, options)
         finally:
-            live.stop()
+            watch.live.stop()
     finally:
         if exporter is not None:
             final_scrape(exporter, bridge, None if quiet else sys.stderr)
         reap_workers(workers)
         if sim is not None:
             bridge.run(sim.stop(), timeout=30)
-    if summary is None:  # a worker: the master reports
-        return 0
-    if summary["requests"]["total"] == 0:
-        print(format_summary(summary))
-        raise TargetUnreachableError("the run measured no request at all")
-    failed = run_failure(summary, stormed)
-    if failed is not None:
-        # Said in summary.json too: a report or a CI job reading it must not see a pass.
-        summary["run_failed"] = failed
-        save_summary(out, summary)
-    print(format_summary(summary))
-    verdict = judge_run(
-        out, summary, gates, junit=args.junit, html=args.html, aborted=abort[0] if abort else None
-    )
-    if verdict.results:
-        print(format_gate_results(verdict.results))
-    print(f"results: {out}")
-    if failed is not None:
-        print(f"agentload run: FAILED: {failed}", file=sys.stderr)
-        return 1
-    if (interrupted := summary.get("interrupted")) is not None:
-        # As a shell reports a command a signal ended: 130 for Ctrl-C, 143 for SIGTERM. The
-        # results are whole up to the stop; a CI job must not read the run as a pass.
-        number = int(signal.Signals[interrupted["signal"]])
-        print(f"agentload run: interrupted by {interrupted['signal']} after "
-              f"{interrupted['at_s']:.0f} s; results kept in {out}", file=sys.stderr)  # fmt: skip
-        return 128 + number
-    return verdict.exit_code
-
-
-def run_failure(summary: dict[str, Any], stormed: list[str]) -> str | None:
-    """Why a finished run failed whatever its gates say: a storm stopped it, or nothing worked."""
-    reasons = summary.get("failure_reasons") or {}
-    counts = summary.get("state_failures") or {}
-    kinds = sorted((k for k in reasons if reasons[k]), key=lambda k: -counts.get(k, 0))
-    because = f" (most frequent: {kinds[0]}: {reasons[kinds[0]][0]['message']})" if kinds else ""
-    if stormed:
-        return stormed[0] + because
-    requests = summary["requests"]
-    if requests["ok"] == 0:
-        return f"every one of {requests['total']:,} requests failed{because}"
-    return None
+    return summary

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,6 +28,7 @@ from loadgen.transport import TargetConfig
 
 __all__ = [
     "GOODPUT_DROP",
+    "INTERRUPTED",
     "CeilingOptions",
     "SearchOutcome",
     "run_ceiling",
@@ -76,8 +79,23 @@ class SearchOutcome:
     duration_s: float
 
 
-async def search_levels(runner: LevelRunner, options: CeilingOptions, unit: str) -> SearchOutcome:
-    """Measure levels as the search asks until it settles or a stop ends it."""
+# The search's verdict while it goes on: ceiling.json is rewritten after every level, so a
+# search that dies keeps what it measured.
+IN_PROGRESS = "in progress: the search goes on"
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM): the levels measured before it stand"
+
+
+async def search_levels(
+    runner: LevelRunner,
+    options: CeilingOptions,
+    unit: str,
+    on_level: Callable[[SearchOutcome], None] | None = None,
+) -> SearchOutcome:
+    """Measure levels as the search asks until it settles or a stop ends it.
+
+    `on_level` sees the outcome so far after every level. Cancelling the search (Ctrl-C)
+    ends it like any stop: the levels measured stand, the level cut short does not.
+    """
     search = Search(options.search)
     levels: list[LevelResult] = []
     stopped_by = "settled: the ceiling is bracketed to the search's resolution"
@@ -96,10 +114,20 @@ async def search_levels(runner: LevelRunner, options: CeilingOptions, unit: str)
             except DriverStopped as exc:
                 stopped_by = str(exc)  # the levels measured so far stand
                 break
+            except asyncio.CancelledError:
+                # The search itself was stopped (Ctrl-C, SIGTERM): it ends like any stop, so
+                # that what it measured is written; the caller says it was interrupted.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                stopped_by = INTERRUPTED
+                break
             if level.passed and (fell := _goodput_fell(level, levels)) is not None:
                 level.passed = False
                 level.broken.append(fell)
             levels.append(level)
+            if on_level is not None:  # before the progress line: a reader may act on it
+                on_level(SearchOutcome(list(levels), IN_PROGRESS, time.perf_counter() - t0))
             _progress(options.progress, level, unit)
             if level.stop is not None:
                 stopped_by = level.stop
@@ -170,9 +198,15 @@ async def run_ceiling(
         engine.add_sink(options.metrics.sink(profile.name, profile.slos))
         await live.enter_async_context(options.metrics.sampling(profile.name, driver.in_flight))
     t0 = time.perf_counter()
+    unit = search_unit(profile)
+
+    def write_so_far(so_far: SearchOutcome) -> None:
+        label = {**engine.target_label(), **options.target_label}
+        write_ceiling(so_far, unit, options, profile=profile.name, target=label)
+
     try:
         async with live:
-            outcome = await search_levels(runner, options, search_unit(profile))
+            outcome = await search_levels(runner, options, unit, write_so_far)
     finally:
         summary = engine.summary(time.perf_counter() - t0, **options.target_label)
         engine.write_summary(summary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ each level: --warmup, then --window in --slices slices, extended slice by slice 
 --max-window) while the level drifts or its window covers fewer than 3 typical sessions.
 exit codes: 0 a ceiling was found; 1 no level held every SLO (or the search stopped, on an
             error storm, a saturated generator or --max-duration, before one did); 2 usage
-            error (a bad flag or --slo); 3 target unreachable
+            error (a bad flag or --slo); 3 target unreachable; 130/143 interrupted by
+            Ctrl-C/SIGTERM (ceiling.json, rewritten after every level, keeps what was measured)
 """
 
 
@@ -204,6 +206,7 @@ def ceiling(args: argparse.Namespace) -> int:
     """Run the search; 0 with a ceiling, 1 without one (see the exit codes in --help)."""
     from loadgen.ceiling import CeilingOptions, SearchSettings, build_slos, format_ceiling
     from loadgen.ceiling.measure import Windows
+    from loadgen.ceiling.run import search_unit
     from loadgen.profile.loader import load_profile
 
     _check(args)
@@ -242,18 +245,47 @@ def ceiling(args: argparse.Namespace) -> int:
         model=args.model,
         progress=None if args.quiet else sys.stderr,
     )
+    if not args.quiet:
+        # The first level's verdict is a warm-up and a window away: say what is under way.
+        print(f"agentload ceiling: searching {profile.name} by {search_unit(profile)} from "
+              f"{args.start:g}, {args.warmup:g}s warm-up + {args.window:g}s window per level, "
+              f"at most {args.max_duration:g}s; results in {out}", file=sys.stderr,
+              flush=True)  # fmt: skip
+    received: list[int] = []
     if args.master or processes > 1:
         doc = _search_swarm(args, processes, loaded, options, scrape)
     else:
-        doc = asyncio.run(_search(args, loaded, options, scrape))
+        doc = asyncio.run(_search(args, loaded, options, scrape, received))
     print(format_ceiling(doc))
     print(f"results: {out}")
+    if received:
+        # As a shell reports a command a signal ended; ceiling.json holds what was measured.
+        print(f"agentload ceiling: interrupted by {signal.Signals(received[0]).name}; the "
+              f"levels measured are in {out}", file=sys.stderr)  # fmt: skip
+        return 128 + received[0]
     return 0 if doc["ceiling"] is not None else 1
 
 
-async def _search(args: argparse.Namespace, loaded: Any, options: Any, scrape: bool) -> Any:
-    """Start the built-in simulator when no --target is given, then search on this loop."""
+async def _search(
+    args: argparse.Namespace, loaded: Any, options: Any, scrape: bool, received: list[int]
+) -> Any:
+    """Start the built-in simulator when no --target is given, then search on this loop.
+
+    Ctrl-C and SIGTERM stop the search (their numbers go into `received`); it then ends as
+    any stop does, and ceiling.json keeps every level measured.
+    """
     import dataclasses
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def interrupt(sig: int) -> None:
+        received.append(sig)
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt, sig)
 
     from loadgen.ceiling import run_ceiling
     from loadgen.cli.run_setup import close_metrics, serve_metrics

@@ -4,47 +4,8 @@ Prometheus's lifecycle API (POST /-/quit, /-/reload) stays off.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from pathlib import Path
-from typing import Any
-
-import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-COMPOSE = shutil.which("docker-compose")
-
-needs_compose = pytest.mark.skipif(
-    COMPOSE is None, reason="docker-compose is not installed (apt-get install docker-compose)"
-)
-
-
-def compose_config(**env: str) -> dict[str, Any]:
-    assert COMPOSE is not None
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLOAD_")}
-    result = subprocess.run(
-        [COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "config"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env={**clean, **env},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    config: dict[str, Any] = yaml.safe_load(result.stdout)
-    return config
-
-
-def published(port: Any) -> tuple[str, int, int]:
-    """(host address, published, target) of a port as `docker-compose config` prints it.
-
-    docker-compose 1.x prints a port with a host address in the short form
-    ("127.0.0.1:8089:8089/tcp"), Compose v2 in the long one (host_ip, published, target);
-    a port without an address ("8089:8089", all interfaces) gets host address "".
-    """
-    if isinstance(port, dict):
-        return str(port.get("host_ip", "")), int(port["published"]), int(port["target"])
-    parts = str(port).split("/")[0].split(":")
-    host = ":".join(parts[:-2]) if len(parts) > 2 else ""
-    return host, int(parts[-2]), int(parts[-1])
+from test_compose import ROOT, compose_config, needs_compose, published
 
 
 @needs_compose

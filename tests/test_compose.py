@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import yaml
-from test_cli_hostile_compose import published
 
 from loadgen.cli.main import build_parser
 
@@ -43,6 +42,20 @@ def compose_config(**env: str) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config
+
+
+def published(port: Any) -> tuple[str, int, int]:
+    """(host address, published, target) of a port as `docker-compose config` prints it.
+
+    docker-compose 1.x prints a port with a host address in the short form
+    ("127.0.0.1:8089:8089/tcp"), Compose v2 in the long one (host_ip, published, target);
+    a port without an address ("8089:8089", all interfaces) gets host address "".
+    """
+    if isinstance(port, dict):
+        return str(port.get("host_ip", "")), int(port["published"]), int(port["target"])
+    parts = str(port).split("/")[0].split(":")
+    host = ":".join(parts[:-2]) if len(parts) > 2 else ""
+    return host, int(parts[-2]), int(parts[-1])
 
 
 def flag(command: list[str], name: str) -> str:

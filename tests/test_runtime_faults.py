@@ -7,7 +7,6 @@ agentload_sim_faults_injected_total{fault=...} on the same simulator.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,46 +14,19 @@ from typing import Any
 
 import orjson
 import pytest
+from agent_sessions import Outcome, run_sessions
 
 from loadgen.agents import Agent, AssistantAgent, CodingAgent
-from loadgen.observe import ResultFiles, RunStats, SessionRecord, StepRecord
-from loadgen.profile.schema import Profile, default_reactions
-from loadgen.runtime.run import StatsSink
-from loadgen.runtime.session import SessionRunner
-from loadgen.runtime.sinks import FanOut, MemorySink
+from loadgen.profile.schema import default_reactions
 from loadgen.sim import SimServer
-from loadgen.transport import TargetConfig, Transport
 
 StartSim = Callable[..., Awaitable[SimServer]]
 Scrape = Callable[..., Awaitable[float]]
 
-MODEL = "agentload-sim"
 FAULTS = "agentload_sim_faults_injected_total"
 RATE = 0.25
 SESSIONS = 8
 
-# Small sessions: a few steps, short replies, tools that take a millisecond once scaled.
-TOOLS = [
-    {
-        "name": "lookup",
-        "parameters": {
-            "type": "object",
-            "properties": {"key": {"type": "string"}},
-            "required": ["key"],
-        },
-    }
-]
-SMALL: dict[str, Any] = {
-    "system_prompt_tokens": 200,
-    "turns": 2,
-    "steps_per_turn": 3,
-    "user_tokens": 30,
-    "output_tokens": 32,
-    "tool_result_tokens": 40,
-    "tool_latency_s": 1,
-    "think_time_s": 0,
-    "tools": TOOLS,
-}
 # The default reactions, except that retries back off for milliseconds rather than seconds.
 QUICK_RETRIES = {
     kind.value: {**reaction.model_dump(), "backoff": 0.01, "max_backoff": 0.05}
@@ -63,51 +35,14 @@ QUICK_RETRIES = {
 }
 
 
-@dataclass
-class Outcome:
-    """What K whole sessions produced."""
-
-    stats: RunStats
-    sessions: list[SessionRecord]
-    steps: list[StepRecord] = field(default_factory=list)
-
-
-async def run_sessions(
-    server: SimServer,
-    agent_cls: type[Agent],
-    out_dir: Path,
-    *,
-    params: dict[str, Any] | None = None,
-    profile: dict[str, Any] | None = None,
-    k: int = SESSIONS,
-    request_timeout_s: float = 600.0,
+async def run_faulty(
+    server: SimServer, agent_cls: type[Agent], out_dir: Path, **kwargs: Any
 ) -> Outcome:
-    """Run `k` whole sessions of `agent_cls` against `server`, concurrently, to their end."""
-    prof = Profile.model_validate(
-        {
-            "agents": [{"kind": agent_cls.kind}],
-            "arrival": {"mode": "closed", "agents": k},
-            "time_scale": 0.001,
-            "reactions": QUICK_RETRIES,
-            **(profile or {}),
-        }
+    """SESSIONS whole sessions against `server`, retries backing off for milliseconds."""
+    kwargs.setdefault("k", SESSIONS)
+    return await run_sessions(
+        server.base_url, agent_cls, out_dir, profile={"reactions": QUICK_RETRIES}, **kwargs
     )
-    agent_params = agent_cls.Params.model_validate({**SMALL, **(params or {})})
-    stats, recorder = RunStats(), MemorySink()
-    target = TargetConfig.from_url(server.base_url, request_timeout_s=request_timeout_s)
-    with ResultFiles(out_dir) as files:
-        sink = FanOut([StatsSink(stats, files), recorder])
-        async with Transport(target) as transport:
-            runner = SessionRunner(transport, prof, sink)
-            agents = [
-                agent_cls(f"{agent_cls.kind}-{i}", agent_params, model=MODEL, seed=prof.seed)
-                for i in range(k)
-            ]
-            async with asyncio.timeout(60):
-                sessions = await asyncio.gather(
-                    *(runner.run_session(a, agent_cls.kind, f"s{i}") for i, a in enumerate(agents))
-                )
-    return Outcome(stats, list(sessions), recorder.steps)
 
 
 @dataclass(frozen=True)
@@ -150,7 +85,7 @@ CASES = [
 
 async def run_case(case: Case, start_sim: StartSim, out_dir: Path) -> tuple[Outcome, SimServer]:
     server = await start_sim(faults={case.fault: RATE, **case.faults}, **case.sim)
-    outcome = await run_sessions(
+    outcome = await run_faulty(
         server,
         case.agent,
         out_dir,
@@ -187,7 +122,7 @@ async def test_each_failed_attempt_is_an_unsuccessful_step_record_carrying_its_k
 ) -> None:
     server = await start_sim(faults={"http_5xx": 0.3})
 
-    outcome = await run_sessions(server, CodingAgent, tmp_path)
+    outcome = await run_faulty(server, CodingAgent, tmp_path)
 
     failed = [s for s in outcome.steps if "http_error" in s.failures]
     assert len(failed) == await scrape(server, FAULTS, fault="http_5xx")
@@ -199,7 +134,7 @@ async def test_sessions_with_failures_are_written_to_sessions_jsonl_with_their_c
 ) -> None:
     server = await start_sim(faults={"http_5xx": 0.3})
 
-    outcome = await run_sessions(server, CodingAgent, tmp_path)
+    outcome = await run_faulty(server, CodingAgent, tmp_path)
 
     lines = [orjson.loads(line) for line in (tmp_path / "sessions.jsonl").read_bytes().splitlines()]
     assert len(lines) == SESSIONS
@@ -212,7 +147,7 @@ async def test_recoveries_never_outnumber_the_failures_they_recovered(
 ) -> None:
     server = await start_sim(faults={"http_5xx": 0.4, "stream_cut": 0.2})
 
-    outcome = await run_sessions(server, CodingAgent, tmp_path)
+    outcome = await run_faulty(server, CodingAgent, tmp_path)
 
     for kind in ("http_error", "stream_truncated"):
         assert 0 < outcome.stats.recoveries[kind] <= outcome.stats.failures[kind]
@@ -223,7 +158,7 @@ async def test_fault_free_sessions_count_no_failures_and_all_complete(
 ) -> None:
     server = await start_sim()
 
-    outcome = await run_sessions(server, CodingAgent, tmp_path)
+    outcome = await run_faulty(server, CodingAgent, tmp_path)
 
     assert {k: n for k, n in outcome.stats.failures.items() if n} == {}
     assert [s.outcome for s in outcome.sessions] == ["completed"] * SESSIONS

@@ -17,10 +17,13 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     """
     if task is None:
         return
+    current = asyncio.current_task()
+    # A caller may already be cancelled (cleaning up in a finally): only a cancellation
+    # that arrives while it waits here is its own to propagate.
+    before = current.cancelling() if current is not None else 0
     task.cancel()
     try:
         await task
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
+        if current is not None and current.cancelling() > before:
             raise

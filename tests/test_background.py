@@ -44,3 +44,28 @@ async def test_the_callers_own_cancellation_propagates() -> None:
     outer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await outer
+
+
+async def test_cleanup_in_a_cancelled_caller_still_stops_every_task() -> None:
+    # A caller already being cancelled runs its finally: each task it stops there must be
+    # stopped, not the first one only (that cut the rest of Engine.stop short).
+    first = asyncio.create_task(asyncio.sleep(3600))
+    second = asyncio.create_task(asyncio.sleep(3600))
+    stopped: list[bool] = []
+
+    async def caller() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await cancel_and_wait(first)
+            await cancel_and_wait(second)
+            stopped.append(True)
+
+    outer = asyncio.create_task(caller())
+    await asyncio.sleep(0)
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    assert stopped == [True]
+    assert first.cancelled()
+    assert second.cancelled()

@@ -10,20 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_ceiling import PROFILE
 
-PROFILE = """\
-name: ceiling-interrupt
-duration: 10s
-seed: 7
-time_scale: 0.001
-force_output_length: always
-arrival: {mode: closed, agents: 1}
-agents:
-  - kind: support
-    params: {system_prompt_tokens: 16, turns: 2, steps_per_turn: 1, user_tokens: 8,
-             output_tokens: 48, think_time_s: 0}
-sim: {preset: fast, perf: {kind: analytical, decode_step_ms: 10}, max_num_seqs: 64}
-"""
+# The ceiling tests' small support sessions, on an analytical sim with room for many agents.
+SIM = {"preset": "fast", "perf": {"kind": "analytical", "decode_step_ms": 10}, "max_num_seqs": 64}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -31,7 +21,7 @@ def test_an_interrupted_search_writes_the_levels_it_measured(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     profile = tmp_path / "p.yaml"
-    profile.write_text(PROFILE)
+    profile.write_text(PROFILE + f"sim: {json.dumps(SIM)}\n")
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "loadgen", "ceiling", str(profile), "--slo", "ttft_p95 < 10s",
@@ -42,7 +32,7 @@ def test_an_interrupted_search_writes_the_levels_it_measured(
     try:
         assert proc.stderr is not None
         first = proc.stderr.readline()  # said at once, before any level is measured
-        assert first.startswith("agentload ceiling: searching ceiling-interrupt by agents"), first
+        assert first.startswith("agentload ceiling: searching ceiling-test by agents"), first
         deadline = time.monotonic() + 120
         measured = 0
         while measured < 2 and time.monotonic() < deadline:  # two levels: well under way

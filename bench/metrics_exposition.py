@@ -23,9 +23,9 @@ from collections.abc import Callable
 
 from prometheus_client import generate_latest
 
-from loadgen.observe.prometheus_merge import SampleTracker
-from loadgen.observe.prometheus_metrics import RunMetrics
-from loadgen.observe.prometheus_text import IncrementalExposition
+from loadgen.observe.prometheus.merge import SampleTracker
+from loadgen.observe.prometheus.metrics import RunMetrics
+from loadgen.observe.prometheus.text import IncrementalExposition
 
 KINDS = ("turn", "tool_result", "subagent", "subagent_result", "compaction", "resume")
 

@@ -12,8 +12,8 @@ import pytest
 import loadgen.runtime.load as load_module
 from loadgen.agents import Agent
 from loadgen.observe import LatencyHistogram
-from loadgen.observe.prometheus_generator import GeneratorSampler
-from loadgen.observe.prometheus_metrics import RunMetrics
+from loadgen.observe.prometheus.generator import GeneratorSampler
+from loadgen.observe.prometheus.metrics import RunMetrics
 from loadgen.profile.schema import Arrival
 from loadgen.runtime.load import ArrivalLags, OpenLoop
 

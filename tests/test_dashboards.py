@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from loadgen.observe.prometheus_metrics import DEFAULT_PROMETHEUS_PORT, RunMetrics
+from loadgen.observe.prometheus.metrics import DEFAULT_PROMETHEUS_PORT, RunMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "dashboards"

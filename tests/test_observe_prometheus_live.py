@@ -29,8 +29,8 @@ import pytest
 import yaml
 
 from loadgen.observe.live_observation import ObservationSettings
-from loadgen.observe.prometheus_metrics import RunMetrics
-from loadgen.observe.prometheus_server import MetricsServer
+from loadgen.observe.prometheus.metrics import RunMetrics
+from loadgen.observe.prometheus.server import MetricsServer
 from loadgen.profile.loader import load_profile
 from loadgen.runtime.run import RunOptions, run_load
 from loadgen.sim import PRESETS, SimConfig, SimServer

@@ -9,9 +9,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from loadgen.observe.prometheus_merge import MergedMetrics, SampleTracker
-from loadgen.observe.prometheus_metrics import RunMetrics
-from loadgen.observe.prometheus_text import IncrementalExposition
+from loadgen.observe.prometheus.merge import MergedMetrics, SampleTracker
+from loadgen.observe.prometheus.metrics import RunMetrics
+from loadgen.observe.prometheus.text import IncrementalExposition
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

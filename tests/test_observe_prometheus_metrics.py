@@ -9,9 +9,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.observe.goodput import GoodputRule
-from loadgen.observe.prometheus_histogram import HistogramFamily
-from loadgen.observe.prometheus_metrics import RunMetrics
-from loadgen.observe.prometheus_sink import MAX_LABEL_VALUES, OTHER_LABEL, MetricsSink
+from loadgen.observe.prometheus.histogram import HistogramFamily
+from loadgen.observe.prometheus.metrics import RunMetrics
+from loadgen.observe.prometheus.sink import MAX_LABEL_VALUES, OTHER_LABEL, MetricsSink
 from loadgen.observe.records import SessionRecord, StepRecord, ToolOutcome
 
 PROFILE = "p"

@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadgen.observe.prometheus_generator import GeneratorSampler
-from loadgen.observe.prometheus_metrics import RunMetrics
-from loadgen.observe.prometheus_server import MetricsServer
+from loadgen.observe.prometheus.generator import GeneratorSampler
+from loadgen.observe.prometheus.metrics import RunMetrics
+from loadgen.observe.prometheus.server import MetricsServer
 
 
 async def test_server_on_port_0_serves_the_registry_in_text_format(

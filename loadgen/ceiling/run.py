@@ -18,7 +18,7 @@ from loadgen.ceiling.result import ceiling_document
 from loadgen.ceiling.search import LevelResult, Search, SearchSettings
 from loadgen.ceiling.slos import WindowSink, goodput_caps
 from loadgen.observe.goodput import GoodputRule
-from loadgen.observe.prometheus_metrics import RunMetrics
+from loadgen.observe.prometheus.metrics import RunMetrics
 from loadgen.profile.loader import LoadedProfile
 from loadgen.profile.schema import Profile
 from loadgen.report.ceiling import CEILING_FILE

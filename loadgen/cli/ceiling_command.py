@@ -289,7 +289,7 @@ async def _search(
 
     from loadgen.ceiling import run_ceiling
     from loadgen.cli.run_setup import close_metrics, serve_metrics
-    from loadgen.observe.prometheus_metrics import RunMetrics
+    from loadgen.observe.prometheus.metrics import RunMetrics
     from loadgen.sim import SimServer
 
     sim = server = None
@@ -336,7 +336,7 @@ def _search_swarm(
         worker_argv,
         worker_env,
     )
-    from loadgen.observe.prometheus_merge import MergedMetrics
+    from loadgen.observe.prometheus.merge import MergedMetrics
     from loadgen.orchestration.bridge import process_bridge
     from loadgen.orchestration.ceiling_swarm import run_ceiling_swarm
     from loadgen.orchestration.environment import SwarmOptions

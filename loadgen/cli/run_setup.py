@@ -21,8 +21,8 @@ from loadgen.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from loadgen.observe.live_observation import ObservationSettings
-    from loadgen.observe.prometheus_merge import MergedMetrics
-    from loadgen.observe.prometheus_server import MetricsServer
+    from loadgen.observe.prometheus.merge import MergedMetrics
+    from loadgen.observe.prometheus.server import MetricsServer
     from loadgen.sim import SimConfig
     from loadgen.transport import TargetConfig
 
@@ -308,8 +308,8 @@ def live_metrics(
 ) -> tuple[ObservationSettings, MetricsServer | None, MergedMetrics | None]:
     """What to observe live, the started /metrics server, and (master) the workers' merge."""
     from loadgen.observe.live_observation import ObservationSettings
-    from loadgen.observe.prometheus_merge import MergedMetrics
-    from loadgen.observe.prometheus_metrics import RunMetrics
+    from loadgen.observe.prometheus.merge import MergedMetrics
+    from loadgen.observe.prometheus.metrics import RunMetrics
 
     url = args.target_metrics_url
     if url is None and args.scrape_target_metrics:
@@ -333,7 +333,7 @@ def live_metrics(
 
 async def serve_metrics(source: Any, port: int, command: str) -> MetricsServer:
     """Serve `source` (RunMetrics or MergedMetrics) on PORT; a port in use is a usage error."""
-    from loadgen.observe.prometheus_server import MetricsServer
+    from loadgen.observe.prometheus.server import MetricsServer
 
     server = MetricsServer(source, port=port)
     try:

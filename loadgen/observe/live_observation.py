@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from loadgen.observe.prometheus_metrics import RunMetrics
-from loadgen.observe.prometheus_sink import MetricsSink
+from loadgen.observe.prometheus.metrics import RunMetrics
+from loadgen.observe.prometheus.sink import MetricsSink
 from loadgen.observe.target_metrics import SocketFactory, TargetMetricsSampler
 
 __all__ = ["LiveObservation", "ObservationSettings"]

@@ -16,7 +16,7 @@ from locust.env import Environment
 from locust.event import Events
 
 from loadgen.observe import RunStats
-from loadgen.observe.prometheus_merge import MergedMetrics
+from loadgen.observe.prometheus.merge import MergedMetrics
 from loadgen.orchestration.process_engine import SwarmSettings
 from loadgen.orchestration.shape import ProfileShape
 from loadgen.orchestration.users import user_classes_for

@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 
 from loadgen.errors import AgentloadError, TargetUnreachableError
 from loadgen.observe import ResultFiles, RunStats, combine_reports
-from loadgen.observe.prometheus_merge import MergedMetrics
+from loadgen.observe.prometheus.merge import MergedMetrics
 from loadgen.observe.target_metrics import TargetMetricsSampler
 from loadgen.orchestration.bridge import native_socket_factory, process_bridge
 from loadgen.orchestration.environment import (

@@ -17,8 +17,8 @@ import gevent
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from loadgen.observe.prometheus_merge import SampleTracker
-from loadgen.observe.prometheus_metrics import RunMetrics
+from loadgen.observe.prometheus.merge import SampleTracker
+from loadgen.observe.prometheus.metrics import RunMetrics
 from loadgen.orchestration.process_engine import SwarmSettings
 from loadgen.orchestration.shape import ProfileShape
 

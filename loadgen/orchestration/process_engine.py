@@ -18,7 +18,7 @@ from locust.env import Environment
 from loadgen.agents.agent import stable_seed
 from loadgen.observe import RunStats
 from loadgen.observe.live_observation import LiveObservation, ObservationSettings
-from loadgen.observe.prometheus_merge import SampleTracker
+from loadgen.observe.prometheus.merge import SampleTracker
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
 from loadgen.orchestration.bridge import LoopBridge, native_socket_factory, process_bridge
 from loadgen.profile.loader import LoadedProfile

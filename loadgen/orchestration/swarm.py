@@ -11,8 +11,8 @@ import gevent
 from locust.rpc import Message
 
 from loadgen.observe import RunStats
-from loadgen.observe.prometheus_metrics import RunMetrics
-from loadgen.observe.prometheus_text import IncrementalExposition
+from loadgen.observe.prometheus.metrics import RunMetrics
+from loadgen.observe.prometheus.text import IncrementalExposition
 from loadgen.orchestration.ceiling_swarm import CeilingWorker
 from loadgen.orchestration.environment import (
     SwarmOptions,

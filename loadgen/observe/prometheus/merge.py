@@ -8,8 +8,8 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from loadgen.observe.prometheus_histogram import HistogramFamily
-from loadgen.observe.prometheus_metrics import RunMetrics
+from loadgen.observe.prometheus.histogram import HistogramFamily
+from loadgen.observe.prometheus.metrics import RunMetrics
 
 __all__ = ["MergedMetrics", "SampleTracker"]
 

@@ -12,8 +12,8 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.registry import Collector
 
-from loadgen.observe.prometheus_metrics import RunMetrics
-from loadgen.observe.prometheus_text import IncrementalExposition
+from loadgen.observe.prometheus.metrics import RunMetrics
+from loadgen.observe.prometheus.text import IncrementalExposition
 
 __all__ = ["MetricsServer"]
 

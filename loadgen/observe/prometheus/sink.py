@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter
 
 from loadgen.observe.goodput import GoodputRule
-from loadgen.observe.prometheus_histogram import HistogramChild
+from loadgen.observe.prometheus.histogram import HistogramChild
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
 from loadgen.protocol.failures import FailureKind
 
 if TYPE_CHECKING:
-    from loadgen.observe.prometheus_metrics import RunMetrics
+    from loadgen.observe.prometheus.metrics import RunMetrics
 
 __all__ = ["MAX_LABEL_VALUES", "OTHER_LABEL", "MetricsSink"]
 

@@ -10,9 +10,9 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from loadgen.observe.goodput import GoodputRule
-from loadgen.observe.prometheus_generator import GeneratorSampler
-from loadgen.observe.prometheus_histogram import HistogramFamily
-from loadgen.observe.prometheus_sink import MetricsSink
+from loadgen.observe.prometheus.generator import GeneratorSampler
+from loadgen.observe.prometheus.histogram import HistogramFamily
+from loadgen.observe.prometheus.sink import MetricsSink
 
 __all__ = [
     "CONTEXT_TOKEN_BUCKETS",

@@ -6,8 +6,8 @@ from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
-from loadgen.observe.prometheus_merge import SampleTracker
-from loadgen.observe.prometheus_metrics import RunMetrics
+from loadgen.observe.prometheus.merge import SampleTracker
+from loadgen.observe.prometheus.metrics import RunMetrics
 
 __all__ = ["IncrementalExposition"]
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from loadgen.background import cancel_and_wait
 
 if TYPE_CHECKING:
-    from loadgen.observe.prometheus_metrics import RunMetrics
+    from loadgen.observe.prometheus.metrics import RunMetrics
 
 __all__ = ["GeneratorSampler"]
 

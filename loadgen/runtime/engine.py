@@ -254,7 +254,8 @@ class Engine:
             self.force_length = await detect_force_length(
                 self.transport, self.model, self.profile.force_output_length
             )
-            if self._uses_server_state():
+            make_agent = AgentFactory(self.loaded, self.model, self.force_length)
+            if any(p.api == "responses" and p.state == "server" for p in make_agent.params):
                 await detect_server_state(self.transport, self.model, self.capabilities)
         except BaseException:
             await self.transport.__aexit__(None, None, None)
@@ -262,15 +263,8 @@ class Engine:
         self._files = ResultFiles(self.out_dir)
         sink = FanOut([StatsSink(self.stats, self._files), *self._extra_sinks])
         self.runner = SessionRunner(self.transport, self.profile, sink, self.capabilities)
-        self.make_agent = AgentFactory(self.loaded, self.model, self.force_length)
+        self.make_agent = make_agent
         await self.health.start()
-
-    def _uses_server_state(self) -> bool:
-        for cls, mix in zip(self.loaded.agent_classes, self.profile.agents, strict=True):
-            params = cls.Params.model_validate(mix.params)
-            if params.api == "responses" and params.state == "server":
-                return True
-        return False
 
     def add_sink(self, sink: RecordSink) -> None:
         """Send every record to `sink` too (before start, or between sessions)."""

@@ -26,7 +26,7 @@ from loadgen.observe import (
     SCHEDULE_LAG_SATURATED_S,
 )
 from loadgen.profile.loader import load_profile
-from loadgen.report.ceiling import CEILING_FILE, ceiling_section, parse_ceiling
+from loadgen.report.html.ceiling import CEILING_FILE, ceiling_section, parse_ceiling
 from loadgen.transport import TargetConfig
 from tests.conftest import StartSim
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from loadgen.report.ceiling import CEILING_FILE
+from loadgen.observe.result_files import CEILING_FILE
 from tests.test_ceiling import SLO, _analytical, _profile
 from tests.test_swarm import child_env
 from tests.test_swarm_metrics import scrape, total

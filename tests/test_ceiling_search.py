@@ -26,7 +26,7 @@ from loadgen.errors import UsageError
 from loadgen.observe import GeneratorHealth, LatencyHistogram, RunStats
 from loadgen.observe.goodput import GoodputRule
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
-from loadgen.report.ceiling import ceiling_section, parse_ceiling
+from loadgen.report.html.ceiling import ceiling_section, parse_ceiling
 
 
 def _search(capacity: float, settings: SearchSettings) -> list[float]:

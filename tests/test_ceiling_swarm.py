@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from loadgen.report.ceiling import CEILING_FILE
+from loadgen.report.html.ceiling import CEILING_FILE
 from tests.test_ceiling import SLO, _analytical, _profile
 from tests.test_swarm import child_env
 

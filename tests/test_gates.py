@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from loadgen.errors import UsageError
+from loadgen.gates import METRICS, GateMonitor, evaluate_gates, gates_to_summary, parse_gate
+from loadgen.gates.gates import parse_gates
+from loadgen.gates.metrics import metric_names_text, read_metric
 from loadgen.observe import RunStats, SessionRecord, StepRecord
 from loadgen.protocol.failures import FailureKind
-from loadgen.report import METRICS, GateMonitor, evaluate_gates, gates_to_summary, parse_gate
-from loadgen.report.gates import parse_gates
-from loadgen.report.metrics import metric_names_text, read_metric
 
 
 def crafted_summary(ttft_s: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)) -> dict[str, Any]:

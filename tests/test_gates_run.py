@@ -16,19 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+from loadgen.gates import GateMonitor, evaluate_gates, gates_to_summary, parse_gates, read_metric
 from loadgen.observe import RunStats
 from loadgen.profile.loader import load_profile
-from loadgen.report import (
-    GateMonitor,
-    evaluate_gates,
-    format_gate_results,
-    gates_to_summary,
-    judge_run,
-    load_results,
-    parse_gates,
-    read_metric,
-    write_junit,
-)
+from loadgen.report import format_gate_results, judge_run, load_results, write_junit
 from loadgen.runtime.run import RunOptions, StatsSink, run_load
 from loadgen.sim import PRESETS, SimConfig, SimServer
 from loadgen.transport import TargetConfig

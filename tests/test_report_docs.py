@@ -8,8 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from loadgen.report import COMPARE_METRICS, METRICS, parse_gate
-from loadgen.report.ceiling import parse_ceiling
+from loadgen.gates import METRICS, parse_gate
+from loadgen.report import COMPARE_METRICS
+from loadgen.report.html.ceiling import parse_ceiling
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

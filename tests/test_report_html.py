@@ -26,8 +26,8 @@ from test_observe_summary_text import (
 
 from loadgen.errors import UsageError
 from loadgen.report import load_results, render_report, save_summary
-from loadgen.report.ceiling import ceiling_section, parse_ceiling
-from loadgen.report.html_charts import session_label
+from loadgen.report.html.ceiling import ceiling_section, parse_ceiling
+from loadgen.report.html.charts import session_label
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"

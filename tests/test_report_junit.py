@@ -9,7 +9,8 @@ import pytest
 from test_gates import crafted_summary
 
 from loadgen.errors import UsageError
-from loadgen.report import evaluate_gates, parse_gates, write_junit
+from loadgen.gates import evaluate_gates, parse_gates
+from loadgen.report import write_junit
 from loadgen.report.junit import JUnitCase, write_junit_cases
 
 

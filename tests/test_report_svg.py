@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from loadgen.report.svg import (
+from loadgen.report.html.svg import (
     Axis,
     Bars,
     Series,
@@ -16,7 +16,7 @@ from loadgen.report.svg import (
     plain_number,
     stacked_columns,
 )
-from loadgen.report.svg_frame import nice_ticks
+from loadgen.report.html.svg_frame import nice_ticks
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from loadgen.ceiling.steadiness import Slice
-from loadgen.report.metrics import read_metric
+from loadgen.gates.metrics import read_metric
 
 __all__ = ["level_figures", "slice_figures"]
 

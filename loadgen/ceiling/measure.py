@@ -22,6 +22,7 @@ from loadgen.ceiling.steadiness import (
     merge_slices,
     window_span,
 )
+from loadgen.gates.gates import Gate, GateResult, evaluate_gates
 from loadgen.observe import (
     CPU_SATURATED_PERCENT,
     LOOP_LAG_SATURATED_S,
@@ -30,7 +31,6 @@ from loadgen.observe import (
     LatencyHistogram,
 )
 from loadgen.observe.target_metrics import TargetMetricsSampler
-from loadgen.report.gates import Gate, GateResult, evaluate_gates
 
 __all__ = [
     "ERROR_STORM_RATE",

@@ -17,12 +17,12 @@ from loadgen.ceiling.measure import GeneratorLimits, LevelRunner, Windows
 from loadgen.ceiling.result import ceiling_document
 from loadgen.ceiling.search import LevelResult, Search, SearchSettings
 from loadgen.ceiling.slos import WindowSink, goodput_caps
+from loadgen.gates.gates import Gate
 from loadgen.observe.goodput import GoodputRule
 from loadgen.observe.prometheus.metrics import RunMetrics
+from loadgen.observe.result_files import CEILING_FILE
 from loadgen.profile.loader import LoadedProfile
 from loadgen.profile.schema import Profile
-from loadgen.report.ceiling import CEILING_FILE
-from loadgen.report.gates import Gate
 from loadgen.runtime.engine import Engine
 from loadgen.transport import TargetConfig
 

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from loadgen.ceiling.steadiness import Slice
 from loadgen.errors import UsageError
+from loadgen.gates.gates import Gate, parse_gates
 from loadgen.observe import LatencyHistogram, RunStats
 from loadgen.observe.goodput import GoodputRule
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
-from loadgen.report.gates import Gate, parse_gates
 
 __all__ = ["WindowSink", "build_slos", "goodput_caps"]
 

@@ -46,14 +46,8 @@ def register(commands: Any) -> None:
 def report(args: argparse.Namespace) -> int:
     """Write the report; 1 when a --gate failed."""
     from loadgen.errors import UsageError
-    from loadgen.report import (
-        evaluate_gates,
-        format_gate_results,
-        gates_to_summary,
-        load_results,
-        parse_gates,
-        write_junit,
-    )
+    from loadgen.gates import evaluate_gates, gates_to_summary, parse_gates
+    from loadgen.report import format_gate_results, load_results, write_junit
     from loadgen.report.html import write_report_of
 
     if args.junit and not args.gate:

@@ -339,8 +339,8 @@ def run(args: argparse.Namespace) -> int:
         check_web_address(args.web_host, args.web_port)
     # Heavy imports only here: `agentload run` patched gevent before any of them (entry.py).
     from loadgen.cli.run_verdict import RunWatch, finish_run
+    from loadgen.gates import parse_gates
     from loadgen.profile.loader import load_profile
-    from loadgen.report import parse_gates
 
     loaded = load_profile(args.profile, profile_overrides(args))
     profile = loaded.profile

@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.errors import TargetUnreachableError
+from loadgen.gates import Gate, GateMonitor, GateResult
 from loadgen.observe import RunStats, format_summary
 from loadgen.observe.failure_storm import FailureStorm
 from loadgen.report import (
-    Gate,
-    GateMonitor,
-    GateResult,
     LiveProgress,
     format_gate_results,
     judge_run,

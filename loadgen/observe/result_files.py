@@ -16,11 +16,12 @@ import orjson
 from loadgen.errors import UsageError
 from loadgen.observe.records import SessionRecord, StepRecord
 
-__all__ = ["SESSIONS_FILE", "STEPS_FILE", "SUMMARY_FILE", "ResultFiles"]
+__all__ = ["CEILING_FILE", "SESSIONS_FILE", "STEPS_FILE", "SUMMARY_FILE", "ResultFiles"]
 
 STEPS_FILE = "steps.jsonl"
 SESSIONS_FILE = "sessions.jsonl"
 SUMMARY_FILE = "summary.json"
+CEILING_FILE = "ceiling.json"  # written by `agentload ceiling`, read by the report
 
 _LINE = orjson.OPT_APPEND_NEWLINE
 _DOCUMENT = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE

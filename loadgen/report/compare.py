@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from loadgen.errors import UsageError
+from loadgen.gates.metrics import Unit, summary_number
 from loadgen.report.compare_inputs import (
     FAMILIES,
     Side,
@@ -24,7 +25,6 @@ from loadgen.report.compare_inputs import (
     rate_value,
     read_side,
 )
-from loadgen.report.metrics import Unit, summary_number
 from loadgen.report.results import RunResults
 from loadgen.report.statistics import (
     Estimate,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from loadgen.gates.metrics import summary_number
 from loadgen.observe.histogram import LatencyHistogram
-from loadgen.report.metrics import summary_number
 from loadgen.report.results import RunResults
 
 __all__ = ["FAMILIES", "Side", "proportion_inputs", "rate_inputs", "rate_value", "read_side"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
+from loadgen.gates.gates import format_value
 from loadgen.report.compare import Comparison, MetricChange
-from loadgen.report.gates import format_value
 from loadgen.report.junit import JUnitCase
 
 __all__ = ["comparison_cases", "format_comparison"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.errors import UsageError
-from loadgen.report.gates import GateResult
+from loadgen.gates.gates import GateResult
 
 __all__ = ["JUnitCase", "run_properties", "write_junit", "write_junit_cases"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from loadgen.report.gates import Gate, GateResult, evaluate_gates, gates_to_summary
+from loadgen.gates.gates import Gate, GateResult, evaluate_gates, gates_to_summary
 from loadgen.report.html import write_report_of
 from loadgen.report.junit import write_junit
 from loadgen.report.results import RunResults, save_summary

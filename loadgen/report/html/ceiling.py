@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen.errors import UsageError
-from loadgen.report.html_charts import BLUE, GREEN, ORANGE, RED, Section, seconds_format
-from loadgen.report.svg import Axis, Series, line_chart, plain_number
+from loadgen.observe.result_files import CEILING_FILE
+from loadgen.report.html.charts import BLUE, GREEN, ORANGE, RED, Section, seconds_format
+from loadgen.report.html.svg import Axis, Series, line_chart, plain_number
 
 __all__ = [
-    "CEILING_FILE",
     "Ceiling",
     "CeilingLevel",
     "CeilingSlice",
@@ -35,7 +35,6 @@ __all__ = [
     "parse_ceiling",
 ]
 
-CEILING_FILE = "ceiling.json"
 _OPTIONAL = ("ttft_p95_s", "e2e_p95_s", "itl_p99_s", "error_rate")
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from loadgen.report.svg_frame import PALETTE, Axis, Frame, LegendEntry, plain_number
+from loadgen.report.html.svg_frame import PALETTE, Axis, Frame, LegendEntry, plain_number
 
 __all__ = [
     "PALETTE",

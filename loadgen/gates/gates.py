@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen.errors import UsageError
-from loadgen.report.metrics import Metric, Unit, get_metric
+from loadgen.gates.metrics import Metric, Unit, get_metric
 
 __all__ = [
     "OPERATORS",

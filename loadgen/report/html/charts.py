@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen.observe.histogram import LatencyHistogram
-from loadgen.report.run_data import Group, ReportData, Timeline
-from loadgen.report.svg import (
+from loadgen.report.html.svg import (
     Axis,
     Bars,
     Series,
@@ -19,6 +18,7 @@ from loadgen.report.svg import (
     line_chart,
     stacked_columns,
 )
+from loadgen.report.run_data import Group, ReportData, Timeline
 
 __all__ = ["BLUE", "GREEN", "ORANGE", "RED", "Section", "record_sections", "seconds_format"]
 

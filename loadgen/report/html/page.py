@@ -11,6 +11,9 @@ from typing import Any
 
 from loadgen import __version__
 from loadgen.errors import UsageError
+from loadgen.gates.gates import format_value
+from loadgen.gates.metrics import METRICS, Unit
+from loadgen.observe.result_files import CEILING_FILE
 from loadgen.observe.summary_text import (
     ENGINE_NAMES,
     SATURATED_RESOURCES,
@@ -19,10 +22,8 @@ from loadgen.observe.summary_text import (
     workers_reported,
 )
 from loadgen.observe.target_metrics import KV_CACHE_BINDING, KV_CACHE_SATURATED
-from loadgen.report.ceiling import CEILING_FILE, ceiling_section, parse_ceiling
-from loadgen.report.gates import format_value
-from loadgen.report.html_charts import Section, record_sections
-from loadgen.report.metrics import METRICS, Unit
+from loadgen.report.html.ceiling import ceiling_section, parse_ceiling
+from loadgen.report.html.charts import Section, record_sections
 from loadgen.report.results import RunResults, load_results
 from loadgen.report.run_data import Group, ReportData, gather
 

@@ -40,6 +40,7 @@ ALLOWED = {
     },
     "orchestration": {
         "ceiling",
+        "sim",
         "runtime",
         "profile",
         "agents",

@@ -18,14 +18,14 @@ import pytest
 
 from loadgen.agents import Agent
 from loadgen.cli.run_setup import profile_overrides as _overrides
-from loadgen.cli.run_setup import sim_config as _sim_config
 from loadgen.errors import UsageError
 from loadgen.observe import ResultFiles, RunStats
 from loadgen.profile.loader import LoadedProfile, ProfileError, builtin_profiles, load_profile
-from loadgen.runtime.run import StatsSink
+from loadgen.runtime.engine import StatsSink
 from loadgen.runtime.session import SessionRunner
 from loadgen.runtime.sinks import FanOut, MemorySink
 from loadgen.sim import SimServer
+from loadgen.sim.config import profile_sim_config as _sim_config
 from loadgen.transport import TargetConfig, Transport
 
 StartSim = Callable[..., Awaitable[SimServer]]

@@ -11,11 +11,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.cli.main import build_parser
-from loadgen.cli.run_setup import sim_config as profile_sim_config
 from loadgen.cli.sim_command import config_from_args
 from loadgen.errors import ConfigError
 from loadgen.sim import SimServer
-from loadgen.sim.config import METRICS_DIALECTS
+from loadgen.sim.config import METRICS_DIALECTS, profile_sim_config
 from loadgen.sim.engine import Engine
 from loadgen.sim.metric_dialects import SGLANG_LOG_INTERVAL_S, server_metrics
 from tests.conftest import StartSim, sim_config

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import math
 import signal
 import sys
 from pathlib import Path
@@ -15,7 +15,7 @@ from loadgen.cli.run_command import (
     add_target_arguments,
     check_master_flags,
 )
-from loadgen.cli.run_setup import default_out_dir, sim_config, target_config
+from loadgen.cli.run_setup import default_out_dir, launch_for
 from loadgen.errors import UsageError
 
 __all__ = ["register"]
@@ -207,6 +207,7 @@ def ceiling(args: argparse.Namespace) -> int:
     from loadgen.ceiling import CeilingOptions, SearchSettings, build_slos, format_ceiling
     from loadgen.ceiling.measure import Windows
     from loadgen.ceiling.run import search_unit
+    from loadgen.orchestration.ceiling_launch import launch_ceiling
     from loadgen.profile.loader import load_profile
 
     _check(args)
@@ -223,7 +224,6 @@ def ceiling(args: argparse.Namespace) -> int:
     slos = build_slos(args.slo, profile.slos, profile.gates)  # a bad --slo: exit 2, up front
     out = args.out or default_out_dir(profile.name, prefix="ceiling-")
     out.mkdir(parents=True, exist_ok=True)
-    scrape = args.scrape_target_metrics or args.target_metrics_url is not None
     search = SearchSettings(
         start=args.start,
         growth=args.growth,
@@ -251,143 +251,25 @@ def ceiling(args: argparse.Namespace) -> int:
               f"{args.start:g}, {args.warmup:g}s warm-up + {args.window:g}s window per level, "
               f"at most {args.max_duration:g}s; results in {out}", file=sys.stderr,
               flush=True)  # fmt: skip
-    received: list[int] = []
+    launch = launch_for(args, out, max(processes, 1), quiet=args.quiet)
+    swarm = None
     if args.master or processes > 1:
-        doc = _search_swarm(args, processes, loaded, options, scrape)
-    else:
-        doc = asyncio.run(_search(args, loaded, options, scrape, received))
-    print(format_ceiling(doc))
-    print(f"results: {out}")
-    if received:
-        # As a shell reports a command a signal ended; ceiling.json holds what was measured.
-        print(f"agentload ceiling: interrupted by {signal.Signals(received[0]).name}; the "
-              f"levels measured are in {out}", file=sys.stderr)  # fmt: skip
-        return 128 + received[0]
-    return 0 if doc["ceiling"] is not None else 1
+        from loadgen.orchestration.environment import SwarmOptions
 
-
-async def _search(
-    args: argparse.Namespace, loaded: Any, options: Any, scrape: bool, received: list[int]
-) -> Any:
-    """Start the built-in simulator when no --target is given, then search on this loop.
-
-    Ctrl-C and SIGTERM stop the search (their numbers go into `received`); it then ends as
-    any stop does, and ceiling.json keeps every level measured.
-    """
-    import dataclasses
-
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-
-    def interrupt(sig: int) -> None:
-        received.append(sig)
-        task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, interrupt, sig)
-
-    from loadgen.ceiling import run_ceiling
-    from loadgen.cli.run_setup import close_metrics, serve_metrics
-    from loadgen.observe.prometheus.metrics import RunMetrics
-    from loadgen.sim import SimServer
-
-    sim = server = None
-    if args.prometheus_port is not None:
-        metrics = RunMetrics()
-        server = await serve_metrics(metrics, args.prometheus_port, "ceiling")
-        options = dataclasses.replace(options, metrics=metrics)
-    if args.target:
-        target = target_config(args, args.target)
-    else:
-        config = sim_config(loaded.profile.sim)
-        sim = SimServer(config, host="127.0.0.1")
-        await sim.start()
-        target = target_config(args, sim.base_url)
-        options = dataclasses.replace(options, target_label={"builtin_sim": config.preset})
-    if scrape:
-        url = args.target_metrics_url or f"{target.root_url}/metrics"
-        windows = dataclasses.replace(options.windows, metrics_url=url)
-        options = dataclasses.replace(options, windows=windows)
-    try:
-        return await run_ceiling(loaded, target, options)
-    finally:
-        if server is not None:
-            await close_metrics(server, options.progress, "ceiling")
-        if sim is not None:
-            await sim.stop()
-
-
-def _search_swarm(
-    args: argparse.Namespace, processes: int, loaded: Any, options: Any, scrape: bool
-) -> Any:
-    """The search as a Locust master: local worker processes (--processes) or remote ones."""
-    import dataclasses
-    import math
-    import subprocess
-
-    from loadgen.cli.run_setup import (
-        close_metrics,
-        free_port,
-        local_workers_exited,
-        reap_workers,
-        serve_metrics,
-        start_local_workers,
-        worker_argv,
-        worker_env,
-    )
-    from loadgen.observe.prometheus.merge import MergedMetrics
-    from loadgen.orchestration.bridge import process_bridge
-    from loadgen.orchestration.ceiling_swarm import run_ceiling_swarm
-    from loadgen.orchestration.environment import SwarmOptions
-    from loadgen.orchestration.process_engine import SwarmSettings
-    from loadgen.sim import SimServer
-
-    bridge = process_bridge()
-    sim = server = merged = None
-    extra: dict[str, Any] = {}
-    workers: list[subprocess.Popen[bytes]] = []
-    try:
-        if args.prometheus_port is not None:
-            merged = MergedMetrics()  # the workers' metrics, summed as they report
-            port = args.prometheus_port
-            server = bridge.run(serve_metrics(merged, port, "ceiling"), timeout=10)
-        if args.target:
-            target = target_config(args, args.target)
-        else:
-            config = sim_config(loaded.profile.sim)
-            sim = SimServer(config, host="127.0.0.1")  # in this process, on the bridge's loop
-            bridge.run(sim.start(), timeout=60)
-            target = target_config(args, sim.base_url)
-            extra = {"builtin_sim": config.preset}
-        options = dataclasses.replace(options, target_label=extra)
-        if scrape:
-            url = args.target_metrics_url or f"{target.root_url}/metrics"
-            options = dataclasses.replace(
-                options, windows=dataclasses.replace(options.windows, metrics_url=url)
-            )
-        local = processes > 1
         swarm = SwarmOptions(
             mode="master",
-            master_bind_host="127.0.0.1" if local else args.master_bind_host,
-            master_bind_port=free_port() if local else args.master_bind_port,
-            expect_workers=processes if local else args.expect_workers,
+            master_bind_host=args.master_bind_host,
+            master_bind_port=args.master_bind_port,
+            expect_workers=args.expect_workers,
             expect_workers_max_wait_s=args.expect_workers_max_wait or math.inf,
-            metrics=merged,
         )
-        settings = SwarmSettings(
-            loaded, target, options.out_dir, model=args.model, processes=swarm.expect_workers,
-            extra=extra,
-        )  # fmt: skip
-        if local:
-            argv = worker_argv(args, swarm.master_bind_port, target.base_url, options.out_dir)
-            workers = start_local_workers(argv, processes, worker_env(args))
-            # A worker that dies before connecting would leave the master waiting forever.
-            swarm = dataclasses.replace(swarm, stop_waiting=local_workers_exited(workers))
-        return run_ceiling_swarm(settings, swarm, options)
-    finally:
-        reap_workers(workers)
-        if server is not None:
-            bridge.run(close_metrics(server, options.progress, "ceiling"), timeout=60)
-        if sim is not None:
-            bridge.run(sim.stop(), timeout=30)
+    outcome = launch_ceiling(loaded, launch, options, swarm)
+    doc = outcome.document
+    print(format_ceiling(doc))
+    print(f"results: {out}")
+    if (sig := outcome.interrupted_by) is not None:
+        # As a shell reports a command a signal ended; ceiling.json holds what was measured.
+        print(f"agentload ceiling: interrupted by {signal.Signals(sig).name}; the "
+              f"levels measured are in {out}", file=sys.stderr)  # fmt: skip
+        return 128 + sig
+    return 0 if doc["ceiling"] is not None else 1

@@ -3,37 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from loadgen.cli.arguments import parse_count, parse_duration, parse_per_second, parse_port
 from loadgen.cli.run_setup import (
     check_api_key,
     check_web_address,
     default_out_dir,
-    final_scrape,
-    free_port,
-    live_metrics,
-    local_workers_exited,
+    launch_for,
     parse_headers,
     profile_overrides,
-    reap_workers,
-    run_worker_processes,
-    sim_config,
-    start_local_workers,
-    target_config,
     worker_argv,
     worker_env,
 )
 from loadgen.errors import UsageError
-
-if TYPE_CHECKING:
-    from loadgen.cli.run_verdict import RunWatch
-    from loadgen.profile.loader import LoadedProfile
 
 __all__ = ["MASTER_BIND_HOST", "MASTER_PORT", "check_swarm_flags", "register"]
 
@@ -340,6 +326,9 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports only here: `agentload run` patched gevent before any of them (entry.py).
     from loadgen.cli.run_verdict import RunWatch, finish_run
     from loadgen.gates import parse_gates
+    from loadgen.orchestration.environment import SwarmOptions
+    from loadgen.orchestration.launch import launch_run
+    from loadgen.orchestration.local_workers import run_worker_processes
     from loadgen.profile.loader import load_profile
 
     loaded = load_profile(args.profile, profile_overrides(args))
@@ -353,86 +342,24 @@ def run(args: argparse.Namespace) -> int:
         return run_worker_processes(argv, processes, worker_env(args))
     quiet = args.quiet or args.worker
     watch = RunWatch(profile.name, gates, args.storm_stop, quiet=quiet)
-    summary = _run_swarm(args, loaded, processes, out, watch, quiet=quiet)
+    mode: Literal["local", "master", "worker"] = "local"
+    if args.worker:
+        mode = "worker"
+    elif args.master or processes > 1:
+        mode = "master"
+    options = SwarmOptions(
+        mode=mode,
+        web=args.web, web_host=args.web_host, web_port=args.web_port,
+        master_host=args.master_host, master_port=args.master_port,
+        master_bind_host=args.master_bind_host, master_bind_port=args.master_bind_port,
+        expect_workers=processes if processes > 1 else args.expect_workers,  # as Locust
+        expect_workers_max_wait_s=args.expect_workers_max_wait or math.inf,
+        on_tick=None if args.worker else watch.on_tick,
+    )  # fmt: skip
+    launch = launch_for(args, out, max(processes, 1), quiet=quiet)
+    summary = launch_run(
+        loaded, launch, options, running=lambda: watch.running(profile.total_duration)
+    )
     if summary is None:  # a worker: the master reports
         return 0
     return finish_run(args, out, summary, gates, watch)
-
-
-def _run_swarm(
-    args: argparse.Namespace,
-    loaded: LoadedProfile,
-    processes: int,
-    out: Path,
-    watch: RunWatch,
-    *,
-    quiet: bool,
-) -> dict[str, Any] | None:
-    """The target (or the built-in simulator), local workers, metrics, then the swarm's run."""
-    import subprocess
-
-    from loadgen.orchestration.bridge import process_bridge
-    from loadgen.orchestration.process_engine import SwarmSettings
-    from loadgen.orchestration.swarm import SwarmOptions, run_swarm
-    from loadgen.sim import SimServer
-
-    profile = loaded.profile
-    bridge = process_bridge()
-    sim = None
-    extra: dict[str, Any] = {}
-    workers: list[subprocess.Popen[bytes]] = []
-    exporter = None
-    try:
-        if args.target:
-            target = target_config(args, args.target)
-        else:
-            config = sim_config(profile.sim)
-            sim = SimServer(config, host="127.0.0.1")
-            bridge.run(sim.start(), timeout=60)
-            target = target_config(args, sim.base_url)
-            extra = {"builtin_sim": config.preset}
-        mode: Literal["local", "master", "worker"] = "local"
-        if args.worker:
-            mode = "worker"
-        elif args.master or processes > 1:
-            mode = "master"
-        expect_workers = processes if processes > 1 else args.expect_workers  # as Locust
-        observe, exporter, merged = live_metrics(args, target, mode, bridge)
-        settings = SwarmSettings(
-            loaded, target, out, model=args.model,
-            processes=expect_workers if mode == "master" else 1, extra=extra, observe=observe,
-        )  # fmt: skip
-        options = SwarmOptions(
-            mode=mode,
-            web=args.web, web_host=args.web_host, web_port=args.web_port,
-            master_host=args.master_host, master_port=args.master_port,
-            master_bind_host=args.master_bind_host, master_bind_port=args.master_bind_port,
-            expect_workers=expect_workers,
-            expect_workers_max_wait_s=args.expect_workers_max_wait or math.inf,
-            on_tick=None if args.worker else watch.on_tick,
-            metrics=merged,
-        )  # fmt: skip
-        if processes > 1:
-            port = free_port()
-            argv = worker_argv(args, port, target.base_url, out)
-            workers = start_local_workers(argv, processes, worker_env(args))
-            options = dataclasses.replace(
-                options, master_bind_host="127.0.0.1", master_bind_port=port,
-                stop_waiting=local_workers_exited(workers),
-            )  # fmt: skip
-        if not quiet:
-            where = "the built-in simulator" if sim else target.base_url
-            print(f"agentload run: {profile.name} for {profile.total_duration:.0f}s against "
-                  f"{where}; results in {out}", file=sys.stderr, flush=True)  # fmt: skip
-        watch.live.start(profile.total_duration)
-        try:
-            summary: dict[str, Any] | None = run_swarm(settings, options)
-        finally:
-            watch.live.stop()
-    finally:
-        if exporter is not None:
-            final_scrape(exporter, bridge, None if quiet else sys.stderr)
-        reap_workers(workers)
-        if sim is not None:
-            bridge.run(sim.stop(), timeout=30)
-    return summary

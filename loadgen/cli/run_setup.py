@@ -1,4 +1,5 @@
-"""The wiring behind `agentload run`: overrides, target, built-in simulator, workers, metrics.
+"""What `agentload run` and `ceiling` read from their command lines: overrides, the target,
+headers and key, workers' command lines, and the Launch handed to orchestration.
 
 Heavy modules are imported inside the functions: `agentload run` patches gevent before
 importing them (see entry.py), and `agentload --help` should stay fast.
@@ -9,40 +10,25 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loadgen.errors import ConfigError, UsageError
+from loadgen.errors import UsageError
 
 if TYPE_CHECKING:
-    from loadgen.observe.live_observation import ObservationSettings
-    from loadgen.observe.prometheus.merge import MergedMetrics
-    from loadgen.observe.prometheus.server import MetricsServer
-    from loadgen.sim import SimConfig
+    from loadgen.orchestration.launch_plan import Launch
     from loadgen.transport import TargetConfig
 
 __all__ = [
     "API_KEY_ENV",
     "check_api_key",
     "check_web_address",
-    "close_metrics",
     "default_out_dir",
-    "final_scrape",
-    "free_port",
-    "live_metrics",
-    "local_workers_exited",
+    "launch_for",
     "parse_headers",
     "profile_overrides",
-    "reap_workers",
-    "run_worker_processes",
-    "serve_metrics",
-    "sim_config",
-    "start_local_workers",
     "target_config",
     "worker_argv",
     "worker_env",
@@ -121,26 +107,6 @@ def default_out_dir(name: str, prefix: str = "") -> Path:
     return Path("results") / f"{prefix}{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def sim_config(settings: dict[str, Any]) -> SimConfig:
-    """The built-in simulator's config from a profile's `sim:` mapping."""
-    from pydantic import ValidationError
-
-    from loadgen.sim.config import PRESETS, SimConfig
-
-    data = dict(settings)
-    preset = str(data.pop("preset", "fast"))
-    if preset not in PRESETS:
-        raise ConfigError(
-            f"profile sim.preset {preset!r} is unknown; use one of {', '.join(PRESETS)}"
-        )
-    try:
-        return SimConfig.model_validate({**PRESETS[preset].model_dump(), **data})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"profile sim.{where}: {err['msg']}") from exc
-
-
 def target_config(args: argparse.Namespace, url: str) -> TargetConfig:
     """The target at `url` with the command line's key, headers, TLS and timeout."""
     from loadgen.transport import TargetConfig
@@ -196,62 +162,6 @@ def worker_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def start_local_workers(
-    argv: list[str], count: int, env: dict[str, str] | None = None
-) -> list[subprocess.Popen[bytes]]:
-    """`count` worker processes on this machine (--processes), with `env` (see worker_env)."""
-    return [subprocess.Popen(argv, env=env) for _ in range(count)]
-
-
-def local_workers_exited(workers: list[subprocess.Popen[bytes]]) -> Callable[[], str | None]:
-    """Why a master should stop waiting for its local workers: some already exited, or None."""
-
-    def reason() -> str | None:
-        codes = [str(proc.returncode) for proc in workers if proc.poll() is not None]
-        if not codes:
-            return None
-        return (
-            f"{len(codes)} of {len(workers)} local worker processes exited (exit code"
-            f"{'s' if len(codes) > 1 else ''} {', '.join(codes)}) before every worker "
-            "connected; see their errors above"
-        )
-
-    return reason
-
-
-def run_worker_processes(argv: list[str], count: int, env: dict[str, str] | None = None) -> int:
-    """`--worker --processes N`: run N workers, pass Ctrl-C / SIGTERM on; the worst exit code."""
-    import gevent
-
-    # Their own process group: a terminal's Ctrl-C reaches this process alone, which passes
-    # it on once (as it does SIGTERM from Kubernetes or `docker stop`); a worker that got it
-    # twice would leave twice.
-    workers = [subprocess.Popen(argv, process_group=0, env=env) for _ in range(count)]
-
-    def pass_on(sig: int) -> None:
-        for proc in workers:
-            if proc.poll() is None:
-                proc.send_signal(sig)
-
-    handlers = [gevent.signal_handler(sig, pass_on, sig) for sig in (signal.SIGINT, signal.SIGTERM)]
-    try:
-        codes = [proc.wait() for proc in workers]
-    finally:
-        for handler in handlers:
-            handler.cancel()
-    return max(1 if code < 0 else code for code in codes)  # < 0: ended by a signal
-
-
-def reap_workers(workers: list[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
-    """Wait for local workers to exit after their master; kill the ones that do not."""
-    for proc in workers:
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def check_web_address(host: str, port: int) -> None:
     """--web-host/--web-port that cannot be listened on are a UsageError, before the run starts.
 
@@ -288,76 +198,29 @@ def check_web_address(host: str, port: int) -> None:
             ) from exc
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for a local master)."""
-    import socket
+def launch_for(args: argparse.Namespace, out: Path, processes: int, *, quiet: bool) -> Launch:
+    """Where the run goes and how it is spread, as orchestration takes it (`run`, `ceiling`)."""
+    from loadgen.orchestration.launch_plan import Launch
+    from loadgen.orchestration.metrics_endpoint import MetricsSettings
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-# How long a run that was being scraped waits for the scrape that reads its final values:
-# longer than Prometheus's default 15 s interval.
-_FINAL_SCRAPE_WAIT_S = 30.0
-
-
-def live_metrics(
-    args: argparse.Namespace, target: TargetConfig, mode: str, bridge: Any
-) -> tuple[ObservationSettings, MetricsServer | None, MergedMetrics | None]:
-    """What to observe live, the started /metrics server, and (master) the workers' merge."""
-    from loadgen.observe.live_observation import ObservationSettings
-    from loadgen.observe.prometheus.merge import MergedMetrics
-    from loadgen.observe.prometheus.metrics import RunMetrics
-
-    url = args.target_metrics_url
-    if url is None and args.scrape_target_metrics:
-        url = f"{target.root_url}/metrics"
-    served = args.prometheus_port is not None or args.web  # the web UI serves /metrics too
-    merged = MergedMetrics() if served and mode == "master" else None
-    metrics = RunMetrics() if served and mode != "master" else None
-    source = merged if merged is not None else metrics
-    server = None
-    if args.prometheus_port is not None and source is not None:
-        server = bridge.run(serve_metrics(source, args.prometheus_port, "run"), timeout=10)
-    if args.target_metrics_interval <= 0:
+    interval = getattr(args, "target_metrics_interval", 2.0)  # `ceiling` samples per window
+    if not interval > 0:
         raise UsageError("--target-metrics-interval must be above 0, e.g. 2s")
-    observe = ObservationSettings(
-        metrics=metrics,
-        target_metrics_url=url,
-        target_metrics_interval_s=args.target_metrics_interval,
+    check_api_key(args.api_key)
+    return Launch(
+        out=out,
+        connect=lambda url: target_config(args, url),
+        target_url=args.target,
+        model=args.model,
+        processes=processes,
+        worker_argv=lambda port, url: worker_argv(args, port, url, out),
+        worker_env=worker_env(args),
+        metrics=MetricsSettings(
+            prometheus_port=args.prometheus_port,
+            web=getattr(args, "web", False),
+            target_metrics_url=args.target_metrics_url,
+            scrape_target=args.scrape_target_metrics,
+            target_metrics_interval_s=interval,
+        ),
+        progress=None if quiet else sys.stderr,
     )
-    return observe, server, merged
-
-
-async def serve_metrics(source: Any, port: int, command: str) -> MetricsServer:
-    """Serve `source` (RunMetrics or MergedMetrics) on PORT; a port in use is a usage error."""
-    from loadgen.observe.prometheus.server import MetricsServer
-
-    server = MetricsServer(source, port=port)
-    try:
-        await server.start()
-    except OSError as exc:
-        raise UsageError(
-            f"--prometheus-port {port}: {exc.strerror or exc}; "
-            "pick another port, or 0 for a free one"
-        ) from exc
-    print(f"agentload {command}: metrics on http://{server.host}:{server.port}/metrics",
-          file=sys.stderr, flush=True)  # fmt: skip
-    return server
-
-
-async def close_metrics(server: MetricsServer, progress: Any, command: str) -> None:
-    """Keep serving until a scraper that was reading the run has read its final values."""
-    if server.scrapes:
-        if progress is not None:
-            print(f"agentload {command}: waiting up to {_FINAL_SCRAPE_WAIT_S:.0f}s for "
-                  "Prometheus to scrape the final values", file=progress, flush=True)  # fmt: skip
-        await server.wait_for_scrape(_FINAL_SCRAPE_WAIT_S)
-    await server.stop()
-
-
-def final_scrape(server: MetricsServer, bridge: Any, progress: Any) -> None:
-    """close_metrics() for `agentload run`, on the bridge's loop."""
-    bridge.run(close_metrics(server, progress, "run"), timeout=_FINAL_SCRAPE_WAIT_S + 15)

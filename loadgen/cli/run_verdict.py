@@ -7,8 +7,10 @@ gevent before any heavy import (entry.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,15 @@ class RunWatch:
                 target={}, profile=profile, duration_s=self._latest["elapsed"], generator={}
             ),
         )
+
+    @contextlib.contextmanager
+    def running(self, total_s: float) -> Iterator[None]:
+        """Live progress shown while the swarm runs (planned to last `total_s` seconds)."""
+        self.live.start(total_s)
+        try:
+            yield
+        finally:
+            self.live.stop()
 
     def on_tick(self, stats: RunStats, elapsed: float, users: int) -> bool:
         """Show the run so far; True when it must stop now."""

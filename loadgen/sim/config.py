@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from loadgen.errors import ConfigError
 
 __all__ = [
     "METRICS_DIALECTS",
@@ -15,6 +18,7 @@ __all__ = [
     "RooflineModel",
     "SimConfig",
     "preset_config",
+    "profile_sim_config",
 ]
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -206,3 +210,19 @@ def preset_config(name: str) -> SimConfig:
         return PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def profile_sim_config(settings: Mapping[str, Any]) -> SimConfig:
+    """The built-in simulator's config from a profile's `sim:` mapping (a preset and overrides)."""
+    data = dict(settings)
+    preset = str(data.pop("preset", "fast"))
+    if preset not in PRESETS:
+        raise ConfigError(
+            f"profile sim.preset {preset!r} is unknown; use one of {', '.join(PRESETS)}"
+        )
+    try:
+        return SimConfig.model_validate({**PRESETS[preset].model_dump(), **data})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"profile sim.{where}: {err['msg']}") from exc

@@ -10,6 +10,7 @@ from loadgen.report.html.svg import (
     Axis,
     Bars,
     Series,
+    Threshold,
     bar_chart,
     hbar_chart,
     line_chart,
@@ -100,3 +101,58 @@ def test_stacked_columns_stack_kinds_and_always_name_them() -> None:
     assert len(rects) == 3  # zero counts draw nothing
     one = stacked_columns("s", "f", [0.0], 1.0, [Bars("timeout", [1])], Axis("t"), Axis("n"))
     assert ">timeout</text>" in one  # a single kind still gets its legend
+
+
+def _thresholds(svg: str) -> list[tuple[float, str]]:
+    """(pixel y, label) of each threshold line: horizontal, dashed, and no data mark."""
+    found = []
+    for group in ET.fromstring(svg).iter(f"{SVG}g"):
+        if group.attrib.get("class") == "threshold":
+            line, text = group.find(f"{SVG}line"), group.find(f"{SVG}text")
+            assert line is not None
+            assert text is not None
+            assert line.attrib["y1"] == line.attrib["y2"]
+            assert "stroke-dasharray" in line.attrib
+            assert "mark" not in group.attrib["class"]
+            found.append((float(line.attrib["y1"]), text.text or ""))
+    return found
+
+
+def _grid(svg: str) -> dict[str, float]:
+    """Each y tick's label and the pixel y of its grid line."""
+    root = ET.fromstring(svg)
+    return {
+        t.text or "": float(t.attrib["y"]) - 4
+        for t in root.iter(f"{SVG}text")
+        if t.attrib.get("text-anchor") == "end" and t.attrib.get("fill") == "#52606d"
+    }
+
+
+def test_a_threshold_above_the_data_stretches_the_axis_and_lies_on_its_value() -> None:
+    data = [Series("p95", [(0, 0.2), (1, 0.4), (2, 0.3)])]
+    plain = line_chart("t", "TTFT", data, Axis("x"), Axis("y"))
+    assert _thresholds(plain) == []
+    assert max(float(label) for label in _grid(plain)) < 1  # the data alone: up to 0.4
+    svg = line_chart(
+        "t", "TTFT", data, Axis("x"), Axis("y"), thresholds=[Threshold(2.0, "SLO <ttft> 2 s")]
+    )
+    ((y, label),) = _thresholds(svg)
+    assert label == "SLO <ttft> 2 s"  # escaped in the SVG, read back by the parser
+    grid = _grid(svg)
+    assert max(float(label) for label in grid) == 2
+    assert y == pytest.approx(grid["2"], abs=0.05)
+    assert len(marks(svg)) == 1  # the threshold is no data mark
+
+
+def test_thresholds_are_drawn_at_their_values_on_bar_charts_too() -> None:
+    svg = bar_chart(
+        "b", "bars", ["coding", "support"], [Bars("p95", [0.1, 0.3])], Axis("TTFT"),
+        thresholds=[Threshold(0.5, "gate a"), Threshold(0.25, "gate b", "#c0262d")],
+    )  # fmt: skip
+    lines = dict((label, y) for y, label in _thresholds(svg))
+    grid = _grid(svg)
+    assert lines["gate a"] == pytest.approx(grid["0.5"], abs=0.05)
+    zero, half = grid["0"], grid["0.5"]
+    assert lines["gate b"] == pytest.approx(zero + (half - zero) / 2, abs=0.05)
+    assert 'stroke="#c0262d"' in svg
+    assert len(marks(svg)) == 2

@@ -422,6 +422,8 @@ def run_ceiling_swarm(
         duration_s=outcome.duration_s,
         generator=combine_reports(aggregator.health.values()),
     )
+    if profile.slos:
+        summary["slos"] = dict(profile.slos)
     summary["workers"] = aggregator.workers_section(options.expect_workers)
     files.write_summary(summary)
     files.close()

@@ -277,6 +277,8 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
         duration_s=duration,
         generator=combine_reports(aggregator.health.values()),
     )
+    if profile.slos:
+        summary["slos"] = dict(profile.slos)
     if sampler is not None:
         summary["server"] = sampler.report()
     summary["workers"] = aggregator.workers_section(options.expect_workers)

@@ -1,7 +1,7 @@
 """One process's share of a run: target facts, agents, sessions, statistics and result files.
 
-Both drivers use it: the plain asyncio driver (`run_load`) and the Locust users, which run
-it on the engine's loop thread.
+What drives it: the Locust users of `agentload run` (loadgen/orchestration/), which run it
+on the engine's loop thread, and a single-process ceiling search's levels (loadgen/ceiling/).
 """
 
 from __future__ import annotations
@@ -298,6 +298,8 @@ class Engine:
             duration_s=duration_s,
             generator=self.health.report(),
         )
+        if self.profile.slos:
+            summary["slos"] = dict(self.profile.slos)  # the report draws them on its charts
         if self._files is not None and (incomplete := self._files.incomplete):
             summary["results_incomplete"] = incomplete  # a record file stopped mid-run
         return summary

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from loadgen.gates.gates import format_value
+from loadgen.gates.metrics import LATENCY_METRICS, LATENCY_STATS, Unit
 from loadgen.observe.histogram import LatencyHistogram
 from loadgen.report.html.svg import (
     Axis,
     Bars,
     Series,
+    Threshold,
     bar_chart,
     hbar_chart,
     line_chart,
@@ -20,12 +23,28 @@ from loadgen.report.html.svg import (
 )
 from loadgen.report.run_data import Group, ReportData, Timeline
 
-__all__ = ["BLUE", "GREEN", "ORANGE", "RED", "Section", "record_sections", "seconds_format"]
+__all__ = [
+    "BLUE",
+    "GREEN",
+    "ORANGE",
+    "RED",
+    "Section",
+    "latency_thresholds",
+    "record_sections",
+    "seconds_format",
+]
 
 GREEN, RED, _GREY, BLUE, ORANGE = "#59a14f", "#e15759", "#9aa5b1", "#4e79a7", "#f28e2b"
 # Failures read as alarms: warm colours first.
 _FAILURE_COLORS = ("#e15759", "#f28e2b", "#b07aa1", "#9c755f", "#edc948", "#ff9da7", "#76b7b2")
 _QUANTILES = (("p50", 50.0, BLUE), ("p95", 95.0, ORANGE), ("p99", 99.0, RED))
+# Threshold lines: the profile's SLOs in slate, gates by their verdict.
+_SLO_COLOR, _GATE_PASSED, _GATE_FAILED = "#3e4c59", "#1e7b17", "#c0262d"
+_ABORT_CLAUSE = re.compile(r"\s+abort\b.*$")
+
+# Latency thresholds by metric family ("ttft", "itl", "e2e", "session"): what a chart draws.
+Thresholds = Mapping[str, list[Threshold]]
+_FAMILY_OF = {field: family for family, field in LATENCY_METRICS.items()}  # "ttft_s": "ttft"
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,41 @@ def seconds_format(largest: float | None) -> Callable[[float], str]:
     if largest is not None and largest < 1.0:
         return lambda v: f"{v * 1000:.3g} ms"
     return lambda v: f"{v:.3g} s"
+
+
+def _latency_family(metric: str) -> str | None:
+    """The family of a latency metric ("ttft" of "ttft_p95"); None for any other metric."""
+    family, _, stat = metric.partition("_")
+    return family if family in LATENCY_METRICS and stat in LATENCY_STATS else None
+
+
+def latency_thresholds(summary: Mapping[str, Any]) -> dict[str, list[Threshold]]:
+    """The profile's latency SLOs (summary "slos") and latency gates (summary "gates") as
+    threshold lines, by metric family: "SLO ttft_p95 5 s", "gate ttft_p95 < 2s"."""
+    found: dict[str, list[Threshold]] = {}
+    slos = summary.get("slos")
+    for name, value in slos.items() if isinstance(slos, Mapping) else ():
+        family = _latency_family(str(name))
+        if family and isinstance(value, int | float) and math.isfinite(value):
+            label = f"SLO {name} {format_value(value, Unit.SECONDS)}"
+            found.setdefault(family, []).append(Threshold(float(value), label, _SLO_COLOR))
+    gates = summary.get("gates")
+    for gate in gates if isinstance(gates, list) else ():
+        if not isinstance(gate, Mapping):
+            continue
+        family = _latency_family(str(gate.get("metric")))
+        bound = gate.get("threshold")
+        if family and isinstance(bound, int | float) and math.isfinite(bound):
+            # As written, less an abort clause: the line says what is judged, not what it stops.
+            text = _ABORT_CLAUSE.sub("", str(gate.get("gate") or gate.get("metric"))).strip()
+            color = _GATE_PASSED if gate.get("verdict") == "pass" else _GATE_FAILED
+            found.setdefault(family, []).append(Threshold(float(bound), f"gate {text}", color))
+    return found
+
+
+def _latency_axis(label: str, values: Iterable[float], thresholds: Sequence[Threshold]) -> Axis:
+    """A latency axis, in ms or s as the largest of `values` and `thresholds` asks."""
+    return Axis(label, seconds_format(max([*values, *(t.value for t in thresholds)], default=None)))
 
 
 # Tick spacings a clock reads naturally: seconds, then minutes, then hours.
@@ -64,12 +118,13 @@ def _time_axis(t: Timeline) -> Axis:
     return Axis(f"time since start ({t.bucket_s:g} s buckets)", label, ticks, 0.0, span)
 
 
-def _largest(series: list[Series]) -> float | None:
-    return max((p[1] for s in series for p in s.points), default=None)
+def _values(series: list[Series]) -> list[float]:
+    return [p[1] for s in series for p in s.points]
 
 
-def _over_time(t: Timeline) -> Section:
+def _over_time(t: Timeline, lines: Thresholds) -> Section:
     x = _time_axis(t)
+    ttft_lines, e2e_lines = lines.get("ttft", []), lines.get("e2e", [])
     tokens = Series("output tokens/s", t.rate("tokens"), BLUE)
     requests = [Series("ok", t.rate("ok"), GREEN), Series("failed", t.rate("failed"), RED)]
     ttft = [Series(n, t.latency("ttft", q), c) for n, q, c in _QUANTILES]
@@ -90,14 +145,16 @@ def _over_time(t: Timeline) -> Section:
                 "Time to first token",
                 ttft,
                 x,
-                Axis("TTFT", seconds_format(_largest(ttft))),
+                _latency_axis("TTFT", _values(ttft), ttft_lines),
+                thresholds=ttft_lines,
             ),
             line_chart(
                 "e2e-over-time",
                 "End-to-end request latency",
                 e2e,
                 x,
-                Axis("latency", seconds_format(_largest(e2e))),
+                _latency_axis("latency", _values(e2e), e2e_lines),
+                thresholds=e2e_lines,
             ),
         ],
     )
@@ -122,7 +179,7 @@ def _percentile_series(name: str, raw: Any, color: str) -> Series | None:
     return Series(name, points, color)
 
 
-def _distribution(summary: Mapping[str, Any]) -> list[str]:
+def _distribution(summary: Mapping[str, Any], lines: Thresholds) -> list[str]:
     hists = summary.get("histograms") or {}
     charts = []
     for name, title, parts in (
@@ -140,26 +197,34 @@ def _distribution(summary: Mapping[str, Any]) -> list[str]:
         series = [
             s for label, key, c in parts if (s := _percentile_series(label, hists.get(key), c))
         ]
+        keys = {label: key for label, key, _ in parts}
         if series:
             reach = max(s.points[-1][0] for s in series)
             ticks = [t for t in _NINES if t[0] <= reach + 1e-9]
             x = Axis("percentile", ticks=ticks, low=0.0, high=reach)
-            y = Axis("latency", seconds_format(_largest(series)))
-            charts.append(line_chart(name, title, series, x, y))
+            # The thresholds of each drawn metric: "ttft_s" draws the ttft_* SLOs and gates.
+            drawn = [t for s in series for t in lines.get(_FAMILY_OF[keys[s.name]], [])]
+            y = _latency_axis("latency", _values(series), drawn)
+            charts.append(line_chart(name, title, series, x, y, thresholds=drawn))
     return charts
 
 
-def _group_bars(name: str, title: str, groups: Mapping[str, Group], x_label: str) -> str | None:
+def _group_bars(
+    name: str,
+    title: str,
+    groups: Mapping[str, Group],
+    x_label: str,
+    lines: Sequence[Threshold],
+) -> str | None:
     labels = [label for label, g in groups.items() if g.ttft.count]
     if not labels:
         return None
     bars = [
         Bars(n, [groups[label].ttft.percentile(q) for label in labels], c) for n, q, c in _QUANTILES
     ]
-    largest = max((v for b in bars for v in b.values if v is not None), default=None)
-    return bar_chart(
-        name, title, labels, bars, Axis("TTFT", seconds_format(largest)), x_label=x_label
-    )
+    values = [v for b in bars for v in b.values if v is not None]
+    y = _latency_axis("TTFT", values, lines)
+    return bar_chart(name, title, labels, bars, y, x_label=x_label, thresholds=lines)
 
 
 def _funnel(summary: Mapping[str, Any]) -> str | None:
@@ -246,11 +311,15 @@ def _failures(t: Timeline | None) -> str | None:
 
 
 def record_sections(summary: Mapping[str, Any], data: ReportData) -> list[Section]:
-    """Every section drawn from summary.json and the step records (empty ones left out)."""
+    """Every section drawn from summary.json and the step records (empty ones left out).
+
+    Latency charts draw the summary's latency SLOs and gates as threshold lines.
+    """
+    lines = latency_thresholds(summary)
     sections = []
     if data.timeline is not None:
-        sections.append(_over_time(data.timeline))
-    if dist := _distribution(summary):
+        sections.append(_over_time(data.timeline, lines))
+    if dist := _distribution(summary, lines):
         sections.append(
             Section(
                 "Latency distribution",
@@ -258,11 +327,14 @@ def record_sections(summary: Mapping[str, Any], data: ReportData) -> list[Sectio
                 dist,
             )
         )
+    ttft_lines = lines.get("ttft", [])
     by = [
         c
         for c in (
-            _group_bars("ttft-by-agent", "TTFT by agent", data.by_agent, "agent"),
-            _group_bars("ttft-by-step-kind", "TTFT by step kind", data.by_kind, "step kind"),
+            _group_bars("ttft-by-agent", "TTFT by agent", data.by_agent, "agent", ttft_lines),
+            _group_bars(
+                "ttft-by-step-kind", "TTFT by step kind", data.by_kind, "step kind", ttft_lines
+            ),
         )
         if c
     ]

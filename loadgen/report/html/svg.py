@@ -1,8 +1,10 @@
 """A small SVG plotting kit for the HTML report, each chart a self-contained <svg> string.
 
-Line, grouped-bar, horizontal-bar and stacked-column charts; no scripts, no network.
+Line, grouped-bar, horizontal-bar and stacked-column charts; no scripts, no network. Line
+and bar charts also draw thresholds: labelled dashed reference lines (SLOs, gates).
 
-Every drawn data mark carries class="mark" so a test can tell a drawn chart from an empty one.
+Every drawn data mark carries class="mark" so a test can tell a drawn chart from an empty one;
+a threshold is a <g class="threshold"> (not a mark: it is no data).
 """
 
 from __future__ import annotations
@@ -12,13 +14,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from loadgen.report.html.svg_frame import PALETTE, Axis, Frame, LegendEntry, plain_number
+from loadgen.report.html.svg_frame import (
+    PALETTE,
+    Axis,
+    Frame,
+    LegendEntry,
+    Threshold,
+    plain_number,
+)
 
 __all__ = [
     "PALETTE",
     "Axis",
     "Bars",
     "Series",
+    "Threshold",
     "bar_chart",
     "hbar_chart",
     "line_chart",
@@ -50,8 +60,10 @@ def _colors(names: Sequence[str | None]) -> list[str]:
     return [c or PALETTE[i % len(PALETTE)] for i, c in enumerate(names)]
 
 
-def _y_range(values: Sequence[float], axis: Axis) -> tuple[float, float]:
-    finite = [v for v in values if math.isfinite(v)]
+def _y_range(
+    values: Sequence[float], axis: Axis, thresholds: Sequence[Threshold] = ()
+) -> tuple[float, float]:
+    finite = [v for v in (*values, *(t.value for t in thresholds)) if math.isfinite(v)]
     low = axis.low if axis.low is not None else min([0.0, *finite])
     high = axis.high if axis.high is not None else max(finite, default=1.0)
     return low, high if high > low else low + 1.0
@@ -67,8 +79,9 @@ def line_chart(
     width: int = 640,
     height: int = 300,
     markers: bool = False,
+    thresholds: Sequence[Threshold] = (),
 ) -> str:
-    """Lines (optionally with point markers) on numeric axes."""
+    """Lines (optionally with point markers) on numeric axes, and any `thresholds`."""
     colors = _colors([s.color for s in series])
     xs = [p[0] for s in series for p in s.points]
     x_range = (
@@ -80,7 +93,7 @@ def line_chart(
         x,
         y,
         x_range,
-        _y_range([p[1] for s in series for p in s.points], y),
+        _y_range([p[1] for s in series for p in s.points], y, thresholds),
         [LegendEntry(s.name, c, s.dashed) for s, c in zip(series, colors, strict=True)],
         width=width,
         height=height,
@@ -101,6 +114,7 @@ def line_chart(
                 f'<circle class="mark" cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" fill="{color}"/>'
                 for cx, cy in coords
             ]
+    parts += frame.thresholds(thresholds)
     parts.append("</svg>")
     return "".join(parts)
 
@@ -120,8 +134,9 @@ def bar_chart(
     x_label: str = "",
     width: int = 640,
     height: int = 300,
+    thresholds: Sequence[Threshold] = (),
 ) -> str:
-    """Vertical bars, one group per category and one bar per member of `groups`."""
+    """Vertical bars, one group per category and one bar per member of `groups`; `thresholds`."""
     colors = _colors([g.color for g in groups])
     values = [v for g in groups for v in g.values if v is not None]
     frame = Frame(
@@ -129,7 +144,7 @@ def bar_chart(
         Axis(x_label),
         y,
         (0.0, 1.0),
-        _y_range(values, y),
+        _y_range(values, y, thresholds),
         [LegendEntry(g.name, c) for g, c in zip(groups, colors, strict=True)],
         width=width,
         height=height,
@@ -157,6 +172,7 @@ def bar_chart(
             f'<text x="{frame.left + (i + 0.5) * slot:.1f}" y="{bottom + 18}" '
             f'text-anchor="middle" fill="#3e4c59">{escape(_fit(category, slot))}</text>'
         )
+    parts += frame.thresholds(thresholds)
     parts.append("</svg>")
     return "".join(parts)
 

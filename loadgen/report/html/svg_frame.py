@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["PALETTE", "Axis", "Frame", "LegendEntry", "nice_ticks", "plain_number"]
+__all__ = ["PALETTE", "Axis", "Frame", "LegendEntry", "Threshold", "nice_ticks", "plain_number"]
 
 # Tableau 10: distinct, colour-blind tolerant, and legible on white.
 PALETTE = (
@@ -54,6 +54,19 @@ class LegendEntry:
     name: str
     color: str
     dashed: bool = False
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A labelled horizontal reference line at y = `value`: an SLO, a gate's bound.
+
+    Charts given thresholds stretch their y axis to include every one, so a line above all
+    the data is still drawn, not clamped to the frame's edge.
+    """
+
+    value: float
+    label: str
+    color: str = "#3e4c59"
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -192,5 +205,25 @@ class Frame:
             parts.append(
                 f'<text transform="translate(14 {cy:.1f}) rotate(-90)" text-anchor="middle" '
                 f'fill="#3e4c59">{escape(self.y.label)}</text>'
+            )
+        return parts
+
+    def thresholds(self, thresholds: Sequence[Threshold]) -> list[str]:
+        """Dashed lines across the plot, each labelled at its right end (over the data)."""
+        parts: list[str] = []
+        right = self.width - self.right
+        below = -math.inf  # the lowest label drawn so far: the next one goes under it
+        for t in sorted(thresholds, key=lambda t: -t.value):  # top to bottom
+            y = self.sy(t.value)
+            # Above the line, unless that would cross the frame's top (the legend's row).
+            label_y = max(y - 5 if y - self.top >= 14 else y + 14, below + 13)
+            below = label_y
+            parts.append(
+                f'<g class="threshold" data-value="{t.value!r}"><title>{escape(t.label)}</title>'
+                f'<line x1="{self.left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" '
+                f'stroke="{t.color}" stroke-width="1.5" stroke-dasharray="7 4"/>'
+                f'<text x="{right - 4}" y="{label_y:.1f}" text-anchor="end" fill="{t.color}" '
+                f'stroke="#fff" stroke-width="3" paint-order="stroke" font-size="11">'
+                f"{escape(t.label)}</text></g>"
             )
         return parts

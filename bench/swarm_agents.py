@@ -9,22 +9,22 @@ in its own process pinned to core 1, with the generator pinned to core 0:
            generator.schedule_lag_p99_s (every step; steps without a planned wait count 0)
            and the same p99 over think-time wake-ups only (steps.jsonl, kind "turn", step > 0).
            Goal: <= 10 ms.
-  cpu      Client CPU per streamed token, Locust vs the bare engine, on the same profile and
-           simulator: `agentload run PROFILE` (Locust local mode: gevent hub + the engine's
-           uvloop thread) against loadgen.runtime.run.run_load on plain uvloop. CPU is the
-           generator process's utime+stime over a steady window of the hold stage
-           (/proc/PID/stat), tokens the completion tokens of the steps.jsonl lines written in
-           that window; whole-process CPU (startup and shutdown included) over the summary's
-           tokens is shown too. Goal: Locust <= 1.15x bare. Run for both profiles: the
-           agents profile (mostly idle agents) and a streaming one (--stream-agents coding
-           agents, time_scale 0.01, 128-384 output tokens).
+  cpu      Client CPU per streamed token of each mode below, on the same profile and
+           simulator, and each mode's ratio to local mode's. CPU is the generator process's
+           utime+stime over a steady window of the hold stage (/proc/PID/stat), tokens the
+           completion tokens of the steps.jsonl lines written in that window; whole-process
+           CPU (startup and shutdown included) over the summary's tokens is shown too. Run
+           for both profiles: the agents profile (mostly idle agents) and a streaming one
+           (--stream-agents coding agents, time_scale 0.01, 128-384 output tokens).
 
-Modes: locust (`agentload run`, one process), worker (a master on core 1 beside the sim and
-one `--worker` process on core 0: the figures are the worker's), bare (run_load). Each run
-starts a fresh simulator; modes alternate, --repeats times.
+Modes: locust (`agentload run`, Locust's local mode in one process: gevent hub + the
+engine's uvloop thread), worker (a master on core 1 beside the sim and one `--worker`
+process on core 0: the figures are the worker's). Each run starts a fresh simulator; modes
+alternate, --repeats times. (Rounds before issue #18 also ran the engine bare, without
+Locust, through a second run driver that no longer exists; bench/LOG.md keeps them.)
 
     python bench/swarm_agents.py                                  # both, about 15 minutes
-    python bench/swarm_agents.py --only agents --agents 5000 --modes locust,worker
+    python bench/swarm_agents.py --only agents --agents 5000 --modes worker
     python bench/swarm_agents.py --only cpu --repeats 3
 """
 
@@ -91,17 +91,6 @@ agents:
       output_tokens: {{uniform: [128, 384]}}
       tool_result_tokens: {{uniform: [100, 400]}}
 sim: {{preset: fast}}
-"""
-
-BARE_CHILD = """\
-import sys, uvloop
-from pathlib import Path
-from loadgen.profile.loader import load_profile
-from loadgen.runtime.run import RunOptions, run_load
-from loadgen.transport import TargetConfig
-profile, url, out = sys.argv[1:4]
-uvloop.run(run_load(load_profile(profile), TargetConfig.from_url(url),
-                    RunOptions(out_dir=Path(out), progress=None)))
 """
 
 
@@ -228,9 +217,6 @@ def run_once(mode: str, profile: Path, name: str, ramp: float, hold: float, work
             steps = out / "steps.jsonl"
             if mode == "locust":
                 gen = start("gen", pinned(0, [*agentload, "--target", url, "--out", str(out)]))
-            elif mode == "bare":
-                argv = [sys.executable, "-c", BARE_CHILD, str(profile), url, str(out)]
-                gen = start("gen", pinned(0, argv))
             elif mode == "worker":
                 port = free_port()
                 start("master", pinned(1, [*agentload, "--master", "--expect-workers", "1",
@@ -322,7 +308,7 @@ def main() -> int:
     ap.add_argument("--hold", type=float, default=90.0, help="agents profile hold, seconds")
     ap.add_argument("--stream-agents", type=int, default=100, help="streaming profile size")
     ap.add_argument("--stream-hold", type=float, default=40.0, help="streaming hold, seconds")
-    ap.add_argument("--modes", default="locust,bare", help="comma-separated: locust,worker,bare")
+    ap.add_argument("--modes", default="locust,worker", help="comma-separated: locust,worker")
     ap.add_argument("--repeats", type=int, default=2, help="runs per mode and profile")
     ap.add_argument("--keep", type=Path, help="keep every run's folder under this path")
     args = ap.parse_args()
@@ -358,11 +344,12 @@ def main() -> int:
         }
         line = ", ".join(f"{m} {w:.1f} us/tok (whole {a:.1f})" for m, (w, a) in medians.items())
         print(f"{name}: median CPU per completion token: {line}")
-        if "bare" in medians:
+        if "locust" in medians:
             for m, (w, a) in medians.items():
-                if m != "bare":
-                    bw, ba = medians["bare"]
-                    print(f"{name}: {m} / bare = {w / bw:.2f}x in the window, {a / ba:.2f}x whole")
+                if m != "locust":
+                    lw, la = medians["locust"]
+                    ratios = f"{w / lw:.2f}x in the window, {a / la:.2f}x whole"
+                    print(f"{name}: {m} / locust = {ratios}")
     print(f"runs kept in {work}" if args.keep else "")
     return 0
 

@@ -10,13 +10,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-import yaml
 
 from loadgen.observe import ResultFiles, SessionOutcome, SessionRecord, StepRecord
-from loadgen.profile.loader import load_profile
-from loadgen.runtime.run import RunOptions, run_load
 from loadgen.sim import SimServer
-from loadgen.transport import TargetConfig
+from tests.cli_runs import agentload_run, write_profile
 
 DISK_FULL = "[Errno 28] No space left on device"
 
@@ -94,7 +91,6 @@ PROFILE = {
     "name": "full-disk",
     "seed": 3,
     "time_scale": 0.01,
-    "duration": 2.0,
     "force_output_length": "always",
     "arrival": {"mode": "closed", "agents": 4},
     "agents": [
@@ -113,32 +109,23 @@ async def test_a_run_whose_disk_is_full_goes_on_measuring_and_flags_the_summary(
     out = tmp_path / "run"
     out.mkdir()
     (out / "steps.jsonl").symlink_to("/dev/full")
-    profile_path = tmp_path / "full-disk.yaml"
-    profile_path.write_text(yaml.safe_dump(PROFILE))
-    target = TargetConfig.from_url(sim.base_url)
-    summary = await run_load(
-        load_profile(str(profile_path)), target, RunOptions(out_dir=out, progress=None)
-    )
+    profile = write_profile(tmp_path / "full-disk.yaml", PROFILE)
+    run = await agentload_run(profile, out, "--duration", "2s", target=sim.base_url)
+    summary = run.summary
     # Sessions went on: nothing failed because of the disk, and every step was counted.
     assert summary["requests"]["ok"] > 10
     assert summary["requests"]["failed"] == 0
     assert summary["sessions"]["completed"] > 0
     assert summary["sessions"]["failed"] == 0
     assert summary["results_incomplete"] == f"steps.jsonl: {DISK_FULL} after 0 records"
-    written = orjson.loads((out / "summary.json").read_bytes())
-    assert written["results_incomplete"] == summary["results_incomplete"]
     # The other file kept every record.
     sessions = _lines(out / "sessions.jsonl")
     assert len(sessions) >= summary["sessions"]["completed"]
 
 
 async def test_a_run_that_wrote_everything_has_no_flag(tmp_path: Path, sim: SimServer) -> None:
-    profile_path = tmp_path / "ok.yaml"
-    profile_path.write_text(yaml.safe_dump({**PROFILE, "duration": 1.0}))
-    target = TargetConfig.from_url(sim.base_url)
+    profile = write_profile(tmp_path / "ok.yaml", PROFILE)
     out = tmp_path / "run"
-    summary = await run_load(
-        load_profile(str(profile_path)), target, RunOptions(out_dir=out, progress=None)
-    )
+    summary = (await agentload_run(profile, out, "--duration", "1s", target=sim.base_url)).summary
     assert summary["requests"]["ok"] > 0
     assert "results_incomplete" not in summary

@@ -1,7 +1,7 @@
 """`agentload compare` on real runs against the built-in simulator: a server made slower is
 flagged, and five runs of one unchanged configuration all compare clean.
 
-Every run is the same small deterministic profile, in-process (run_load) for 5 seconds
+Every run is the same small deterministic profile, run through `agentload run` for 5 seconds
 against its own simulator on 127.0.0.1:0. The simulator's admission delay (its latency-spike
 fault, fired on every request) stands for server-side queueing: 500 ms normally, 625 ms in
 the slower server, a 25% higher TTFT (125 ms, well above the generator's timing noise).
@@ -16,14 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from loadgen.observe import LOOP_LAG_SATURATED_S
-from loadgen.profile.loader import load_profile
 from loadgen.report import compare_runs, load_results
-from loadgen.runtime.run import RunOptions, run_load
 from loadgen.sim import PRESETS, SimConfig, SimServer
-from loadgen.transport import TargetConfig
+from tests.cli_runs import agentload_run, write_profile
 
 AGENTLOAD = [sys.executable, "-m", "loadgen"]
 RUN_S = 5.0
@@ -54,11 +51,9 @@ async def run_small(out: Path, *, admission_delay_ms: float) -> dict[str, Any]:
     sim = SimServer(SimConfig.model_validate(data))
     await sim.start()
     try:
-        profile_path = out.with_suffix(".yaml")
-        profile_path.write_text(yaml.safe_dump({**PROFILE, "duration": RUN_S}))
-        loaded = load_profile(str(profile_path))
-        target = TargetConfig.from_url(sim.base_url)
-        return await run_load(loaded, target, RunOptions(out_dir=out, progress=None))
+        profile = write_profile(out.with_suffix(".yaml"), PROFILE)
+        run = await agentload_run(profile, out, "--duration", f"{RUN_S:g}s", target=sim.base_url)
+        return run.summary
     finally:
         await sim.stop()
 

@@ -1,6 +1,7 @@
-"""Gates against real summaries: a short run against the built-in simulator (with a few
-injected stream cuts), judged as written, stored in summary.json, written as JUnit, through
-`agentload report --gate`, and an abort-on-fail monitor watching a live run."""
+"""Gates against real summaries: a short `agentload run` against the built-in simulator (with
+a few injected stream cuts), judged as written, stored in summary.json, written as JUnit and
+through `agentload report --gate`. (An abort-on-fail gate stopping a live run:
+tests/test_run_gates_cli.py.)"""
 
 from __future__ import annotations
 
@@ -8,21 +9,16 @@ import asyncio
 import shutil
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from loadgen.gates import GateMonitor, evaluate_gates, gates_to_summary, parse_gates, read_metric
-from loadgen.observe import RunStats
-from loadgen.profile.loader import load_profile
+from loadgen.gates import evaluate_gates, gates_to_summary, parse_gates, read_metric
 from loadgen.report import format_gate_results, judge_run, load_results, write_junit
-from loadgen.runtime.run import RunOptions, StatsSink, run_load
 from loadgen.sim import PRESETS, SimConfig, SimServer
-from loadgen.transport import TargetConfig
+from tests.cli_runs import agentload_run, write_profile
 
 AGENTLOAD = [sys.executable, "-m", "loadgen"]
 PROFILE: dict[str, Any] = {
@@ -37,23 +33,16 @@ PROFILE: dict[str, Any] = {
 }
 
 
-async def run_against_sim(
-    out: Path, seconds: float, *, extra_sinks: tuple[Any, ...] = ()
-) -> dict[str, Any]:
-    """Run PROFILE in-process against a fresh simulator that cuts 5% of streams."""
+async def run_against_sim(out: Path, seconds: float) -> dict[str, Any]:
+    """`agentload run` PROFILE against a fresh simulator that cuts 5% of streams."""
     data = PRESETS["fast"].model_dump()
     data["faults"] = {**data["faults"], "stream_cut": 0.05}
     sim = SimServer(SimConfig.model_validate(data))
     await sim.start()
     try:
-        path = out.with_suffix(".yaml")
-        path.write_text(yaml.safe_dump({**PROFILE, "duration": seconds}))
-        return await run_load(
-            load_profile(str(path)),
-            TargetConfig.from_url(sim.base_url),
-            RunOptions(out_dir=out, progress=None),
-            extra_sinks=extra_sinks,
-        )
+        profile = write_profile(out.with_suffix(".yaml"), PROFILE)
+        run = await agentload_run(profile, out, "--duration", f"{seconds:g}s", target=sim.base_url)
+        return run.summary
     finally:
         await sim.stop()
 
@@ -171,38 +160,3 @@ def test_a_gate_that_stopped_the_run_stays_failed_in_the_verdict(
     assert first["verdict"] == "fail"
     assert first["reason"] == "stopped the run at 31 s: ttft_p95 = 9 s, needs < 2 s"
     assert judge_run(out, summary, []).exit_code == 0  # no gates: nothing to fail
-
-
-def test_an_abort_gate_fires_during_a_real_run_once_its_delay_passed(tmp_path: Path) -> None:
-    stats = RunStats()
-    t0 = time.monotonic()
-    monitor = GateMonitor(
-        parse_gates(["ttft_p95 < 2s abort", "ttft_p50 < 1ms abort after 1s"]),
-        lambda: stats.summary(
-            target={}, profile="live", duration_s=time.monotonic() - t0, generator={}
-        ),
-    )
-    fired: list[tuple[float, str]] = []
-
-    async def watch(run: asyncio.Task[dict[str, Any]]) -> None:
-        while not run.done():
-            await asyncio.sleep(0.2)
-            result = monitor.check(time.monotonic() - t0)
-            if result is not None:
-                fired.append((time.monotonic() - t0, result.gate.text))
-                run.cancel()  # what the run command does: stop, then exit 1
-                return
-
-    async def main() -> None:
-        run = asyncio.create_task(
-            run_against_sim(tmp_path / "run", 20.0, extra_sinks=(StatsSink(stats),))
-        )
-        await watch(run)
-        with pytest.raises(asyncio.CancelledError):
-            await run
-
-    asyncio.run(main())
-    assert len(fired) == 1
-    elapsed, gate = fired[0]
-    assert gate == "ttft_p50 < 1ms abort after 1s"
-    assert 1.0 <= elapsed < 5.0

@@ -4,9 +4,10 @@
 # injected faults) and agentload's exporter on free ports, Debian's `prometheus` scraping
 # both every second with the shipped alerting rules loaded, and a ramped swarm of coding,
 # research and assistant agents that compacts, fans out, calls tools, loses server state
-# and retries. The exporter is the one process's own, or the master of `agentload run
-# --processes 2` serving what its two worker processes shipped to it: every test holds
-# for both. tests/test_server_dialects_live.py reuses the Prometheus helpers below.
+# and retries, all through `agentload run`. The exporter is the one process's own, or the
+# master of `agentload run --processes 2` serving what its two worker processes shipped to
+# it: every test holds for both. tests/test_server_dialects_live.py reuses the Prometheus
+# helpers below.
 
 from __future__ import annotations
 
@@ -28,13 +29,7 @@ from typing import IO, Any
 import pytest
 import yaml
 
-from loadgen.observe.live_observation import ObservationSettings
-from loadgen.observe.prometheus.metrics import RunMetrics
-from loadgen.observe.prometheus.server import MetricsServer
-from loadgen.profile.loader import load_profile
-from loadgen.runtime.run import RunOptions, run_load
 from loadgen.sim import PRESETS, SimConfig, SimServer
-from loadgen.transport import TargetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "dashboards"
@@ -239,60 +234,24 @@ class Prometheus:
             self._log.close()
 
 
-async def _scenario(tmp: Path, prometheus: Prometheus) -> LiveRun:
-    profile_path = tmp / "profile.yaml"
-    profile_path.write_text(yaml.safe_dump(PROFILE))
-    loaded = load_profile(str(profile_path))
-    metrics = RunMetrics()
-    sim = SimServer(SimConfig.model_validate({**PRESETS["fast"].model_dump(), **SIM}))
-    await sim.start()
-    try:
-        async with MetricsServer(metrics, host="127.0.0.1") as exporter:
-            prometheus.start({"agentload": [exporter.port], "target": [sim.port]})
-            # Both targets scraped once before the first request: rates start from zero.
-            await prometheus.wait_until("up", 1.0)
-            started = time.time()
-            target = TargetConfig.from_url(sim.base_url)
-            options = RunOptions(
-                out_dir=tmp / "results",
-                progress=None,
-                observe=ObservationSettings(
-                    metrics=metrics,
-                    target_metrics_url=f"{target.root_url}/metrics",
-                    target_metrics_interval_s=0.5,
-                ),
-            )
-            summary = await run_load(loaded, target, options)
-            ended = time.time()
-            # The exporter stays up until a scrape that began after the run read its final values.
-            await prometheus.wait_until("timestamp(up)", ended + 0.1)
-            final_at = time.time()  # the exporter is still up: its last values are final
-    finally:
-        await sim.stop()
-    return LiveRun(
-        prometheus=prometheus.url,
-        summary=summary,
-        live_at=started + RUN_S - 2.0,
-        window=f"{math.ceil(RUN_S + 5)}s",
-        test_config=prometheus.config,
-        final_at=final_at,
-    )
-
-
-async def _swarm_scenario(tmp: Path, prometheus: Prometheus) -> LiveRun:
-    """The same run through the CLI: a master with two worker processes, scraped at the master."""
+async def _cli_scenario(tmp: Path, prometheus: Prometheus, processes: int) -> LiveRun:
+    """PROFILE through `agentload run`, scraped where it serves its metrics: the one process's
+    own exporter, or the master's of `processes` worker processes."""
     profile_path = tmp / "profile.yaml"
     profile_path.write_text(yaml.safe_dump(PROFILE))
     sim = SimServer(SimConfig.model_validate({**PRESETS["fast"].model_dump(), **SIM}))
     await sim.start()
     log = (tmp / "agentload.log").open("wb")
+    if processes == 1:  # the target's metrics at an explicit address
+        flags = ["--target-metrics-url", f"http://127.0.0.1:{sim.port}/metrics"]
+    else:  # at the target's root + /metrics
+        flags = ["--processes", str(processes), "--scrape-target-metrics"]
     try:
         port = free_port()
         prometheus.start({"agentload": [port], "target": [sim.port]})
         run = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "loadgen", "run", str(profile_path), "--processes", "2",
-            "--prometheus-port", str(port), "--scrape-target-metrics",
-            "--target-metrics-interval", "0.5s", "--quiet",
+            sys.executable, "-m", "loadgen", "run", str(profile_path), *flags,
+            "--prometheus-port", str(port), "--target-metrics-interval", "0.5s", "--quiet",
             "--target", sim.base_url, "--out", str(tmp / "results"),
             cwd=ROOT, stdout=log, stderr=log,
         )  # fmt: skip
@@ -302,11 +261,11 @@ async def _swarm_scenario(tmp: Path, prometheus: Prometheus) -> LiveRun:
         code = await asyncio.wait_for(run.wait(), timeout=120)
         assert code == 0, (tmp / "agentload.log").read_text()[-3000:]
         ended = time.time()
-        # The master served until a scrape read its final values, and then exited: at `ended`
+        # The exporter served until a scrape read its final values, and then exited: at `ended`
         # that scrape is the latest sample (a later failed scrape marks the series stale).
         await prometheus.wait_until("timestamp(up)", ended + 0.1)
         # The run ended when the target last had a request running (nothing else sends it
-        # any). Its start is not observable as sharply: the master's view lags by a worker
+        # any). Its start is not observable as sharply: a master's view lags by a worker
         # report (3 s, more on a busy machine), and Prometheus may start scraping after it.
         busy_until = prometheus.last_time("sum(vllm:num_requests_running) > 0", launched, ended)
     finally:
@@ -315,14 +274,14 @@ async def _swarm_scenario(tmp: Path, prometheus: Prometheus) -> LiveRun:
     return LiveRun(
         prometheus=prometheus.url,
         summary=json.loads((tmp / "results" / "summary.json").read_text()),
-        live_at=busy_until - 1.5,  # as for one process: about 2 s before the run's end
+        live_at=busy_until - 1.5,  # about 2 s before the run's end, at full strength
         window=f"{math.ceil(RUN_S + 5)}s",
         test_config=prometheus.config,
         final_at=ended,
     )
 
 
-SCENARIOS = {"one process": _scenario, "master of 2 workers": _swarm_scenario}
+SCENARIOS = {"one process": 1, "master of 2 workers": 2}
 
 
 @pytest.fixture(scope="module", params=sorted(SCENARIOS))
@@ -332,9 +291,9 @@ def live(
     """The live run of one topology, shared by every test of this module."""
     tmp = tmp_path_factory.mktemp("prometheus-live")
     prometheus = Prometheus(tmp)
-    scenario = SCENARIOS[request.param]
+    scenario = _cli_scenario(tmp, prometheus, processes=SCENARIOS[request.param])
     try:
-        yield asyncio.run(asyncio.wait_for(scenario(tmp, prometheus), timeout=180))
+        yield asyncio.run(asyncio.wait_for(scenario, timeout=180))
     finally:
         prometheus.stop()
 

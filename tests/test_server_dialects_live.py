@@ -2,10 +2,11 @@
 
 # One real Prometheus scrapes four simulators at once, each exporting its engine's state under
 # one server's metric names (`--metrics-dialect`): current vLLM, vLLM's older names, SGLang
-# and llama.cpp. Each runs a short closed-loop swarm with a small KV cache and batch, so the
-# queue fills and the engine preempts. Then every dashboard query that reads server metrics
-# is run with $target set to each non-default dialect's instance, and with "All" over the
-# mixed fleet (tests/test_observe_prometheus_live.py runs the default dialect's end to end).
+# and llama.cpp. Each gets a short closed-loop swarm (`agentload run --scrape-target-metrics`)
+# with a small KV cache and batch, so the queue fills and the engine preempts. Then every
+# dashboard query that reads server metrics is run with $target set to each non-default
+# dialect's instance, and with "All" over the mixed fleet (tests/test_observe_prometheus_live.py
+# runs the default dialect's end to end).
 
 from __future__ import annotations
 
@@ -21,12 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from loadgen.observe.live_observation import ObservationSettings
-from loadgen.profile.loader import load_profile
-from loadgen.runtime.run import RunOptions, run_load
 from loadgen.sim import PRESETS, SimConfig, SimServer
 from loadgen.sim.config import METRICS_DIALECTS
-from loadgen.transport import TargetConfig
+from tests.cli_runs import agentload_run
 from tests.test_observe_prometheus_live import (
     SHIPPED_RULES,
     VARIABLES,
@@ -43,7 +41,6 @@ PROFILE: dict[str, Any] = {
     "seed": 11,
     "time_scale": 0.01,
     "arrival": {"mode": "closed", "agents": 10},
-    "stages": [{"kind": "hold", "duration": f"{RUN_S:.0f}s"}],
     "force_output_length": "always",
     "agents": [
         {
@@ -126,14 +123,13 @@ class Fleet:
 
 
 async def _load(sim: SimServer, profile: Path, out: Path) -> dict[str, Any]:
-    target = TargetConfig.from_url(sim.base_url)
-    observe = ObservationSettings(
-        target_metrics_url=f"{target.root_url}/metrics",
+    run = await agentload_run(
+        profile, out, "--duration", f"{RUN_S:g}s", "--scrape-target-metrics",
         # Not faster than SGLang's logging interval: its retraction gauge is summed per sample.
-        target_metrics_interval_s=1.0,
-    )
-    options = RunOptions(out_dir=out, progress=None, observe=observe)
-    return await run_load(load_profile(str(profile)), target, options)
+        "--target-metrics-interval", "1s",
+        target=sim.base_url,
+    )  # fmt: skip
+    return run.summary
 
 
 async def _fleet(tmp: Path, prometheus: Prometheus) -> Fleet:

@@ -21,6 +21,7 @@ from loadgen.observe.live_observation import LiveObservation, ObservationSetting
 from loadgen.observe.prometheus.merge import SampleTracker
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
 from loadgen.orchestration.bridge import LoopBridge, native_socket_factory, process_bridge
+from loadgen.orchestration.locust_stats import SESSION, STEP, steps_only_in_total
 from loadgen.profile.loader import LoadedProfile
 from loadgen.runtime.engine import Engine, StatsSink
 from loadgen.runtime.load import OpenLoop
@@ -73,6 +74,8 @@ class LocustReporter:
 
     Locust's events must fire on the gevent hub, so each record crosses over through the
     bridge; request type and name say what it was (STEP / SESSION, agent and step kind).
+    Locust's total ("Aggregated", the Charts, a worker's total for its master) is made to
+    count the steps only: a session's time is not an LLM call's (see locust_stats).
     """
 
     # Each hand-off wakes the hub thread (a context switch and a GIL transfer); records cross
@@ -83,6 +86,8 @@ class LocustReporter:
         self.bridge = bridge
         self.environment = environment
         self._batch: list[dict[str, Any]] = []
+        # The stats the runner uses by now (a worker's are set when its runner is made).
+        steps_only_in_total(environment.stats)
 
     def _report(self, kwargs: dict[str, Any]) -> None:
         if not self._batch:
@@ -112,7 +117,7 @@ class LocustReporter:
             kind = next(iter(record.failures), "failed")
             exception = StepFailure(kind, record.reasons.get(kind) or record.error)
         kwargs = {
-            "request_type": "STEP",
+            "request_type": STEP,
             "name": f"{record.agent} {record.kind}",
             "response_time": record.e2e_s * 1000.0,
             "response_length": record.completion_tokens or 0,
@@ -129,7 +134,7 @@ class LocustReporter:
         if record.outcome == SessionOutcome.FAILED:
             exception = StepFailure("session failed", record.error)
         kwargs = {
-            "request_type": "SESSION",
+            "request_type": SESSION,
             "name": record.agent,
             "response_time": record.duration_s * 1000.0,
             "response_length": record.steps,

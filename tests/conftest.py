@@ -1,12 +1,15 @@
-"""Shared fixtures: real simulators on free loopback ports, and a real /metrics scrape."""
+"""Shared fixtures: real simulators on free loopback ports, a real /metrics scrape, and the
+transport tests' loopback servers (tests/raw_servers.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
+import raw_servers
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.sim import PRESETS, SimConfig, SimServer
@@ -72,3 +75,24 @@ async def scrape(http: aiohttp.ClientSession) -> Scrape:
         raise AssertionError(f"metric {name}{labels} not found on /metrics")
 
     return read
+
+
+@pytest_asyncio.fixture
+async def raw_serve() -> AsyncIterator[raw_servers.RawServe]:
+    """Start servers that write exactly the bytes their handler writes; returns the base URL."""
+    async with raw_servers.raw_servers() as start:
+        yield start
+
+
+@pytest_asyncio.fixture
+async def serve() -> AsyncIterator[raw_servers.Serve]:
+    """Start a one-handler aiohttp server on 127.0.0.1:0; returns its base URL."""
+    async with raw_servers.aiohttp_servers() as start:
+        yield start
+
+
+@pytest.fixture
+def unanswering_address() -> Iterator[tuple[str, int]]:
+    """An address whose connects hang: a listener with a full accept queue drops new SYNs."""
+    with raw_servers.unanswering_address() as address:
+        yield address

@@ -4,44 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter_ns
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-import pytest_asyncio
 from aiohttp import web
+from raw_servers import Serve, closed_port
 
 from loadgen.errors import UsageError
 from loadgen.sim import SimServer
 from loadgen.transport import TargetConfig, Transport, TransportError
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Serve = Callable[[Handler], Awaitable[str]]
-
-
-@pytest_asyncio.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Start a one-handler HTTP server on 127.0.0.1:0; returns its base URL."""
-    runners: list[web.AppRunner] = []
-
-    async def start(handler: Handler) -> str:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", handler)
-        # handler_cancellation: a stalled handler ends when the client leaves, not 5 s later.
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        port = runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -62,13 +36,6 @@ async def _read_events(transport: Transport, into: list[bytes]) -> None:
     async with transport.post("s", b"{}") as exchange:
         async for event in exchange.events():
             into.append(event.data)
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.mark.parametrize(
@@ -201,7 +168,7 @@ async def test_connection_dropped_mid_stream_is_stream_truncated(serve: Serve) -
 
 
 async def test_closed_port_is_a_connection_error() -> None:
-    target = TargetConfig.from_url(f"http://127.0.0.1:{_closed_port()}")
+    target = TargetConfig.from_url(f"http://127.0.0.1:{closed_port()}")
     async with Transport(target) as transport:
         with pytest.raises(TransportError) as caught:
             async with transport.post("chat/completions", b"{}"):
@@ -249,7 +216,7 @@ async def test_get_returns_status_and_body_for_v1_and_root_paths(sim: SimServer)
 
 
 async def test_get_on_a_closed_port_is_a_connection_error() -> None:
-    target = TargetConfig.from_url(f"http://127.0.0.1:{_closed_port()}")
+    target = TargetConfig.from_url(f"http://127.0.0.1:{closed_port()}")
     async with Transport(target) as transport:
         with pytest.raises(TransportError) as caught:
             await transport.get("models")

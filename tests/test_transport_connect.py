@@ -3,34 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from loadgen.transport.kernel_pool import ConnectionPool
-
-
-@pytest.fixture
-def unanswering_address() -> Iterator[tuple[str, int]]:
-    """An address whose connects hang: a listener with a full accept queue drops new SYNs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    address = listener.getsockname()
-    fillers = []
-    for _ in range(3):
-        filler = socket.socket()
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):  # in progress: the queue fills
-            filler.connect(address)
-        fillers.append(filler)
-    time.sleep(0.2)
-    yield address
-    for sock in [*fillers, listener]:
-        sock.close()
 
 
 def _info(address: tuple[str, int]) -> tuple[object, ...]:

@@ -5,18 +5,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
-import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from itertools import accumulate
 from time import perf_counter_ns
 from typing import Any
 
 import orjson
 import pytest
-import pytest_asyncio
 from aiohttp import web
+from raw_servers import (
+    RawServe,
+    Serve,
+    closed_port,
+    frame,
+    kernel_socketpairs,
+    read_request,
+    reset,
+)
 
 from loadgen.errors import ConfigError
 from loadgen.protocol import (
@@ -39,14 +46,8 @@ from loadgen.transport import (
     Transport,
     TransportError,
 )
-from loadgen.transport.kernel_conn import KernelConnection
-from loadgen.transport.kernel_sweep import ReadSweeper
 
 StartSim = Callable[..., Awaitable[SimServer]]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Serve = Callable[[Handler], Awaitable[str]]
-RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-RawServe = Callable[[RawHandler], Awaitable[str]]
 
 MODEL = "agentload-sim"
 SSE_HEAD = (
@@ -54,82 +55,6 @@ SSE_HEAD = (
 )
 READ = {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}
 TOOLS = [ToolDefinition("read_file", READ, "Read a file")]
-
-
-@pytest_asyncio.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Start a one-handler aiohttp server on 127.0.0.1:0; returns its base URL."""
-    runners: list[web.AppRunner] = []
-
-    async def start(handler: Handler) -> str:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        return f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
-
-
-@pytest_asyncio.fixture
-async def raw_serve() -> AsyncIterator[RawServe]:
-    """Start a server that writes exactly the bytes its handler writes; returns its base URL."""
-    servers: list[asyncio.Server] = []
-    handlers: list[tuple[asyncio.Task[Any], asyncio.StreamWriter]] = []
-
-    async def start(handler: RawHandler) -> str:
-        async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            handlers.append((task, writer))
-            try:
-                await handler(reader, writer)
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(run, "127.0.0.1", 0)
-        servers.append(server)
-        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
-    # Python 3.11's wait_closed() does not wait for handlers: end them and their sockets.
-    for task, writer in handlers:
-        task.cancel()
-        writer.close()
-    await asyncio.gather(*(task for task, _ in handlers), return_exceptions=True)
-    await asyncio.sleep(0)  # the transports close on the next loop pass
-
-
-async def _read_request(reader: asyncio.StreamReader) -> bytes:
-    """One request's head and body off the wire; b"" when the client closed instead."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return b""
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.lower() == b"content-length":
-            length = int(value)
-    return head + await reader.readexactly(length)
-
-
-def _frame(data: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _comparable(reply: Reply) -> dict[str, Any]:
@@ -250,10 +175,10 @@ def _sse_thread(listener: socket.socket, sent_ns: list[int]) -> None:
         conn.sendall(SSE_HEAD)
         time.sleep(0.05)
         sent_ns.append(perf_counter_ns())
-        conn.sendall(_frame(b"data: a\n\n"))
+        conn.sendall(frame(b"data: a\n\n"))
         time.sleep(0.4)
         sent_ns.append(perf_counter_ns())
-        conn.sendall(_frame(b"data: b\n\n") + b"0\r\n\r\n")
+        conn.sendall(frame(b"data: b\n\n") + b"0\r\n\r\n")
         conn.recv(1)  # until the client closes
 
 
@@ -314,7 +239,7 @@ async def test_close_delimited_and_gzip_bodies_are_read_whole(raw_serve: RawServ
     import gzip
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await _read_request(reader)
+        request = await read_request(reader)
         if b"/gzip" in request:
             packed = gzip.compress(b"data: zipped\n\n" * 100)
             writer.write(
@@ -339,20 +264,20 @@ async def test_events_split_across_reads_are_reassembled_and_stamped_when_comple
     raw_serve: RawServe,
 ) -> None:
     # Chunk-size lines, CRLFs and an event's data all cut between TCP reads.
-    frames = _frame(b"data: one\n\n") + _frame(b"data: tw") + _frame(b"o\n\ndata: three\n\n")
+    frames = frame(b"data: one\n\n") + frame(b"data: tw") + frame(b"o\n\ndata: three\n\n")
     pieces = [frames[:2], frames[2:9], frames[9:20], frames[20:27], frames[27:31], frames[31:]]
     pieces.append(b"0\r\n\r\n")
     written: list[int] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(SSE_HEAD)
         for piece in pieces:
             await asyncio.sleep(0.05)  # the client reads each piece on its own
             written.append(perf_counter_ns())
             writer.write(piece)
             await writer.drain()
-        await _read_request(reader)
+        await read_request(reader)
         writer.close()
 
     url = await raw_serve(handler)
@@ -398,7 +323,7 @@ async def test_connection_close_and_idle_closes_open_new_connections(raw_serve: 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal accepted
         accepted += 1
-        request = await _read_request(reader)
+        request = await read_request(reader)
         close = b"/close" in request
         extra = b"Connection: close\r\n" if close else b""
         writer.write(b"HTTP/1.1 200 OK\r\n%bContent-Length: 2\r\n\r\nok" % extra)
@@ -416,11 +341,11 @@ async def test_connection_close_and_idle_closes_open_new_connections(raw_serve: 
 
 async def test_interim_1xx_replies_are_skipped(raw_serve: RawServe) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n")
         writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
-        await _read_request(reader)
+        await read_request(reader)
         writer.close()
 
     url = await raw_serve(handler)
@@ -503,7 +428,7 @@ async def _failure(transport: Transport, *, stream: bool = False) -> TransportEr
 
 
 async def test_closed_port_is_a_connection_error() -> None:
-    target = TargetConfig.from_url(f"http://127.0.0.1:{_closed_port()}")
+    target = TargetConfig.from_url(f"http://127.0.0.1:{closed_port()}")
     async with Transport(target) as transport:
         error = await _failure(transport)
     assert error.kind == "connection_error"
@@ -518,23 +443,11 @@ async def test_closed_port_is_a_connection_error() -> None:
     ],
 )
 async def test_a_connect_that_hangs_times_out(
-    limits: dict[str, float], kind: str, message: str
+    unanswering_address: tuple[str, int], limits: dict[str, float], kind: str, message: str
 ) -> None:
-    # A listener whose accept queue is full drops further SYNs: connect() just hangs.
-    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
-    fillers = [socket.socket() for _ in range(3)]
-    try:
-        for filler in fillers:
-            filler.setblocking(False)
-            filler.connect_ex(listener.getsockname())
-        await asyncio.sleep(0.05)
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        async with Transport(TargetConfig.from_url(url, **limits)) as transport:
-            error = await _failure(transport)
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
+    host, port = unanswering_address
+    async with Transport(TargetConfig.from_url(f"http://{host}:{port}", **limits)) as transport:
+        error = await _failure(transport)
     assert error.kind == kind
     assert message in str(error)
 
@@ -542,10 +455,10 @@ async def test_a_connect_that_hangs_times_out(
 @pytest.mark.parametrize("stalls", ["before-head", "after-head"])
 async def test_a_stalled_reply_is_a_timeout(raw_serve: RawServe, stalls: str) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         if stalls == "after-head":
-            writer.write(SSE_HEAD + _frame(b"data: one\n\n"))
-        await _read_request(reader)  # until the client gives up
+            writer.write(SSE_HEAD + frame(b"data: one\n\n"))
+        await read_request(reader)  # until the client gives up
         writer.close()
 
     url = await raw_serve(handler)
@@ -573,19 +486,19 @@ async def test_simulator_stream_cut_is_stream_truncated(start_sim: StartSim, api
 @pytest.mark.parametrize("how", ["fin", "reset", "short-length", "bad-chunk"])
 async def test_a_body_cut_short_is_stream_truncated(raw_serve: RawServe, how: str) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         if how == "short-length":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ndata: one\n\n")
         else:
-            writer.write(SSE_HEAD + _frame(b"data: one\n\n"))
+            writer.write(SSE_HEAD + frame(b"data: one\n\n"))
         if how == "bad-chunk":
             writer.write(b"zz\r\n")
         await writer.drain()
         await asyncio.sleep(0.05)
         if how == "reset":
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        writer.close()
+            reset(writer)
+        else:
+            writer.close()
 
     url = await raw_serve(handler)
     received: list[bytes] = []
@@ -607,7 +520,7 @@ async def test_a_body_cut_short_is_stream_truncated(raw_serve: RawServe, how: st
 )
 async def test_no_valid_reply_head_is_a_connection_error(raw_serve: RawServe, reply: bytes) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(reply)
         await writer.drain()
         writer.close()
@@ -628,9 +541,9 @@ async def test_an_abandoned_or_cancelled_stream_closes_its_connection(
         nonlocal accepted
         accepted += 1
         number = accepted
-        while await _read_request(reader):
+        while await read_request(reader):
             # The second stream's first event never comes: it is cancelled while waiting.
-            writer.write(SSE_HEAD + (_frame(b"data: one\n\n") if number == 1 else b""))
+            writer.write(SSE_HEAD + (frame(b"data: one\n\n") if number == 1 else b""))
             await writer.drain()
         closes.put_nowait(number)
 
@@ -658,7 +571,7 @@ async def test_leaving_the_transport_closes_pooled_connections(raw_serve: RawSer
     closed = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await _read_request(reader):
+        while await read_request(reader):
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             await writer.drain()
         closed.set()
@@ -716,25 +629,12 @@ async def test_an_early_reply_to_an_unread_body_is_the_outcome(
 
 
 async def test_a_sweep_reads_ready_sockets_before_the_busy_loop_polls_them() -> None:
-    loop = asyncio.get_running_loop()
-    sweeper = ReadSweeper()
-    pairs = [socket.socketpair() for _ in range(3)]
-    conns = []
-    for ours, _theirs in pairs:
-        ours.setblocking(False)
-        conns.append(KernelConnection(ours, loop, sweeper))
-    try:
-        for number, (_ours, theirs) in enumerate(pairs):
-            theirs.send(b"token %d" % number)
+    with kernel_socketpairs(3) as (conns, peers, sweeper):
+        for number, peer in enumerate(peers):
+            peer.send(b"token %d" % number)
         time.sleep(0.01)  # noqa: ASYNC251  (the loop must not get a chance to poll)
         assert not any(conn.has_unread for conn in conns)
         sweeper.sweep()
         assert all(conn.has_unread for conn in conns)
         received = [await conn.receive() for conn in conns]
         assert [got[1] if got else None for got in received] == [b"token 0", b"token 1", b"token 2"]
-    finally:
-        for conn in conns:
-            conn.close()
-        for _ours, theirs in pairs:
-            theirs.close()
-        sweeper.close()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from raw_servers import Serve
 
 from loadgen.transport import TargetConfig, Transport
 
@@ -15,7 +14,7 @@ FRAMING = {"host", "content-length", "connection", "content-type", "accept"}
 
 
 @pytest_asyncio.fixture
-async def recorder() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+async def recorder(serve: Serve) -> tuple[str, list[dict[str, str]]]:
     """A server that records each POST's headers and answers with a redirect."""
     seen: list[dict[str, str]] = []
 
@@ -24,13 +23,7 @@ async def recorder() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         seen.append({k.lower(): v for k, v in request.headers.items()})
         return web.Response(status=307, headers={"Location": "/v1/elsewhere"})
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", seen
-    await runner.cleanup()
+    return f"{await serve(handler)}/v1", seen
 
 
 async def _post(url: str, kernel: bool) -> int:

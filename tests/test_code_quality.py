@@ -23,10 +23,12 @@ ALLOWED = {
     "protocol": {"transport", "errors"},
     "observe": {"protocol", "errors"},
     "agents": {"protocol", "errors"},
+    "traces": {"protocol", "errors"},
     "profile": {"agents", "protocol", "errors"},
-    "runtime": {"profile", "agents", "observe", "protocol", "transport", "errors"},
+    "runtime": {"profile", "agents", "observe", "protocol", "transport", "traces", "errors"},
     "sim": {"protocol", "errors"},
     "gates": {"protocol", "errors"},
+    "record": {"transport", "protocol", "traces", "observe", "errors"},
     "report": {"gates", "observe", "profile", "protocol", "errors"},
     "ceiling": {
         "runtime",
@@ -36,6 +38,7 @@ ALLOWED = {
         "gates",
         "protocol",
         "transport",
+        "traces",
         "errors",
     },
     "orchestration": {
@@ -47,6 +50,7 @@ ALLOWED = {
         "observe",
         "protocol",
         "transport",
+        "traces",
         "errors",
     },
     "cli": {
@@ -61,6 +65,8 @@ ALLOWED = {
         "sim",
         "report",
         "gates",
+        "traces",
+        "record",
         "errors",
     },
 }

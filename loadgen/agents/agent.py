@@ -74,6 +74,9 @@ class StepPlan:
     # findings): a server tokenizes them unlike the agent's own text.
     model_text_tokens: int = 0
     uses_server_state: bool = False  # carries previous_response_id
+    # Not before this many seconds after the run's schedule origin (a replayed trace's
+    # time): the runtime waits for the later of this and delay_s.
+    at_s: float | None = None
 
 
 @dataclass
@@ -245,6 +248,13 @@ class Agent:
                 "memory": False,
             }
         )
+
+    def make_subagent(self, child_id: str, seed: int) -> Agent:
+        """A sub-agent to fork now, of this agent's class with subagent_params()."""
+        child = type(self)(child_id, self.subagent_params(), model=self.model, seed=seed)
+        child.force_length_supported = self.force_length_supported
+        child.server_window = self.server_window
+        return child
 
     def join_subagents(self, results: Sequence[str]) -> None:
         """Append the sub-agents' findings; the next step reads them."""

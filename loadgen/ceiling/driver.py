@@ -15,6 +15,8 @@ from loadgen.observe import GeneratorHealth, LatencyHistogram
 from loadgen.observe.target_metrics import SocketFactory
 from loadgen.runtime.engine import Engine
 from loadgen.runtime.load import ClosedLoop, OpenLoop
+from loadgen.runtime.replay import TraceReplay
+from loadgen.traces.timeline import retimed
 
 __all__ = ["DriverStopped", "HealthProbe", "LevelDriver", "LocalDriver"]
 
@@ -97,7 +99,7 @@ class LocalDriver:
         )  # fmt: skip
         self.pool.start_jitter_s = start_jitter_s
         self._open: asyncio.Task[None] | None = None
-        self._arrivals: OpenLoop | None = None
+        self._arrivals: OpenLoop | TraceReplay | None = None
 
     def in_flight(self) -> int:
         """Agents running (closed loop) or sessions in flight (open loop): live metrics' users."""
@@ -110,7 +112,8 @@ class LocalDriver:
         return self.engine.target_label()
 
     async def start_level(self, load: float, since_unix: float, duration_s: float) -> None:
-        """Resize the pool (closed loop) or restart arrivals at the new rate (open loop)."""
+        """Resize the pool (closed loop), or restart arrivals at the new rate (open loop) or
+        the trace from its start at the new speedup (trace)."""
         self.sink.begin(since_unix)
         if self.closed:
             # Retiring agents leave at once: one finishing a long session would keep the
@@ -119,6 +122,15 @@ class LocalDriver:
         else:
             await self._stop_open()
             self._open = asyncio.create_task(self._open_loop(load, duration_s))
+
+    async def _replay(self, speedup: float, duration: float) -> None:
+        # Each level replays the trace from its start, `speedup` times as fast as recorded.
+        engine = self.engine
+        assert engine.trace is not None
+        base = engine.profile.arrival.speedup  # the engine's copy is already this fast
+        driver = engine.replay(trace=retimed(engine.trace, speedup / base))
+        self._arrivals = driver
+        await driver.run(duration)
 
     async def open_slice(self) -> None:
         """Start counting (no await inside: no record slips between close and open)."""
@@ -141,8 +153,12 @@ class LocalDriver:
         await self.pool.stop()
         await self._stop_open()
 
-    async def _open_loop(self, rate: float, duration: float) -> None:
+    async def _open_loop(self, load: float, duration: float) -> None:
         engine = self.engine
+        if engine.trace is not None:
+            await self._replay(load, duration)
+            return
+        rate = load
         arrival = engine.profile.arrival.model_copy(update={"rate": rate})
         assert engine.make_agent is not None
         driver = OpenLoop(arrival, [], engine.make_agent, engine.run_session, engine.profile.seed)

@@ -177,8 +177,11 @@ def write_ceiling(
 
 
 def search_unit(profile: Profile) -> str:
-    """What a level's load counts: agents (closed loop) or sessions/s (open loop)."""
-    return "agents" if profile.arrival.mode == "closed" else "sessions/s"
+    """What a level's load counts: agents (closed loop), sessions/s (open loop), or how many
+    times faster than recorded a trace is replayed."""
+    return {"closed": "agents", "open": "sessions/s", "trace": "x trace speed"}[
+        profile.arrival.mode
+    ]
 
 
 async def run_ceiling(

@@ -63,7 +63,7 @@ def register(commands: Any) -> None:
         "--by",
         choices=("agents", "session-rate"),
         help="load unit: concurrent agents (closed loop) or new sessions per second "
-        "(open loop); default: the profile's arrival mode",
+        "(open loop); default: the profile's arrival mode (a trace's: its speedup)",
     )
     p.add_argument("--start", type=float, default=1.0, help="first level (default 1)")
     p.add_argument("--growth", type=float, default=2.0, help="factor between levels (default 2)")
@@ -221,6 +221,11 @@ def ceiling(args: argparse.Namespace) -> int:
         overrides["arrival"] = {"mode": "open", "rate": args.start}
     loaded = load_profile(args.profile, overrides)
     profile = loaded.profile
+    if profile.arrival.mode == "trace" and (args.master or processes > 1):
+        raise UsageError(
+            "a trace's ceiling is searched in one process for now (levels are its speedups); "
+            "drop --master/--processes, or search agents or a session rate (--by)"
+        )
     slos = build_slos(args.slo, profile.slos, profile.gates)  # a bad --slo: exit 2, up front
     out = args.out or default_out_dir(profile.name, prefix="ceiling-")
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """The console entry point: decides, before anything else is imported, whether gevent patches.
 
-`agentload run` (and `agentload ceiling` over a swarm) drives Locust, and Locust needs
+`agentload run` and `replay` (and `agentload ceiling` over a swarm) drive Locust, and Locust needs
 gevent's monkey patching applied before the standard library's networking modules are
 imported anywhere; other commands (and the engine when used as a library) never patch.
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
-_PATCHING_COMMANDS = frozenset({"run"})
+_PATCHING_COMMANDS = frozenset({"run", "replay"})
 
 
 def _command(argv: Sequence[str]) -> str | None:

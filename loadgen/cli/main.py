@@ -6,7 +6,14 @@ import sys
 from collections.abc import Sequence
 
 from loadgen import __version__
-from loadgen.cli import ceiling_command, compare_command, report_command, run_command, sim_command
+from loadgen.cli import (
+    ceiling_command,
+    compare_command,
+    replay_command,
+    report_command,
+    run_command,
+    sim_command,
+)
 from loadgen.cli.arguments import CommandParser
 from loadgen.errors import AgentloadError
 
@@ -17,6 +24,7 @@ examples:
   agentload run                          the quickstart swarm against the built-in simulator
   agentload run coding-agent --target http://localhost:8000/v1 --agents 100
   agentload profiles                     the built-in workload profiles
+  agentload replay trace.jsonl           replay a trace of real agent traffic
   agentload sim                          serve the built-in GPU simulator on :8000
   agentload sim --preset fast --port 0   a quick simulator on a free port
   agentload sim --help                   every simulator flag
@@ -38,6 +46,7 @@ def build_parser() -> CommandParser:
     parser.add_argument("--version", action="version", version=f"agentload {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     run_command.register(commands)
+    replay_command.register(commands)
     sim_command.register(commands)
     compare_command.register(commands)
     report_command.register(commands)

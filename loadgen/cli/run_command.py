@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from loadgen.cli.arguments import parse_count, parse_duration, parse_per_second, parse_port
 from loadgen.cli.run_setup import (
@@ -21,7 +22,17 @@ from loadgen.cli.run_setup import (
 )
 from loadgen.errors import UsageError
 
-__all__ = ["MASTER_BIND_HOST", "MASTER_PORT", "check_swarm_flags", "register"]
+if TYPE_CHECKING:
+    from loadgen.profile.loader import LoadedProfile
+
+__all__ = [
+    "MASTER_BIND_HOST",
+    "MASTER_PORT",
+    "add_run_options",
+    "check_swarm_flags",
+    "register",
+    "run_swarm_command",
+]
 
 # Locust's defaults: where a master listens for its workers.
 MASTER_BIND_HOST = "*"
@@ -116,6 +127,19 @@ def register(commands: Any) -> None:
         "--rate", type=parse_per_second, metavar="R", help="open loop: R new sessions per second"
     )
     p.add_argument("--seed", type=int, help="seed for every random choice")
+    add_run_options(p)
+    p.set_defaults(handler=run)
+
+    q = commands.add_parser(
+        "profiles",
+        help="list the built-in profiles",
+        description="List the built-in workload profiles.",
+    )
+    q.set_defaults(handler=list_profiles)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """What `run` and `replay` share: target, gates and reports, live metrics, the swarm."""
     p.add_argument("--quiet", action="store_true", help="no progress display")
     add_target_arguments(p)
     checks = p.add_argument_group("gates and reports (docs/ci.md)")
@@ -205,14 +229,6 @@ def register(commands: Any) -> None:
         metavar="P",
         help="worker: the master's port (default 5557)",
     )
-    p.set_defaults(handler=run)
-
-    q = commands.add_parser(
-        "profiles",
-        help="list the built-in profiles",
-        description="List the built-in workload profiles.",
-    )
-    q.set_defaults(handler=list_profiles)
 
 
 def add_master_arguments(
@@ -316,6 +332,17 @@ def list_profiles(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the profile under Locust; exit 1 when a gate failed, 3 when nothing was measured."""
+
+    def profile() -> LoadedProfile:
+        from loadgen.profile.loader import load_profile
+
+        return load_profile(args.profile, profile_overrides(args))
+
+    return run_swarm_command(args, profile)
+
+
+def run_swarm_command(args: argparse.Namespace, load: Callable[[], LoadedProfile]) -> int:
+    """`run` or `replay` of the profile `load` gives, under Locust; the exit code."""
     processes = check_swarm_flags(args)  # before the heavy imports: a usage error is quick
     if args.worker and not args.target:
         raise UsageError("--worker needs --target: the master's built-in simulator is not shared")
@@ -329,9 +356,8 @@ def run(args: argparse.Namespace) -> int:
     from loadgen.orchestration.environment import SwarmOptions
     from loadgen.orchestration.launch import launch_run
     from loadgen.orchestration.local_workers import run_worker_processes
-    from loadgen.profile.loader import load_profile
 
-    loaded = load_profile(args.profile, profile_overrides(args))
+    loaded = load()
     profile = loaded.profile
     gates = parse_gates([*profile.gates, *args.gate])  # a bad gate is a usage error, up front
     out = args.out or default_out_dir(profile.name)

@@ -129,7 +129,8 @@ def worker_argv(
 
     The API key is not on it (see worker_env): command lines are readable by every user.
     """
-    argv = [sys.executable, "-m", "loadgen", "run", args.profile, "--worker", "--quiet",
+    command = getattr(args, "worker_command", None) or ["run", args.profile]
+    argv = [sys.executable, "-m", "loadgen", *command, "--worker", "--quiet",
             "--master-host", master_host, "--master-port", str(port),
             "--target", target, "--out", str(out)]  # fmt: skip
     for flag, name in (("--duration", "duration"), ("--agents", "agents"), ("--rate", "rate"),

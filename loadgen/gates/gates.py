@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen.errors import UsageError
-from loadgen.gates.metrics import Metric, Unit, get_metric
+from loadgen.gates.metrics import LATENCY_STATS, Metric, Unit, get_metric, running_at_end
 
 __all__ = [
     "OPERATORS",
@@ -163,10 +163,59 @@ def parse_gates(texts: Iterable[str]) -> list[Gate]:
     return list(gates.values())
 
 
+# session_<stat> gates when sessions were still running at the end: each lasted at least its
+# age, so the figures of finished sessions alone are biased short (a run shorter than the
+# long sessions sees only short ones finish). Judged instead: the percentile counting the
+# running sessions as censored at their ages (Kaplan-Meier, summary.json
+# sessions.running_at_end.session_s); where that lies beyond the longest session seen, it is
+# known to exceed that length and nothing more: the gate passes or fails where that settles
+# it, and otherwise fails as undecided. max and mean count the running ages as lower bounds.
+_SESSION_STATS = {f"session_{stat}": stat for stat in LATENCY_STATS}
+
+
+def _judge_running(gate: Gate, finished: float | None, running: Mapping[str, Any]) -> GateResult:
+    unit, stat = gate.unit, _SESSION_STATS[gate.metric]
+    wanted = f"{gate.op} {format_value(gate.threshold, unit)}"
+    count = int(running["count"])
+    still = (
+        f"{count:,} session{'s' if count != 1 else ''} still running at the end, the oldest "
+        f"{format_value(running.get('age_max_s'), unit)}"
+    )
+    alone = f"finished sessions alone: {format_value(finished, unit)}"
+    estimates = running.get("session_s") or {}
+    value = estimates.get(stat)
+    if isinstance(value, int | float):
+        shown = f"{gate.metric} = {format_value(value, unit)} counting the {still} ({alone})"
+        if gate.holds(value):
+            return GateResult(gate, value, True, f"{shown}, {wanted}")
+        return GateResult(gate, value, False, f"{shown}, needs {wanted}")
+    longest = estimates.get("max")
+    if not isinstance(longest, int | float):
+        longest = float(running.get("age_max_s") or 0.0)
+    beyond = (
+        f"{gate.metric} > {format_value(longest, unit)}, the longest session seen: with the "
+        f"{still}, fewer than {stat[1:]}% of sessions are estimated to have ended within it "
+        f"({alone})"
+    )
+    if longest >= gate.threshold and gate.op in (">", ">="):
+        return GateResult(gate, longest, True, f"{beyond}, {wanted}")
+    if longest >= gate.threshold and gate.op in ("<", "<="):
+        return GateResult(gate, longest, False, f"{beyond}, needs {wanted}")
+    return GateResult(
+        gate,
+        None,
+        False,
+        f"{beyond}; whether it is {wanted} this run cannot tell: run longer than the sessions last",
+    )
+
+
 def _judge(summary: Mapping[str, Any], gate: Gate) -> GateResult:
     unit = gate.unit
     value = get_metric(gate.metric).read(summary)
     wanted = f"{gate.op} {format_value(gate.threshold, unit)}"
+    running = running_at_end(summary) if gate.metric in _SESSION_STATS else None
+    if running is not None and isinstance(running.get("session_s"), Mapping):
+        return _judge_running(gate, value, running)
     if value is None or math.isnan(value):
         reason = f"{gate.metric} has no value in this run (no samples), so it cannot be {wanted}"
         return GateResult(gate, None, False, reason)

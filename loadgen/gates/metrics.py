@@ -20,6 +20,7 @@ __all__ = [
     "get_metric",
     "metric_names_text",
     "read_metric",
+    "running_at_end",
     "summary_number",
 ]
 
@@ -60,6 +61,16 @@ def summary_number(summary: Summary, *path: str) -> float | None:
     if isinstance(node, int | float):
         return float(node)
     return None
+
+
+def running_at_end(summary: Summary) -> Mapping[str, Any] | None:
+    """summary.json's `sessions.running_at_end` when some sessions were still running at the
+    end (None when none were, or the summary predates it)."""
+    sessions = summary.get("sessions")
+    node = sessions.get("running_at_end") if isinstance(sessions, Mapping) else None
+    if not isinstance(node, Mapping) or not summary_number(node, "count"):
+        return None
+    return node
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -152,6 +163,14 @@ def _build() -> dict[str, Metric]:
     ):
         for key in keys:
             found.append(Metric(f"{field}.{key}", Unit.NUMBER, f"{key} {field}", _at(field, key)))
+    found.append(
+        Metric(
+            "sessions.running_at_end",
+            Unit.NUMBER,
+            "sessions still running when the run ended",
+            _at("sessions", "running_at_end", "count"),
+        )
+    )
     for field, meaning in (("state_failures", "failures"), ("recoveries", "recoveries")):
         found.append(Metric(f"{field}.total", Unit.NUMBER, f"all {meaning}", _total(field)))
         for kind in FailureKind:

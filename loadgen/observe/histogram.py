@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["LOW_VALUE", "SUB_BUCKETS", "LatencyHistogram"]
+__all__ = ["LOW_VALUE", "SUB_BUCKETS", "LatencyHistogram", "censored_percentile"]
 
 # Linear sub-buckets per power of two. A power of two keeps the index arithmetic exact in
 # floating point; 128 bounds the relative error of a reported value at 1/256 (0.39%).
@@ -126,10 +126,24 @@ class LatencyHistogram:
         for index in sorted(self._buckets):
             seen += self._buckets[index]
             if seen >= rank:
-                exponent, sub = divmod(index - SUB_BUCKETS, SUB_BUCKETS)
-                middle = math.ldexp((SUB_BUCKETS + sub + 0.5) / _SCALE, exponent)
-                return min(max(middle, self._min), self._max)
+                return self._point(index)
         return self._max  # unreachable while counts are consistent
+
+    def count_above(self, value: float) -> int:
+        """How many recorded values exceed `value`, to the percentiles' precision: a value
+        counts when its bucket's reported point (as percentile() reports it) does."""
+        if not self._count or value >= self._max:
+            return 0
+        if value < self._min:
+            return self._count
+        above = sum(n for index, n in self._buckets.items() if self._point(index) > value)
+        return above + (self._low if self._min > value else 0)
+
+    def _point(self, index: int) -> float:
+        """The value a bucket's samples are reported as: its midpoint, within [min, max]."""
+        exponent, sub = divmod(index - SUB_BUCKETS, SUB_BUCKETS)
+        middle = math.ldexp((SUB_BUCKETS + sub + 0.5) / _SCALE, exponent)
+        return min(max(middle, self._min), self._max)
 
     def quantiles_dict(self) -> dict[str, float | None]:
         """{"p50", "p90", "p95", "p99", "max", "mean"}; every value None when empty."""
@@ -188,3 +202,35 @@ class LatencyHistogram:
 
     def __repr__(self) -> str:
         return f"LatencyHistogram(count={self._count}, p50={self.percentile(50)})"
+
+
+def censored_percentile(
+    ended: LatencyHistogram, running: LatencyHistogram, q: float
+) -> float | None:
+    """The q-th percentile of durations of which `ended` were seen whole and `running` only
+    up to an age (right-censored: each lasted at least that long): Kaplan-Meier's estimate.
+
+    Walking up the buckets, each bucket's ended samples remove their share of the survivors
+    still at risk (those not yet ended nor censored; ties: ended first, as usual); the
+    percentile is the first bucket where the estimated fraction ended reaches q%. None when it
+    never does within what was seen: the percentile then lies beyond the longest duration or
+    age observed. With nothing running this is ended.percentile(q).
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be between 0 and 100, got {q!r}")
+    if not running.count:
+        return ended.percentile(q)
+    at_risk = ended.count + running.count
+    surviving = 1.0
+    wanted = q / 100.0 - 1e-12  # products of fractions: leave room for rounding
+    rows = [(None, ended._low, running._low)] + [
+        (index, ended._buckets.get(index, 0), running._buckets.get(index, 0))
+        for index in sorted(ended._buckets.keys() | running._buckets.keys())
+    ]
+    for index, done, censored in rows:
+        if done:
+            surviving *= 1.0 - done / at_risk
+            if 1.0 - surviving >= wanted:
+                return ended._min if index is None else ended._point(index)
+        at_risk -= done + censored
+    return None

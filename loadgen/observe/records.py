@@ -63,7 +63,7 @@ class SessionOutcome:
 
     COMPLETED = "completed"
     FAILED = "failed"  # the target broke it (failures the profile's reactions could not absorb)
-    ABORTED = "aborted"  # the client stopped it (end of run, stop requested)
+    ABORTED = "aborted"  # the client stopped it (end of run, stop requested, ramp-down)
 
 
 @dataclass(slots=True)
@@ -86,6 +86,9 @@ class SessionRecord:
     recoveries: dict[str, int] = field(default_factory=dict)
     final_context_tokens: int = 0
     error: str | None = None
+    # Aborted because the run ended (not retired mid-run): the session was still running at
+    # the end, and duration_s is its age then, a lower bound of how long it would have lasted.
+    running_at_end: bool = False
 
     @property
     def recovered(self) -> bool:

@@ -112,6 +112,8 @@ class AgentStats:
     ttft_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     e2e_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     session_s: LatencyHistogram = field(default_factory=LatencyHistogram)  # completed only
+    # Ages of the sessions still running when the run ended (aborted by its end).
+    running_at_end_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     completion_tokens: int = 0
 
     def merge(self, other: AgentStats) -> None:
@@ -124,6 +126,7 @@ class AgentStats:
         self.ttft_s.merge(other.ttft_s)
         self.e2e_s.merge(other.e2e_s)
         self.session_s.merge(other.session_s)
+        self.running_at_end_s.merge(other.running_at_end_s)
         self.completion_tokens += other.completion_tokens
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +140,7 @@ class AgentStats:
             "ttft_s": self.ttft_s.to_dict(),
             "e2e_s": self.e2e_s.to_dict(),
             "session_s": self.session_s.to_dict(),
+            "running_at_end_s": self.running_at_end_s.to_dict(),
             "completion_tokens": self.completion_tokens,
         }
 
@@ -152,15 +156,27 @@ class AgentStats:
             ttft_s=LatencyHistogram.from_dict(data["ttft_s"]),
             e2e_s=LatencyHistogram.from_dict(data["e2e_s"]),
             # Absent from a worker of an older version: its share is simply not split.
-            session_s=LatencyHistogram.from_dict(data["session_s"])
-            if "session_s" in data
-            else LatencyHistogram(),
+            session_s=_histogram(data, "session_s"),
+            running_at_end_s=_histogram(data, "running_at_end_s"),
             completion_tokens=int(data.get("completion_tokens", 0)),
         )
 
 
+def _histogram(data: Mapping[str, Any], name: str) -> LatencyHistogram:
+    # Absent from a worker of an older version: its share is simply not split.
+    return LatencyHistogram.from_dict(data[name]) if name in data else LatencyHistogram()
+
+
 # Histograms every run keeps, by name: (summary section, field) is decided in summary().
-_HISTOGRAMS = ("ttft_s", "itl_s", "e2e_s", "session_s", "context_tokens", "schedule_lag_s")
+_HISTOGRAMS = (
+    "ttft_s",
+    "itl_s",
+    "e2e_s",
+    "session_s",
+    "running_at_end_s",
+    "context_tokens",
+    "schedule_lag_s",
+)
 
 
 @dataclass(slots=True)
@@ -186,6 +202,9 @@ class RunStats:
     itl_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     e2e_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     session_s: LatencyHistogram = field(default_factory=LatencyHistogram)  # completed only
+    # Ages of the sessions still running when the run ended: the sessions its end aborted
+    # (not those a ramp-down retired mid-run), each at least that long.
+    running_at_end_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     context_tokens: LatencyHistogram = field(default_factory=LatencyHistogram)
     schedule_lag_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     agents: dict[str, AgentStats] = field(default_factory=dict)
@@ -248,13 +267,17 @@ class RunStats:
         self.schedule_lag_s.record(max(rec.schedule_lag_s, 0.0))
 
     def add_session(self, rec: SessionRecord) -> None:
-        """Count one finished session by outcome; time it if it completed."""
+        """Count one finished session by outcome; time it if it completed, keep its age if
+        the run's end stopped it."""
         self.sessions.ended(rec)
         agent = self._agent(rec.agent)
         agent.sessions.ended(rec)
         if rec.outcome == SessionOutcome.COMPLETED:
             self.session_s.record(rec.duration_s)
             agent.session_s.record(rec.duration_s)
+        elif rec.running_at_end and rec.outcome == SessionOutcome.ABORTED:
+            self.running_at_end_s.record(rec.duration_s)
+            agent.running_at_end_s.record(rec.duration_s)
 
     def recovery(self, kind: str, agent: str) -> None:
         """Count one failure of `kind` absorbed by an agent's reaction (retry, fallback...)."""
@@ -334,7 +357,7 @@ class RunStats:
         stats.cache_reported = int(cache.get("reported", 0))
         stats.cache_hits = int(cache.get("hits", 0))
         for name in _HISTOGRAMS:
-            stats.histogram(name).merge(LatencyHistogram.from_dict(data["histograms"][name]))
+            stats.histogram(name).merge(_histogram(data["histograms"], name))
         return stats
 
     def summary(

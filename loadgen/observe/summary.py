@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from loadgen.observe.histogram import LatencyHistogram
+from loadgen.observe.histogram import LatencyHistogram, censored_percentile
 
 if TYPE_CHECKING:
     # Only for annotations: run_stats imports this module to implement RunStats.summary().
     from loadgen.observe.run_stats import AgentStats, RunStats
 
-__all__ = ["LATENCY_HISTOGRAMS", "SUMMARY_SCHEMA", "build_summary"]
+__all__ = ["LATENCY_HISTOGRAMS", "SUMMARY_SCHEMA", "build_summary", "running_at_end"]
 
 SUMMARY_SCHEMA = "agentload.summary/1"
 # The latency histograms a summary reports and also ships whole, for exact later merging.
@@ -32,6 +32,33 @@ def _context(hist: LatencyHistogram) -> dict[str, float | None]:
     }
 
 
+def running_at_end(ended: LatencyHistogram, running: LatencyHistogram) -> dict[str, Any]:
+    """summary.json's `sessions.running_at_end`: the sessions the run's end cut off, by age.
+
+    `ended`: completed sessions' durations; `running`: the ages of those still running at the
+    end. `session_s` is the duration quantiles counting each running session as lasting at
+    least its age: Kaplan-Meier percentiles (None beyond the longest duration or age seen),
+    the longest seen as max, and the mean over durations and ages (both lower bounds).
+    """
+    finished_p90 = ended.percentile(90)
+    both = ended.copy()
+    both.merge(running)
+    return {
+        "count": running.count,
+        "age_p50_s": running.percentile(50),
+        "age_p90_s": running.percentile(90),
+        "age_max_s": running.max,
+        "older_than_finished_p90": None
+        if finished_p90 is None
+        else running.count_above(finished_p90),
+        "session_s": {
+            **{f"p{q}": censored_percentile(ended, running, q) for q in (50, 90, 95, 99)},
+            "max": both.max,
+            "mean": both.mean,
+        },
+    }
+
+
 def _agent_summary(stats: AgentStats) -> dict[str, Any]:
     return {
         "requests": {
@@ -39,8 +66,15 @@ def _agent_summary(stats: AgentStats) -> dict[str, Any]:
             "ok": stats.requests_ok,
             "failed": stats.requests_failed,
         },
-        "sessions": stats.sessions.to_dict(),
-        "latency": {"ttft_s": stats.ttft_s.quantiles_dict(), "e2e_s": stats.e2e_s.quantiles_dict()},
+        "sessions": {
+            **stats.sessions.to_dict(),
+            "running_at_end": running_at_end(stats.session_s, stats.running_at_end_s),
+        },
+        "latency": {
+            "ttft_s": stats.ttft_s.quantiles_dict(),
+            "e2e_s": stats.e2e_s.quantiles_dict(),
+            "session_s": stats.session_s.quantiles_dict(),
+        },
         "state_failures": dict(sorted(stats.failures.items())),
         "recoveries": dict(sorted(stats.recoveries.items())),
     }
@@ -76,7 +110,10 @@ def build_summary(
             "ok": stats.requests_ok,
             "failed": stats.requests_failed,
         },
-        "sessions": stats.sessions.to_dict(),
+        "sessions": {
+            **stats.sessions.to_dict(),
+            "running_at_end": running_at_end(stats.session_s, stats.running_at_end_s),
+        },
         "tokens": {
             "prompt": stats.prompt_tokens,
             "completion": stats.completion_tokens,

@@ -10,6 +10,7 @@ __all__ = [
     "ENGINE_NAMES",
     "SATURATED_RESOURCES",
     "format_summary",
+    "running_at_end_text",
     "server_verdict",
     "workers_missing",
     "workers_reported",
@@ -30,6 +31,37 @@ def _seconds(value: float | None) -> str:
     if value < 1.0:
         return f"{value * 1000:.3g} ms"
     return f"{value:.3g} s" if value < 100 else f"{value:.0f} s"
+
+
+def _age(value: Any) -> str:
+    """A session's length: seconds under two minutes, minutes under two hours, else hours."""
+    if not isinstance(value, int | float) or value < 120:
+        return _seconds(value)
+    return f"{value / 60:.3g} min" if value < 7200 else f"{value / 3600:.3g} h"
+
+
+def running_at_end_text(sessions: Mapping[str, Any], latency: Mapping[str, Any]) -> str | None:
+    """'still running at the end: 12, ages p50 4.1 min, max 11.8 min; 9 older than the
+    finished sessions' p90 (7.2 min), the oldest longer than every finished session', from
+    summary.json's `sessions` and `latency.session_s`; None when every session had ended."""
+    running = sessions.get("running_at_end")
+    if not isinstance(running, Mapping) or not running.get("count"):
+        return None
+    oldest = running.get("age_max_s")
+    text = (
+        f"still running at the end: {int(running['count']):,}, ages p50 "
+        f"{_age(running.get('age_p50_s'))}, max {_age(oldest)}; "
+    )
+    longest = latency.get("max")
+    if not isinstance(longest, int | float):
+        return text + "no session completed"
+    text += (
+        f"{int(running.get('older_than_finished_p90') or 0):,} older than the finished "
+        f"sessions' p90 ({_age(latency.get('p90'))})"
+    )
+    if isinstance(oldest, int | float) and oldest > longest:
+        text += ", the oldest longer than every finished session"
+    return text
 
 
 def _rate(value: float | None, unit: str) -> str:
@@ -211,6 +243,12 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"duration        {summary['duration_s']:.1f} s",
         f"sessions        {sessions['completed']:,} completed, {sessions['failed']:,} failed, "
         f"{sessions['aborted']:,} aborted ({sessions['started']:,} started)",
+        *textwrap.wrap(
+            running_at_end_text(sessions, latency.get("session_s") or {}) or "",
+            width=100,
+            initial_indent=_INDENT,
+            subsequent_indent=_INDENT,
+        ),
         f"requests        {requests['ok']:,} ok, {requests['failed']:,} failed",
         f"throughput      {_rate(throughput['output_tokens_per_s'], 'output tok/s')}, "
         f"{_rate(throughput['sessions_per_min'], 'sessions/min')}, "

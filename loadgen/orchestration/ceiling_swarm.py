@@ -34,6 +34,7 @@ from loadgen.orchestration.bridge import LoopBridge, native_socket_factory, proc
 from loadgen.orchestration.environment import SwarmOptions, swarm_environment
 from loadgen.orchestration.master import MasterAggregator, wait_for_final_reports, wait_for_workers
 from loadgen.orchestration.process_engine import ProcessEngine, SwarmSettings, process_engine
+from loadgen.runtime.engine import profile_sections
 from loadgen.runtime.load import ClosedLoop, OpenLoop
 
 __all__ = ["CEILING_MESSAGE", "CeilingWorker", "SwarmDriver", "run_ceiling_swarm"]
@@ -422,8 +423,7 @@ def run_ceiling_swarm(
         duration_s=outcome.duration_s,
         generator=combine_reports(aggregator.health.values()),
     )
-    if profile.slos:
-        summary["slos"] = dict(profile.slos)
+    summary.update(profile_sections(settings.loaded))
     summary["workers"] = aggregator.workers_section(options.expect_workers)
     files.write_summary(summary)
     files.close()

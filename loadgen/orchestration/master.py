@@ -30,6 +30,7 @@ from loadgen.orchestration.membership import SwarmMembership, create_master
 from loadgen.orchestration.process_engine import SwarmSettings
 from loadgen.orchestration.shape import ProfileShape
 from loadgen.orchestration.web_ui import start_web_ui
+from loadgen.runtime.engine import profile_sections
 
 __all__ = [
     "MasterAggregator",
@@ -277,8 +278,7 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
         duration_s=duration,
         generator=combine_reports(aggregator.health.values()),
     )
-    if profile.slos:
-        summary["slos"] = dict(profile.slos)
+    summary.update(profile_sections(settings.loaded))
     if sampler is not None:
         summary["server"] = sampler.report()
     summary["workers"] = aggregator.workers_section(options.expect_workers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import re
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 import gevent.event
 import gevent.lock
 from locust.env import Environment
+from locust.runners import LocalRunner
 
 from loadgen.agents.agent import stable_seed
 from loadgen.observe import RunStats
@@ -22,15 +24,18 @@ from loadgen.observe.prometheus.merge import SampleTracker
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
 from loadgen.orchestration.bridge import LoopBridge, native_socket_factory, process_bridge
 from loadgen.orchestration.locust_stats import SESSION, STEP, steps_only_in_total
+from loadgen.orchestration.shape import ProfileShape
 from loadgen.profile.loader import LoadedProfile
 from loadgen.runtime.engine import Engine, StatsSink
 from loadgen.runtime.load import OpenLoop
+from loadgen.runtime.replay import TraceReplay
 from loadgen.transport import TargetConfig
 
 __all__ = ["LocustReporter", "ProcessEngine", "StepFailure", "SwarmSettings", "process_engine"]
 
 _DIGITS = re.compile(r"\d+")
 _FAILURE_CHARS = 160
+_CLOCK_MARGIN_S = 0.1  # how early an arrival driver's end may fall on time.monotonic()
 
 
 class StepFailure(Exception):
@@ -172,6 +177,15 @@ class ProcessEngine:
             socket_factory=native_socket_factory,
         )
         self.bridge.run(self.engine.start(), timeout=120)
+        # When the run ends: its stop (the shape's end, Ctrl-C, a gate's abort), or the end an
+        # arrival driver keeps itself. Sessions cancelled from then on were still running at
+        # the end (summary.json sessions.running_at_end); a ramp-down's come before it.
+        self._stopping = False
+        self._arrivals_end = math.inf  # time.monotonic() at which the arrival driver ends
+        environment.events.test_start.add_listener(lambda **_kw: self._run_begins())
+        environment.events.test_stopping.add_listener(lambda **_kw: self._run_stops())
+        if self.engine.runner is not None:
+            self.engine.runner.run_ending = self.run_ending
         if worker >= 0 and self.engine.make_agent is not None:
             # Agents are seeded by their slot; without a seed of its own, every worker's slot
             # 0 would be the same agent, sending the same prompts at the same moments.
@@ -201,6 +215,17 @@ class ProcessEngine:
         self.started = time.perf_counter()
         self._slots = itertools.count()
         self._arrivals: gevent.event.AsyncResult | None = None
+
+    def _run_begins(self) -> None:
+        self._stopping, self._arrivals_end = False, math.inf
+
+    def _run_stops(self) -> None:
+        self._stopping = True  # before the users' and the arrivals' cancellation, which follow
+
+    def run_ending(self) -> bool:
+        """True once this process's part of the run is ending (read on the loop thread)."""
+        # The driver's own end, in its loop's clock (uvloop's, in whole ms): a margin.
+        return self._stopping or time.monotonic() >= self._arrivals_end - _CLOCK_MARGIN_S
 
     @property
     def seed(self) -> int:
@@ -237,16 +262,28 @@ class ProcessEngine:
             # Read on the loop thread while the hub may replace it: one int, read whole.
             return 1.0 / max(1, settings.processes)
 
-        driver = OpenLoop(
-            profile.arrival, profile.stages, self.make_agent, self.engine.run_session,
-            self.seed, share=share,
-        )  # fmt: skip
+        def part() -> tuple[int, int]:
+            return max(self.worker, 0), max(1, settings.processes)
+
+        driver: OpenLoop | TraceReplay
+        if profile.arrival.mode == "trace":
+            driver = self.engine.replay(share=part)
+        else:
+            driver = OpenLoop(
+                profile.arrival, profile.stages, self.make_agent, self.engine.run_session,
+                self.seed, share=share,
+            )  # fmt: skip
         started = settings.run_started
         elapsed = 0.0 if started is None else max(0.0, time.monotonic() - started)
+        self._arrivals_end = time.monotonic() - elapsed + profile.total_duration
         self._arrivals, cancel = self.bridge.submit(
             driver.run(profile.total_duration, elapsed=elapsed)
         )
         self.environment.events.test_stopping.add_listener(lambda **_kw: cancel())
+        shape = self.environment.shape_class
+        if isinstance(shape, ProfileShape) and isinstance(self.environment.runner, LocalRunner):
+            arrivals = self._arrivals
+            shape.finished = arrivals.ready  # the whole trace is this process's: its end ends it
         return self._arrivals
 
     def flush_reporter(self) -> None:

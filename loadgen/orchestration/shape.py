@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from locust import LoadTestShape
 
 from loadgen.profile.schema import Profile
@@ -17,15 +19,19 @@ class ProfileShape(LoadTestShape):
         super().__init__()
         self.profile = profile
         self.processes = processes
+        # A replayed trace that ended before its duration ends the run (set where this
+        # process runs the whole trace; a master cannot tell when its workers' shares end).
+        self.finished: Callable[[], bool] = lambda: False
 
     def tick(self) -> tuple[int, float] | None:
         """(users, spawn rate) now, or None when the run is over."""
         elapsed = self.get_run_time()
         profile = self.profile
-        if elapsed >= profile.total_duration:
+        if elapsed >= profile.total_duration or self.finished():
             return None
-        if profile.arrival.mode == "open":
-            # One arrival user per worker process; each runs its share of the session rate.
+        if profile.arrival.mode != "closed":
+            # One arrival user per worker process; each runs its share of the session rate
+            # (or of a trace's sessions).
             return self.processes, float(self.processes)
         users = round(level_at(elapsed, profile.arrival, profile.stages))
         # Locust ticks once a second; spawning the whole difference within that second keeps

@@ -42,7 +42,8 @@ class AgentUser(User):
 
 
 class ArrivalUser(User):
-    """Open loop: one per worker process, holding that process's arrivals (its rate share)."""
+    """Open loop or a trace: one per worker process, holding that process's arrivals (its
+    share of the rate or of the trace's sessions)."""
 
     abstract = True
     wait_time = constant(0)
@@ -61,7 +62,7 @@ def _jitter(agent_id: str) -> float:
 
 def user_classes_for(profile: Profile) -> list[type[User]]:
     """One Locust user class per agent-mix entry (weights carried over), or the arrival user."""
-    if profile.arrival.mode == "open":
+    if profile.arrival.mode != "closed":  # open loop, or a trace's replay
         return [type("Arrivals", (ArrivalUser,), {"abstract": False})]
     classes: list[type[User]] = []
     for i, mix in enumerate(profile.agents):

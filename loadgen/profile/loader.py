@@ -16,7 +16,13 @@ from loadgen.agents import Agent, resolve_agent
 from loadgen.errors import ConfigError
 from loadgen.profile.schema import Profile
 
-__all__ = ["LoadedProfile", "ProfileError", "builtin_profiles", "load_profile"]
+__all__ = [
+    "LoadedProfile",
+    "ProfileError",
+    "builtin_profiles",
+    "load_profile",
+    "profile_from_mapping",
+]
 
 _BUILTIN_PACKAGE = "loadgen.builtin_profiles"
 
@@ -32,6 +38,15 @@ class LoadedProfile:
     profile: Profile
     source: str
     agent_classes: tuple[type[Agent], ...]
+    base_dir: Path = Path()  # where paths in the profile are relative to (its own folder)
+
+    @property
+    def trace_path(self) -> Path | None:
+        """The trace a `mode: trace` arrival replays, resolved; None for other modes."""
+        arrival = self.profile.arrival
+        if arrival.mode != "trace" or not arrival.file:
+            return None
+        return self.base_dir / Path(arrival.file).expanduser()
 
 
 def _builtin_dir() -> Traversable:
@@ -119,6 +134,18 @@ def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> 
         ) from exc
     if not isinstance(data, dict):
         raise ProfileError(f"{source}: a profile is a YAML mapping (name:, agents:, arrival:...)")
+    return profile_from_mapping(data, source, base_dir, overrides)
+
+
+def profile_from_mapping(
+    data: dict[str, Any],
+    source: str,
+    base_dir: Path,
+    overrides: dict[str, Any] | None = None,
+) -> LoadedProfile:
+    """A profile from its mapping (as its YAML reads), `overrides` merged at the top level;
+    `source` names it in errors, and relative paths in it count from `base_dir`."""
+    data = dict(data)
     for key, value in (overrides or {}).items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
@@ -141,4 +168,11 @@ def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> 
                 f"{source}: {_describe(exc.errors()[0], f'agents.{i}.params')}"
             ) from exc
         classes.append(cls)
-    return LoadedProfile(profile, source, tuple(classes))
+    loaded = LoadedProfile(profile, source, tuple(classes), base_dir)
+    trace = loaded.trace_path
+    if trace is not None and not trace.is_file():
+        raise ProfileError(
+            f"{source}: arrival.file: no trace at {trace} (a relative path counts from the "
+            "profile's folder); check the path"
+        )
+    return loaded

@@ -43,15 +43,25 @@ class AgentMix(_Strict):
 
 
 class Arrival(_Strict):
-    """Closed loop (N long-lived agents) or open loop (new sessions at a rate)."""
+    """Closed loop (N long-lived agents), open loop (new sessions at a rate), or a trace's
+    sessions at their recorded times (docs/traces.md)."""
 
-    mode: Literal["closed", "open"] = "closed"
+    mode: Literal["closed", "open", "trace"] = "closed"
     agents: int | None = Field(default=None, ge=1, description="closed loop: concurrent agents")
     rate: float | None = Field(default=None, gt=0, description="open loop: sessions per second")
     process: Literal["poisson", "gamma"] = "poisson"
     burstiness: float = Field(
         default=1.0, gt=0, description="gamma: squared coefficient of variation (1 = Poisson)"
     )
+    file: str | None = Field(default=None, description="trace: the trace file")
+    format: str = Field(default="auto", description="trace: its format (auto detects it)")
+    speedup: float = Field(
+        default=1.0, gt=0, allow_inf_nan=False, description="trace: divides its timestamps"
+    )
+    cap_idle: Seconds | None = Field(
+        default=None, description="trace: shortens any stretch without requests to this"
+    )
+    sessions: int | None = Field(default=None, ge=1, description="trace: replay the first N")
 
     @model_validator(mode="after")
     def _level_given(self) -> Arrival:
@@ -59,13 +69,17 @@ class Arrival(_Strict):
             raise ValueError("closed-loop arrival needs `agents: N`")
         if self.mode == "open" and self.rate is None:
             raise ValueError("open-loop arrival needs `rate: R` (sessions per second)")
+        if self.mode == "trace" and not self.file:
+            raise ValueError("trace arrival needs `file: PATH` (a trace; see docs/traces.md)")
         return self
 
     @property
     def level(self) -> float:
-        """Agents (closed) or sessions/s (open)."""
+        """Agents (closed), sessions/s (open) or the trace's speedup."""
         if self.mode == "closed":
             return float(self.agents or 0)
+        if self.mode == "trace":
+            return self.speedup
         return float(self.rate or 0.0)
 
 
@@ -139,7 +153,7 @@ class Profile(_Strict):
     time_scale: float = Field(
         default=1.0, gt=0, description="multiplies tool latency, think and idle times"
     )
-    agents: list[AgentMix] = Field(min_length=1)
+    agents: list[AgentMix] = Field(default_factory=list)  # none for a trace's replay
     arrival: Arrival
     stages: list[Stage] = Field(default_factory=list)
     force_output_length: Literal["auto", "always", "never"] = "auto"
@@ -152,6 +166,12 @@ class Profile(_Strict):
     sim: dict[str, Any] = Field(
         default_factory=dict, description="built-in simulator settings when no --target is given"
     )
+
+    @model_validator(mode="after")
+    def _agents_given(self) -> Profile:
+        if not self.agents and self.arrival.mode != "trace":
+            raise ValueError("agents: list at least one agent (e.g. - kind: coding)")
+        return self
 
     @field_validator("reactions", mode="before")
     @classmethod

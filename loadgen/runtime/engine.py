@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +19,32 @@ from loadgen.errors import TargetUnreachableError
 from loadgen.observe import GeneratorHealth, ResultFiles, RunStats
 from loadgen.observe.records import SessionRecord, StepRecord
 from loadgen.profile.loader import LoadedProfile
-from loadgen.protocol import Api, Reply, chat_body, encode_message, responses_body, send
+from loadgen.protocol import (
+    Api,
+    Reply,
+    chat_body,
+    count_tokens,
+    encode_message,
+    responses_body,
+    send,
+)
 from loadgen.runtime.capabilities import TargetCapabilities
 from loadgen.runtime.load import WeightedPicker
+from loadgen.runtime.replay import TraceReplay, replay_section, replay_trace
 from loadgen.runtime.session import SessionRunner
 from loadgen.runtime.sinks import FanOut, RecordSink
+from loadgen.traces import Trace
 from loadgen.transport import SocketFactory, TargetConfig, Transport, TransportError
 
 __all__ = [
     "AgentFactory",
     "Engine",
     "StatsSink",
-    "detect_force_length",
     "detect_server_state",
     "discover_model",
+    "first_request",
+    "force_length_works",
+    "template_tokens",
 ]
 
 # Start-up probes are tiny requests: a target that cannot answer one in this long is not
@@ -126,19 +138,34 @@ async def _probe(
     return reply
 
 
-async def detect_force_length(transport: Transport, model: str, setting: str) -> bool:
-    """Whether min_tokens + ignore_eos work on this target (asked once, with a tiny request).
+_PING = "ping"  # one token under the stand-in tokenizer
 
-    The request is sent whatever `setting` says: it is also the check that the model
-    answers at all (TargetUnreachableError, exit 3, with the server's words when not).
+
+async def first_request(transport: Transport, model: str) -> Reply:
+    """The start-up request: a tiny chat with its output length forced to 3 tokens.
+
+    It is the check that the model answers at all (TargetUnreachableError, exit 3, with the
+    server's words when not), and tells whether min_tokens + ignore_eos work.
     """
     body = chat_body(
-        model, [encode_message("user", "ping")], max_tokens=3, min_tokens=3, ignore_eos=True
+        model, [encode_message("user", _PING)], max_tokens=3, min_tokens=3, ignore_eos=True
     )
-    reply = await _probe(transport, "chat", body, "a first request")
+    return await _probe(transport, "chat", body, "a first request")
+
+
+def force_length_works(reply: Reply, setting: str) -> bool:
+    """Whether to force output lengths: as `setting` says, or (auto) as the probe showed."""
     if setting != "auto":
         return setting == "always"
     return reply.ok and reply.usage is not None and reply.usage.completion_tokens == 3
+
+
+def template_tokens(reply: Reply) -> int:
+    """Prompt tokens the server adds around a message's text (its chat template), as the
+    first request's usage shows; 0 when it reports none."""
+    if reply.usage is None:
+        return 0
+    return max(0, reply.usage.prompt_tokens - count_tokens(_PING))
 
 
 async def detect_server_state(
@@ -193,6 +220,17 @@ async def detect_server_state(
     # the very state loss the run is there to count.
 
 
+def profile_sections(loaded: LoadedProfile) -> dict[str, Any]:
+    """What summary.json carries of the profile itself: its SLOs (the report draws them on
+    its charts) and, for a trace's replay, the trace and the cache hits it implies."""
+    sections: dict[str, Any] = {}
+    if loaded.profile.slos:
+        sections["slos"] = dict(loaded.profile.slos)
+    if (replay := replay_section(loaded)) is not None:
+        sections["replay"] = replay
+    return sections
+
+
 class AgentFactory:
     """Builds the agent for each slot, following the mix's weights in a fixed order."""
 
@@ -245,15 +283,18 @@ class Engine:
         self._files: ResultFiles | None = None
         self.runner: SessionRunner | None = None
         self.make_agent: AgentFactory | None = None
+        self.trace: Trace | None = None  # what a `mode: trace` profile replays
+        self.template_tokens = 0  # what the target's chat template adds to a prompt
 
     async def start(self) -> None:
         """Open the transport, learn the model and output-length support, open result files."""
         await self.transport.__aenter__()
         try:
             self.model = self.model or await discover_model(self.transport)
-            self.force_length = await detect_force_length(
-                self.transport, self.model, self.profile.force_output_length
-            )
+            probe = await first_request(self.transport, self.model)
+            self.force_length = force_length_works(probe, self.profile.force_output_length)
+            self.template_tokens = template_tokens(probe)
+            self.trace = replay_trace(self.loaded)
             make_agent = AgentFactory(self.loaded, self.model, self.force_length)
             if any(p.api == "responses" and p.state == "server" for p in make_agent.params):
                 await detect_server_state(self.transport, self.model, self.capabilities)
@@ -277,6 +318,25 @@ class Engine:
         assert self.runner is not None, "Engine.start() first"
         return await self.runner.run_session(agent, label, session_id)
 
+    def replay(
+        self, share: Callable[[], tuple[int, int]] | None = None, trace: Trace | None = None
+    ) -> TraceReplay:
+        """A driver replaying the profile's trace (or `trace`: it retimed), this process's
+        `share` of its sessions."""
+        assert self.runner is not None, "Engine.start() first"
+        trace = trace or self.trace
+        assert trace is not None, "replay() is for a profile with `mode: trace`"
+        runner = self.runner
+
+        def origin(at: float) -> None:
+            runner.schedule_origin = at
+
+        return TraceReplay(
+            trace, self.run_session, self.model,
+            force_length=self.force_length, template_tokens=self.template_tokens,
+            share=share, on_origin=origin,
+        )  # fmt: skip
+
     def target_label(self) -> dict[str, Any]:
         """What summary.json says about the target."""
         return {
@@ -298,8 +358,7 @@ class Engine:
             duration_s=duration_s,
             generator=self.health.report(),
         )
-        if self.profile.slos:
-            summary["slos"] = dict(self.profile.slos)  # the report draws them on its charts
+        summary.update(profile_sections(self.loaded))
         if self._files is not None and (incomplete := self._files.incomplete):
             summary["results_incomplete"] = incomplete  # a record file stopped mid-run
         return summary

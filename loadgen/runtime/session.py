@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loadgen.agents import Agent, StepPlan, ToolInvocation
@@ -74,6 +75,11 @@ class SessionRunner:
         self.sink = sink
         self.capabilities = capabilities or TargetCapabilities()
         self._jitter = random.Random(profile.seed)
+        # True once the run is ending (whoever drives the run says): a session cancelled from
+        # then on was still running at its end, unlike one a ramp-down retired mid-run.
+        self.run_ending: Callable[[], bool] = lambda: False
+        # The loop time a replayed trace's time 0 falls on (StepPlan.at_s counts from it).
+        self.schedule_origin: float | None = None
         self._logged_errors: set[tuple[str, str]] = set()
 
     async def run_session(self, agent: Agent, label: str, session_id: str) -> SessionRecord:
@@ -132,6 +138,7 @@ class SessionRunner:
                 recoveries=dict(tally.recoveries),
                 final_context_tokens=agent.conversation.tokens,
                 error=error,
+                running_at_end=outcome == SessionOutcome.ABORTED and self.run_ending(),
             )
             self.sink.session(record)
         return record
@@ -163,7 +170,7 @@ class SessionRunner:
             plan = agent.plan_step()
             if plan is None:
                 return
-            lag = await self._wait(plan.delay_s)
+            lag = await self._wait_for(plan)
             if agent.over_budget():
                 # The agent's own window is full and compaction is off or did not help.
                 await self._react_without_reply(
@@ -342,21 +349,16 @@ class SessionRunner:
         tally.baseline.reset()
 
     async def _subagent(self, parent: Agent, label: str, session_id: str, tally: _Tally) -> str:
-        child = type(parent)(
-            f"{parent.id}.{session_id.rsplit('.', 1)[-1]}",
-            parent.subagent_params(),
-            model=parent.model,
-            seed=parent.rng.getrandbits(32),
+        child = parent.make_subagent(
+            f"{parent.id}.{session_id.rsplit('.', 1)[-1]}", parent.rng.getrandbits(32)
         )
-        child.force_length_supported = parent.force_length_supported
-        child.server_window = parent.server_window
         child.start_session(session_id)
         child_tally = _Tally()
         last = ""
         try:
             while (plan := child.plan_step()) is not None:
                 plan.kind = "subagent"
-                await self._wait(plan.delay_s)
+                await self._wait_for(plan)
                 reply, record = await self._attempt(
                     child, plan, label, session_id, child_tally, 0.0
                 )
@@ -396,6 +398,18 @@ class SessionRunner:
                 if i not in ended:
                     self.sink.tool_call(label, inv.name, ToolOutcome.ABORTED, None)
             raise
+
+    async def _wait_for(self, plan: StepPlan) -> float:
+        """Wait out the plan's delay, then until its scheduled time; how late we woke."""
+        lag = await self._wait(plan.delay_s)
+        if plan.at_s is None or self.schedule_origin is None:
+            return lag
+        loop = asyncio.get_running_loop()
+        due = self.schedule_origin + plan.at_s
+        if due <= loop.time():
+            return lag
+        await asyncio.sleep(due - loop.time())
+        return max(0.0, loop.time() - due)
 
     async def _wait(self, seconds: float) -> float:
         """Sleep `seconds` of modelled time (scaled); returns how late we woke (schedule lag)."""

@@ -97,12 +97,14 @@ def _cards(s: Mapping[str, Any]) -> str:
         return " · ".join(f"{st} {_seconds((lat.get(name) or {}).get(st))}" for st in stats)
 
     ttft, itl, e2e = lat.get("ttft_s") or {}, lat.get("itl_s") or {}, lat.get("e2e_s") or {}
+    running = sessions.get("running_at_end") or {}
+    still = f" · {running['count']:,} still running at the end" if running.get("count") else ""
     cards = [
         _card(
             "sessions completed",
             f"{sessions.get('completed', 0):,}",
-            f"{sessions.get('failed', 0):,} failed · {sessions.get('aborted', 0):,} aborted · "
-            f"success {ratio('session_success_rate')}",
+            f"{sessions.get('failed', 0):,} failed · {sessions.get('aborted', 0):,} aborted"
+            f"{still} · success {ratio('session_success_rate')}",
         ),
         _card(
             "requests",
@@ -275,6 +277,51 @@ def _group_table(title: str, groups: Mapping[str, Group]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _session_row(name: str, sessions: Mapping[str, Any], durations: Mapping[str, Any]) -> str:
+    running = sessions.get("running_at_end") or {}
+    older = running.get("older_than_finished_p90")
+    counted = (running.get("session_s") or {}).get("p90")
+    if counted is None and running.get("count"):
+        # Kaplan-Meier puts it beyond every session seen: it is known to exceed that, no more.
+        shown = f"> {_seconds((running.get('session_s') or {}).get('max'))}"
+    else:
+        shown = _seconds(counted if running.get("count") else durations.get("p90"))
+    cells = [
+        f"{int(sessions.get('completed') or 0):,}",
+        *(_seconds(durations.get(k)) for k in ("p50", "p90", "max")),
+        f"{int(running.get('count') or 0):,}",
+        *(_seconds(running.get(k)) for k in ("age_p50_s", "age_p90_s", "age_max_s")),
+        "n/a" if older is None else f"{int(older):,}",
+        shown,
+    ]
+    return f"<tr><td>{escape(name)}</td>{''.join(f'<td>{escape(c)}</td>' for c in cells)}</tr>"
+
+
+def _session_table(s: Mapping[str, Any]) -> str:
+    """Session durations next to the sessions the run's end cut off, whole run and by agent."""
+    sessions = s.get("sessions") or {}
+    if not isinstance(sessions.get("running_at_end"), Mapping):
+        return ""  # a summary from before sessions.running_at_end
+    head = (
+        "<tr><th>sessions</th><th>completed</th><th>duration p50</th><th>p90</th><th>max</th>"
+        "<th>still running at the end</th><th>age p50</th><th>p90</th><th>max</th>"
+        "<th>older than the finished p90</th><th>p90 counting those running</th></tr>"
+    )
+    rows = [_session_row("all", sessions, (s.get("latency") or {}).get("session_s") or {})]
+    for name, agent in (s.get("by_agent") or {}).items():
+        if isinstance(agent, Mapping):
+            durations = (agent.get("latency") or {}).get("session_s") or {}
+            rows.append(_session_row(str(name), agent.get("sessions") or {}, durations))
+    note = (
+        "Durations are of completed sessions. A session still running when the run ended "
+        "lasted at least its age: when the run is not much longer than its sessions, the "
+        "finished ones are the short ones, and their percentiles flatter. The last column "
+        "counts the running sessions at their ages (Kaplan-Meier), as session gates do; "
+        "“> X” means beyond every session seen."
+    )
+    return f'<p class="note">{escape(note)}</p><table>{head}{"".join(rows)}</table>'
+
+
 def _failure_table(s: Mapping[str, Any]) -> str:
     failures, recoveries = s.get("state_failures") or {}, s.get("recoveries") or {}
     kinds = [k for k in failures if failures.get(k) or recoveries.get(k)]
@@ -341,6 +388,8 @@ def render_report(results: RunResults, data: ReportData | None = None) -> str:
             extra = f'<div class="tables">{tables}</div>'
         if section.title == "State failures":
             extra = _failure_table(s)
+        if section.title == "Sessions":
+            extra = _session_table(s)
         body.append(_section(section, extra))
     if not any(sec.title == "State failures" for sec in sections):
         body.append(f"<section><h2>State failures</h2>{_failure_table(s)}</section>")

@@ -45,3 +45,45 @@ def test_a_worker_pointed_at_a_missing_master_says_what_it_waits_for(tmp_path: P
         _out, stderr = proc.communicate(timeout=30)
     assert f"worker waiting for its master at 127.0.0.1:{port}" in stderr
     assert "worker connected" not in stderr
+
+
+def test_a_target_that_does_not_answer_the_first_request_is_said_within_seconds(
+    tmp_path: Path,
+) -> None:
+    # Lists its model, then never answers a completion (a loading model, an endless stream).
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+            request = conn.recv(65536)
+            if b"/models" in request.split(b"\r\n", 1)[0]:
+                body = b'{"object":"list","data":[{"id":"m","object":"model"}]}'
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadgen", "run", "ci-smoke", "--target", url, "--quiet",
+         "--out", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(12)  # the wait is said after 4 s; 3x slack for a busy machine
+    finally:
+        proc.kill()
+        _out, stderr = proc.communicate(timeout=30)
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert f"{url} has not answered a first request in 4s; waiting up to 30s" in stderr

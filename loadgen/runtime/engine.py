@@ -7,6 +7,7 @@ on the engine's loop thread, and a single-process ceiling search's levels (loadg
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 
 from loadgen.agents import Agent, AgentParams
+from loadgen.background import cancel_and_wait
 from loadgen.errors import TargetUnreachableError
 from loadgen.observe import GeneratorHealth, ResultFiles, RunStats
 from loadgen.observe.records import SessionRecord, StepRecord
@@ -36,6 +38,8 @@ from loadgen.runtime.sinks import FanOut, RecordSink
 from loadgen.traces import Trace
 from loadgen.transport import SocketFactory, TargetConfig, Transport, TransportError
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "AgentFactory",
     "Engine",
@@ -50,6 +54,7 @@ __all__ = [
 # Start-up probes are tiny requests: a target that cannot answer one in this long is not
 # ready to be measured, and the user should hear so at once, not after the request timeout.
 _PROBE_TIMEOUT_S = 30.0
+_PROBE_QUIET_S = 4.0  # after this long without an answer the wait is said
 # A refusal of the model itself (wrong name, no access): the run could measure nothing.
 _MODEL_REFUSED = re.compile(
     r"model.*(?:not exist|not found|does not|unknown|invalid|no access|not available)|"
@@ -115,14 +120,23 @@ async def _probe(
     is about the response it names, not the model).
     """
     url = transport.target.base_url
+    sending = asyncio.ensure_future(send(transport, api, body))
     try:
-        async with asyncio.timeout(_PROBE_TIMEOUT_S):
-            reply = await send(transport, api, body)
+        done, _ = await asyncio.wait({sending}, timeout=_PROBE_QUIET_S)
+        if not done:  # a loading model, a busy server or an endless stream: say so
+            logger.warning(
+                "agentload: %s has not answered %s in %.0fs; waiting up to %.0fs",
+                url, what, _PROBE_QUIET_S, _PROBE_TIMEOUT_S,
+            )  # fmt: skip
+        async with asyncio.timeout(_PROBE_TIMEOUT_S - _PROBE_QUIET_S):
+            reply = await sending
     except TimeoutError as exc:
         raise TargetUnreachableError(
             f"{url} did not answer {what} within {_PROBE_TIMEOUT_S:.0f}s; is the server up "
             "and the model loaded?"
         ) from exc
+    finally:
+        await cancel_and_wait(sending)
     if not reply.ok and reply.status is None:
         raise TargetUnreachableError(f"cannot reach {url}: {reply.error}")
     status = reply.status or 0

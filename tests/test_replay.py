@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from loadgen.traces import Trace, TraceRequest, TraceSession
+from loadgen.traces import Trace, TraceRequest, TraceSession, load_trace
 from loadgen.traces.formats.agentload import write_agentload
 from loadgen.traces.timeline import implied_cached_tokens
 
@@ -44,6 +44,16 @@ def write(trace: Trace, path: Path) -> Path:
     return path
 
 
+def write_mooncake(trace: Trace, path: Path) -> Trace:
+    """`trace` as Mooncake's rows (timestamp in ms, lengths, hash_ids); the trace read back."""
+    with path.open("w") as out:
+        for r in trace.requests():
+            row = {"timestamp": round(r.at_s * 1000), "input_length": r.input_tokens,
+                   "output_length": r.output_tokens, "hash_ids": list(r.hash_ids)}  # fmt: skip
+            out.write(json.dumps(row) + "\n")
+    return load_trace(path, "mooncake")
+
+
 def replay(trace: Path, out: Path, *flags: str, timeout: float = 240) -> dict[str, Any]:
     result = subprocess.run(
         [*AGENTLOAD, "replay", str(trace), "--quiet", "--out", str(out), *flags],
@@ -62,9 +72,10 @@ def steps_of(out: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def mooncake_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Trace, dict[str, Any], Path]:
     tmp = tmp_path_factory.mktemp("mooncake")
-    trace = mooncake_like(rows=120, rate=20.0)
+    trace = write_mooncake(mooncake_like(rows=120, rate=20.0), tmp / "mooncake.jsonl")
     out = tmp / "out"
-    summary = replay(write(trace, tmp / "trace.jsonl"), out)
+    summary = replay(tmp / "mooncake.jsonl", out)  # its format detected
+    assert summary["replay"]["trace"].endswith("(mooncake)")
     return trace, summary, out
 
 
@@ -189,9 +200,9 @@ def test_think_and_tool_gaps_are_kept_within_5_percent(
 def test_two_worker_processes_split_the_trace_without_sending_a_row_twice(
     tmp_path: Path,
 ) -> None:
-    trace = mooncake_like(rows=200, rate=50.0)
+    trace = write_mooncake(mooncake_like(rows=200, rate=50.0), tmp_path / "mooncake.jsonl")
     out = tmp_path / "out"
-    summary = replay(write(trace, tmp_path / "trace.jsonl"), out, "--processes", "2",
+    summary = replay(tmp_path / "mooncake.jsonl", out, "--format", "mooncake", "--processes", "2",
                      "--duration", "40s")  # fmt: skip
     steps = steps_of(out)
     assert summary["requests"]["ok"] == 200

@@ -9,6 +9,7 @@ from loadgen import __version__
 from loadgen.cli import (
     ceiling_command,
     compare_command,
+    record_command,
     replay_command,
     report_command,
     run_command,
@@ -51,6 +52,7 @@ def build_parser() -> CommandParser:
     compare_command.register(commands)
     report_command.register(commands)
     ceiling_command.register(commands)
+    record_command.register(commands)
     return parser
 
 

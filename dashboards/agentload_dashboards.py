@@ -18,6 +18,76 @@ def _success_ratio(numerator: str) -> str:
     return f"{numerator} / {ended}"
 
 
+# A fleet's replicas, as agentload saw them (several --target, or a response header naming
+# the replica): empty for a single target that names none.
+FLEET_PANELS = [
+    Panel(
+        "Requests per second by replica",
+        shows="LLM requests each replica of the fleet served (or was sent), ok and failed "
+        "together.",
+        bad="one replica well above the others: the balancing (or the router) piles load on "
+        "it; one at zero: it was left out or is down.",
+        check="'Replica imbalance' for how far, 'TTFT p95 by replica' for what it costs.",
+        queries=[Query(total("agentload_replica_requests_total", "replica"), "{{replica}}")],
+        unit="reqps",
+        stacked=True,
+    ),
+    Panel(
+        "Replica imbalance (busiest / mean)",
+        shows="The busiest replica's request rate over the mean replica's: 1 is even.",
+        bad="well above 1 (1.5: the busiest serves half again its share): session "
+        "affinity concentrates long sessions, or a router prefers one replica.",
+        check="'Requests per second by replica' for which one; under session-sticky "
+        "balancing, a few long sessions can outweigh many short ones.",
+        queries=[
+            Query(
+                f"max({total('agentload_replica_requests_total', 'replica')}) / "
+                f"avg({total('agentload_replica_requests_total', 'replica')})",
+                "busiest / mean",
+            )
+        ],
+    ),
+    Panel(
+        "TTFT p95 by replica",
+        shows="Time to first token on each replica.",
+        bad="one replica slower than the others: it is overloaded, slower hardware, or "
+        "re-prefilling histories it has not cached.",
+        check="'Prefix-cache hit ratio by replica' and that replica's own Server dashboard.",
+        queries=[Query(quantile(0.95, "agentload_replica_ttft_seconds", "replica"), "{{replica}}")],
+        unit="s",
+    ),
+    Panel(
+        "Prefix-cache hit ratio by replica",
+        shows="Cached prompt tokens over prompt tokens, as each replica reported them.",
+        bad="low on every replica while sessions resend long histories: each session's "
+        "steps land on replicas that never saw its prefix (round robin).",
+        check="balance by session (--balance session) or an affinity router, and compare.",
+        queries=[
+            Query(
+                f"{total('agentload_replica_cached_tokens_total', 'replica')} / "
+                f"{total('agentload_replica_prompt_tokens_total', 'replica')}",
+                "{{replica}}",
+            )
+        ],
+        unit="percentunit",
+    ),
+    Panel(
+        "State failures by replica",
+        shows="Failures found in steps (server_state_lost, cache_miss, errors...) per replica.",
+        bad="server_state_lost on a fleet: a session's chained request reached a replica "
+        "without its stored response; failures on one replica only: that replica is sick.",
+        check="the summary's by_replica, and session affinity for lost state.",
+        queries=[
+            Query(
+                total("agentload_replica_state_failures_total", "replica, kind"),
+                "{{replica}} {{kind}}",
+            )
+        ],
+        unit="reqps",
+        stacked=True,
+    ),
+]
+
 OVERVIEW = Dashboard(
     uid="agentload-overview",
     title="agentload / Overview",
@@ -143,6 +213,7 @@ OVERVIEW = Dashboard(
             ],
             unit="s",
         ),
+        *FLEET_PANELS,
     ],
 )
 

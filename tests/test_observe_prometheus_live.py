@@ -6,8 +6,9 @@
 # research and assistant agents that compacts, fans out, calls tools, loses server state
 # and retries, all through `agentload run`. The exporter is the one process's own, or the
 # master of `agentload run --processes 2` serving what its two worker processes shipped to
-# it: every test holds for both. tests/test_server_dialects_live.py reuses the Prometheus
-# helpers below.
+# it, their load spread over a fleet of two replicas (both the one simulator): every test
+# holds for both, the fleet's panels and counters in the second. tests/
+# test_server_dialects_live.py reuses the Prometheus helpers below.
 
 from __future__ import annotations
 
@@ -132,6 +133,11 @@ def get_json(url: str, params: dict[str, str] | None = None) -> Any:
         return json.loads(resp.read())
 
 
+def fleet_targets(url: str) -> list[str]:
+    """Two replicas named r0 and r1, both at `url`."""
+    return ["--target", f"r0={url}", "--target", f"r1={url}"]
+
+
 @dataclass
 class LiveRun:
     """What the tests read: the Prometheus that scraped the run, and the run's own results."""
@@ -242,17 +248,20 @@ async def _cli_scenario(tmp: Path, prometheus: Prometheus, processes: int) -> Li
     sim = SimServer(SimConfig.model_validate({**PRESETS["fast"].model_dump(), **SIM}))
     await sim.start()
     log = (tmp / "agentload.log").open("wb")
-    if processes == 1:  # the target's metrics at an explicit address
-        flags = ["--target-metrics-url", f"http://127.0.0.1:{sim.port}/metrics"]
-    else:  # at the target's root + /metrics
-        flags = ["--processes", str(processes), "--scrape-target-metrics"]
+    if processes == 1:  # at the target's root + /metrics
+        flags = ["--scrape-target-metrics", "--target", sim.base_url]
+    else:
+        # Two replicas of a fleet balanced by agentload (both the one simulator: its counters
+        # stay the run's), the target's metrics at an explicit address.
+        flags = ["--processes", str(processes), *fleet_targets(sim.base_url),
+                 "--target-metrics-url", f"http://127.0.0.1:{sim.port}/metrics"]  # fmt: skip
     try:
         port = free_port()
         prometheus.start({"agentload": [port], "target": [sim.port]})
         run = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "loadgen", "run", str(profile_path), *flags,
             "--prometheus-port", str(port), "--target-metrics-interval", "0.5s", "--quiet",
-            "--target", sim.base_url, "--out", str(tmp / "results"),
+            "--out", str(tmp / "results"),
             cwd=ROOT, stdout=log, stderr=log,
         )  # fmt: skip
         launched = time.time()
@@ -340,6 +349,8 @@ def substituted(expr: str, window: str, target: str = ".*") -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize(("panel", "expr"), QUERIES, ids=[name for name, _ in QUERIES])
 def test_dashboard_query_returns_data_from_a_live_run(live: LiveRun, panel: str, expr: str) -> None:
+    if "agentload_replica_" in expr and "by_replica" not in live.summary:
+        pytest.skip("a fleet's panel: read in the scenario whose run had replicas")
     result = live.query(substituted(expr, live.window), at=live.live_at)
     values = [float(r["value"][1]) for r in result]
     assert values, f"{panel}: no series"
@@ -405,6 +416,21 @@ def test_session_steps_are_observed_once_per_ended_session(live: LiveRun) -> Non
     steps = live.by("sum by (outcome) (agentload_session_steps_count)", "outcome")
     assert sum(steps.values()) == ended > 0
     assert steps.get("completed") == sessions["completed"]
+
+
+@pytest.mark.slow
+def test_replica_counters_equal_the_summarys_by_replica(live: LiveRun) -> None:
+    by_replica = live.summary.get("by_replica")
+    if by_replica is None:
+        pytest.skip("a single target naming no replica: no replica series")
+    assert set(by_replica) == {"r0", "r1"}
+    ok = live.by('sum by (replica) (agentload_replica_requests_total{outcome="ok"})', "replica")
+    assert ok == {name: r["requests"]["ok"] for name, r in by_replica.items()}
+    for family, field in (("prompt", "prompt"), ("cached", "cached")):
+        got = live.by(f"sum by (replica) (agentload_replica_{family}_tokens_total)", "replica")
+        assert got == {name: r["tokens"][field] for name, r in by_replica.items()}
+    ttft = live.by("sum by (replica) (agentload_replica_ttft_seconds_count)", "replica")
+    assert sum(ttft.values()) == live.summary["histograms"]["ttft_s"]["count"]
 
 
 @pytest.mark.slow

@@ -148,6 +148,7 @@ def replay_profile(args: argparse.Namespace, trace_path: Path) -> LoadedProfile:
                 "sim",
                 "session_header",
                 "echo_headers",
+                "replica_headers",
                 "force_output_length",
             },
             mode="json",

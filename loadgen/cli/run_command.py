@@ -16,6 +16,7 @@ from loadgen.cli.run_setup import (
     default_out_dir,
     launch_for,
     parse_headers,
+    parse_targets,
     profile_overrides,
     worker_argv,
     worker_env,
@@ -34,6 +35,10 @@ __all__ = [
     "run_swarm_command",
 ]
 
+# loadgen.transport.BALANCES, spelled out: importing the transport here would load aiohttp
+# before `agentload run` patches gevent (entry.py), and slow down --help.
+_BALANCES = ("round-robin", "session")
+
 # Locust's defaults: where a master listens for its workers.
 MASTER_BIND_HOST = "*"
 MASTER_PORT = 5557
@@ -44,6 +49,8 @@ examples:
   agentload run coding-agent --agents 200 --duration 10m --target http://gpu-box:8000/v1
   agentload run support-chat --rate 5 --target https://api.openai.com/v1 --model gpt-4o-mini
   agentload run ./my-profile.yaml --out results/nightly
+  agentload run coding-agent --target r0=http://gpu-0:8000 --target r1=http://gpu-1:8000 \
+      --balance session                           a fleet of two without a router
   agentload run coding-agent --processes 4        4 worker processes on this machine
   agentload run coding-agent --master --expect-workers 8 --target http://gpu-box:8000/v1
   agentload run coding-agent --worker --master-host master-box --processes -1 --target URL
@@ -59,9 +66,18 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("target")
     g.add_argument(
         "--target",
-        metavar="URL",
-        help="OpenAI-compatible base URL, with or without /v1 "
-        "(default: start the built-in simulator in-process)",
+        action="append",
+        metavar="[NAME=]URL",
+        help="OpenAI-compatible base URL, with or without /v1 (default: start the built-in "
+        "simulator in-process); repeat it for a fleet without a router, balanced by "
+        "--balance, each replica called NAME (default: its host:port)",
+    )
+    g.add_argument(
+        "--balance",
+        choices=_BALANCES,
+        metavar="{" + ",".join(_BALANCES) + "}",
+        help="how several --target share the load: round-robin, each request to the next "
+        "(default), or session, each session's requests to one replica (by its id's hash)",
     )
     g.add_argument("--model", help="model name (default: the target's first model)")
     g.add_argument(
@@ -347,6 +363,7 @@ def run_swarm_command(args: argparse.Namespace, load: Callable[[], LoadedProfile
     if args.worker and not args.target:
         raise UsageError("--worker needs --target: the master's built-in simulator is not shared")
     parse_headers(args.header)
+    parse_targets(args)
     check_api_key(args.api_key)
     if args.web:
         check_web_address(args.web_host, args.web_port)
@@ -364,7 +381,9 @@ def run_swarm_command(args: argparse.Namespace, load: Callable[[], LoadedProfile
     if args.worker and processes > 1:
         # As Locust's --worker --processes N: N workers of the remote master on this machine;
         # this process only starts them, passes signals on and waits.
-        argv = worker_argv(args, args.master_port, args.target, out, master_host=args.master_host)
+        argv = worker_argv(
+            args, args.master_port, args.target[0], out, master_host=args.master_host
+        )
         return run_worker_processes(argv, processes, worker_env(args))
     quiet = args.quiet or args.worker
     watch = RunWatch(profile.name, gates, args.storm_stop, quiet=quiet)

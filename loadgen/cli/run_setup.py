@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from loadgen.errors import UsageError
 
@@ -28,6 +29,7 @@ __all__ = [
     "default_out_dir",
     "launch_for",
     "parse_headers",
+    "parse_targets",
     "profile_overrides",
     "target_config",
     "worker_argv",
@@ -42,6 +44,8 @@ API_KEY_ENV = "OPENAI_API_KEY"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Control characters (CR and LF above all) would end the header line and start another.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# A replica's name (--target NAME=URL): a label in results and metrics, so a short word.
+_REPLICA_NAME = re.compile(r"^[A-Za-z0-9][\w.:-]{0,63}$")
 # What a results folder's name keeps of a profile's name: no separators, no "..".
 _UNSAFE_NAME = re.compile(r"[^\w.-]+")
 
@@ -88,6 +92,42 @@ def parse_headers(raw: list[str]) -> dict[str, str]:
     return headers
 
 
+def parse_targets(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """--target values as (replica name, URL), none for the built-in simulator; UsageError
+    for a bad name, two replicas of one name, or --balance without several targets.
+
+    NAME=URL names a replica; a bare URL is named by its host:port.
+    """
+    raw: list[str] = list(getattr(args, "target", None) or [])
+    balance = getattr(args, "balance", None)
+    if balance is not None and len(raw) < 2:
+        raise UsageError(
+            f"--balance {balance} shares the load of several --target URLs; give two or "
+            "more, or leave it out"
+        )
+    targets = []
+    for item in raw:
+        name, sep, url = item.partition("=")
+        if not sep or "://" in name or "/" in name:  # a bare URL, "=" somewhere in it
+            name, url = "", item
+        name, url = name.strip(), url.strip()
+        if not name:
+            name = urlsplit(url).netloc.rpartition("@")[2] or url
+        elif not _REPLICA_NAME.match(name):
+            raise UsageError(
+                f"--target {item!r}: {name!r} is not a replica name; use letters, digits and "
+                "._:- (at most 64), e.g. --target r0=http://gpu-0:8000/v1"
+            )
+        targets.append((name, url))
+    names = [name for name, _ in targets]
+    if twice := next((n for i, n in enumerate(names) if n in names[:i]), None):
+        raise UsageError(
+            f"--target: two replicas named {twice!r}; name each with NAME=URL, "
+            "e.g. --target r0=http://gpu-0:8000/v1 --target r1=http://gpu-1:8000/v1"
+        )
+    return targets
+
+
 def check_api_key(key: str | None) -> None:
     """A key that would break the Authorization header line is a UsageError (never echoed)."""
     if key and _CONTROL.search(key):
@@ -108,12 +148,14 @@ def default_out_dir(name: str, prefix: str = "") -> Path:
 
 
 def target_config(args: argparse.Namespace, url: str) -> TargetConfig:
-    """The target at `url` with the command line's key, headers, TLS and timeout."""
+    """The target with the command line's key, headers, TLS and timeout: what --target says
+    (several: a fleet balanced by --balance), else the built-in simulator at `url`."""
     from loadgen.transport import TargetConfig
 
     check_api_key(args.api_key)
-    return TargetConfig.from_url(
-        url,
+    return TargetConfig.fleet(
+        parse_targets(args) or [("", url)],
+        balance=getattr(args, "balance", None) or "round-robin",
         api_key=args.api_key,
         headers=parse_headers(args.header),
         verify_tls=not args.insecure,
@@ -128,11 +170,16 @@ def worker_argv(
     """The command line of a local worker process for --processes (of `run` or `ceiling`).
 
     The API key is not on it (see worker_env): command lines are readable by every user.
+    Workers get every --target as given (`target`: the built-in simulator's URL when none).
     """
     command = getattr(args, "worker_command", None) or ["run", args.profile]
+    targets = list(getattr(args, "target", None) or []) or [target]
     argv = [sys.executable, "-m", "loadgen", *command, "--worker", "--quiet",
             "--master-host", master_host, "--master-port", str(port),
-            "--target", target, "--out", str(out)]  # fmt: skip
+            *(arg for given in targets for arg in ("--target", given)),
+            "--out", str(out)]  # fmt: skip
+    if getattr(args, "balance", None) is not None:
+        argv += ["--balance", args.balance]
     for flag, name in (("--duration", "duration"), ("--agents", "agents"), ("--rate", "rate"),
                        ("--seed", "seed"), ("--model", "model"),
                        ("--request-timeout", "request_timeout")):  # fmt: skip
@@ -207,11 +254,16 @@ def launch_for(args: argparse.Namespace, out: Path, processes: int, *, quiet: bo
     interval = getattr(args, "target_metrics_interval", 2.0)  # `ceiling` samples per window
     if not interval > 0:
         raise UsageError("--target-metrics-interval must be above 0, e.g. 2s")
+    if len(parse_targets(args)) > 1 and args.scrape_target_metrics and not args.target_metrics_url:
+        raise UsageError(
+            "--scrape-target-metrics with several --target: which replica's /metrics? Pass "
+            "--target-metrics-url (one replica's, or an aggregate such as a router's)"
+        )
     check_api_key(args.api_key)
     return Launch(
         out=out,
         connect=lambda url: target_config(args, url),
-        target_url=args.target,
+        target_url=args.target[0] if args.target else None,  # target_config reads them all
         model=args.model,
         processes=processes,
         worker_argv=lambda port, url: worker_argv(args, port, url, out),

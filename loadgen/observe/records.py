@@ -37,12 +37,17 @@ class StepRecord:
     schedule_lag_s: float = 0.0  # how late the step started against its plan
     # Why, per failure kind found (the server's words, or the check's figures).
     reasons: dict[str, str] = field(default_factory=dict)
+    # The replica that served it: as a response header named it, else the --target it was
+    # sent to when there are several; None for one target that names none.
+    replica: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The steps.jsonl line: ITLs summarised rather than listed."""
         data = asdict(self)
         if not data["reasons"]:
             del data["reasons"]  # most steps: nothing to explain
+        if data["replica"] is None:
+            del data["replica"]  # one target, no replica named
         gaps = data.pop("itl_s")
         data["itl_count"] = len(gaps)
         data["itl_mean_s"] = sum(gaps) / len(gaps) if gaps else None

@@ -8,6 +8,7 @@ from typing import Any
 
 from loadgen.observe.histogram import LatencyHistogram
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
+from loadgen.observe.replicas import ReplicaStats, add_replica_counts, replica_key
 from loadgen.observe.summary import build_summary
 from loadgen.protocol.failures import FailureKind
 
@@ -213,6 +214,8 @@ class RunStats:
     # Steps whose usage reported cached prompt tokens at all, and those reporting some.
     cache_reported: int = 0
     cache_hits: int = 0
+    # Per replica of a fleet (StepRecord.replica), at most MAX_REPLICAS names.
+    replicas: dict[str, ReplicaStats] = field(default_factory=dict)
 
     @property
     def requests_total(self) -> int:
@@ -265,6 +268,10 @@ class RunStats:
             self.context_tokens.record(rec.context_tokens)
         # A step that started early is on time as far as the generator's health goes.
         self.schedule_lag_s.record(max(rec.schedule_lag_s, 0.0))
+        if rec.replica is not None:
+            key = replica_key(self.replicas, rec.replica)
+            replica = self.replicas.setdefault(key, ReplicaStats())
+            replica.add(rec, [_kind(failure) for failure in rec.failures])
 
     def add_session(self, rec: SessionRecord) -> None:
         """Count one finished session by outcome; time it if it completed, keep its age if
@@ -305,6 +312,7 @@ class RunStats:
             self.histogram(name).merge(other.histogram(name))
         for name, stats in other.agents.items():
             self._agent(name).merge(stats)
+        add_replica_counts(self.replicas, other.replicas)
 
     def histogram(self, name: str) -> LatencyHistogram:
         """The run-wide histogram called `name` (ttft_s, itl_s, e2e_s, session_s, ...)."""
@@ -332,6 +340,7 @@ class RunStats:
             "cache": {"reported": self.cache_reported, "hits": self.cache_hits},
             "histograms": {name: self.histogram(name).to_dict() for name in _HISTOGRAMS},
             "agents": {name: stats.to_dict() for name, stats in self.agents.items()},
+            "replicas": {name: stats.to_dict() for name, stats in self.replicas.items()},
         }
 
     @classmethod
@@ -358,6 +367,10 @@ class RunStats:
         stats.cache_hits = int(cache.get("hits", 0))
         for name in _HISTOGRAMS:
             stats.histogram(name).merge(_histogram(data["histograms"], name))
+        replicas = data.get("replicas", {})  # absent from a worker of an older version
+        add_replica_counts(
+            stats.replicas, {n: ReplicaStats.from_dict(r) for n, r in replicas.items()}
+        )
         return stats
 
     def summary(

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from loadgen.observe.histogram import LatencyHistogram, censored_percentile
+from loadgen.observe.replicas import replica_sections
 
 if TYPE_CHECKING:
     # Only for annotations: run_stats imports this module to implement RunStats.summary().
@@ -138,6 +139,8 @@ def build_summary(
         "tool_calls": stats.tool_calls,
         "context_tokens": _context(stats.context_tokens),
         "by_agent": {name: _agent_summary(a) for name, a in sorted(stats.agents.items())},
+        # A fleet's replicas (several targets, or replicas a response header named).
+        **replica_sections(stats.replicas, target.get("replicas") or {}, duration_s),
         "generator": dict(generator),
         "histograms": {name: stats.histogram(name).to_dict() for name in LATENCY_HISTOGRAMS},
     }

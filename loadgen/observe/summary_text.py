@@ -10,6 +10,7 @@ __all__ = [
     "ENGINE_NAMES",
     "SATURATED_RESOURCES",
     "format_summary",
+    "replica_lines",
     "running_at_end_text",
     "server_verdict",
     "workers_missing",
@@ -226,12 +227,71 @@ def _capability_lines(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def format_summary(summary: Mapping[str, Any]) -> str:
-    """About a dozen lines: what was run, how it went, what the server ran out of, who kept up."""
-    target = summary.get("target", {})
-    where = target.get("url", _MISSING)
+# Replicas listed in the printed table, busiest first; summary.json has every one.
+_REPLICA_ROWS = 16
+
+
+def _replica_row(name: str, r: Mapping[str, Any]) -> str:
+    requests = r.get("requests") or {}
+    latency = r.get("latency") or {}
+    ttft, e2e = latency.get("ttft_s") or {}, latency.get("e2e_s") or {}
+    failures = ", ".join(f"{k} {n:,}" for k, n in (r.get("state_failures") or {}).items() if n)
+    return (
+        f"  {textwrap.shorten(name, 22, placeholder='…'):22} {int(requests.get('total') or 0):>8,} "
+        f"{_percent(r.get('share')):>6} {int(requests.get('failed') or 0):>6,} "
+        f"{_seconds(ttft.get('p50')):>9} {_seconds(ttft.get('p95')):>9} "
+        f"{_seconds(e2e.get('p50')):>9} {_percent(r.get('cache_hit_ratio')):>9}  "
+        f"{failures or '-'}"
+    ).rstrip()
+
+
+def replica_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The by-replica table and the imbalance, named; none for a single target."""
+    by_replica = summary.get("by_replica")
+    if not isinstance(by_replica, Mapping) or not by_replica:
+        return []
+    target = summary.get("target") or {}
+    how = (
+        f"balanced by this client ({target['balance']})"
+        if target.get("balance")
+        else "as the responses named them"
+    )
+    order = sorted(
+        by_replica, key=lambda n: -int((by_replica[n].get("requests") or {}).get("total") or 0)
+    )
+    lines = [
+        f"replicas        {len(by_replica)}, {how}",
+        f"  {'replica':22} {'requests':>8} {'share':>6} {'failed':>6} {'TTFT p50':>9} "
+        f"{'TTFT p95':>9} {'e2e p50':>9} {'cache hit':>9}  state failures",
+        *(_replica_row(name, by_replica[name]) for name in order[:_REPLICA_ROWS]),
+    ]
+    if len(order) > _REPLICA_ROWS:
+        lines.append(f"  ... {len(order) - _REPLICA_ROWS} more in summary.json by_replica")
+    imbalance = summary.get("replica_imbalance")
+    if isinstance(imbalance, Mapping) and imbalance.get("text"):
+        lines += textwrap.wrap(
+            str(imbalance["text"]),
+            width=100,
+            initial_indent="imbalance       ",
+            subsequent_indent=_INDENT,
+        )
+    return lines
+
+
+def _where(target: Mapping[str, Any]) -> str:
+    replicas = target.get("replicas")
+    if isinstance(replicas, Mapping) and replicas:
+        where = f"{len(replicas)} replicas: {', '.join(map(str, replicas))}"
+    else:
+        where = str(target.get("url", _MISSING))
     if target.get("model"):
         where += f" ({target['model']})"
+    return where
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """About a dozen lines: what was run, how it went, what the server ran out of, who kept up."""
+    where = _where(summary.get("target", {}))
     sessions = summary["sessions"]
     requests = summary["requests"]
     throughput = summary["throughput"]
@@ -264,6 +324,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     else:
         lines.append("state failures  none")
     lines += _capability_lines(summary)
+    lines += replica_lines(summary)
     if isinstance(server := summary.get("server"), Mapping):
         lines += _server_lines(server)
     if isinstance(workers := summary.get("workers"), Mapping):

@@ -11,6 +11,7 @@ from loadgen.agents.distributions import parse_seconds
 from loadgen.protocol.failures import FailureKind
 
 __all__ = [
+    "REPLICA_HEADERS",
     "AgentMix",
     "Arrival",
     "Checks",
@@ -21,6 +22,16 @@ __all__ = [
 ]
 
 Seconds = Annotated[float, BeforeValidator(parse_seconds), Field(ge=0)]
+# Response headers that name the replica (engine, deployment) that served a request, the
+# first present wins: agentload's simulated fleet; a LiteLLM proxy passing that header on
+# from its deployment (prefixed llm_provider-); LiteLLM's own, the deployment's API base
+# and its id.
+REPLICA_HEADERS = (
+    "x-agentload-replica",
+    "llm_provider-x-agentload-replica",
+    "x-litellm-model-api-base",
+    "x-litellm-model-id",
+)
 _SLO_KEY = re.compile(r"^(ttft|itl|e2e|session)_(p50|p90|p95|p99|max|mean)$|^session_success$")
 
 
@@ -159,6 +170,7 @@ class Profile(_Strict):
     force_output_length: Literal["auto", "always", "never"] = "auto"
     session_header: str | None = "x-session-id"
     echo_headers: list[str] = Field(default_factory=lambda: ["x-session-token"])
+    replica_headers: list[str] = Field(default_factory=lambda: list(REPLICA_HEADERS))
     reactions: dict[FailureKind, Reaction] = Field(default_factory=default_reactions)
     checks: Checks = Checks()
     slos: dict[str, float] = Field(default_factory=dict)

@@ -51,6 +51,8 @@ class Reply:
     error: str | None = None  # short message for failed requests
     retry_after_s: float | None = None  # the server's Retry-After, when it sent one
     headers: dict[str, str] = field(default_factory=dict)  # the response headers asked for
+    # The replica that served it, as a response header named it (a router's, a fleet's).
+    replica: str | None = None
     # A capability the target refused outright ("previous_response_id"): not a failure of
     # this request but a fact about the target, which the runtime works around.
     unsupported: str | None = None

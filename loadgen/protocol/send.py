@@ -32,6 +32,9 @@ API_PATHS: dict[str, str] = {
 
 _SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 
+# A replica's name is kept to this length: a header is free text, a name is a label.
+_REPLICA_CHARS = 120
+
 # Finish reasons that mean the server gave up on the request rather than completing it.
 _ABNORMAL_FINISH = frozenset({"abort", "error"})
 
@@ -43,22 +46,31 @@ async def send(
     *,
     headers: Mapping[str, str] | None = None,
     capture_headers: Sequence[str] = (),
+    replica: int = 0,
+    replica_headers: Sequence[str] = (),
 ) -> Reply:
     """POST `body` to `api`'s endpoint and assemble the reply, streamed or not.
 
     `capture_headers`: response headers to keep in `Reply.headers` (router session tokens).
+    `replica`: which of the transport's replicas to send to (Transport.pick);
+    `replica_headers`: response headers naming the replica that served it, the first
+    present wins (`Reply.replica`).
     """
     segments = (body,) if isinstance(body, bytes) else body
     reply = Reply(api=api, t_sent_ns=perf_counter_ns())
     streamed = False
     try:
-        async with transport.post(API_PATHS[api], segments, headers) as exchange:
+        async with transport.post(API_PATHS[api], segments, headers, replica) as exchange:
             reply.t_sent_ns = exchange.t_sent_ns
             reply.status = exchange.status
             for name in capture_headers:
                 value = exchange.headers.get(name)
                 if value is not None:
                     reply.headers[name] = value
+            for name in replica_headers:
+                if value := exchange.headers.get(name, "").strip():
+                    reply.replica = value[:_REPLICA_CHARS]
+                    break
             if exchange.status >= 400:
                 await _read_error(exchange, reply, segments)
             elif "text/event-stream" in exchange.headers.get("Content-Type", ""):

@@ -94,9 +94,16 @@ class StatsSink:
         """Tool calls are counted from step records; nothing more to keep here."""
 
 
+def _where(transport: Transport, replica: int) -> str:
+    """The target (or the replica of a fleet) as error messages name it."""
+    url = transport.replicas[replica].base_url
+    name = transport.replica_name(replica)
+    return url if name is None else f"target {name} ({url})"
+
+
 async def discover_model(transport: Transport) -> str:
     """The first model the target serves; TargetUnreachableError when it cannot say."""
-    url = transport.target.base_url
+    url = _where(transport, 0)
     try:
         status, body = await transport.get("models", timeout_s=30)
     except TransportError as exc:
@@ -112,15 +119,21 @@ async def discover_model(transport: Transport) -> str:
 
 
 async def _probe(
-    transport: Transport, api: Api, body: list[bytes], what: str, *, refusals: bool = True
+    transport: Transport,
+    api: Api,
+    body: list[bytes],
+    what: str,
+    *,
+    refusals: bool = True,
+    replica: int = 0,
 ) -> Reply:
-    """Send one start-up probe; TargetUnreachableError when the target cannot serve the run.
+    """Send one start-up probe to `replica`; TargetUnreachableError when it cannot serve the run.
 
     `refusals`: a 404 or a refused model is fatal too (not for a chained request, whose 404
     is about the response it names, not the model).
     """
-    url = transport.target.base_url
-    sending = asyncio.ensure_future(send(transport, api, body))
+    url = _where(transport, replica)
+    sending = asyncio.ensure_future(send(transport, api, body, replica=replica))
     try:
         done, _ = await asyncio.wait({sending}, timeout=_PROBE_QUIET_S)
         if not done:  # a loading model, a busy server or an endless stream: say so
@@ -155,7 +168,7 @@ async def _probe(
 _PING = "ping"  # one token under the stand-in tokenizer
 
 
-async def first_request(transport: Transport, model: str) -> Reply:
+async def first_request(transport: Transport, model: str, replica: int = 0) -> Reply:
     """The start-up request: a tiny chat with its output length forced to 3 tokens.
 
     It is the check that the model answers at all (TargetUnreachableError, exit 3, with the
@@ -164,7 +177,7 @@ async def first_request(transport: Transport, model: str) -> Reply:
     body = chat_body(
         model, [encode_message("user", _PING)], max_tokens=3, min_tokens=3, ignore_eos=True
     )
-    return await _probe(transport, "chat", body, "a first request")
+    return await _probe(transport, "chat", body, "a first request", replica=replica)
 
 
 def force_length_works(reply: Reply, setting: str) -> bool:
@@ -183,15 +196,16 @@ def template_tokens(reply: Reply) -> int:
 
 
 async def detect_server_state(
-    transport: Transport, model: str, capabilities: TargetCapabilities
+    transport: Transport, model: str, capabilities: TargetCapabilities, replica: int = 0
 ) -> None:
-    """Whether the target chains Responses on previous_response_id (a stored response, then a
-    follow-up on it); the answer goes into `capabilities`."""
+    """Whether the target (its `replica`) chains Responses on previous_response_id (a stored
+    response, then a follow-up on it); the answer goes into `capabilities`."""
     first = await _probe(
         transport,
         "responses",
         responses_body(model, [encode_message("user", "ping")], store=True, max_output_tokens=3),
         "a Responses request",
+        replica=replica,
     )
     if not first.ok:
         return  # a transient failure says nothing about the store: the sessions will see
@@ -210,6 +224,7 @@ async def detect_server_state(
         ),
         "a chained Responses request",
         refusals=False,
+        replica=replica,
     )
     first_usage, follow_usage = first.usage, follow.usage
     if (
@@ -232,6 +247,13 @@ async def detect_server_state(
         capabilities.refuse_server_state(follow.error or "previous_response_id refused")
     # Anything else (a 404 for the id just issued, a 5xx) is left to the sessions: it may be
     # the very state loss the run is there to count.
+
+
+def _fleet_label(target: TargetConfig) -> dict[str, Any]:
+    """What summary.json's target says of a fleet balanced by this client (nothing for one)."""
+    if not target.replicas:
+        return {}
+    return {"replicas": dict(target.replicas), "balance": target.balance}
 
 
 def profile_sections(loaded: LoadedProfile) -> dict[str, Any]:
@@ -306,12 +328,18 @@ class Engine:
         try:
             self.model = self.model or await discover_model(self.transport)
             probe = await first_request(self.transport, self.model)
+            for replica in range(1, len(self.transport.replicas)):  # a fleet: each must serve
+                await first_request(self.transport, self.model, replica)
             self.force_length = force_length_works(probe, self.profile.force_output_length)
             self.template_tokens = template_tokens(probe)
             self.trace = replay_trace(self.loaded)
             make_agent = AgentFactory(self.loaded, self.model, self.force_length)
             if any(p.api == "responses" and p.state == "server" for p in make_agent.params):
-                await detect_server_state(self.transport, self.model, self.capabilities)
+                for replica in range(len(self.transport.replicas)):
+                    if self.capabilities.server_state is not False:  # one without: none
+                        await detect_server_state(
+                            self.transport, self.model, self.capabilities, replica
+                        )
         except BaseException:
             await self.transport.__aexit__(None, None, None)
             raise
@@ -360,6 +388,7 @@ class Engine:
             # How stream timings were taken: comparing runs taken both ways mixes clocks.
             "timestamps": "kernel" if self.transport.kernel_timestamps else "event_loop",
             **self.capabilities.label(),
+            **_fleet_label(self.target),
         }
 
     def summary(

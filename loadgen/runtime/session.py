@@ -204,12 +204,15 @@ class SessionRunner:
         attempt = 0
         causes: list[str] = []
         while True:
+            replica = self.transport.pick(session_id.split(".", 1)[0])  # with its sub-agents
             reply = await send(
                 self.transport,
                 plan.api,
                 plan.body,
                 headers=self._headers(session_id, tally),
                 capture_headers=self.profile.echo_headers,
+                replica=replica,
+                replica_headers=self.profile.replica_headers,
             )
             tally.echo.update(reply.headers)
             self.capabilities.observe(reply)
@@ -238,6 +241,7 @@ class SessionRunner:
                     reasons[str(finding.kind)] = finding.message
             record = self._record(plan, reply, label, session_id, tally.steps, found, attempt, lag)
             record.reasons = reasons
+            record.replica = reply.replica or self.transport.replica_name(replica)
             tally.steps += 1
             tally.failures.update(found)
             self._count_usage(reply, tally)

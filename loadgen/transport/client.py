@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from time import perf_counter_ns
@@ -37,13 +38,18 @@ def _json_text(value: Any) -> str:
 
 
 def _use_kernel_timestamps(target: TargetConfig, wanted: bool | None) -> bool:
-    """Whether POSTs go through the kernel-stamped client; ConfigError if asked and impossible."""
-    plain = target.base_url.startswith("http://")
+    """Whether POSTs go through the kernel-stamped client; ConfigError if asked and impossible.
+
+    A fleet's replicas are read one way: all through the kernel-stamped client, or (one of
+    them https) all through aiohttp, so that no comparison between them mixes clocks.
+    """
+    secure = [r.base_url for r in target.replica_configs() if not r.base_url.startswith("http://")]
+    plain = not secure
     if wanted is None:
         return plain and kernel_timestamps_available()
     if wanted and not plain:
         raise ConfigError(
-            f"kernel timestamps need a plain http:// target, not {target.base_url}; "
+            f"kernel timestamps need a plain http:// target, not {secure[0]}; "
             "https targets are read through aiohttp (leave kernel_timestamps unset)"
         )
     if wanted and not kernel_timestamps_available():
@@ -52,7 +58,12 @@ def _use_kernel_timestamps(target: TargetConfig, wanted: bool | None) -> bool:
 
 
 class Transport:
-    """Sends requests to one target; use `async with Transport(target) as t:`."""
+    """Sends requests to one target; use `async with Transport(target) as t:`.
+
+    A target of several replicas (a fleet without a router) is balanced here: `pick` names
+    the replica of each request, and every replica has its own keep-alive connections (both
+    pools keep them per origin).
+    """
 
     def __init__(
         self,
@@ -75,6 +86,28 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         self._fresh: aiohttp.ClientSession | None = None
         self._kernel: KernelHttp | None = None
+        self.replicas = target.replica_configs()  # (target,) for a single endpoint
+        self._names = tuple(name for name, _ in target.replicas)
+        self._next = 0  # round robin: the replica of the next request
+
+    def pick(self, session: str) -> int:
+        """The replica (index into `replicas`) of a request of session `session`, as balanced.
+
+        round-robin: the next in turn, whatever the session; session: the same replica for
+        every request of the session, by a hash of its id, stable across processes and runs.
+        """
+        count = len(self.replicas)
+        if count == 1:
+            return 0
+        if self.target.balance == "session":
+            return zlib.crc32(session.encode()) % count
+        turn = self._next
+        self._next = (turn + 1) % count
+        return turn
+
+    def replica_name(self, replica: int) -> str | None:
+        """The name of replica `replica`; None for a single endpoint (it has no replicas)."""
+        return self._names[replica] if self._names else None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -151,21 +184,26 @@ class Transport:
         path: str,
         body: bytes | Sequence[bytes],
         headers: Mapping[str, str] | None = None,
+        replica: int = 0,
     ) -> AbstractAsyncContextManager[HttpExchange]:
-        """POST `body` (bytes, or segments sent back to back); `async with` it for the reply."""
+        """POST `body` (bytes, or segments sent back to back) to `replica` (see `pick`);
+        `async with` it for the reply."""
         segments = (body,) if isinstance(body, bytes) else body
-        url = self.target.url(path)
+        url = self.replicas[replica].url(path)
         if self._kernel is not None and url.startswith("http://"):
             return self._kernel.post(url, segments, headers)
         return PostExchange(self, url, segments, headers)
 
-    async def get(self, path: str, *, timeout_s: float | None = None) -> tuple[int, bytes]:
-        """GET `path` (relative to base_url, or absolute) and return its status and body."""
+    async def get(
+        self, path: str, *, timeout_s: float | None = None, replica: int = 0
+    ) -> tuple[int, bytes]:
+        """GET `path` (relative to `replica`'s base_url, or absolute): its status and body."""
         limit = timeout_s or self.target.request_timeout_s
         timeout = aiohttp.ClientTimeout(total=limit, sock_connect=self.target.connect_timeout_s)
         after_headers = False
+        url = self.replicas[replica].url(path)
         try:
-            async with self.session.get(self.target.url(path), timeout=timeout) as resp:
+            async with self.session.get(url, timeout=timeout) as resp:
                 after_headers = True
                 return resp.status, await resp.read()
         except WIRE_ERRORS as exc:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from loadgen.errors import ConfigError, UsageError
 
-__all__ = ["TargetConfig"]
+__all__ = ["BALANCES", "TargetConfig"]
+
+# How a client spreads a fleet's load without a router: each request to the next replica
+# in turn, or each session's requests to one replica (by a hash of the session's id).
+BALANCES = ("round-robin", "session")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,10 +29,23 @@ class TargetConfig:
     connect_timeout_s: float = 10.0
     # POSTs read with kernel receive timestamps: None = wherever possible (http://, Linux).
     kernel_timestamps: bool | None = None
+    # A fleet without a router, balanced by this client: each replica's (name, base_url),
+    # base_url being the first one's; empty for a single endpoint.
+    replicas: tuple[tuple[str, str], ...] = ()
+    balance: str = "round-robin"  # one of BALANCES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", _normalise(self.base_url))
         object.__setattr__(self, "headers", dict(self.headers))
+        if self.balance not in BALANCES:
+            raise ConfigError(f"balance {self.balance!r}: use one of {', '.join(BALANCES)}")
+        if self.replicas:
+            replicas = tuple((str(name), _normalise(url)) for name, url in self.replicas)
+            names = [name for name, _ in replicas]
+            if len(set(names)) != len(names) or not all(names):
+                raise ConfigError(f"replica names must be distinct and non-empty: {names}")
+            object.__setattr__(self, "replicas", replicas)
+            object.__setattr__(self, "base_url", replicas[0][1])
         for name in ("request_timeout_s", "connect_timeout_s"):
             value = getattr(self, name)
             if not value > 0:
@@ -53,6 +72,29 @@ class TargetConfig:
             request_timeout_s=request_timeout_s,
             connect_timeout_s=connect_timeout_s,
             kernel_timestamps=kernel_timestamps,
+        )
+
+    @classmethod
+    def fleet(
+        cls, replicas: Sequence[tuple[str, str]], *, balance: str = "round-robin", **settings: Any
+    ) -> TargetConfig:
+        """Several (name, URL) endpoints balanced by the client; one alone is a plain target.
+
+        `settings`: from_url's keyword arguments (key, headers, TLS, timeouts).
+        """
+        if not replicas:
+            raise ConfigError("a fleet needs at least one (name, URL)")
+        one = cls.from_url(replicas[0][1], **settings)
+        if len(replicas) == 1:
+            return one
+        return dataclasses.replace(one, replicas=tuple(replicas), balance=balance)
+
+    def replica_configs(self) -> tuple[TargetConfig, ...]:
+        """One single-endpoint config per replica (just this one for a single endpoint)."""
+        if not self.replicas:
+            return (self,)
+        return tuple(
+            dataclasses.replace(self, base_url=url, replicas=()) for _, url in self.replicas
         )
 
     @property

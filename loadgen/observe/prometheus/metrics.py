@@ -64,6 +64,7 @@ LAG_BUCKETS = (
 
 _AGENT = ("profile", "agent")
 _STEP = ("profile", "agent", "step_kind")
+_REPLICA = ("profile", "replica")
 
 
 # One instance may outlive several runs: every series carries the run's `profile`.
@@ -186,6 +187,50 @@ class RunMetrics:
             "agentload_users",
             "Agents running (closed loop) or sessions in flight (open loop).",
             ["profile"],
+            registry=r,
+        )
+        # A fleet's replicas (several --target, or a response header naming them): families
+        # of their own, so that the agent and step-kind series are not multiplied by them.
+        self.replica_requests = Counter(
+            "agentload_replica_requests",
+            "LLM requests by the replica that served them (or was sent them), by outcome.",
+            [*_REPLICA, "outcome"],
+            registry=r,
+        )
+        self.replica_ttft = self._histogram(
+            "agentload_replica_ttft_seconds",
+            "Time to first token of successful requests, by replica.",
+            _REPLICA,
+            TTFT_BUCKETS,
+        )
+        self.replica_request_duration = self._histogram(
+            "agentload_replica_request_duration_seconds",
+            "Request sent to last byte, successful requests, by replica.",
+            _REPLICA,
+            E2E_BUCKETS,
+        )
+        self.replica_prompt_tokens = Counter(
+            "agentload_replica_prompt_tokens",
+            "Server-reported prompt tokens, by replica.",
+            _REPLICA,
+            registry=r,
+        )
+        self.replica_completion_tokens = Counter(
+            "agentload_replica_completion_tokens",
+            "Server-reported completion tokens, by replica.",
+            _REPLICA,
+            registry=r,
+        )
+        self.replica_cached_tokens = Counter(
+            "agentload_replica_cached_tokens",
+            "Server-reported cached prompt tokens, by replica.",
+            _REPLICA,
+            registry=r,
+        )
+        self.replica_state_failures = Counter(
+            "agentload_replica_state_failures",
+            "Failures detected in steps, by replica and canonical kind.",
+            [*_REPLICA, "kind"],
             registry=r,
         )
         self.target_info = Info(

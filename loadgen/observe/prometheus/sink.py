@@ -49,6 +49,19 @@ class _BoundedValues:
 
 
 @dataclass(slots=True)
+class _ReplicaSeries:
+    """The children one replica writes to, looked up once."""
+
+    ok: Counter
+    failed: Counter
+    prompt: Counter
+    completion: Counter
+    cached: Counter
+    ttft: HistogramChild
+    e2e: HistogramChild
+
+
+@dataclass(slots=True)
 class _StepSeries:
     """The children one (agent, step kind) pair writes to, looked up once."""
 
@@ -75,6 +88,8 @@ class MetricsSink:
         self._step_kind = _BoundedValues(MAX_LABEL_VALUES)
         self._agents: set[str] = set()
         self._steps: dict[tuple[str, str], _StepSeries] = {}
+        self._replica = _BoundedValues(MAX_LABEL_VALUES)
+        self._replicas: dict[str, _ReplicaSeries] = {}
         self._schedule_lag = metrics.schedule_lag.labels(profile)
         # Sessions (and their sub-agents, "<session>.<i>") with a step outside the SLO caps.
         self._missed: set[str] = set()
@@ -115,6 +130,45 @@ class MetricsSink:
             )
         return series
 
+    def _replica_series(self, replica: str) -> _ReplicaSeries:
+        label = self._replica(replica)
+        series = self._replicas.get(label)
+        if series is None:
+            m, p = self.metrics, self.profile
+            for kind in _KINDS:  # zeros from the start, as the agents' counters
+                m.replica_state_failures.labels(p, label, kind)
+            series = self._replicas[label] = _ReplicaSeries(
+                ok=m.replica_requests.labels(p, label, "ok"),
+                failed=m.replica_requests.labels(p, label, "failed"),
+                prompt=m.replica_prompt_tokens.labels(p, label),
+                completion=m.replica_completion_tokens.labels(p, label),
+                cached=m.replica_cached_tokens.labels(p, label),
+                ttft=m.replica_ttft.labels(p, label),
+                e2e=m.replica_request_duration.labels(p, label),
+            )
+        return series
+
+    def _count_replica(self, record: StepRecord, replica: str) -> None:
+        """The replica's share of one step, by the same rules as step()."""
+        series = self._replica_series(replica)
+        if record.ok:
+            series.ok.inc()
+            if record.ttft_s is not None:
+                series.ttft.observe(record.ttft_s)
+            series.e2e.observe(record.e2e_s)
+        else:
+            series.failed.inc()
+        for kind in record.failures:
+            self.metrics.replica_state_failures.labels(
+                self.profile, self._replica(replica), kind
+            ).inc()
+        if record.prompt_tokens:
+            series.prompt.inc(record.prompt_tokens)
+        if record.completion_tokens:
+            series.completion.inc(record.completion_tokens)
+        if record.cached_tokens:
+            series.cached.inc(record.cached_tokens)
+
     def session_started(self, agent: str) -> None:
         """A session began."""
         self.metrics.sessions_active.labels(self.profile, self._agent_label(agent)).inc()
@@ -145,6 +199,8 @@ class MetricsSink:
         if record.context_tokens > 0:  # 0 means the agent made no estimate
             series.context.observe(record.context_tokens)
         self._schedule_lag.observe(max(record.schedule_lag_s, 0.0))
+        if record.replica is not None:
+            self._count_replica(record, record.replica)
         if not self.goodput.step_met(record):
             self._missed.add(record.session_id)
 

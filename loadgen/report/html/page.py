@@ -24,6 +24,7 @@ from loadgen.observe.summary_text import (
 from loadgen.observe.target_metrics import KV_CACHE_BINDING, KV_CACHE_SATURATED
 from loadgen.report.html.ceiling import ceiling_section, parse_ceiling
 from loadgen.report.html.charts import Section, record_sections
+from loadgen.report.html.replicas import replica_section
 from loadgen.report.results import RunResults, load_results
 from loadgen.report.run_data import Group, ReportData, gather
 
@@ -366,7 +367,10 @@ def render_report(results: RunResults, data: ReportData | None = None) -> str:
     s = results.summary
     data = data or gather(results)
     target = s.get("target") or {}
-    where = str(target.get("url", "?")) + (f" ({target['model']})" if target.get("model") else "")
+    where = str(target.get("url", "?"))
+    if isinstance(replicas := target.get("replicas"), Mapping) and replicas:
+        where = f"{len(replicas)} replicas: {', '.join(map(str, replicas))}"
+    where += f" ({target['model']})" if target.get("model") else ""
     first = next(iter(results.steps()), {})
     when = _started(first)
     subtitle = f"target {where} · {float(s.get('duration_s') or 0):.1f} s measured"
@@ -379,6 +383,7 @@ def render_report(results: RunResults, data: ReportData | None = None) -> str:
         _warnings(s),
         _cards(s),
         _server(s),
+        replica_section(s),
     ]
     sections = record_sections(s, data)
     for section in sections:

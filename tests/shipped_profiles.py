@@ -40,12 +40,40 @@ class ProfileRun:
         return {k: n for k, n in self.summary["state_failures"].items() if n}
 
 
+# The coding archetypes' shared prefix is 16K of their own tokens (Claude Code's system
+# prompt and tool definitions, as published traces show it), 32K of the tiny test models':
+# a CPU server's whole 32K window, which no coding agent fits and whose prefill alone takes
+# it ~10 s. Their profiles run here with a prefix such a server holds; every other shape of
+# the archetype (tools, steps, compaction) stays.
+CPU_SERVER_PREFIX = {"coding": 4000, "coding-128k": 4000}
+
+
+def cpu_server_profile(name: str, out: Path) -> str:
+    """The profile to run on a CPU server: NAME itself, or a copy beside `out` whose coding
+    agents carry a prefix that fits such a server's window."""
+    spec = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
+    scaled = False
+    for mix in spec["agents"]:
+        params = mix.setdefault("params", {})
+        if mix["kind"] in CPU_SERVER_PREFIX and "system_prompt_tokens" not in params:
+            params["system_prompt_tokens"] = CPU_SERVER_PREFIX[mix["kind"]]
+            scaled = True
+    if not scaled:
+        return name
+    copy = out.parent / f"{name}.cpu-server.yaml"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(copy)
+
+
 def run_profile(
     name: str, target: str, model: str, out: Path, *, duration: str = "8s", agents: int = 3
 ) -> ProfileRun:
     """`agentload run NAME` against `target`, scaled to a CPU server: a few agents (or one
-    session a second for open-loop profiles) for `duration`."""
+    session a second for open-loop profiles) for `duration`, and a coding agent's prefix
+    that fits its window (cpu_server_profile)."""
     spec = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
+    profile = cpu_server_profile(name, out)
     load = ["--agents", str(agents)]
     if spec["arrival"]["mode"] == "open":
         # Sessions start one a second; a CPU server needs a while to finish the first ones.
@@ -53,7 +81,7 @@ def run_profile(
         duration = f"{2 * float(duration.removesuffix('s')):g}s"
     for attempt in range(2):
         result = subprocess.run(
-            [sys.executable, "-m", "loadgen", "run", name, "--target", target, "--model", model,
+            [sys.executable, "-m", "loadgen", "run", profile, "--target", target, "--model", model,
              "--duration", duration, *load, "--quiet", "--out", str(out)],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip

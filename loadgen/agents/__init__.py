@@ -3,6 +3,7 @@
 from loadgen.agents.agent import Agent, StepPlan, ToolInvocation, stable_seed
 from loadgen.agents.archetypes import (
     AssistantAgent,
+    Coding128kAgent,
     CodingAgent,
     RagAgent,
     ResearchAgent,
@@ -25,6 +26,7 @@ __all__ = [
     "Agent",
     "AgentParams",
     "AssistantAgent",
+    "Coding128kAgent",
     "CodingAgent",
     "Conversation",
     "Distribution",

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loadgen.agents.conversation import Conversation
+from loadgen.agents.conversation import MESSAGE_OVERHEAD_TOKENS, Conversation
 from loadgen.agents.params import AgentParams, ToolParams
 from loadgen.protocol import (
     Api,
@@ -23,6 +23,7 @@ from loadgen.protocol import (
     ToolDefinition,
     chat_body,
     completions_body,
+    count_tokens,
     encode_function_call_output,
     encode_input_message,
     encode_message,
@@ -117,6 +118,7 @@ class Agent:
         self._next_kind = "turn"
         self._next_delay = 0.0
         self._tools: dict[str, ToolParams] = {t.name: t for t in params.tools}
+        self._tool_weights = [t.weight for t in params.tools]
         definitions = [ToolDefinition(t.name, t.parameters, t.description) for t in params.tools]
         # Encoded once per agent: the tools array rides along on every model-driven step.
         self._tools_json = encode_tools(definitions, params.api)
@@ -204,7 +206,11 @@ class Agent:
         elif self._turn.steps_done < self._turn.steps_planned:
             self._next_kind = "tool_result"
             count = p.parallel_tools.sample_int(self.rng, 1)
-            names = [self.rng.choice(p.tools).name for _ in range(count)] if p.tools else []
+            names = (
+                [t.name for t in self.rng.choices(p.tools, self._tool_weights, k=count)]
+                if p.tools
+                else []
+            )
             return [self._invocation(n, f"call_{self.rng.getrandbits(48):012x}") for n in names]
         self._end_turn()
         return []
@@ -241,6 +247,8 @@ class Agent:
             update={
                 "turns": p.turns.model_validate(1),
                 "steps_per_turn": p.subagent_steps,
+                "first_turn_steps": None,
+                "session_context_tokens": p.session_context_tokens.model_validate(0),
                 "think_time_s": p.think_time_s.model_validate(0),
                 "subagent_probability": 0.0,
                 "system_prompt_tokens": min(p.system_prompt_tokens, 1000),
@@ -289,14 +297,18 @@ class Agent:
         """A request that summarises the history.
 
         Client-held, it must see it all; when `fit_tokens` (this agent's token estimate)
-        says how much the server accepts, the system prompt and the newest messages that
-        fit. `summary_tokens` caps the summary's length to the room the window leaves.
+        says how much the server accepts, or the history has outgrown the agent's own window,
+        the system prompt and the newest messages that fit. `summary_tokens` caps the
+        summary's length to the room the window leaves.
         """
         p = self.params
         ask = "Summarize the work so far for a fresh context."
         n = p.compact_to_tokens
         if summary_tokens is not None:
             n = min(n, summary_tokens)
+        own = max(p.context_budget_tokens - n - 64, 0)  # the agent's window, less the summary
+        if self.conversation.tokens > own:  # a history past it: what fits in it
+            fit_tokens = own if fit_tokens is None else min(fit_tokens, own)
         forced = n if p.force_output_length and self.force_length_supported else None
         ignore_eos = True if forced else None
         body: list[bytes]
@@ -331,7 +343,11 @@ class Agent:
             body=body,
             max_tokens=n,
             forced_min_tokens=forced,
-            context_tokens=self.conversation.tokens,
+            context_tokens=(
+                self.conversation.tokens
+                if fit_tokens is None
+                else min(self.conversation.tokens, fit_tokens)
+            ),
             # A summary of part of the history: not the next prompt of an append-only one.
             continues_history=False,
         )
@@ -347,13 +363,41 @@ class Agent:
             pieces = token_pieces(summary)
             if len(pieces) > keep:
                 summary = " ".join(pieces[:keep])
+        kept = self._kept_through_compaction(count_tokens(summary))
         self.conversation.replace(
             1, [("user", f"session {self.session_id} summary:"), ("assistant", summary)]
         )
         if self._prompt_parts:
             self._prompt_parts = [self._prompt_parts[0], summary]
+        for text in kept:
+            self._add("user", text)
         self.last_response_id = None
         self._pending = []
+
+    def _kept_through_compaction(self, summary_tokens: int) -> list[str]:
+        """The newest user messages (tool results, in scripted mode) that stay after the
+        summary, within `compact_keep_tokens` (as Codex keeps its recent user messages) and
+        within half the compaction threshold, so that the next step does not compact again."""
+        p = self.params
+        if p.compact_keep_tokens <= 0:
+            return []
+        budget = p.context_budget_tokens
+        if self.server_window is not None:
+            budget = min(budget, self.server_window)
+        head = self.conversation.count(0)  # the system prompt
+        room = int(p.compact_at * budget / 2) - head - summary_tokens - 32
+        limit = min(p.compact_keep_tokens, room)
+        if limit <= 0:
+            return []
+        conversation = self.conversation
+        kept = []
+        for index, tokens in conversation.newest("user", limit):
+            text = conversation.text(index)
+            if tokens < conversation.count(index) - MESSAGE_OVERHEAD_TOKENS:
+                text = " ".join(token_pieces(text)[-tokens:]) if tokens > 0 else ""
+            if text:
+                kept.append(text)
+        return kept
 
     def fall_back_to_client_history(self) -> None:
         """The server lost our state: resend the full history from now on (new chain)."""
@@ -383,11 +427,14 @@ class Agent:
 
     def _begin_turn(self, *, first: bool = False) -> None:
         p = self.params
-        self._turn = _Turn(self._turn.index + 1, p.steps_per_turn.sample_int(self.rng, 1), 0)
+        steps = p.first_turn_steps if first and p.first_turn_steps else p.steps_per_turn
+        self._turn = _Turn(self._turn.index + 1, steps.sample_int(self.rng, 1), 0)
         words = self._words(p.user_tokens.sample_int(self.rng, 1))
         text = f"session {self.session_id} turn {self._turn.index}: {words}"
         for _ in range(p.retrieved_chunks.sample_int(self.rng)):
             text += "\n[document] " + self._words(p.chunk_tokens.sample_int(self.rng, 1))
+        if first and (context := p.session_context_tokens.sample_int(self.rng)):
+            text += "\n[context] " + self._words(context)
         self._add("user", text)
         self._next_kind = "turn"
         self._next_delay = 0.0 if first else p.think_time_s.sample(self.rng)
@@ -416,6 +463,7 @@ class Agent:
         p = self.params
         tool = self._tools.get(name)
         latency = (tool.latency_s if tool and tool.latency_s else p.tool_latency_s).sample(self.rng)
+        latency = min(latency, p.tool_latency_s.high)  # a tool's own latency inherits the cap
         rate = tool.error_rate if tool and tool.error_rate is not None else p.tool_error_rate
         size = tool.result_tokens if tool and tool.result_tokens else p.tool_result_tokens
         return ToolInvocation(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import orjson
+
 from loadgen.protocol import ToolCall, count_tokens, encode_input_message, encode_message
 
 __all__ = ["MESSAGE_OVERHEAD_TOKENS", "Conversation", "message_tokens"]
@@ -29,7 +31,7 @@ def message_tokens(content: str | None, tool_calls: Sequence[ToolCall] | None = 
 class Conversation:
     """Append-only history (until compaction) with the agent's own token estimate."""
 
-    __slots__ = ("_counts", "_items", "_messages", "tokens")
+    __slots__ = ("_counts", "_items", "_messages", "_roles", "tokens")
 
     def __init__(self, *, items: bool = False) -> None:
         """`items`: Responses-API input items (`"type": "message"`), not chat messages."""
@@ -39,6 +41,7 @@ class Conversation:
         self._items = items
         self._messages: list[bytes] = []
         self._counts: list[int] = []  # estimated tokens of each message
+        self._roles: list[str] = []  # each message's role (interned strings: 8 bytes each)
         self.tokens = 0
 
     def __len__(self) -> int:
@@ -68,8 +71,33 @@ class Conversation:
         count = message_tokens(content, tool_calls)
         self._messages.append(encoded)
         self._counts.append(count)
+        self._roles.append(role)
         self.tokens += count
         return encoded
+
+    def newest(self, role: str, budget: int) -> list[tuple[int, int]]:
+        """The newest messages of `role` after the first (the system prompt) that fit in
+        `budget` tokens together, oldest first, as (index, tokens of it to keep): all of
+        each but the oldest, which gets what is left of the budget."""
+        kept: list[tuple[int, int]] = []
+        for i in range(len(self._messages) - 1, 0, -1):
+            if budget <= MESSAGE_OVERHEAD_TOKENS:
+                break
+            if self._roles[i] != role:
+                continue
+            take = min(self._counts[i], budget)
+            budget -= take
+            kept.append((i, take - MESSAGE_OVERHEAD_TOKENS))
+        return kept[::-1]
+
+    def count(self, index: int) -> int:
+        """The estimated tokens of message `index`."""
+        return self._counts[index]
+
+    def text(self, index: int) -> str:
+        """The text content of message `index` (decoded: for the rare reader, e.g. compaction)."""
+        content = orjson.loads(self._messages[index]).get("content")
+        return content if isinstance(content, str) else ""
 
     def head_and_tail(self, budget: int) -> list[bytes]:
         """The first message (the system prompt) and the newest ones, within `budget` tokens."""
@@ -90,6 +118,7 @@ class Conversation:
         """Compaction: keep the first `keep` messages and put `messages` after them."""
         del self._messages[keep:]
         del self._counts[keep:]
+        del self._roles[keep:]
         self.tokens = sum(self._counts)
         for role, content in messages:
             self.append(role, content)

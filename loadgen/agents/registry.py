@@ -9,6 +9,7 @@ from pathlib import Path
 from loadgen.agents.agent import Agent
 from loadgen.agents.archetypes import (
     AssistantAgent,
+    Coding128kAgent,
     CodingAgent,
     RagAgent,
     ResearchAgent,
@@ -19,7 +20,15 @@ from loadgen.errors import ConfigError
 __all__ = ["BUILTIN_AGENTS", "resolve_agent"]
 
 BUILTIN_AGENTS: dict[str, type[Agent]] = {
-    cls.kind: cls for cls in (CodingAgent, ResearchAgent, SupportAgent, RagAgent, AssistantAgent)
+    cls.kind: cls
+    for cls in (
+        CodingAgent,
+        Coding128kAgent,
+        ResearchAgent,
+        SupportAgent,
+        RagAgent,
+        AssistantAgent,
+    )
 }
 
 

@@ -13,7 +13,16 @@ from loadgen.agents import Agent, stable_seed
 from loadgen.observe import LatencyHistogram
 from loadgen.profile.schema import Arrival, Stage
 
-__all__ = ["AgentFactory", "ArrivalLags", "ClosedLoop", "OpenLoop", "WeightedPicker", "level_at"]
+__all__ = [
+    "AgentFactory",
+    "ArrivalLags",
+    "ClosedLoop",
+    "OpenLoop",
+    "WeightedPicker",
+    "level_at",
+    "staged",
+    "start_ramp_s",
+]
 
 AgentFactory = Callable[[int], tuple[Agent, str]]  # slot index -> (agent, label)
 SessionFn = Callable[[Agent, str, str], Coroutine[Any, Any, object]]
@@ -21,6 +30,30 @@ SessionFn = Callable[[Agent, str, str], Coroutine[Any, Any, object]]
 _CONTROL_PERIOD_S = 0.25
 # Arrival lags kept as values for a live reader (ArrivalLags): 64k to 128k floats, 2-4 MiB.
 _KEPT_LAGS = 65_536
+
+
+# A closed loop without stages starts its agents over a ramp, never all at once (their first
+# requests in lockstep: one burst of prefills, then steps in phase): this many agents a
+# second, over at most this share of the run.
+START_AGENTS_PER_S = 10.0
+START_RAMP_SHARE = 0.25
+
+
+def start_ramp_s(agents: int, duration: float) -> float:
+    """Seconds over which a closed loop of `agents` without stages starts them."""
+    return min(agents / START_AGENTS_PER_S, duration * START_RAMP_SHARE)
+
+
+def staged(arrival: Arrival, stages: Sequence[Stage], duration: float) -> Sequence[Stage]:
+    """The stages a run follows: the profile's, or for a closed loop given none (a profile
+    without stages, or one whose stages --duration replaced), a ramp up to its agents over
+    start_ramp_s(), then the level held to the end."""
+    if stages or arrival.mode != "closed":
+        return stages
+    ramp = start_ramp_s(int(arrival.level), duration)
+    if ramp <= 0:
+        return stages
+    return [Stage(kind="ramp", duration=ramp, target=arrival.level)]
 
 
 def level_at(t: float, arrival: Arrival, stages: Sequence[Stage]) -> float:
@@ -91,9 +124,10 @@ class ClosedLoop:
         """Keep the pool at the staged size until `duration` ends, then cancel every agent."""
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        stages = staged(self.arrival, self.stages, duration)
         try:
             while (elapsed := loop.time() - t0) < duration:
-                self._resize(round(level_at(elapsed, self.arrival, self.stages)))
+                self._resize(round(level_at(elapsed, self.arrival, stages)))
                 await asyncio.sleep(min(_CONTROL_PERIOD_S, max(0.0, duration - elapsed)))
         finally:
             await _cancel_all(self.tasks.values())

@@ -181,7 +181,35 @@ PRESETS: dict[str, SimConfig] = {
         max_model_len=131072,
         num_kv_blocks=_kv_blocks(_H100_MEM, 141.2e9 / 4, 327680 / 4, 16),
     ),
-    # A ~1B model on one H100: steps of a few milliseconds so tests finish quickly.
+    # Qwen3-Coder-30B-A3B-Instruct (an open model made for coding agents; 30.5B parameters,
+    # 3.3B active per token; 48 layers, 4 KV heads x 128 dims; a native 262,144-token
+    # window) in BF16, tensor-parallel over 4 H100s: the coding archetypes' 200K contexts
+    # fit, and its ~2.1M tokens of KV cache hold ~20 of them at once. Decoding a big batch
+    # touches nearly every expert, so each step reads all of the weights (the roofline's
+    # memory term); the FLOPs are the active parameters'. Attention FLOPs use the query
+    # width, 32 heads x 128 = 4096.
+    "qwen3-coder-30b-4xh100": SimConfig(
+        preset="qwen3-coder-30b-4xh100",
+        perf=RooflineModel(
+            params=3.3e9,
+            num_layers=48,
+            hidden_size=4096,
+            weight_bytes_per_gpu=61.0e9 / 4,
+            kv_bytes_per_token_per_gpu=98304 / 4,
+            tensor_parallel=4,
+            peak_flops_per_gpu=_H100_FLOPS,
+            flops_efficiency=0.5,
+            memory_bandwidth_per_gpu=_H100_BW,
+            step_overhead_s=0.003,
+            tp_overhead_s=0.002,
+        ),
+        max_num_seqs=256,
+        max_num_batched_tokens=8192,
+        max_model_len=262144,
+        num_kv_blocks=_kv_blocks(_H100_MEM, 61.0e9 / 4, 98304 / 4, 16),
+    ),
+    # A ~1B model on one H100: steps of a few milliseconds so tests finish quickly; its
+    # window takes a coding agent's 200K contexts (the default preset of every profile).
     "fast": SimConfig(
         preset="fast",
         perf=RooflineModel(
@@ -197,7 +225,7 @@ PRESETS: dict[str, SimConfig] = {
         ),
         max_num_seqs=1024,
         max_num_batched_tokens=16384,
-        max_model_len=131072,
+        max_model_len=262144,
         num_kv_blocks=_kv_blocks(_H100_MEM, 2.0e9, 32768, 16),
         output_tokens_median=64,
     ),

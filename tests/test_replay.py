@@ -152,11 +152,44 @@ def agent_with_subagents(parents: int = 3) -> Trace:
     return Trace(sessions, block_size=64, hash_scope="local")
 
 
-@pytest.fixture(scope="module")
-def subagent_run(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+def weka_with_subagents(parents: int = 3) -> list[dict[str, Any]]:
+    """The same sessions as cc-traces publish them (one object per trace, sub-agents nested
+    with absolute times, think_time before each call)."""
+
+    def call(t: float, ids: list[int], think: float) -> dict[str, Any]:
+        return {"t": t, "type": "n", "model": "m", "in": 64 * len(ids) - 10, "out": 8,
+                "hash_ids": ids, "api_time": 0.001, "think_time": think}  # fmt: skip
+
+    traces = []
+    for p in range(parents):
+        at = p * 0.5
+        subs = [
+            {"t": at + 0.1, "type": "subagent", "agent_id": f"a{s}",
+             "requests": [call(at + 0.1, [1, 50 + s], 0.0),
+                          call(at + 1.101, [1, 50 + s, 60 + s], 1.0)]}
+            for s in range(2)
+        ]  # fmt: skip
+        # Recorded as a fast server served them (api_time 1 ms): the target's own time
+        # decides when each call ends, the recorded think time what follows.
+        requests = [call(at, [1, 2], 0.0), *subs, call(at + 2.2, [1, 2, 3], 1.0),
+                    call(at + 3.201, [1, 2, 3, 4], 1.0)]  # fmt: skip
+        traces.append({"id": f"p{p}", "block_size": 64, "hash_id_scope": "local",
+                       "requests": requests})  # fmt: skip
+    return traces
+
+
+@pytest.fixture(scope="module", params=["agentload", "weka"])
+def subagent_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> list[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("subagents")
     out = tmp / "out"
-    summary = replay(write(agent_with_subagents(), tmp / "trace.jsonl"), out)
+    if request.param == "weka":
+        trace = tmp / "cc-traces.json"
+        trace.write_text(json.dumps(weka_with_subagents()))
+    else:
+        trace = write(agent_with_subagents(), tmp / "trace.jsonl")
+    summary = replay(trace, out)
     assert summary["requests"]["ok"] == 3 * (3 + 2 * 2)
     return steps_of(out)
 

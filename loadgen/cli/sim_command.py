@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from loadgen.cli.arguments import parse_duration, parse_port, parse_rate
 from loadgen.errors import ConfigError, UsageError
 from loadgen.sim import PRESETS, SimConfig, SimServer
-from loadgen.sim.config import METRICS_DIALECTS
+from loadgen.sim.config import METRICS_DIALECTS, ROUTERS
 
 __all__ = ["config_from_args", "register"]
 
@@ -31,10 +31,15 @@ examples:
   agentload sim --fault-stream-cut 0.05 --fault-http-5xx 0.01
                                                  inject faults (counted on /metrics)
   agentload sim --metrics-dialect sglang         /metrics under SGLang's names
+  agentload sim --replicas 4 --router session    a fleet of 4 engines behind a router
+  agentload sim --replicas 4 --router prefix-load --shared-store --fault-replica-crash 0.01
+                                                 ... one store for all; replicas crash
 
 presets: {presets}
 metrics dialects: {dialects}
+routers: {routers}
 endpoints: /v1/chat/completions /v1/completions /v1/responses /v1/models /health /metrics
+  /admin/replicas (GET), /admin/replicas/ID/remove and /restore (POST; loopback clients)
 """
 
 # flag -> SimConfig field, for flags that override a preset's value
@@ -52,6 +57,9 @@ _ENGINE_FLAGS = {
     "responses_store_ttl": "responses_store_ttl_s",
     "max_body_bytes": "max_body_bytes",
     "metrics_dialect": "metrics_dialect",
+    "replicas": "replicas",
+    "router": "router",
+    "prefix_load_weight": "prefix_load_weight",
 }
 _FAULT_FLAGS = {
     "fault_http_5xx": "http_5xx",
@@ -61,6 +69,8 @@ _FAULT_FLAGS = {
     "fault_latency_spike": "latency_spike",
     "latency_spike": "latency_spike_ms",
     "fault_store_evict": "store_evict",
+    "fault_replica_crash": "replica_crash",
+    "replica_restore": "replica_restore_s",
 }
 
 
@@ -71,7 +81,11 @@ def register(commands: Any) -> None:
         help="serve the built-in OpenAI-compatible GPU simulator",
         description="Serve an OpenAI-compatible endpoint that behaves like a GPU serving "
         "engine (continuous batching, paged KV cache with prefix caching, preemption).",
-        epilog=_EXAMPLES.format(presets=", ".join(PRESETS), dialects=", ".join(METRICS_DIALECTS)),
+        epilog=_EXAMPLES.format(
+            presets=", ".join(PRESETS),
+            dialects=", ".join(METRICS_DIALECTS),
+            routers=", ".join(ROUTERS),
+        ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=parse_port, default=8000, help="port (default 8000; 0 picks one)")
@@ -145,6 +159,7 @@ def register(commands: Any) -> None:
         metavar="N",
         help="request body limit; larger bodies get 413 (default 64 MiB)",
     )
+    _fleet_arguments(p)
     faults = p.add_argument_group("fault injection", "each a rate in [0,1]")
     faults.add_argument("--fault-http-5xx", type=parse_rate, metavar="P", help="HTTP 500")
     faults.add_argument("--fault-rate-limit", type=parse_rate, metavar="P", help="HTTP 429")
@@ -175,20 +190,77 @@ def register(commands: Any) -> None:
         metavar="P",
         help="evict a stored response just before it is continued",
     )
+    faults.add_argument(
+        "--fault-replica-crash",
+        type=parse_rate,
+        metavar="P",
+        help="fleet: each second, each live replica crashes with chance P, losing its "
+        "requests, KV cache and store (mean time between its crashes 1/P s)",
+    )
+    faults.add_argument(
+        "--replica-restore",
+        type=parse_duration,
+        metavar="DURATION",
+        help="a crashed replica comes back, empty, after DURATION (default 30s; 0: only "
+        "through POST /admin/replicas/ID/restore)",
+    )
     p.set_defaults(handler=run)
+
+
+def _fleet_arguments(p: argparse.ArgumentParser) -> None:
+    fleet = p.add_argument_group(
+        "fleet", "several engine replicas behind one router (docs/fleets.md)"
+    )
+    fleet.add_argument(
+        "--replicas",
+        type=int,
+        metavar="N",
+        help="engine replicas, each with its own batch, KV cache and Responses store "
+        "(default 1: a single server)",
+    )
+    fleet.add_argument(
+        "--router",
+        choices=ROUTERS,
+        metavar="POLICY",
+        help="how each request picks a replica: " + ", ".join(ROUTERS) + " (default round-robin)",
+    )
+    fleet.add_argument(
+        "--shared-store",
+        action="store_true",
+        default=None,
+        help="one Responses store for every replica, as with an external state store",
+    )
+    fleet.add_argument(
+        "--prefix-load-weight",
+        type=float,
+        metavar="W",
+        help="prefix-load router: score = cached prefix fraction - W x load fraction "
+        "(requests in flight / max-num-seqs; default 1.0)",
+    )
+    fleet.add_argument(
+        "--admin-remote",
+        action="store_true",
+        default=None,
+        help="answer /admin/* from any address (default: loopback clients only)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The preset with every given flag applied, validated."""
     data = PRESETS[args.preset].model_dump()
     for flag, field in _ENGINE_FLAGS.items():
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
         if value is not None:
             data[field] = value
+    for flag in ("shared_store", "admin_remote"):
+        if getattr(args, flag, None):
+            data[flag] = True
     for flag, field in _FAULT_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
             data["faults"][field] = value * 1000.0 if flag == "latency_spike" else value
+    if args.router is not None and (args.replicas or data["replicas"]) < 2:
+        raise UsageError("--router routes between replicas: add --replicas N (N >= 2)")
     if args.decode_step_ms is not None or args.prefill_tokens_per_s is not None:
         if args.decode_step_ms is None:
             raise UsageError("--prefill-tokens-per-s needs --decode-step-ms (analytical mode)")
@@ -206,6 +278,20 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         field = str(err["loc"][-1])
         flag = {v: k for k, v in {**_ENGINE_FLAGS, **_FAULT_FLAGS}.items()}.get(field, field)
         raise ConfigError(f"--{flag.replace('_', '-')}: {message}") from exc
+
+
+def fleet_description(config: SimConfig) -> str:
+    """How the startup line names a fleet."""
+    text = f"fleet of {config.replicas} replicas behind the {config.router} router"
+    if config.router == "prefix-load":
+        text += f" at weight {config.prefix_load_weight:g}"
+    text += ", one shared Responses store" if config.shared_store else ", a store each"
+    faults = config.faults
+    if faults.replica_crash > 0:
+        text += f", replicas crash at {faults.replica_crash:g}/s"
+        if faults.replica_restore_s:
+            text += f" and come back after {faults.replica_restore_s:g} s"
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -243,6 +329,8 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
     mode = f"analytical, ceiling {ceiling:.0f} output tokens/s" if ceiling else config.preset
     if config.metrics_dialect != "vllm":
         mode += f", {config.metrics_dialect} metrics"
+    if config.replicas > 1:
+        mode += f"; {fleet_description(config)}"
     print(
         f"agentload sim: serving {config.served_model_name!r} ({mode}) on "
         f"{server.base_url}  (Ctrl-C to stop)",

@@ -8,7 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from loadgen.sim.generation import Generation, sim_context
+from loadgen.sim.fleet import sim_fleet
+from loadgen.sim.generation import Generation
 from loadgen.sim.prompt import render_chat
 from loadgen.sim.reply import CONTENT, ReplyRequest, ToolSpec
 from loadgen.sim.request_body import json_reply, parse_body
@@ -39,9 +40,11 @@ def usage_body(gen: Generation) -> dict[str, Any]:
 
 async def handle_chat(request: web.Request) -> web.StreamResponse:
     """Chat completions."""
-    ctx = sim_context(request)
+    fleet = sim_fleet(request)
     body = await parse_body(request, ChatRequest)
-    ctx.check_model(body.model)
+    fleet.check_model(body.model)
+    text = render_chat(body.messages, body.tools)
+    ctx, prompt = await fleet.route(request, text)
     await ctx.admission_faults()
     tools = [ToolSpec(t.function.name, t.function.parameters) for t in body.tools or ()]
     reply = ReplyRequest(
@@ -54,12 +57,13 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
         parallel_tool_calls=body.parallel_tool_calls,
     )
     gen = await ctx.start(
-        render_chat(body.messages, body.tools),
+        text,
         reply,
         body.requested_max_tokens(),
         temperature=body.temperature,
         seed=body.seed,
         stream=body.stream,
+        prompt=prompt,
     )
     head = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",

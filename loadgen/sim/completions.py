@@ -10,7 +10,7 @@ from aiohttp import web
 from loadgen.protocol.tokens import VOCABULARY
 from loadgen.sim.api_errors import ApiError
 from loadgen.sim.chat import usage_body
-from loadgen.sim.generation import sim_context
+from loadgen.sim.fleet import sim_fleet
 from loadgen.sim.prompt import START
 from loadgen.sim.reply import ReplyRequest
 from loadgen.sim.request_body import json_reply, parse_body
@@ -33,21 +33,24 @@ def _prompt_text(prompt: str | list[str] | list[int]) -> str:
 
 async def handle_completions(request: web.Request) -> web.StreamResponse:
     """Text completions."""
-    ctx = sim_context(request)
+    fleet = sim_fleet(request)
     body = await parse_body(request, CompletionRequest)
-    ctx.check_model(body.model)
+    fleet.check_model(body.model)
+    text = _prompt_text(body.prompt)
+    ctx, prompt = await fleet.route(request, text)
     await ctx.admission_faults()
     reply = ReplyRequest(
         max_tokens=0, min_tokens=body.min_tokens, ignore_eos=body.ignore_eos,
         stop=body.stop_strings(),
     )  # fmt: skip
     gen = await ctx.start(
-        _prompt_text(body.prompt),
+        text,
         reply,
         body.max_tokens,
         temperature=body.temperature,
         seed=body.seed,
         stream=body.stream,
+        prompt=prompt,
     )
     head = {
         "id": f"cmpl-{uuid.uuid4().hex}",

@@ -12,10 +12,12 @@ from loadgen.errors import ConfigError
 __all__ = [
     "METRICS_DIALECTS",
     "PRESETS",
+    "ROUTERS",
     "AnalyticalModel",
     "FaultRates",
     "MetricsDialect",
     "RooflineModel",
+    "RouterName",
     "SimConfig",
     "preset_config",
     "profile_sim_config",
@@ -27,6 +29,17 @@ Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 # (gpu_cache_usage_perc, gpu_prefix_cache_*, time_per_output_token), SGLang, llama.cpp.
 MetricsDialect = Literal["vllm", "vllm-v0", "sglang", "llamacpp"]
 METRICS_DIALECTS: tuple[MetricsDialect, ...] = ("vllm", "vllm-v0", "sglang", "llamacpp")
+
+# How a simulated fleet's router picks a replica per request (loadgen/sim/router.py).
+RouterName = Literal["round-robin", "random", "least-loaded", "session", "prefix", "prefix-load"]
+ROUTERS: tuple[RouterName, ...] = (
+    "round-robin",
+    "random",
+    "least-loaded",
+    "session",
+    "prefix",
+    "prefix-load",
+)
 
 
 class _Frozen(BaseModel):
@@ -73,6 +86,11 @@ class FaultRates(_Frozen):
     latency_spike: Rate = 0.0
     latency_spike_ms: float = Field(default=2000.0, ge=0)
     store_evict: Rate = 0.0
+    # A fleet's replicas crash: each live replica, each second, with this probability (its
+    # mean time between crashes is 1/rate seconds); one comes back empty after
+    # replica_restore_s (0: only when POST /admin/replicas/{id}/restore says so).
+    replica_crash: Rate = 0.0
+    replica_restore_s: float = Field(default=30.0, ge=0)
 
     def any(self) -> bool:
         """True when at least one fault can fire."""
@@ -84,6 +102,7 @@ class FaultRates(_Frozen):
                 self.malformed_tool_args,
                 self.latency_spike,
                 self.store_evict,
+                self.replica_crash,
             )
         )
 
@@ -110,6 +129,21 @@ class SimConfig(_Frozen):
         default="vllm", description="the server whose metric names /metrics uses"
     )
     faults: FaultRates = FaultRates()
+    # A fleet (docs/fleets.md): replicas, each its own engine, KV cache and Responses store,
+    # behind one router; one replica (the default) is a plain single server.
+    replicas: int = Field(default=1, ge=1, le=256, description="engine replicas behind a router")
+    router: RouterName = Field(default="round-robin", description="how requests pick a replica")
+    shared_store: bool = Field(
+        default=False, description="one Responses store for every replica (an external store)"
+    )
+    prefix_load_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="prefix-load router: score = cached fraction - weight x load fraction",
+    )
+    admin_remote: bool = Field(
+        default=False, description="serve /admin/* to any address, not only loopback"
+    )
 
     @model_validator(mode="after")
     def _context_fits_in_kv_cache(self) -> SimConfig:
@@ -124,9 +158,10 @@ class SimConfig(_Frozen):
         return self
 
     def output_tokens_per_s_ceiling(self) -> float | None:
-        """Analytical mode's exact decode capacity (tokens/s); None for roofline presets."""
+        """Analytical mode's exact decode capacity (tokens/s) of the whole fleet (every
+        replica's max_num_seqs / decode step); None for roofline presets."""
         if isinstance(self.perf, AnalyticalModel):
-            return self.max_num_seqs / (self.perf.decode_step_ms / 1000.0)
+            return self.replicas * self.max_num_seqs / (self.perf.decode_step_ms / 1000.0)
         return None
 
 

@@ -133,6 +133,7 @@ class Engine:
         self.prefix_queries = 0
         self.prefix_hits = 0
         self.steps = 0
+        self.epoch = 0  # crashes so far: a sequence of an earlier epoch was lost with its replica
         self.on_finish: Callable[[EngineSequence], None] | None = None
         self.on_step: Callable[[Engine], None] | None = None
         self._wakeup = asyncio.Event()
@@ -150,6 +151,17 @@ class Engine:
         for seq in [*self.running, *self.waiting]:
             seq.aborted = True
             seq.notify()
+
+    async def crash(self) -> None:
+        """The replica went away: stop, end every sequence and forget the KV cache (its prefix
+        cache with it). Counters carry on; start() brings it back empty."""
+        await self.stop()
+        self.running.clear()
+        self.waiting.clear()
+        self.kv = KVCache(self.config.num_kv_blocks, self.config.block_size)
+        self.epoch += 1
+        if self.on_step is not None:
+            self.on_step(self)
 
     def submit(self, seq: EngineSequence) -> None:
         """Queue a sequence; it is scheduled from the next step on."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-
-from aiohttp import web
 
 from loadgen.sim.api_errors import ApiError
 from loadgen.sim.config import SimConfig
@@ -17,7 +16,22 @@ from loadgen.sim.prompt import PromptInfo, analyse_long_prompt
 from loadgen.sim.reply import ReplyPlan, ReplyRequest, plan_reply, reply_seed
 from loadgen.sim.response_store import ResponseStore
 
-__all__ = ["SIM_CONTEXT", "Generation", "SimContext", "sim_context"]
+__all__ = ["Generation", "ReplicaLost", "SimContext"]
+
+
+class ReplicaLost(ApiError):
+    """The replica serving a request was removed (or crashed) before the request ended.
+
+    Through a gateway, a request whose reply had not started gets a 503; a stream already
+    open is cut (streaming.pump closes the connection), as a crashed engine's streams are.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            503,
+            f"upstream connect error or disconnect/reset before headers: replica {name} "
+            "went away (removed or crashed).",
+        )
 
 
 @dataclass(slots=True)
@@ -29,6 +43,7 @@ class Generation:
     plan: ReplyPlan
     seq: EngineSequence
     created: int  # unix seconds, for the response bodies
+    epoch: int  # the engine's crashes when it was queued: a later crash lost it
     cut_after: int | None = None  # stream_cut fault: tokens to send before dropping
     sent: int = 0
     done: bool = False
@@ -56,6 +71,8 @@ class Generation:
         await seq.wait(self.sent)
         if seq.aborted and not seq.finished:
             self.done = True
+            if self.epoch != self.context.engine.epoch:
+                raise self.context.lost()
             raise ApiError(503, "The simulator is shutting down.")
         new = self.plan.deltas[self.sent : seq.output_count]
         self.sent = seq.output_count
@@ -84,17 +101,54 @@ class Generation:
 
 
 class SimContext:
-    """Shared state of one simulator: config, engine, metrics, response store, fault dice."""
+    """Shared state of one simulator (or of one replica of a fleet): config, engine, metrics,
+    response store, fault dice."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(
+        self,
+        config: SimConfig,
+        *,
+        name: str = "r0",
+        index: int = 0,
+        store: ResponseStore | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
         self.config = config
+        self.name = name
+        self.up = True
         self.engine = Engine(config)
-        self.metrics = SimMetrics(config.served_model_name, config.metrics_dialect)
-        self.store = ResponseStore(config.responses_store_capacity, config.responses_store_ttl_s)
+        self.metrics = SimMetrics(config.served_model_name, config.metrics_dialect, labels)
+        self.store = store if store is not None else self.new_store()
         self.engine.on_step = self.metrics.on_step
         # Faults get their own dice so that switching one on does not change any reply.
-        self._fault_rng = random.Random(reply_seed("faults", config.seed))
+        parts: tuple[object, ...] = ("faults", config.seed) + ((index,) if index else ())
+        self._fault_rng = random.Random(reply_seed(*parts))
         self._requests = 0
+        # A fleet counts what it needs to: previous_response_id lookups (found or not), and
+        # requests its replica lost.
+        self.on_lookup: Callable[[bool], None] | None = None
+        self.on_lost: Callable[[], None] | None = None
+
+    def new_store(self) -> ResponseStore:
+        """An empty Responses store of the configured size."""
+        cfg = self.config
+        return ResponseStore(cfg.responses_store_capacity, cfg.responses_store_ttl_s)
+
+    def lost(self) -> ReplicaLost:
+        """The error for a request this replica lost (counted)."""
+        if self.on_lost is not None:
+            self.on_lost()
+        return ReplicaLost(self.name)
+
+    def lookup(self, response_id: str) -> str | None:
+        """The transcript a previous_response_id continues, or None (store_evict included)."""
+        stored = self.store.get(response_id)
+        if stored is not None and self.fault("store_evict", self.config.faults.store_evict):
+            self.store.evict(response_id)
+            stored = None
+        if self.on_lookup is not None:
+            self.on_lookup(stored is not None)
+        return None if stored is None else stored.transcript
 
     def fault(self, kind: str, rate: float) -> bool:
         """Roll the dice for one fault; count it when it fires."""
@@ -129,10 +183,15 @@ class SimContext:
         temperature: float | None,
         seed: int | None,
         stream: bool,
+        prompt: PromptInfo | None = None,
     ) -> Generation:
-        """Check the prompt, plan the reply and queue it on the engine."""
+        """Check the prompt, plan the reply and queue it on the engine (`prompt`: the text
+        already analysed, by a prefix router)."""
         cfg = self.config
-        prompt = await analyse_long_prompt(prompt_text, cfg.block_size, cfg.max_model_len)
+        if prompt is None:
+            prompt = await analyse_long_prompt(prompt_text, cfg.block_size, cfg.max_model_len)
+        if not self.up:
+            raise self.lost()
         if prompt.length >= cfg.max_model_len:
             raise ApiError(
                 400,
@@ -164,7 +223,9 @@ class SimContext:
         loop_now = asyncio.get_running_loop().time()
         seq = EngineSequence(prompt.length, prompt.block_hashes, prompt.tail, plan.tokens, loop_now)
         seq.on_token = self.metrics.on_token
-        generation = Generation(self, prompt, plan, seq, created=int(time.time()))
+        generation = Generation(
+            self, prompt, plan, seq, created=int(time.time()), epoch=self.engine.epoch
+        )
         if stream and self.fault("stream_cut", cfg.faults.stream_cut):
             generation.cut_after = rng.randrange(max(1, len(plan.tokens)))
         self.engine.submit(seq)
@@ -183,11 +244,3 @@ class SimContext:
         m.prompt_tokens.inc(seq.prompt_len)
         m.generation_tokens.inc(seq.output_count)
         m.e2e.observe(max(0.0, seq.last_token_time - seq.arrival))
-
-
-SIM_CONTEXT: web.AppKey[SimContext] = web.AppKey("sim", SimContext)
-
-
-def sim_context(request: web.Request) -> SimContext:
-    """The simulator serving `request`."""
-    return request.app[SIM_CONTEXT]

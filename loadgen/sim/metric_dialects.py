@@ -10,7 +10,7 @@ docs/observability.md lists the names.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,7 +19,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from loadgen.sim.config import MetricsDialect
 from loadgen.sim.engine import Engine, EngineSequence
 
-__all__ = ["Increments", "Observes", "ServerMetrics", "server_metrics"]
+__all__ = ["Increments", "Observes", "ServerMetrics", "TextRow", "server_metrics"]
+
+# One sample a dialect renders itself (llama.cpp's): kind, name, help, value.
+TextRow = tuple[str, str, str, float]
 
 # vLLM's own bucket edges for request latencies (seconds).
 _VLLM_LATENCY_BUCKETS = (
@@ -110,6 +113,10 @@ class ServerMetrics:
         """Exposition lines rendered outside the registry (none, except llama.cpp's)."""
         return b""
 
+    def text_rows(self) -> list[TextRow]:
+        """What text() renders, as rows (a fleet merges its replicas' rows by name)."""
+        return []
+
 
 @dataclass(frozen=True)
 class _VllmNames:
@@ -135,37 +142,45 @@ _VLLM_V0 = _VllmNames(
 
 
 class _VllmMetrics(ServerMetrics):
-    def __init__(self, names: _VllmNames, model_name: str, r: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        names: _VllmNames,
+        model_name: str,
+        r: CollectorRegistry,
+        extra: Mapping[str, str],
+    ) -> None:
         super().__init__()
-        labels = ["model_name"]
-        self._model_name = model_name
+        # A fleet's replica adds engine="0", as vLLM labels its data-parallel engines.
+        labels = ["model_name", *extra]
+        values = (model_name, *extra.values())
+        self._values = values
         self._running = Gauge(
             "vllm:num_requests_running", "Requests in the running batch.", labels, registry=r
-        ).labels(model_name)
+        ).labels(*values)
         self._waiting = Gauge(
             "vllm:num_requests_waiting", "Requests waiting to be scheduled.", labels, registry=r
-        ).labels(model_name)
+        ).labels(*values)
         self._kv_usage = Gauge(
             names.kv_usage, "KV-cache usage, 1 means 100 percent.", labels, registry=r
-        ).labels(model_name)
+        ).labels(*values)
         self._prefix_queries = Counter(
             names.prefix_queries,
             "Prompt tokens queried against the prefix cache.",
             labels,
             registry=r,
-        ).labels(model_name)
+        ).labels(*values)
         self._prefix_hits = Counter(
             names.prefix_hits, "Prompt tokens found in the prefix cache.", labels, registry=r
-        ).labels(model_name)
+        ).labels(*values)
         self._preemptions = Counter(
             "vllm:num_preemptions", "Cumulative preemptions.", labels, registry=r
-        ).labels(model_name)
+        ).labels(*values)
         self.prompt_tokens = Counter(
             "vllm:prompt_tokens", "Prefill tokens processed.", labels, registry=r
-        ).labels(model_name)
+        ).labels(*values)
         self.generation_tokens = Counter(
             "vllm:generation_tokens", "Generation tokens processed.", labels, registry=r
-        ).labels(model_name)
+        ).labels(*values)
         self._request_success = Counter(
             "vllm:request_success", "Finished requests.", [*labels, "finished_reason"], registry=r
         )
@@ -175,24 +190,24 @@ class _VllmMetrics(ServerMetrics):
             labels,
             buckets=_VLLM_LATENCY_BUCKETS,
             registry=r,
-        ).labels(model_name)
+        ).labels(*values)
         self._itl = Histogram(
             names.itl, "Inter-token latency.", labels, buckets=_VLLM_ITL_BUCKETS, registry=r
-        ).labels(model_name)
+        ).labels(*values)
         self.e2e = Histogram(
             "vllm:e2e_request_latency_seconds",
             "End-to-end request latency.",
             labels,
             buckets=_VLLM_LATENCY_BUCKETS,
             registry=r,
-        ).labels(model_name)
+        ).labels(*values)
         self._queue_time = Histogram(
             "vllm:request_queue_time_seconds",
             "Time spent waiting.",
             labels,
             buckets=_VLLM_LATENCY_BUCKETS,
             registry=r,
-        ).labels(model_name)
+        ).labels(*values)
 
     def _step(self, engine: Engine, preempted: int, queried: int, hit: int) -> None:
         self._running.set(len(engine.running))
@@ -210,19 +225,26 @@ class _VllmMetrics(ServerMetrics):
             self._itl.observe(now - seq.last_token_time)
 
     def finished(self, reason: str) -> None:
-        self._request_success.labels(self._model_name, reason).inc()
+        self._request_success.labels(*self._values, reason).inc()
 
 
 class _SglangMetrics(ServerMetrics):
-    def __init__(self, model_name: str, r: CollectorRegistry, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        r: CollectorRegistry,
+        clock: Callable[[], float],
+        extra: Mapping[str, str],
+    ) -> None:
         super().__init__()
-        labels = ["model_name"]
+        labels = ["model_name", *extra]
+        values = (model_name, *extra.values())
 
         def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(name, doc, labels, registry=r).labels(model_name)
+            return Gauge(name, doc, labels, registry=r).labels(*values)
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
-            return Histogram(name, doc, labels, buckets=buckets, registry=r).labels(model_name)
+            return Histogram(name, doc, labels, buckets=buckets, registry=r).labels(*values)
 
         self._running = gauge("sglang:num_running_reqs", "The number of running requests.")
         self._queued = gauge(
@@ -236,16 +258,16 @@ class _SglangMetrics(ServerMetrics):
         self._retracted = gauge("sglang:num_retracted_reqs", "The number of retracted requests.")
         self.prompt_tokens = Counter(
             "sglang:prompt_tokens", "Number of prefill tokens processed.", labels, registry=r
-        ).labels(model_name)
+        ).labels(*values)
         self.generation_tokens = Counter(
             "sglang:generation_tokens",
             "Number of generation tokens processed.",
             labels,
             registry=r,
-        ).labels(model_name)
+        ).labels(*values)
         self._cached_tokens = Counter(
             "sglang:cached_tokens", "Number of cached prompt tokens.", labels, registry=r
-        ).labels(model_name)
+        ).labels(*values)
         self._ttft = histogram(
             "sglang:time_to_first_token_seconds",
             "Histogram of time to first token in seconds.",
@@ -320,8 +342,11 @@ class _Tally:
 class _LlamacppMetrics(ServerMetrics):
     """llama.cpp's /metrics as its server writes it: no labels, no histograms, no _created."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: Mapping[str, str]) -> None:
         super().__init__()
+        # No labels on a single server, as llama-server writes them; a fleet's replica adds its
+        # engine and replica labels (llama-server has no data-parallel label of its own).
+        self._labels = "{" + ",".join(f'{k}="{v}"' for k, v in extra.items()) + "}" if extra else ""
         self.prompt_tokens = self._prompt_tokens = _Tally()
         self.generation_tokens = self._predicted = _Tally()
         self.e2e = _Discard()
@@ -349,6 +374,16 @@ class _LlamacppMetrics(ServerMetrics):
             self._predicted_s.inc(now - seq.last_token_time)
 
     def text(self) -> bytes:
+        lines = []
+        for kind, name, doc, value in self.text_rows():
+            lines += [
+                f"# HELP llamacpp:{name} {doc}",
+                f"# TYPE llamacpp:{name} {kind}",
+                f"llamacpp:{name}{self._labels} {float(value)!r}",
+            ]
+        return ("\n".join(lines) + "\n").encode()
+
+    def text_rows(self) -> list[TextRow]:
         # Throughput gauges cover the time since the previous scrape: llama.cpp resets that
         # bucket on every /metrics request.
         prompt, prompt_s = self._prompt_tokens.take(), self._prompt_s.take()
@@ -377,14 +412,7 @@ class _LlamacppMetrics(ServerMetrics):
              self._processing),
             ("gauge", "requests_deferred", "Number of requests deferred.", self._deferred),
         )  # fmt: skip
-        lines = []
-        for kind, name, doc, value in rows:
-            lines += [
-                f"# HELP llamacpp:{name} {doc}",
-                f"# TYPE llamacpp:{name} {kind}",
-                f"llamacpp:{name} {float(value)!r}",
-            ]
-        return ("\n".join(lines) + "\n").encode()
+        return [(kind, name, doc, float(value)) for kind, name, doc, value in rows]
 
 
 def server_metrics(
@@ -392,12 +420,15 @@ def server_metrics(
     model_name: str,
     registry: CollectorRegistry,
     clock: Callable[[], float] = time.monotonic,
+    labels: Mapping[str, str] | None = None,
 ) -> ServerMetrics:
-    """The metrics of `dialect`, registered in `registry` (llama.cpp's render themselves)."""
+    """The metrics of `dialect`, registered in `registry` (llama.cpp's render themselves);
+    `labels` (a fleet replica's engine and replica) are added to every sample."""
+    extra = dict(labels or {})
     if dialect == "vllm":
-        return _VllmMetrics(_VLLM, model_name, registry)
+        return _VllmMetrics(_VLLM, model_name, registry, extra)
     if dialect == "vllm-v0":
-        return _VllmMetrics(_VLLM_V0, model_name, registry)
+        return _VllmMetrics(_VLLM_V0, model_name, registry, extra)
     if dialect == "sglang":
-        return _SglangMetrics(model_name, registry, clock)
-    return _LlamacppMetrics()
+        return _SglangMetrics(model_name, registry, clock, extra)
+    return _LlamacppMetrics(extra)

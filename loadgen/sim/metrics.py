@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from loadgen.sim.config import MetricsDialect
 from loadgen.sim.engine import Engine, EngineSequence
-from loadgen.sim.metric_dialects import Increments, Observes, server_metrics
+from loadgen.sim.metric_dialects import Increments, Observes, TextRow, server_metrics
 
 __all__ = ["FAULT_KINDS", "SimMetrics"]
 
@@ -19,16 +19,24 @@ FAULT_KINDS = (
     "malformed_tool_args",
     "latency_spike",
     "store_evict",
+    "replica_crash",
 )
 
 
 class SimMetrics:
-    """One registry per simulator, so several can live in one process (tests do)."""
+    """One registry per simulator (or per replica of a fleet), so several can live in one
+    process (tests do). `labels` (a fleet replica's engine and replica) go on every sample."""
 
-    def __init__(self, model_name: str, dialect: MetricsDialect = "vllm") -> None:
+    def __init__(
+        self,
+        model_name: str,
+        dialect: MetricsDialect = "vllm",
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.dialect = dialect
-        self._server = server_metrics(dialect, model_name, self.registry)
+        extra = dict(labels or {})
+        self._server = server_metrics(dialect, model_name, self.registry, labels=extra)
         # Called after every engine step and for every token: bound straight to the dialect.
         self.on_step: Callable[[Engine], None] = self._server.on_step
         self.on_token: Callable[[EngineSequence, float], None] = self._server.on_token
@@ -36,15 +44,17 @@ class SimMetrics:
         faults = Counter(
             "agentload_sim_faults_injected",
             "Faults the simulator injected, by kind.",
-            ["fault"],
+            ["fault", *extra],
             registry=self.registry,
         )
-        self._faults = {kind: faults.labels(kind) for kind in FAULT_KINDS}
-        self.disconnects = Counter(
+        self._faults = {kind: faults.labels(kind, *extra.values()) for kind in FAULT_KINDS}
+        disconnects = Counter(
             "agentload_sim_client_disconnects",
             "Streams whose client went away.",
+            [*extra],
             registry=self.registry,
         )
+        self.disconnects: Increments = disconnects.labels(*extra.values()) if extra else disconnects
 
     @property
     def prompt_tokens(self) -> Increments:
@@ -68,6 +78,10 @@ class SimMetrics:
     def finished(self, reason: str) -> None:
         """Count a finished request by finish reason."""
         self._server.finished(reason)
+
+    def text_rows(self) -> list[TextRow]:
+        """The samples the dialect renders itself (llama.cpp's), for a fleet to merge."""
+        return self._server.text_rows()
 
     def exposition(self) -> bytes:
         """The Prometheus text exposition of every metric."""

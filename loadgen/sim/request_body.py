@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from loadgen.sim.api_errors import ApiError
-from loadgen.sim.generation import sim_context
+from loadgen.sim.fleet import sim_fleet
 from loadgen.sim.requests import describe_validation_error
 
 __all__ = ["json_reply", "parse_body"]
@@ -22,7 +22,7 @@ async def parse_body(request: web.Request, model: type[Model]) -> Model:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        limit = sim_context(request).config.max_body_bytes
+        limit = sim_fleet(request).config.max_body_bytes
         raise ApiError(
             413,
             f"Request body is larger than the server's limit of {limit} bytes "

@@ -10,7 +10,8 @@ from aiohttp import web
 
 from loadgen.sim.api_errors import ApiError
 from loadgen.sim.chat import tool_choice_name
-from loadgen.sim.generation import Generation, SimContext, sim_context
+from loadgen.sim.fleet import sim_fleet
+from loadgen.sim.generation import Generation, SimContext
 from loadgen.sim.prompt import render_responses_input, render_tool_call
 from loadgen.sim.reply import CONTENT, ReplyRequest, ToolSpec
 from loadgen.sim.request_body import json_reply, parse_body
@@ -23,15 +24,12 @@ __all__ = ["handle_get_response", "handle_responses"]
 def _history(ctx: SimContext, previous_id: str | None) -> str | None:
     if previous_id is None:
         return None
-    stored = ctx.store.get(previous_id)
-    if stored is not None and ctx.fault("store_evict", ctx.config.faults.store_evict):
-        ctx.store.evict(previous_id)
-        stored = None
-    if stored is None:
+    transcript = ctx.lookup(previous_id)
+    if transcript is None:
         raise ApiError(
             404, f"Response with id '{previous_id}' not found.", param="previous_response_id"
         )
-    return stored.transcript
+    return transcript
 
 
 class _ResponseBuilder:
@@ -113,12 +111,17 @@ class _ResponseBuilder:
 
 async def handle_responses(request: web.Request) -> web.StreamResponse:
     """Create a response (optionally continuing a stored one)."""
-    ctx = sim_context(request)
+    fleet = sim_fleet(request)
     body = await parse_body(request, ResponsesRequest)
-    ctx.check_model(body.model)
+    fleet.check_model(body.model)
+    tool_dicts = [t.model_dump(exclude_none=True) for t in body.tools or ()]
+    # A router sees the request as sent: a chained request's stored history is not in it.
+    ctx, _seen = await fleet.route(
+        request,
+        lambda: render_responses_input(body.input, body.instructions, tool_dicts, None),
+    )
     history = _history(ctx, body.previous_response_id)
     await ctx.admission_faults()
-    tool_dicts = [t.model_dump(exclude_none=True) for t in body.tools or ()]
     reply = ReplyRequest(
         max_tokens=0,
         min_tokens=body.min_tokens,
@@ -237,8 +240,8 @@ async def _stream(
 
 
 async def handle_get_response(request: web.Request) -> web.Response:
-    """GET /v1/responses/{id}: a stored response, or vLLM's 404."""
-    ctx = sim_context(request)
+    """GET /v1/responses/{id}: a stored response, or vLLM's 404 (on the replica routed to)."""
+    ctx, _prompt = await sim_fleet(request).route(request, "")
     response_id = request.match_info["response_id"]
     stored = ctx.store.get(response_id)
     if stored is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,7 +13,8 @@ from loadgen.sim.api_errors import ApiError, error_response
 from loadgen.sim.chat import handle_chat
 from loadgen.sim.completions import handle_completions
 from loadgen.sim.config import SimConfig
-from loadgen.sim.generation import SIM_CONTEXT, SimContext, sim_context
+from loadgen.sim.fleet import FLEET, Fleet, Replica, sim_fleet
+from loadgen.sim.generation import SimContext
 from loadgen.sim.request_body import json_reply
 from loadgen.sim.responses import handle_get_response, handle_responses
 
@@ -47,8 +49,24 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(ApiError(500, "Internal server error."))
 
 
+@web.middleware
+async def _in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # The router counts a request in flight from its routing until its handler is done
+    # (a stream until its last byte, or its client left).
+    try:
+        return await handler(request)
+    finally:
+        sim_fleet(request).answered(request)
+
+
+async def _name_replica(request: web.Request, response: web.StreamResponse) -> None:
+    fleet = request.app.get(FLEET)
+    if fleet is not None:
+        fleet.name_replica(request, response)
+
+
 async def _models(request: web.Request) -> web.Response:
-    cfg = sim_context(request).config
+    cfg = sim_fleet(request).config
     model = {
         "id": cfg.served_model_name,
         "object": "model",
@@ -66,27 +84,73 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    ctx = sim_context(request)
-    ctx.metrics.on_step(ctx.engine)
     return web.Response(
-        body=ctx.metrics.exposition(),
+        body=sim_fleet(request).exposition(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
 
 
+def _admin_replica(request: web.Request) -> tuple[Fleet, Replica]:
+    fleet = sim_fleet(request)
+    remote = request.remote or ""
+    try:
+        loopback = ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if not (loopback or fleet.config.admin_remote):
+        raise ApiError(403, "/admin answers loopback clients only (agentload sim --admin-remote).")
+    ident = request.match_info.get("replica", "")
+    replica = fleet.replica(ident)
+    if replica is None and ident:
+        names = ", ".join(r.name for r in fleet.replicas)
+        raise ApiError(404, f"no replica {ident!r}; the fleet has {names}")
+    return fleet, replica or fleet.replicas[0]
+
+
+def _fleet_status(fleet: Fleet) -> dict[str, object]:
+    return {
+        "router": fleet.config.router,
+        "shared_store": fleet.config.shared_store,
+        "replicas": [r.status() for r in fleet.replicas],
+    }
+
+
+async def _admin_replicas(request: web.Request) -> web.Response:
+    fleet, _replica = _admin_replica(request)
+    return json_reply(_fleet_status(fleet))
+
+
+async def _admin_remove(request: web.Request) -> web.Response:
+    """Take a replica out, as an autoscaler or a crash does: what it held is lost."""
+    fleet, replica = _admin_replica(request)
+    changed = await fleet.remove(replica, "admin")
+    return json_reply({"replica": replica.name, "up": replica.up, "changed": changed})
+
+
+async def _admin_restore(request: web.Request) -> web.Response:
+    """Put a replica back, empty."""
+    fleet, replica = _admin_replica(request)
+    changed = fleet.restore(replica)
+    return json_reply({"replica": replica.name, "up": replica.up, "changed": changed})
+
+
 def build_app(config: SimConfig) -> web.Application:
-    """The simulator as an aiohttp application; its engine starts with the app."""
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_errors])
+    """The simulator as an aiohttp application; its engines start with the app."""
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_errors, _in_flight])
     app[STARTED] = int(time.time())
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        ctx = SimContext(config)
-        app[SIM_CONTEXT] = ctx
-        ctx.engine.start()
+        fleet = Fleet(config)
+        app[FLEET] = fleet
+        fleet.start()
         yield
-        await ctx.engine.stop()
+        await fleet.stop()
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_response_prepare.append(_name_replica)
+    app.router.add_get("/admin/replicas", _admin_replicas)
+    app.router.add_post("/admin/replicas/{replica}/remove", _admin_remove)
+    app.router.add_post("/admin/replicas/{replica}/restore", _admin_restore)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
@@ -113,9 +177,14 @@ class SimServer:
         return f"http://{self.host}:{self.port}/v1"
 
     @property
+    def fleet(self) -> Fleet:
+        """The replicas and their router (for tests and benchmarks)."""
+        return self.app[FLEET]
+
+    @property
     def context(self) -> SimContext:
-        """The live engine, metrics and store (for tests and benchmarks)."""
-        return self.app[SIM_CONTEXT]
+        """The (first) replica's live engine, metrics and store (for tests and benchmarks)."""
+        return self.app[FLEET].replicas[0].context
 
     async def start(self) -> None:
         """Bind and serve; afterwards `port` holds the real port."""
@@ -135,8 +204,8 @@ class SimServer:
     async def stop(self) -> None:
         """Stop serving and end the engine."""
         if self._runner is not None:
-            # End the engine first: open streams then finish at once instead of running on.
-            await self.context.engine.stop()
+            # End the engines first: open streams then finish at once instead of running on.
+            await self.fleet.stop()
             await self._runner.cleanup()
             self._runner = None
 

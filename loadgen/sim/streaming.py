@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from loadgen.sim.generation import Generation
+from loadgen.sim.generation import Generation, ReplicaLost
 
 __all__ = ["DONE", "open_stream", "pump", "sse_data", "sse_event"]
 
@@ -40,7 +40,8 @@ async def pump(
     generation: Generation,
     render: Callable[[list[tuple[int, str]]], bytes],
 ) -> bool:
-    """Write each batch of new tokens as it is produced; False if a stream_cut fault fired."""
+    """Write each batch of new tokens as it is produced; False if the stream was cut (the
+    stream_cut fault, or its fleet replica was removed)."""
     try:
         while not generation.should_cut():
             batch = await generation.next_deltas()
@@ -50,6 +51,11 @@ async def pump(
                 await resp.write(render(batch))
         # The fault: drop the connection mid-stream, no finish_reason, no [DONE].
         generation.abandon()
+        if request.transport is not None:
+            request.transport.close()
+        return False
+    except ReplicaLost:
+        # The replica went away mid-stream: the connection drops as a crashed engine's does.
         if request.transport is not None:
             request.transport.close()
         return False

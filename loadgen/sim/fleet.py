@@ -1,0 +1,371 @@
+"""A simulated fleet: N replicas behind one router, in one process (docs/fleets.md).
+
+Each replica is a whole engine of its own (SimContext: batch, waiting queue, paged KV cache
+with its prefix cache, metrics) with its own Responses store, or one store shared by all
+(`shared_store`, as deployments with an external state store have). Every generation request
+goes through the router (router.py), which picks a live replica; the response names it in
+`x-agentload-replica`, and under the `session` router carries the `x-session-token` the
+client echoes.
+
+A replica can be removed (POST /admin/replicas/{id}/remove, or the replica_crash fault) and
+restored: removal loses what it held. Its queued and running requests fail (a 503 before the
+reply starts; a stream already open is cut), its KV cache and prefix cache are emptied, and
+its Responses store (unless shared) is dropped, so a chain continued anywhere later gets
+"previous response not found". It comes back empty.
+
+With one replica (the default) the simulator is a plain single server: no replica header,
+no token, and /metrics exactly as before. With several, every engine metric carries
+`engine="0"`.. (as vLLM labels its data-parallel engines) and `replica="r0"`.., and the
+fleet's own families are added: the router's decisions, previous_response_id lookups found
+or not (server_state_lost, counted exactly), removals, lost requests, replicas up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import random
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
+
+from loadgen.background import cancel_and_wait
+from loadgen.sim.api_errors import ApiError
+from loadgen.sim.config import SimConfig
+from loadgen.sim.generation import SimContext
+from loadgen.sim.prompt import PromptInfo, analyse_long_prompt
+from loadgen.sim.reply import reply_seed
+from loadgen.sim.response_store import ResponseStore
+from loadgen.sim.router import SESSION_HEADER, TOKEN_HEADER, RouteRequest, make_router
+
+__all__ = [
+    "FLEET",
+    "REPLICA_HEADER",
+    "Fleet",
+    "Replica",
+    "session_token",
+    "sim_fleet",
+]
+
+REPLICA_HEADER = "x-agentload-replica"
+
+
+def session_token(replica: str) -> str:
+    """The x-session-token naming `replica`: its name in base64, as llm-d encodes its pod's."""
+    return base64.b64encode(replica.encode()).decode()
+
+
+def _token_replica(token: str | None) -> str | None:
+    """The replica an echoed token names (a base64 name, or a bare one)."""
+    if token is None:
+        return None
+    try:
+        return base64.b64decode(token, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return token
+
+
+class Replica:
+    """One engine of the fleet and what the router keeps about it."""
+
+    def __init__(self, index: int, context: SimContext) -> None:
+        self.index = index
+        self.name = context.name
+        self.context = context
+        self.in_flight = 0
+        self.restore_task: asyncio.Task[None] | None = None
+
+    @property
+    def up(self) -> bool:
+        """In service (not removed)."""
+        return self.context.up
+
+    def cached_blocks(self, hashes: Sequence[int]) -> int:
+        """Leading blocks of `hashes` in this replica's prefix cache."""
+        return self.context.engine.kv.cached_prefix(hashes)
+
+    def status(self) -> dict[str, Any]:
+        """What GET /admin/replicas shows of it."""
+        engine = self.context.engine
+        return {
+            "name": self.name,
+            "engine": str(self.index),
+            "up": self.up,
+            "in_flight": self.in_flight,
+            "running": len(engine.running),
+            "waiting": len(engine.waiting),
+            "kv_cache_usage": engine.kv.usage(),
+            "cached_blocks": engine.kv.num_blocks - engine.kv.free_blocks,
+            "stored_responses": len(self.context.store),
+        }
+
+
+def _reader(replica: Replica, attribute: str) -> Callable[[], float]:
+    return lambda: float(getattr(replica, attribute))
+
+
+class _FleetMetrics:
+    """The fleet's own families, beside the replicas' engine metrics."""
+
+    def __init__(self, router: str, replicas: Sequence[Replica]) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        labels = ["engine", "replica"]
+        self._router = router
+        self.decisions = Counter(
+            "agentload_sim_router_decisions",
+            "Requests the router sent to each replica, by router and reason.",
+            ["router", "engine", "replica", "reason"],
+            registry=r,
+        )
+        self.lookups = Counter(
+            "agentload_sim_response_lookups",
+            "previous_response_id lookups on the replica serving them: found or not_found "
+            "(not_found is what clients count as server_state_lost).",
+            [*labels, "result"],
+            registry=r,
+        )
+        self.removals = Counter(
+            "agentload_sim_replica_removals",
+            "Times a replica was taken out (admin) or crashed (fault), losing what it held.",
+            [*labels, "cause"],
+            registry=r,
+        )
+        self.lost = Counter(
+            "agentload_sim_replica_lost_requests",
+            "Requests that failed because their replica was removed while they ran.",
+            labels,
+            registry=r,
+        )
+        up = Gauge(
+            "agentload_sim_replica_up", "1 while a replica is in service.", labels, registry=r
+        )
+        in_flight = Gauge(
+            "agentload_sim_router_in_flight",
+            "Requests the router has in flight on each replica.",
+            labels,
+            registry=r,
+        )
+        for replica in replicas:
+            ids = (str(replica.index), replica.name)
+            up.labels(*ids).set_function(_reader(replica, "up"))
+            in_flight.labels(*ids).set_function(_reader(replica, "in_flight"))
+            self.lost.labels(*ids)
+            for result in ("found", "not_found"):
+                self.lookups.labels(*ids, result)
+
+    def decision(self, replica: Replica, reason: str) -> None:
+        self.decisions.labels(self._router, str(replica.index), replica.name, reason).inc()
+
+
+class _Families:
+    """A collector yielding families already merged (for generate_latest)."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+class Fleet:
+    """The replicas, the router, and the fault that crashes replicas."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.labelled = config.replicas > 1
+        shared = None
+        if config.shared_store:
+            shared = ResponseStore(config.responses_store_capacity, config.responses_store_ttl_s)
+        self.shared_store = shared
+        self.replicas: list[Replica] = []
+        for i in range(config.replicas):
+            labels = {"engine": str(i), "replica": f"r{i}"} if self.labelled else None
+            context = SimContext(config, name=f"r{i}", index=i, store=shared, labels=labels)
+            self.replicas.append(Replica(i, context))
+        self.router = make_router(config)
+        self.metrics: _FleetMetrics | None = None
+        if self.labelled:
+            self.metrics = m = _FleetMetrics(config.router, self.replicas)
+            for replica in self.replicas:
+                replica.context.on_lookup = self._lookup_counter(replica, m)
+                replica.context.on_lost = m.lost.labels(str(replica.index), replica.name).inc
+        self._crash_task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _lookup_counter(replica: Replica, m: _FleetMetrics) -> Callable[[bool], None]:
+        ids = (str(replica.index), replica.name)
+        found, missed = m.lookups.labels(*ids, "found"), m.lookups.labels(*ids, "not_found")
+        return lambda ok: (found if ok else missed).inc()
+
+    # -- life --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every engine (and the crash fault, when it is on)."""
+        for replica in self.replicas:
+            if replica.up:
+                replica.context.engine.start()
+        if self.config.faults.replica_crash > 0 and self._crash_task is None:
+            self._crash_task = asyncio.get_running_loop().create_task(
+                self._crashes(), name="sim-replica-crashes"
+            )
+
+    async def stop(self) -> None:
+        """End the crash fault, pending restores and every engine."""
+        task, self._crash_task = self._crash_task, None
+        await cancel_and_wait(task)
+        for replica in self.replicas:
+            pending, replica.restore_task = replica.restore_task, None
+            await cancel_and_wait(pending)
+            await replica.context.engine.stop()
+
+    def live(self) -> list[Replica]:
+        """Replicas in service."""
+        return [r for r in self.replicas if r.up]
+
+    def replica(self, ident: str) -> Replica | None:
+        """The replica called `ident` (r2) or numbered so (2)."""
+        for replica in self.replicas:
+            if ident in (replica.name, str(replica.index)):
+                return replica
+        return None
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def check_model(self, model: str) -> None:
+        """404 for a model the fleet does not serve."""
+        self.replicas[0].context.check_model(model)
+
+    async def route(
+        self, request: web.Request, text: str | Callable[[], str]
+    ) -> tuple[SimContext, PromptInfo | None]:
+        """The replica that serves `request` (its prompt `text`, or a function making it), and
+        the prompt analysed when the router needed its block hashes."""
+        prompt = None
+        live = self.live()
+        if live and self.router.needs_prefix and len(self.replicas) > 1:
+            cfg = self.config
+            prompt_text = text if isinstance(text, str) else text()
+            prompt = await analyse_long_prompt(prompt_text, cfg.block_size, cfg.max_model_len)
+            live = self.live()  # the analysis yields to the loop: a replica may have gone
+        if not live:
+            raise ApiError(503, "no healthy upstream: every replica is out of service.")
+        if len(self.replicas) == 1:
+            replica = live[0]
+        else:
+            headers = request.headers
+            route = RouteRequest(
+                session=headers.get(SESSION_HEADER),
+                token=_token_replica(headers.get(TOKEN_HEADER)),
+                hashes=prompt.block_hashes if prompt is not None else [],
+            )
+            replica, reason = self.router.choose(live, route)
+            if self.metrics is not None:
+                self.metrics.decision(replica, reason)
+        request[ROUTED] = replica
+        replica.in_flight += 1
+        return replica.context, prompt
+
+    def answered(self, request: web.Request) -> None:
+        """The handler of a routed request returned (or failed): it is no longer in flight."""
+        replica = request.get(ROUTED)
+        if replica is not None:
+            replica.in_flight -= 1
+
+    def name_replica(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Headers naming the replica that served `request` (a fleet's only)."""
+        replica = request.get(ROUTED)
+        if replica is None or not self.labelled:
+            return
+        response.headers[REPLICA_HEADER] = replica.name
+        if self.config.router == "session":
+            response.headers[TOKEN_HEADER] = session_token(replica.name)
+
+    # -- removal -----------------------------------------------------------------------------
+
+    async def remove(self, replica: Replica, cause: str = "admin") -> bool:
+        """Take `replica` out: its requests fail, its KV and (own) store are lost; False if
+        it was already out."""
+        if not replica.up:
+            return False
+        replica.context.up = False
+        if self.metrics is not None:
+            self.metrics.removals.labels(str(replica.index), replica.name, cause).inc()
+        await replica.context.engine.crash()
+        if self.shared_store is None:
+            replica.context.store = replica.context.new_store()
+        return True
+
+    def restore(self, replica: Replica) -> bool:
+        """Put `replica` back in service, empty; False if it was in service."""
+        pending, replica.restore_task = replica.restore_task, None
+        if pending is not None and pending is not asyncio.current_task():
+            pending.cancel()
+        if replica.up:
+            return False
+        replica.context.up = True
+        replica.context.engine.start()
+        return True
+
+    async def _crashes(self) -> None:
+        """The replica_crash fault: each second, each live replica crashes with its rate."""
+        faults = self.config.faults
+        rng = random.Random(reply_seed("replica-crash", self.config.seed))
+        while True:
+            await asyncio.sleep(1.0)
+            for replica in self.replicas:
+                if replica.up and rng.random() < faults.replica_crash:
+                    replica.context.metrics.fault("replica_crash")
+                    await self.remove(replica, "crash")
+                    if faults.replica_restore_s > 0:
+                        replica.restore_task = asyncio.get_running_loop().create_task(
+                            self._restore_later(replica, faults.replica_restore_s)
+                        )
+
+    async def _restore_later(self, replica: Replica, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.restore(replica)
+
+    # -- /metrics ------------------------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        """/metrics: a single server's as ever; a fleet's replicas merged, family by family."""
+        for replica in self.replicas:
+            replica.context.metrics.on_step(replica.context.engine)
+        if not self.labelled or self.metrics is None:
+            return self.replicas[0].context.metrics.exposition()
+        registries = [r.context.metrics.registry for r in self.replicas]
+        families: dict[str, Metric] = {}
+        for registry in [*registries, self.metrics.registry]:
+            for family in registry.collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = Metric(family.name, family.documentation, family.type, family.unit)
+                    families[family.name] = merged
+                merged.samples.extend(family.samples)
+        return self._text_rows() + generate_latest(_Families(families.values()))
+
+    def _text_rows(self) -> bytes:
+        """The samples a dialect renders itself (llama.cpp's), merged under one HELP/TYPE."""
+        per_replica = [(r, r.context.metrics.text_rows()) for r in self.replicas]
+        if not per_replica[0][1]:
+            return b""
+        lines: list[str] = []
+        for j, (kind, name, doc, _value) in enumerate(per_replica[0][1]):
+            lines += [f"# HELP llamacpp:{name} {doc}", f"# TYPE llamacpp:{name} {kind}"]
+            for replica, rows in per_replica:
+                labels = f'{{engine="{replica.index}",replica="{replica.name}"}}'
+                lines.append(f"llamacpp:{name}{labels} {rows[j][3]!r}")
+        return ("\n".join(lines) + "\n").encode()
+
+
+FLEET: web.AppKey[Fleet] = web.AppKey("sim_fleet", Fleet)
+ROUTED: web.RequestKey[Replica] = web.RequestKey("sim_replica", Replica)
+
+
+def sim_fleet(request: web.Request) -> Fleet:
+    """The fleet serving `request`."""
+    return request.app[FLEET]

@@ -12,6 +12,7 @@ from loadgen.cli import (
     record_command,
     replay_command,
     report_command,
+    route_study_command,
     run_command,
     sim_command,
 )
@@ -48,6 +49,7 @@ def build_parser() -> CommandParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     run_command.register(commands)
     replay_command.register(commands)
+    route_study_command.register(commands)
     sim_command.register(commands)
     compare_command.register(commands)
     report_command.register(commands)

@@ -110,6 +110,9 @@ class Agent:
         self.session_id = ""
         self.sessions_started = 0
         self.last_response_id: str | None = None
+        # Router tokens the target asked to be echoed (profile echo_headers), kept by the
+        # runtime across sessions for a resumed server-held conversation.
+        self.router_tokens: dict[str, str] = {}
         self.done = True
         self._pending: list[bytes] = []  # input items since the last stored response
         self._prompt_parts: list[str] = []  # the completions API's plain-text history

@@ -99,6 +99,11 @@ class SessionRunner:
         try:
             self._share_capabilities(agent)
             agent.start_session(session_id)
+            if agent.last_response_id is not None:
+                # A resumed server-held conversation lives where the agent's last session
+                # left it: send back the router's token, as a client with a sticky session
+                # would, or an affinity router would place the resume anew.
+                tally.echo.update(agent.router_tokens)
             await self._steps(agent, label, session_id, tally)
         except _SessionFailed as exc:
             outcome, error = SessionOutcome.FAILED, str(exc)
@@ -215,6 +220,7 @@ class SessionRunner:
                 replica_headers=self.profile.replica_headers,
             )
             tally.echo.update(reply.headers)
+            agent.router_tokens.update(reply.headers)
             self.capabilities.observe(reply)
             if reply.unsupported is not None and agent.server_state_supported:
                 # The target keeps no conversation state: a fact about it (the summary says

@@ -83,9 +83,11 @@ def test_a_2048_token_window_is_recovered_by_compaction_without_invented_failure
         summary = finish_run(start_run(profile, server.base_url, out, "--storm-stop", "0"), out)
     failures = summary["state_failures"]
     reasons = json.dumps(summary["failure_reasons"], indent=1)
-    # The server refused prompts past its window, in its own words...
+    # The window showed itself in the server's own terms: a refusal in its words, or a reply
+    # whose output stopped where prompt + output filled 2,048 tokens...
     assert failures["context_overflow"] > 0, reasons
-    assert "exceeds the available context size" in reasons
+    assert ("exceeds the available context size" in reasons
+            or "filled the server's window at 2048 tokens" in reasons), reasons  # fmt: skip
     assert summary["target"]["context_window_tokens"] == 2048
     # ... and compaction sized to that window recovered them.
     assert summary["recoveries"]["context_overflow"] > 0, reasons
@@ -94,8 +96,8 @@ def test_a_2048_token_window_is_recovered_by_compaction_without_invented_failure
     # summary or step asking for more output than the window leaves.
     assert failures["context_truncated"] == 0, reasons
     assert failures["abnormal_finish"] == 0, reasons
-    # Sessions are not replaced in a storm: 2 agents, each session many steps.
-    assert summary["sessions"]["started"] <= 2 * 12, summary["sessions"]
+    # Sessions are not failed and replaced in a storm: the window is recovered, not fatal.
+    assert summary["sessions"]["failed"] <= 2, summary["sessions"]
 
 
 def test_a_server_with_prompt_caching_off_is_reported_once_not_missed_per_step(

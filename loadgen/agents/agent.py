@@ -41,6 +41,11 @@ def stable_seed(*parts: object) -> int:
     return zlib.crc32("\x1f".join(map(str, parts)).encode())
 
 
+# Tokens a chat template may add around each message (Llama 3: 4-5, ChatML: 5, with role
+# names); counted against a known window's room for output, never for prompts.
+_MESSAGE_FRAMING_TOKENS = 8
+
+
 @functools.lru_cache(maxsize=64)
 def _shared_text(kind: str, tokens: int) -> str:
     # Every agent of an archetype shares this prefix, as real deployments share a system prompt.
@@ -417,7 +422,11 @@ class Agent:
         until a refusal showed the window): asking for more gets a silent clamp."""
         if self.server_window is None:
             return 1 << 30
-        left = (self.server_window - self.conversation.tokens) * self.server_ratio
+        # A chat template wraps every message in tokens of its own (role markers, ends), which
+        # the ratio learned on a first step of few messages does not cover once a history
+        # holds many short ones (tool results kept through a compaction).
+        framing = _MESSAGE_FRAMING_TOKENS * len(self.conversation)
+        left = (self.server_window - self.conversation.tokens - framing) * self.server_ratio
         return max(1, int(left * 0.9) - 16)
 
     def _system_prompt(self) -> str:

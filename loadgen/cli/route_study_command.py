@@ -70,6 +70,10 @@ def register(commands: Any) -> None:
     p.add_argument("--ceiling", action="store_true", help="also search each router's ceiling")
     p.add_argument("--slo", action="append", default=[], metavar="EXPR",
                    help="the ceiling's SLOs, e.g. 'ttft_p95 < 2s' (repeatable)")  # fmt: skip
+    p.add_argument("--start", type=float, metavar="LOAD",
+                   help="ceiling: first level (agents or sessions/s)")  # fmt: skip
+    p.add_argument("--growth", type=float, metavar="X",
+                   help="ceiling: factor between levels")  # fmt: skip
     p.add_argument("--warmup", type=parse_duration, metavar="DURATION",
                    help="ceiling: warm-up per level")  # fmt: skip
     p.add_argument("--window", type=parse_duration, metavar="DURATION",
@@ -137,7 +141,8 @@ def route_study(args: argparse.Namespace) -> int:
     ceiling_flags = None
     if args.ceiling:
         ceiling_flags = ["--seed", str(args.seed)]
-        for flag, value in (("--warmup", args.warmup), ("--window", args.window),
+        for flag, value in (("--start", args.start), ("--growth", args.growth),
+                            ("--warmup", args.warmup), ("--window", args.window),
                             ("--max-duration", args.max_duration)):  # fmt: skip
             if value is not None:
                 ceiling_flags += [flag, str(value)]

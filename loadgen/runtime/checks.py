@@ -23,6 +23,7 @@ class CheckFinding:
 
     kind: FailureKind
     message: str
+    window_tokens: int | None = None  # the server's window, where the finding shows it
 
 
 @dataclass(slots=True)
@@ -85,11 +86,13 @@ def check_reply(
     checks: Checks,
     *,
     caching_seen: bool = True,
+    window_tokens: int | None = None,
 ) -> list[CheckFinding]:
     """Failures a successfully transported reply still shows, in DESIGN's table order.
 
     `caching_seen`: the target has reported a cached prompt token at least once; until it
     has, a cold cache is what the target does (caching off or unreported), not a miss.
+    `window_tokens`: the server's window, once a refusal stated it.
     """
     found: list[CheckFinding] = []
     usage = reply.usage
@@ -130,14 +133,27 @@ def check_reply(
         and usage is not None
         and usage.completion_tokens < forced
     ):
-        # The server clamped the output below the forced minimum (out of context room).
-        found.append(
-            CheckFinding(
-                FailureKind.ABNORMAL_FINISH,
-                f"finish_reason 'length' after {usage.completion_tokens} of the "
-                f"{forced} tokens forced",
+        # The server clamped the output below the forced minimum: out of context room.
+        reached = usage.prompt_tokens + usage.completion_tokens
+        if window_tokens is None or reached >= window_tokens:
+            # Its window, unknown until now (or reached): the server's limit, as a refusal
+            # would have stated it; the session compacts to it.
+            found.append(
+                CheckFinding(
+                    FailureKind.CONTEXT_OVERFLOW,
+                    f"finish_reason 'length' after {usage.completion_tokens} of the {forced} "
+                    f"tokens forced: the reply filled the server's window at {reached} tokens",
+                    window_tokens=reached,
+                )
             )
-        )
+        else:  # the window was known and left room: not the window's doing
+            found.append(
+                CheckFinding(
+                    FailureKind.ABNORMAL_FINISH,
+                    f"finish_reason 'length' after {usage.completion_tokens} of the "
+                    f"{forced} tokens forced",
+                )
+            )
     if plan.tools is not None and reply.tool_calls:
         problems = [p for p in validate_tool_calls(reply.tool_calls, plan.tools) if p]
         if problems:

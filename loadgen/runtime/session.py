@@ -170,6 +170,7 @@ class SessionRunner:
 
     async def _steps(self, agent: Agent, label: str, session_id: str, tally: _Tally) -> None:
         while True:
+            self._adopt_window(agent, tally)
             if agent.needs_compaction():
                 await self._compact(agent, label, session_id, tally)
             plan = agent.plan_step()
@@ -241,10 +242,14 @@ class SessionRunner:
                     tally.baseline,
                     self.profile.checks,
                     caching_seen=self.capabilities.caching_seen,
+                    window_tokens=self.capabilities.window_tokens,
                 )
                 for finding in findings:
                     found.append(str(finding.kind))
                     reasons[str(finding.kind)] = finding.message
+                    if finding.window_tokens is not None:
+                        reply.window_tokens = finding.window_tokens
+                        self.capabilities.observe(reply)
             record = self._record(plan, reply, label, session_id, tally.steps, found, attempt, lag)
             record.reasons = reasons
             record.replica = reply.replica or self.transport.replica_name(replica)
@@ -282,6 +287,17 @@ class SessionRunner:
             if replanned is None:
                 raise _SessionFailed(f"{fatal}: nothing left to send after {reaction.action}")
             plan = replanned
+
+    def _adopt_window(self, agent: Agent, tally: _Tally) -> None:
+        """A window the server stated refusing another session's prompt: this agent plans
+        within it too (compacts in time, asks for no more output than it leaves), rather than
+        learning it from a refusal or a reply cut short of its own."""
+        window = self.capabilities.window_tokens
+        if window is None or agent.server_window is not None:
+            return
+        ratio = max(tally.baseline.ratio, 1e-6)
+        agent.server_ratio = ratio
+        agent.server_window = max(1, int(window / ratio))
 
     def _learn_window(self, agent: Agent, tally: _Tally, reply: Reply) -> None:
         """After the server refused a prompt as too long: how much of a window it has.

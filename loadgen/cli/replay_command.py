@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 from loadgen.cli.arguments import parse_duration
 from loadgen.cli.run_command import add_run_options, run_swarm_command
 from loadgen.errors import UsageError
+from loadgen.traces.formats import FORMATS
 
 if TYPE_CHECKING:
     from loadgen.profile.loader import LoadedProfile
 
 __all__ = ["register", "replay_duration"]
 
-FORMATS = ("auto", "mooncake", "bailian", "weka", "tracelab", "copilot", "agentload")
 
 # Beyond the trace's own span a run lasts half as long again plus a minute: the target
 # may be slower than the one recorded. One process ends as soon as every session ended.
@@ -46,7 +46,9 @@ def register(commands: Any) -> None:
         epilog=_EXAMPLES,
     )
     p.add_argument("trace", type=Path, help="the trace file")
-    p.add_argument("--format", choices=FORMATS, default="auto", help="its format (default auto)")
+    p.add_argument(
+        "--format", choices=("auto", *FORMATS), default="auto", help="its format (default auto)"
+    )
     p.add_argument(
         "--speedup",
         type=_positive("--speedup"),

@@ -126,9 +126,12 @@ def test_arrivals_follow_the_scaled_timestamps(
     origin = offsets[0]
     late = [o - origin for o in offsets]
     # 2-core machine shared with the rest of the suite: the 5 ms p99 claim is measured in
-    # bench/replay_arrivals.py; here 9 in 10 within 10x that, and a late tail of a few.
-    assert late[int(0.9 * len(late))] < 0.05, late[-10:]
-    assert statistics.median(late) < 0.02
+    # bench/replay_arrivals.py. Here 3 in 4 within 10x that; a stall of the whole machine
+    # (CI saw 0.4 s) sends the requests it held at once, so the tail is a burst, not drift:
+    # a replay that ignored or mis-scaled the timestamps would be seconds late (6 s trace).
+    assert late[int(0.75 * len(late))] < 0.05, late[-10:]
+    assert statistics.median(late) < 0.02, late
+    assert late[-1] < 2.0, late[-10:]
 
 
 def agent_with_subagents(parents: int = 3) -> Trace:

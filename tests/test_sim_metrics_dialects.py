@@ -20,7 +20,12 @@ from loadgen.sim.metric_dialects import SGLANG_LOG_INTERVAL_S, server_metrics
 from tests.conftest import StartSim, sim_config
 
 # The simulator's own counters, whatever server it names its engine metrics after.
-SIM_OWN = {"agentload_sim_faults_injected_total", "agentload_sim_client_disconnects_total"}
+SIM_OWN = {
+    "agentload_sim_faults_injected_total",
+    "agentload_sim_client_disconnects_total",
+    "agentload_sim_reasoning_tokens_total",
+    "agentload_sim_response_lookups_total",
+}
 VLLM_COMMON = {
     "vllm:num_requests_running",
     "vllm:num_requests_waiting",

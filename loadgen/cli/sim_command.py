@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from loadgen.cli.arguments import parse_duration, parse_port, parse_rate
 from loadgen.errors import ConfigError, UsageError
 from loadgen.sim import PRESETS, SimConfig, SimServer
-from loadgen.sim.config import METRICS_DIALECTS, ROUTERS
+from loadgen.sim.config import METRICS_DIALECTS, REASONING_EFFORTS, REASONING_FIELDS, ROUTERS
 
 __all__ = ["config_from_args", "register"]
 
@@ -31,6 +31,8 @@ examples:
   agentload sim --fault-stream-cut 0.05 --fault-http-5xx 0.01
                                                  inject faults (counted on /metrics)
   agentload sim --metrics-dialect sglang         /metrics under SGLang's names
+  agentload sim --reasoning-effort-default medium --reasoning-tokens medium=800 \
+      --reasoning-field reasoning               a reasoning model: it thinks ~800 tokens first
   agentload sim --replicas 4 --router session    a fleet of 4 engines behind a router
   agentload sim --replicas 4 --router prefix-load --shared-store --fault-replica-crash 0.01
                                                  ... one store for all; replicas crash
@@ -60,6 +62,13 @@ _ENGINE_FLAGS = {
     "replicas": "replicas",
     "router": "router",
     "prefix_load_weight": "prefix_load_weight",
+}
+# flag -> field of SimConfig.reasoning
+_REASONING_FLAGS = {
+    "reasoning_effort_default": "default_effort",
+    "reasoning_field": "field",
+    "reasoning_spread": "spread",
+    "reasoning_tokens": "tokens",
 }
 _FAULT_FLAGS = {
     "fault_http_5xx": "http_5xx",
@@ -160,6 +169,7 @@ def register(commands: Any) -> None:
         help="request body limit; larger bodies get 413 (default 64 MiB)",
     )
     _fleet_arguments(p)
+    _reasoning_arguments(p)
     faults = p.add_argument_group("fault injection", "each a rate in [0,1]")
     faults.add_argument("--fault-http-5xx", type=parse_rate, metavar="P", help="HTTP 500")
     faults.add_argument("--fault-rate-limit", type=parse_rate, metavar="P", help="HTTP 429")
@@ -245,6 +255,56 @@ def _fleet_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _reasoning_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group(
+        "reasoning", "thinking before the answer, per reasoning effort (docs/reasoning.md)"
+    )
+    group.add_argument(
+        "--reasoning-effort-default",
+        choices=REASONING_EFFORTS,
+        metavar="EFFORT",
+        help="effort of a request that names none: "
+        + ", ".join(REASONING_EFFORTS)
+        + " (default: the preset's; none, no reasoning unless a request asks, but for "
+        "gpt-oss-120b-2xh100)",
+    )
+    group.add_argument(
+        "--reasoning-tokens",
+        type=_parse_reasoning_tokens,
+        metavar="EFFORT=N,...",
+        help="mean reasoning tokens per effort, e.g. low=256,high=4096 (defaults: minimal=32, "
+        "low=256, medium=1024, high=4096)",
+    )
+    group.add_argument(
+        "--reasoning-spread",
+        type=float,
+        metavar="SIGMA",
+        help="lognormal sigma of reasoning lengths (default: the preset's; 0, exactly the "
+        "mean, but for gpt-oss-120b-2xh100)",
+    )
+    group.add_argument(
+        "--reasoning-field",
+        choices=REASONING_FIELDS,
+        metavar="FIELD",
+        help="chat field of reasoning text: reasoning_content (default; vLLM < 0.10, SGLang, "
+        "llama.cpp), reasoning (newer vLLM) or both",
+    )
+
+
+def _parse_reasoning_tokens(text: str) -> dict[str, int]:
+    """{"low": 256, "high": 4096} from "low=256,high=4096"."""
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        effort, _eq, count = part.strip().partition("=")
+        if effort not in REASONING_EFFORTS[1:] or not count.strip().isdigit():
+            raise argparse.ArgumentTypeError(
+                f"invalid reasoning tokens {part.strip()!r}: use EFFORT=N with EFFORT one of "
+                + ", ".join(REASONING_EFFORTS[1:])
+            )
+        out[effort] = int(count)
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The preset with every given flag applied, validated."""
     data = PRESETS[args.preset].model_dump()
@@ -252,6 +312,11 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         value = getattr(args, flag, None)
         if value is not None:
             data[field] = value
+    for flag, field in _REASONING_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            below = data["reasoning"][field]
+            data["reasoning"][field] = {**below, **value} if isinstance(value, dict) else value
     for flag in ("shared_store", "admin_remote"):
         if getattr(args, flag, None):
             data[flag] = True
@@ -271,13 +336,22 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     try:
         return SimConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        message = str(err["msg"]).removeprefix("Value error, ")
-        if not err["loc"]:
-            raise ConfigError(message) from exc
-        field = str(err["loc"][-1])
-        flag = {v: k for k, v in {**_ENGINE_FLAGS, **_FAULT_FLAGS}.items()}.get(field, field)
-        raise ConfigError(f"--{flag.replace('_', '-')}: {message}") from exc
+        raise _flag_error(exc) from exc
+
+
+def _flag_error(exc: ValidationError) -> ConfigError:
+    """The config error naming the flag whose value the validation refused."""
+    err = exc.errors()[0]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if not err["loc"]:
+        return ConfigError(message)
+    field = str(err["loc"][-1])
+    flags = {**_ENGINE_FLAGS, **_FAULT_FLAGS}
+    if err["loc"][0] == "reasoning":
+        field = str(err["loc"][1])
+        flags = _REASONING_FLAGS
+    flag = {v: k for k, v in flags.items()}.get(field, field)
+    return ConfigError(f"--{flag.replace('_', '-')}: {message}")
 
 
 def fleet_description(config: SimConfig) -> str:
@@ -329,6 +403,8 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
     mode = f"analytical, ceiling {ceiling:.0f} output tokens/s" if ceiling else config.preset
     if config.metrics_dialect != "vllm":
         mode += f", {config.metrics_dialect} metrics"
+    if config.reasoning.default_effort != "none":
+        mode += f", reasoning at {config.reasoning.default_effort} effort by default"
     if config.replicas > 1:
         mode += f"; {fleet_description(config)}"
     print(

@@ -8,15 +8,17 @@ from typing import Any
 
 from aiohttp import web
 
+from loadgen.sim.config import ReasoningField
 from loadgen.sim.fleet import sim_fleet
 from loadgen.sim.generation import Generation
 from loadgen.sim.prompt import render_chat
-from loadgen.sim.reply import CONTENT, ReplyRequest, ToolSpec
+from loadgen.sim.reasoning import resolve_effort
+from loadgen.sim.reply import CONTENT, REASONING, ReplyRequest, ToolSpec
 from loadgen.sim.request_body import json_reply, parse_body
 from loadgen.sim.requests import ChatRequest, NamedToolChoice
 from loadgen.sim.streaming import DONE, open_stream, pump, sse_data
 
-__all__ = ["handle_chat"]
+__all__ = ["handle_chat", "reasoning_fields", "tool_choice_name", "usage_body"]
 
 
 def tool_choice_name(choice: str | NamedToolChoice | None) -> str:
@@ -29,13 +31,24 @@ def tool_choice_name(choice: str | NamedToolChoice | None) -> str:
 
 
 def usage_body(gen: Generation) -> dict[str, Any]:
-    """OpenAI's usage object, cached prompt tokens included."""
-    return {
+    """OpenAI's usage object, cached prompt tokens (and reasoning tokens, when the request
+    reasons) included."""
+    usage = {
         "prompt_tokens": gen.prompt_tokens,
         "completion_tokens": gen.completion_tokens,
         "total_tokens": gen.prompt_tokens + gen.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": gen.cached_tokens},
     }
+    if gen.plan.reasoning_tokens is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": gen.reasoning_tokens}
+    return usage
+
+
+def reasoning_fields(field: ReasoningField, text: str | None) -> dict[str, str | None]:
+    """The message or delta fields that carry reasoning text under the configured name."""
+    if field == "both":
+        return {"reasoning_content": text, "reasoning": text}
+    return {field: text}
 
 
 async def handle_chat(request: web.Request) -> web.StreamResponse:
@@ -55,6 +68,8 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
         tools=tools,
         tool_choice=tool_choice_name(body.tool_choice),
         parallel_tool_calls=body.parallel_tool_calls,
+        reasoning_effort=resolve_effort(body.reasoning_effort, ctx.config.reasoning),
+        thinking_budget=body.thinking_token_budget,
     )
     gen = await ctx.start(
         text,
@@ -76,14 +91,16 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
             await gen.run_to_end()
         finally:
             gen.abandon()
-        return json_reply(_full_body(head, gen))
+        return json_reply(_full_body(head, gen, ctx.config.reasoning.field))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _stream(request, head, gen, include_usage)
+    return await _stream(request, head, gen, include_usage, ctx.config.reasoning.field)
 
 
-def _full_body(head: dict[str, Any], gen: Generation) -> dict[str, Any]:
+def _full_body(head: dict[str, Any], gen: Generation, field: ReasoningField) -> dict[str, Any]:
     plan = gen.plan
     message: dict[str, Any] = {"role": "assistant", "content": plan.content or None}
+    if plan.reasoning_tokens is not None:
+        message.update(reasoning_fields(field, plan.reasoning or None))
     if plan.tool_calls:
         message["content"] = None
         message["tool_calls"] = [
@@ -95,7 +112,11 @@ def _full_body(head: dict[str, Any], gen: Generation) -> dict[str, Any]:
 
 
 async def _stream(
-    request: web.Request, head: dict[str, Any], gen: Generation, include_usage: bool
+    request: web.Request,
+    head: dict[str, Any],
+    gen: Generation,
+    include_usage: bool,
+    field: ReasoningField,
 ) -> web.StreamResponse:
     resp = await open_stream(request)
     extra = {"usage": None} if include_usage else {}
@@ -107,8 +128,13 @@ async def _stream(
         return sse_data({**head, "choices": [choice], **extra})
 
     def render(batch: list[tuple[int, str]]) -> bytes:
-        out = []
+        out: list[bytes] = []
         for target, group in groupby(batch, key=lambda d: d[0]):
+            if target == REASONING:
+                # One delta per reasoning token, as vLLM's reasoning parser streams them
+                # (a client may count reasoning tokens by their deltas).
+                out.extend(chunk(reasoning_fields(field, piece)) for _t, piece in group)
+                continue
             text = "".join(piece for _t, piece in group)
             if target == CONTENT:
                 if text:

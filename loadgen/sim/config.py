@@ -12,10 +12,16 @@ from loadgen.errors import ConfigError
 __all__ = [
     "METRICS_DIALECTS",
     "PRESETS",
+    "REASONING_EFFORTS",
+    "REASONING_FIELDS",
     "ROUTERS",
     "AnalyticalModel",
     "FaultRates",
     "MetricsDialect",
+    "ReasoningConfig",
+    "ReasoningEffort",
+    "ReasoningField",
+    "ReasoningTokens",
     "RooflineModel",
     "RouterName",
     "SimConfig",
@@ -42,8 +48,50 @@ ROUTERS: tuple[RouterName, ...] = (
 )
 
 
+# A request's reasoning_effort (chat) or reasoning.effort (Responses); "none" never reasons.
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
+REASONING_EFFORTS: tuple[ReasoningEffort, ...] = ("none", "minimal", "low", "medium", "high")
+
+# Where chat replies carry the reasoning text: `reasoning_content` (vLLM before 0.10, SGLang,
+# llama.cpp's deepseek format), `reasoning` (newer vLLM), or both fields with the same text.
+ReasoningField = Literal["reasoning_content", "reasoning", "both"]
+REASONING_FIELDS: tuple[ReasoningField, ...] = ("reasoning_content", "reasoning", "both")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ReasoningTokens(_Frozen):
+    """Mean reasoning tokens per request at each effort ("none" is always 0).
+
+    The defaults are illustrative, not measured: an agent step's thinking runs from tens of
+    tokens to a few thousand, and each level here is four times the one below it.
+    """
+
+    minimal: int = Field(default=32, ge=0)
+    low: int = Field(default=256, ge=0)
+    medium: int = Field(default=1024, ge=0)
+    high: int = Field(default=4096, ge=0)
+
+    def mean(self, effort: ReasoningEffort) -> int:
+        """The mean length at `effort`."""
+        return 0 if effort == "none" else int(getattr(self, effort))
+
+
+class ReasoningConfig(_Frozen):
+    """How the simulated model reasons before it answers (docs/reasoning.md)."""
+
+    tokens: ReasoningTokens = ReasoningTokens()
+    spread: float = Field(
+        default=0.0, ge=0, description="lognormal sigma of the length; 0 = exactly the mean"
+    )
+    default_effort: ReasoningEffort = Field(
+        default="none", description="the effort of a request that names none"
+    )
+    field: ReasoningField = Field(
+        default="reasoning_content", description="the chat field that carries reasoning text"
+    )
 
 
 class RooflineModel(_Frozen):
@@ -122,6 +170,7 @@ class SimConfig(_Frozen):
     output_tokens_median: int = Field(default=200, ge=1, description="natural reply length")
     output_tokens_sigma: float = Field(default=0.8, ge=0, description="lognormal spread")
     tool_call_probability: Rate = 0.5
+    reasoning: ReasoningConfig = ReasoningConfig()
     responses_store_capacity: int = Field(default=10_000, ge=0)
     responses_store_ttl_s: float = Field(default=3600.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
@@ -243,6 +292,35 @@ PRESETS: dict[str, SimConfig] = {
         max_model_len=262144,
         num_kv_blocks=_kv_blocks(_H100_MEM, 61.0e9 / 4, 98304 / 4, 16),
     ),
+    # gpt-oss-120b, a reasoning model (116.8B parameters, 5.1B active per token; 36 layers,
+    # 8 KV heads x 64 dims, every other layer a 128-token sliding window; a 60.8 GiB MXFP4
+    # checkpoint, per its model card and config.json), tensor-parallel over 2 H100s. The
+    # sliding layers hold 128 tokens whatever the context, so a long context's KV is the 18
+    # full-attention layers': 36,864 bytes per token, half per GPU. Attention FLOPs use the
+    # query width, 64 heads x 64 = 4096. It thinks before it answers: at medium effort when a
+    # request names none (its chat template's default), lengths drawn with an illustrative
+    # spread, the text in `reasoning` as newer vLLM streams it.
+    "gpt-oss-120b-2xh100": SimConfig(
+        preset="gpt-oss-120b-2xh100",
+        perf=RooflineModel(
+            params=5.1e9,
+            num_layers=36,
+            hidden_size=4096,
+            weight_bytes_per_gpu=65.3e9 / 2,
+            kv_bytes_per_token_per_gpu=36864 / 2,
+            tensor_parallel=2,
+            peak_flops_per_gpu=_H100_FLOPS,
+            flops_efficiency=0.5,
+            memory_bandwidth_per_gpu=_H100_BW,
+            step_overhead_s=0.003,
+            tp_overhead_s=0.001,
+        ),
+        max_num_seqs=256,
+        max_num_batched_tokens=8192,
+        max_model_len=131072,
+        num_kv_blocks=_kv_blocks(_H100_MEM, 65.3e9 / 2, 36864 / 2, 16),
+        reasoning=ReasoningConfig(spread=0.6, default_effort="medium", field="reasoning"),
+    ),
     # A ~1B model on one H100: steps of a few milliseconds so tests finish quickly; its
     # window takes a coding agent's 200K contexts (the default preset of every profile).
     "fast": SimConfig(
@@ -275,6 +353,19 @@ def preset_config(name: str) -> SimConfig:
         raise KeyError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
+def _merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` applied; a nested section (reasoning, faults) keeps the keys
+    it does not override, except perf, whose kind decides its fields."""
+    out = dict(base)
+    for key, value in overrides.items():
+        below = out.get(key)
+        if key != "perf" and isinstance(value, Mapping) and isinstance(below, Mapping):
+            out[key] = _merged(below, value)
+        else:
+            out[key] = value
+    return out
+
+
 def profile_sim_config(settings: Mapping[str, Any]) -> SimConfig:
     """The built-in simulator's config from a profile's `sim:` mapping (a preset and overrides)."""
     data = dict(settings)
@@ -284,7 +375,7 @@ def profile_sim_config(settings: Mapping[str, Any]) -> SimConfig:
             f"profile sim.preset {preset!r} is unknown; use one of {', '.join(PRESETS)}"
         )
     try:
-        return SimConfig.model_validate({**PRESETS[preset].model_dump(), **data})
+        return SimConfig.model_validate(_merged(PRESETS[preset].model_dump(), data))
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])

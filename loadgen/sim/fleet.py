@@ -16,8 +16,9 @@ its Responses store (unless shared) is dropped, so a chain continued anywhere la
 With one replica (the default) the simulator is a plain single server: no replica header,
 no token, and /metrics exactly as before. With several, every engine metric carries
 `engine="0"`.. (as vLLM labels its data-parallel engines) and `replica="r0"`.., and the
-fleet's own families are added: the router's decisions, previous_response_id lookups found
-or not (server_state_lost, counted exactly), removals, lost requests, replicas up.
+fleet's own families are added: the router's decisions, removals, lost requests, replicas
+up. Each replica counts its previous_response_id lookups found or not (server_state_lost,
+counted exactly), as a single server does.
 """
 
 from __future__ import annotations
@@ -121,13 +122,6 @@ class _FleetMetrics:
             ["router", "engine", "replica", "reason"],
             registry=r,
         )
-        self.lookups = Counter(
-            "agentload_sim_response_lookups",
-            "previous_response_id lookups on the replica serving them: found or not_found "
-            "(not_found is what clients count as server_state_lost).",
-            [*labels, "result"],
-            registry=r,
-        )
         self.removals = Counter(
             "agentload_sim_replica_removals",
             "Times a replica was taken out (admin) or crashed (fault), losing what it held.",
@@ -154,8 +148,8 @@ class _FleetMetrics:
             up.labels(*ids).set_function(_reader(replica, "up"))
             in_flight.labels(*ids).set_function(_reader(replica, "in_flight"))
             self.lost.labels(*ids)
-            for result in ("found", "not_found"):
-                self.lookups.labels(*ids, result)
+            for cause in ("admin", "crash"):  # at 0 from the start: a first removal is a rate
+                self.removals.labels(*ids, cause)
 
     def decision(self, replica: Replica, reason: str) -> None:
         self.decisions.labels(self._router, str(replica.index), replica.name, reason).inc()
@@ -191,15 +185,8 @@ class Fleet:
         if self.labelled:
             self.metrics = m = _FleetMetrics(config.router, self.replicas)
             for replica in self.replicas:
-                replica.context.on_lookup = self._lookup_counter(replica, m)
                 replica.context.on_lost = m.lost.labels(str(replica.index), replica.name).inc
         self._crash_task: asyncio.Task[None] | None = None
-
-    @staticmethod
-    def _lookup_counter(replica: Replica, m: _FleetMetrics) -> Callable[[bool], None]:
-        ids = (str(replica.index), replica.name)
-        found, missed = m.lookups.labels(*ids, "found"), m.lookups.labels(*ids, "not_found")
-        return lambda ok: (found if ok else missed).inc()
 
     # -- life --------------------------------------------------------------------------------
 

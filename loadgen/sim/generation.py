@@ -13,6 +13,7 @@ from loadgen.sim.config import SimConfig
 from loadgen.sim.engine import Engine, EngineSequence
 from loadgen.sim.metrics import SimMetrics
 from loadgen.sim.prompt import PromptInfo, analyse_long_prompt
+from loadgen.sim.reasoning import reasoning_length
 from loadgen.sim.reply import ReplyPlan, ReplyRequest, plan_reply, reply_seed
 from loadgen.sim.response_store import ResponseStore
 
@@ -60,8 +61,13 @@ class Generation:
 
     @property
     def completion_tokens(self) -> int:
-        """Tokens generated so far."""
+        """Tokens generated so far (reasoning included)."""
         return self.seq.output_count
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Reasoning tokens generated so far."""
+        return min(self.seq.output_count, self.plan.reasoning_tokens or 0)
 
     async def next_deltas(self) -> list[tuple[int, str]] | None:
         """The deltas of tokens produced since the last call; None once the reply is complete."""
@@ -98,6 +104,7 @@ class Generation:
             self.context.metrics.finished("abort")
             self.context.metrics.prompt_tokens.inc(self.prompt.length)
             self.context.metrics.generation_tokens.inc(self.seq.output_count)
+            self.context.metrics.reasoning_tokens_aborted.inc(self.reasoning_tokens)
 
 
 class SimContext:
@@ -124,9 +131,7 @@ class SimContext:
         parts: tuple[object, ...] = ("faults", config.seed) + ((index,) if index else ())
         self._fault_rng = random.Random(reply_seed(*parts))
         self._requests = 0
-        # A fleet counts what it needs to: previous_response_id lookups (found or not), and
-        # requests its replica lost.
-        self.on_lookup: Callable[[bool], None] | None = None
+        # A fleet counts the requests its replica lost.
         self.on_lost: Callable[[], None] | None = None
 
     def new_store(self) -> ResponseStore:
@@ -146,8 +151,7 @@ class SimContext:
         if stored is not None and self.fault("store_evict", self.config.faults.store_evict):
             self.store.evict(response_id)
             stored = None
-        if self.on_lookup is not None:
-            self.on_lookup(stored is not None)
+        (self.metrics.lookups_found if stored else self.metrics.lookups_not_found).inc()
         return None if stored is None else stored.transcript
 
     def fault(self, kind: str, rate: float) -> bool:
@@ -208,7 +212,15 @@ class SimContext:
         # Greedy or seeded requests repeat exactly; sampled ones differ per request.
         nonce = 0 if (temperature == 0 or seed is not None) else self._requests
         tail = prompt_text[-256:]
-        rng = random.Random(reply_seed(cfg.seed, seed, prompt.length, tail, nonce))
+        plan_seed = reply_seed(cfg.seed, seed, prompt.length, tail, nonce)
+        rng = random.Random(plan_seed)
+        # Thinking has dice of its own, so the answer is the same whatever the effort.
+        thinking_rng = random.Random(reply_seed(plan_seed, "reasoning"))
+        thinking = 0
+        if reply.reasoning_effort is not None:
+            thinking = reasoning_length(
+                cfg.reasoning, reply.reasoning_effort, reply.thinking_budget, thinking_rng
+            )
         malformed = bool(reply.tools) and self.fault_pending("malformed_tool_args")
         plan = plan_reply(
             reply,
@@ -217,6 +229,8 @@ class SimContext:
             sigma=cfg.output_tokens_sigma,
             tool_call_probability=cfg.tool_call_probability,
             malformed_tool_args=malformed,
+            reasoning_tokens=thinking,
+            reasoning_rng=thinking_rng,
         )
         if plan.tool_calls and plan.tool_calls[0].malformed:
             self.metrics.fault("malformed_tool_args")
@@ -243,4 +257,5 @@ class SimContext:
         m.finished(generation.plan.finish_reason)
         m.prompt_tokens.inc(seq.prompt_len)
         m.generation_tokens.inc(seq.output_count)
+        m.reasoning_tokens.inc(generation.reasoning_tokens)
         m.e2e.observe(max(0.0, seq.last_token_time - seq.arrival))

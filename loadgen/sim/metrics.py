@@ -55,6 +55,30 @@ class SimMetrics:
             registry=self.registry,
         )
         self.disconnects: Increments = disconnects.labels(*extra.values()) if extra else disconnects
+        # vLLM's dialect has no reasoning counter: a reasoning token is a generation token
+        # there. This one counts the thinking alone, of requests that ended, by how: those
+        # that finished are exactly what clients saw whole, so a run's own reasoning total
+        # can be checked against them (a run's end aborts what is in flight, unrecorded).
+        reasoning = Counter(
+            "agentload_sim_reasoning_tokens",
+            "Reasoning tokens generated, of requests that ended: finished, or aborted (the "
+            "client left, or a fault cut the stream).",
+            [*extra, "outcome"],
+            registry=self.registry,
+        )
+        self.reasoning_tokens: Increments = reasoning.labels(*extra.values(), "finished")
+        self.reasoning_tokens_aborted: Increments = reasoning.labels(*extra.values(), "aborted")
+        # What clients count as server_state_lost, counted by the server itself: a test (or a
+        # gateway's user) checks a run's losses against it, one server or a fleet's replica.
+        lookups = Counter(
+            "agentload_sim_response_lookups",
+            "previous_response_id lookups on the server (a fleet: the replica) serving them: "
+            "found or not_found (not_found is what clients count as server_state_lost).",
+            [*extra, "result"],
+            registry=self.registry,
+        )
+        self.lookups_found: Increments = lookups.labels(*extra.values(), "found")
+        self.lookups_not_found: Increments = lookups.labels(*extra.values(), "not_found")
 
     @property
     def prompt_tokens(self) -> Increments:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import zlib
@@ -10,12 +11,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.protocol.tokens import VOCABULARY, count_tokens, text_chunks, token_pieces
+from loadgen.sim.config import ReasoningEffort
 from loadgen.sim.prompt import render_tool_call
+from loadgen.sim.reasoning import reasoning_words
 from loadgen.sim.tool_arguments import encode_arguments, generate_arguments, malformed_arguments
 
-__all__ = ["ReplyPlan", "ReplyRequest", "ToolCallPlan", "ToolSpec", "plan_reply", "reply_seed"]
+__all__ = [
+    "CONTENT",
+    "REASONING",
+    "ReplyPlan",
+    "ReplyRequest",
+    "ToolCallPlan",
+    "ToolSpec",
+    "plan_reply",
+    "reply_seed",
+]
 
 CONTENT = -1  # delta target meaning "message text" rather than a tool call index
+REASONING = -2  # delta target meaning "reasoning text", streamed before the answer
 
 
 @dataclass(slots=True)
@@ -37,6 +50,9 @@ class ReplyRequest:
     tools: Sequence[ToolSpec] = ()
     tool_choice: str = "auto"  # none | auto | required | the name of a forced tool
     parallel_tool_calls: bool = True
+    # The effort the request reasons at; None: reasoning is not in play (no reasoning fields).
+    reasoning_effort: ReasoningEffort | None = None
+    thinking_budget: int | None = None  # thinking_token_budget: a cap on reasoning tokens
 
 
 @dataclass(slots=True)
@@ -54,10 +70,19 @@ class ReplyPlan:
     """The whole reply, decided up front; the engine only decides when each token appears."""
 
     tokens: list[str]  # one token piece per generated token (what the KV cache hashes)
-    deltas: list[tuple[int, str]]  # per token: (CONTENT or tool index, text it adds)
+    deltas: list[tuple[int, str]]  # per token: (REASONING, CONTENT or tool index, its text)
     finish_reason: str  # stop | length | tool_calls
     content: str = ""
     tool_calls: list[ToolCallPlan] = field(default_factory=list)
+    # Reasoning comes first: tokens[:reasoning_tokens] are thinking. None: not in play.
+    reasoning_tokens: int | None = None
+    reasoning: str = ""
+    reasoning_effort: ReasoningEffort | None = None
+
+    @property
+    def has_answer(self) -> bool:
+        """False when the max tokens limit was reached while the model was still reasoning."""
+        return len(self.tokens) > (self.reasoning_tokens or 0)
 
 
 def reply_seed(*parts: object) -> int:
@@ -73,8 +98,45 @@ def plan_reply(
     sigma: float,
     tool_call_probability: float,
     malformed_tool_args: bool = False,
+    reasoning_tokens: int = 0,
+    reasoning_rng: random.Random | None = None,
 ) -> ReplyPlan:
-    """Decide the reply for a request; deterministic for a given `rng` state."""
+    """Decide the reply for a request; deterministic for a given `rng` state.
+
+    With reasoning in play (request.reasoning_effort set), `reasoning_tokens` of thinking
+    (words from `reasoning_rng`) come first and count against max_tokens; the answer is
+    planned from `rng` as it would be without them, in the room they leave.
+    """
+    knobs = (rng, median_tokens, sigma, tool_call_probability, malformed_tool_args)
+    if request.reasoning_effort is None:
+        return _answer(request, *knobs)
+    thinking = min(reasoning_tokens, request.max_tokens)
+    room = request.max_tokens - thinking
+    if room <= 0:
+        plan = ReplyPlan(tokens=[], deltas=[], finish_reason="length")
+    else:
+        # min_tokens counts every output token, thinking included, as vLLM counts it.
+        answer = dataclasses.replace(
+            request, max_tokens=room, min_tokens=max(0, request.min_tokens - thinking)
+        )
+        plan = _answer(answer, *knobs)
+    words = reasoning_words(thinking, reasoning_rng or random.Random(0))
+    plan.tokens[:0] = words
+    plan.deltas[:0] = [(REASONING, w if i == 0 else " " + w) for i, w in enumerate(words)]
+    plan.reasoning_tokens = thinking
+    plan.reasoning = " ".join(words)
+    plan.reasoning_effort = request.reasoning_effort
+    return plan
+
+
+def _answer(
+    request: ReplyRequest,
+    rng: random.Random,
+    median_tokens: int,
+    sigma: float,
+    tool_call_probability: float,
+    malformed_tool_args: bool,
+) -> ReplyPlan:
     forced = request.tool_choice not in ("none", "auto")
     wants_tool = forced or rng.random() < tool_call_probability
     if request.tools and request.tool_choice != "none" and wants_tool:

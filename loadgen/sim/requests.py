@@ -6,11 +6,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from loadgen.sim.config import ReasoningEffort
+
 __all__ = [
     "ChatMessage",
     "ChatRequest",
     "CompletionRequest",
     "FunctionDef",
+    "ReasoningParam",
     "ResponsesRequest",
     "SamplingFields",
     "ToolDef",
@@ -62,6 +65,8 @@ class SamplingFields(_Open):
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=1)
+    # vLLM's cap on reasoning tokens (chat and Responses); the answer follows the cap.
+    thinking_token_budget: int | None = Field(default=None, ge=0)
 
     def stop_strings(self) -> list[str]:
         """The stop sequences as a list, empty ones dropped."""
@@ -86,6 +91,8 @@ class ChatRequest(SamplingFields):
     tools: list[ToolDef] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
+    # An unknown effort fails validation: a 400 naming the field, as vLLM's does.
+    reasoning_effort: ReasoningEffort | None = None
 
     def requested_max_tokens(self) -> int | None:
         """max_completion_tokens wins over the deprecated max_tokens, as in OpenAI's API."""
@@ -105,6 +112,10 @@ class ResponsesTool(_Open):
     parameters: dict[str, Any] | None = None
 
 
+class ReasoningParam(_Open):
+    effort: ReasoningEffort | None = None
+
+
 class ResponsesRequest(SamplingFields):
     input: str | list[dict[str, Any]]
     instructions: str | None = None
@@ -114,6 +125,11 @@ class ResponsesRequest(SamplingFields):
     tools: list[ResponsesTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
+    reasoning: ReasoningParam | None = None
+
+    def reasoning_effort(self) -> ReasoningEffort | None:
+        """The effort the request names, if any."""
+        return None if self.reasoning is None else self.reasoning.effort
 
 
 def describe_validation_error(exc: ValidationError) -> str:

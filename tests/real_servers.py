@@ -584,7 +584,8 @@ class LiteLLMProxy(_ServerProcess):
     """The LiteLLM proxy with one model group, `model`, load-balancing over `backends`.
 
     `router_settings` go into the config as they are (e.g. {"routing_strategy":
-    "least-busy"}); `extra_config` adds or replaces top-level config sections.
+    "least-busy"}); `extra_config` adds or replaces top-level config sections;
+    `deployment_params` go into every deployment's litellm_params.
     """
 
     name = "litellm"
@@ -598,6 +599,7 @@ class LiteLLMProxy(_ServerProcess):
         model: str = "agentload-proxy",
         router_settings: Mapping[str, Any] | None = None,
         extra_config: Mapping[str, Any] | None = None,
+        deployment_params: Mapping[str, Any] | None = None,
         extra_args: Sequence[str] = (),
         log_dir: Path | None = None,
         start_timeout_s: float = 90.0,
@@ -617,6 +619,7 @@ class LiteLLMProxy(_ServerProcess):
                         "model": f"openai/{backend.model}",
                         "api_base": backend.base_url,
                         "api_key": "none",
+                        **(deployment_params or {}),
                     },
                 }
                 for backend in self.backends

@@ -46,17 +46,26 @@ class ProfileRun:
 # it ~10 s. Their profiles run here with a prefix such a server holds; every other shape of
 # the archetype (tools, steps, compaction) stays.
 CPU_SERVER_PREFIX = {"coding": 4000, "coding-128k": 4000}
+# Agents asking a reasoning model to think leave room for it in max_tokens (8-32K tokens);
+# the tiny test models do not reason and never stop early, so they would fill it all, for
+# minutes on a CPU. On these servers such agents ask for effort `none`: the field is still
+# sent (and must be taken), with no room to think. (vLLM's thinking_token_budget is left
+# out with it: transformers serve refuses it, HTTP 422.)
 
 
 def cpu_server_profile(name: str, out: Path) -> str:
     """The profile to run on a CPU server: NAME itself, or a copy beside `out` whose coding
-    agents carry a prefix that fits such a server's window."""
+    agents carry a prefix that fits such a server's window and whose agents do not think."""
     spec = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
     scaled = False
     for mix in spec["agents"]:
         params = mix.setdefault("params", {})
         if mix["kind"] in CPU_SERVER_PREFIX and "system_prompt_tokens" not in params:
             params["system_prompt_tokens"] = CPU_SERVER_PREFIX[mix["kind"]]
+            scaled = True
+        if mix.get("reasoning_effort", "none") != "none":
+            mix["reasoning_effort"] = "none"
+            mix.pop("thinking_budget", None)
             scaled = True
     if not scaled:
         return name

@@ -25,7 +25,8 @@ def crafted_summary(ttft_s: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)) -> dict[st
             StepRecord(
                 session_id=f"s{i}", agent="coding", step=0, kind="turn", api="chat",
                 started_unix=1_700_000_000.0 + i, e2e_s=ttft + 0.5, ttft_s=ttft,
-                itl_s=[0.01, 0.02, 0.03], prompt_tokens=1000, completion_tokens=100,
+                ttfat_s=ttft + 0.2, itl_s=[0.01, 0.02, 0.03], prompt_tokens=1000,
+                completion_tokens=100, reasoning_tokens=20,
                 cached_tokens=600, context_tokens=1000, tool_calls=1,
             )
         )  # fmt: skip

@@ -209,6 +209,7 @@ def test_throughput_divides_by_duration() -> None:
     assert throughput == {
         "requests_per_s": pytest.approx(1.0),
         "output_tokens_per_s": pytest.approx(100.0),
+        "answer_tokens_per_s": pytest.approx(100.0),  # no reasoning: all of it
         "sessions_per_min": pytest.approx(12.0),
     }
 
@@ -286,4 +287,4 @@ def test_summary_histograms_rebuild_the_run_histograms() -> None:
     stats = _feed(RunStats(), seed=4, sessions=10)
     shipped = _summary(stats)["histograms"]
     assert LatencyHistogram.from_dict(shipped["ttft_s"]) == stats.ttft_s
-    assert set(shipped) == {"ttft_s", "itl_s", "e2e_s", "session_s"}
+    assert set(shipped) == {"ttft_s", "ttfat_s", "itl_s", "e2e_s", "session_s"}

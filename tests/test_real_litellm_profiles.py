@@ -22,9 +22,17 @@ from shipped_profiles import (
 pytestmark = pytest.mark.slow
 
 
+# LiteLLM refuses reasoning_effort for a model it does not know to reason (an openai/
+# deployment of ours) unless the deployment allows it, as one would configure a real one.
+REASONING_ALLOWED = {"allowed_openai_params": ["reasoning_effort"]}
+
+
 @pytest.fixture(scope="module")
 def proxy_to_sim() -> Iterator[LiteLLMProxy]:
-    with SimProcess() as sim, LiteLLMProxy([(sim.base_url, sim.model)]) as proxy:
+    with (
+        SimProcess() as sim,
+        LiteLLMProxy([(sim.base_url, sim.model)], deployment_params=REASONING_ALLOWED) as proxy,
+    ):
         yield proxy
 
 
@@ -33,7 +41,7 @@ def proxy_to_llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiteLLM
     model = write_tiny_gguf(tmp_path_factory.mktemp("model") / "tiny.gguf")
     with (
         LlamaServer(model, ctx=4 * 32768, parallel=4) as llama,
-        LiteLLMProxy([(llama.base_url, llama.model)]) as proxy,
+        LiteLLMProxy([(llama.base_url, llama.model)], deployment_params=REASONING_ALLOWED) as proxy,
     ):
         yield proxy
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from conftest import StartSim
 
 from loadgen.runtime.capabilities import TargetCapabilities
-from loadgen.runtime.engine import detect_server_state
+from loadgen.runtime.probes import detect_server_state
 from loadgen.transport import TargetConfig, Transport
 
 

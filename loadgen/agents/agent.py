@@ -17,6 +17,7 @@ from typing import Any
 
 from loadgen.agents.conversation import MESSAGE_OVERHEAD_TOKENS, Conversation
 from loadgen.agents.params import AgentParams, ToolParams
+from loadgen.agents.reasoning import SessionReasoning
 from loadgen.protocol import (
     Api,
     Reply,
@@ -103,6 +104,7 @@ class Agent:
         self.params = params
         self.model = model
         self.rng = random.Random(stable_seed(seed, self.kind, agent_id))
+        self.reasoning = SessionReasoning(params, stable_seed(seed, self.kind, agent_id, "think"))
         # What the runtime learned about the target, set on the agent so its plans fit it:
         self.force_length_supported = True  # off for targets without min_tokens/ignore_eos
         self.server_state_supported = True  # off for targets without previous_response_id
@@ -138,6 +140,7 @@ class Agent:
         p = self.params
         self.session_id = session_id
         self.sessions_started += 1
+        self.reasoning.draw()
         self.done = False
         resume = self._server_held() and p.memory and self.last_response_id is not None
         if not resume:
@@ -172,12 +175,10 @@ class Agent:
         if self.done:
             return None
         p = self.params
-        max_tokens = min(p.output_tokens.sample_int(self.rng, 1), self._output_room())
-        forced = (
-            max_tokens
-            if p.force_output_length and self.force_length_supported and p.tool_mode == "scripted"
-            else None
-        )
+        answer = p.output_tokens.sample_int(self.rng, 1)
+        force = p.force_output_length and self.force_length_supported and p.tool_mode == "scripted"
+        room = self._output_room()
+        max_tokens, forced = self.reasoning.limits(answer, room, force, self.conversation.tokens)
         offer_tools = p.tool_mode == "model" and bool(self._tools)
         last_step = self._turn.steps_done + 1 >= self._turn.steps_planned
         tool_choice = None if not offer_tools else ("none" if last_step else "auto")
@@ -214,12 +215,10 @@ class Agent:
         elif self._turn.steps_done < self._turn.steps_planned:
             self._next_kind = "tool_result"
             count = p.parallel_tools.sample_int(self.rng, 1)
-            names = (
-                [t.name for t in self.rng.choices(p.tools, self._tool_weights, k=count)]
-                if p.tools
-                else []
-            )
-            return [self._invocation(n, f"call_{self.rng.getrandbits(48):012x}") for n in names]
+            tools = self.rng.choices(p.tools, self._tool_weights, k=count) if p.tools else []
+            return [
+                self._invocation(t.name, f"call_{self.rng.getrandbits(48):012x}") for t in tools
+            ]
         self._end_turn()
         return []
 
@@ -262,6 +261,7 @@ class Agent:
                 "system_prompt_tokens": min(p.system_prompt_tokens, 1000),
                 "state": "client",
                 "memory": False,
+                "reasoning_effort": self.reasoning.inherited(),  # this session's, not a draw
             }
         )
 
@@ -320,11 +320,9 @@ class Agent:
         forced = n if p.force_output_length and self.force_length_supported else None
         ignore_eos = True if forced else None
         body: list[bytes]
-        history = (
-            self.conversation.messages
-            if fit_tokens is None
-            else self.conversation.head_and_tail(fit_tokens)
-        )
+        history = self.conversation.messages
+        if fit_tokens is not None:
+            history = self.conversation.head_and_tail(fit_tokens)
         if p.api == "chat":
             messages = [*history, encode_message("user", ask)]
             body = chat_body(
@@ -501,6 +499,7 @@ class Agent:
                 ignore_eos=True if forced else None,
                 tools=tools,
                 tool_choice=tool_choice,
+                **self.reasoning.fields,
             )
         if p.api == "responses":
             server = self._server_held()
@@ -517,6 +516,7 @@ class Agent:
                 tool_choice=tool_choice,
                 min_tokens=forced,
                 ignore_eos=True if forced else None,
+                **self.reasoning.fields,
             )
         return completions_body(
             self.model,

@@ -29,7 +29,12 @@ def message_tokens(content: str | None, tool_calls: Sequence[ToolCall] | None = 
 
 
 class Conversation:
-    """Append-only history (until compaction) with the agent's own token estimate."""
+    """Append-only history (until compaction) with the agent's own token estimate.
+
+    An assistant message holds a reply's text and tool calls, never its reasoning: chat
+    clients drop the thinking from the history they resend (a Responses chain leaves it to
+    the server, which keeps the reasoning item with the response).
+    """
 
     __slots__ = ("_counts", "_items", "_messages", "_roles", "tokens")
 

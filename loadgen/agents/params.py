@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loadgen.agents.distributions import Dist, Distribution
+from loadgen.agents.reasoning import EffortWeights, ThinkingBudget, check_reasoning
 
 __all__ = ["AgentParams", "ToolParams"]
 
@@ -116,6 +117,13 @@ class AgentParams(BaseModel):
         description="ask for exactly the sampled output length (min_tokens + ignore_eos) "
         "where the target allows it",
     )
+    # None: no reasoning field is sent (a built-in archetype's default: today's bodies).
+    reasoning_effort: EffortWeights = Field(
+        default=None, description="a level or {level: weight}, drawn once per session"
+    )
+    thinking_budget: ThinkingBudget = Field(
+        default=None, description="the most tokens to think (sent as thinking_token_budget)"
+    )
     tools: list[ToolParams] = Field(
         default_factory=lambda: [
             ToolParams(
@@ -139,3 +147,8 @@ class AgentParams(BaseModel):
             ),
         ]
     )
+
+    @model_validator(mode="after")
+    def _reasoning_fits_the_api(self) -> AgentParams:
+        check_reasoning(self.reasoning_effort, self.thinking_budget, self.api)
+        return self

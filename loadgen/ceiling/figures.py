@@ -11,9 +11,11 @@ __all__ = ["level_figures", "slice_figures"]
 
 _LEVEL_METRICS = (
     ("output_tokens_per_s", "output_tokens_per_s"),
+    ("answer_tokens_per_s", "answer_tokens_per_s"),
     ("sessions_per_min", "sessions_per_min"),
     ("requests_per_s", "requests_per_s"),
     ("ttft_p95_s", "ttft_p95"),
+    ("ttfat_p95_s", "ttfat_p95"),
     ("itl_p99_s", "itl_p99"),
     ("e2e_p95_s", "e2e_p95"),
     ("session_p90_s", "session_p90"),
@@ -55,10 +57,14 @@ def level_figures(
     out["output_tokens_per_s"] = out["output_tokens_per_s"] or 0.0
     out["goodput_sessions_per_min"] = (out["sessions_per_min"] or 0.0) * (out["goodput"] or 0.0)
     # The judged sessions (begun at this level) are a sample of the window's: throughput
-    # counts sessions begun earlier too. So goodput tokens/s is throughput times the share
-    # of the judged sessions' completion tokens that came from sessions within every SLO.
+    # counts sessions begun earlier too. So goodput tokens/s is answer throughput times the
+    # share of the judged sessions' answer tokens that came from sessions within every SLO.
+    # Answer tokens, not output tokens: a reasoning model's thinking is work the server did,
+    # not output a user waits for (for other models the two are the same).
     ratio = (summary.get("goodput") or {}).get("token_ratio")
-    out["goodput_tokens_per_s"] = None if ratio is None else out["output_tokens_per_s"] * ratio
+    answer = out["answer_tokens_per_s"]
+    answer = out["output_tokens_per_s"] if answer is None else answer
+    out["goodput_tokens_per_s"] = None if ratio is None else answer * ratio
     out["requests"] = window.stats.requests_total
     out["state_failures"] = {k: n for k, n in window.stats.failures.items() if n}
     out["generator"] = {

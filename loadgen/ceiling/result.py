@@ -83,6 +83,7 @@ def ceiling_document(
         mark = {
             "load": best.load,
             "output_tokens_per_s": best.figures["output_tokens_per_s"],
+            "answer_tokens_per_s": best.figures.get("answer_tokens_per_s"),
             "sessions_per_min": best.figures["sessions_per_min"],
             "goodput_tokens_per_s": best.figures["goodput_tokens_per_s"],
             "reason": f"beyond it: {reason}" if failed else reason,
@@ -106,11 +107,25 @@ def _num(value: Any, scale: float = 1.0, spec: str = ".0f") -> str:
     return "-" if value is None else format(value * scale, spec)
 
 
+def _reasoned(doc: dict[str, Any]) -> bool:
+    """True when some level's output held reasoning: answer tokens/s fell short of output's."""
+    return any(
+        lv.get("answer_tokens_per_s") is not None
+        and lv["answer_tokens_per_s"] < lv["output_tokens_per_s"] - 0.5
+        for lv in doc["levels"]
+    )
+
+
 def format_ceiling(doc: dict[str, Any]) -> str:
     """The levels as a table, then the verdict in a few lines."""
+    # Reasoning models: answer tokens/s and time to first answer token beside the rest.
+    reasoned = _reasoned(doc)
     head = (
-        f"{doc['load_unit']:>12} {'out tok/s':>10} {'sess/min':>9} {'ttft p95':>9} "
-        f"{'itl p99':>8} {'e2e p95':>8} {'success':>8} {'goodput':>8} {'errors':>7} "
+        f"{doc['load_unit']:>12} {'out tok/s':>10} "
+        + (f"{'ans tok/s':>10} " if reasoned else "")
+        + f"{'sess/min':>9} {'ttft p95':>9} "
+        + (f"{'ttfat p95':>10} " if reasoned else "")
+        + f"{'itl p99':>8} {'e2e p95':>8} {'success':>8} {'goodput':>8} {'errors':>7} "
         f"{'window':>8} verdict"
     )
     rows = [head]
@@ -120,10 +135,12 @@ def format_ceiling(doc: dict[str, Any]) -> str:
         window = (
             _num(lv.get("window_s"), spec=".3g") + "s" + ("+" if lv.get("extended_for") else " ")
         )
+        answer = f"{_num(lv.get('answer_tokens_per_s')):>10} " if reasoned else ""
+        ttfat = f"{_num(lv.get('ttfat_p95_s'), 1000):>8}ms " if reasoned else ""
         rows.append(
-            f"{lv['load']:>12g} {_num(lv['output_tokens_per_s']):>10} "
+            f"{lv['load']:>12g} {_num(lv['output_tokens_per_s']):>10} {answer}"
             f"{_num(lv['sessions_per_min'], spec='.1f'):>9} "
-            f"{_num(lv['ttft_p95_s'], 1000):>7}ms {_num(lv['itl_p99_s'], 1000):>6}ms "
+            f"{_num(lv['ttft_p95_s'], 1000):>7}ms {ttfat}{_num(lv['itl_p99_s'], 1000):>6}ms "
             f"{_num(lv['e2e_p95_s'], 1000):>6}ms {_num(lv['session_success_rate'], 100):>7}% "
             f"{_num(lv['goodput'], 100):>7}% {_num(lv['error_rate'], 100, '.1f'):>6}% "
             f"{window:>8} {verdict}"
@@ -139,9 +156,11 @@ def format_ceiling(doc: dict[str, Any]) -> str:
             f"{mark['sessions_per_min']:.1f} sessions/min)"
         )
     else:
+        answer = mark.get("answer_tokens_per_s")
+        of_which = f" ({answer:.0f} answer)" if reasoned and answer is not None else ""
         rows.append(
             f"ceiling: {mark['load']:g} {unit}, {mark['output_tokens_per_s']:.0f} output "
-            f"tokens/s, {mark['sessions_per_min']:.1f} sessions/min"
+            f"tokens/s{of_which}, {mark['sessions_per_min']:.1f} sessions/min"
         )
     if doc["knee"] is not None:
         rows.append(f"knee: {doc['knee']:g} {unit} (throughput stops growing with load)")

@@ -48,7 +48,7 @@ def goodput_caps(gates: Sequence[Gate], slos: Mapping[str, float]) -> dict[str, 
     caps = dict(slos)
     for gate in gates:
         family = gate.metric.split("_", 1)[0]
-        if family in ("ttft", "e2e", "session", "itl") and gate.op in ("<", "<="):
+        if family in ("ttft", "ttfat", "e2e", "session", "itl") and gate.op in ("<", "<="):
             caps[gate.metric] = max(caps.get(gate.metric, 0.0), gate.threshold)
     return caps
 
@@ -74,6 +74,8 @@ class WindowSink:
         # Steps are judged whenever they happen: a session that began before the slice still
         # needs every one of its steps judged when it ends inside the slice.
         self._steps_met: dict[str, bool] = {}
+        # Each running session's reasoning tokens so far: goodput counts answer tokens.
+        self._reasoning: dict[str, int] = {}
 
     def begin(self, since_unix: float) -> None:
         """A level starts: goodput judges sessions begun at `since_unix` or later."""
@@ -113,12 +115,16 @@ class WindowSink:
         """A step ended."""
         met = self._steps_met.get(record.session_id, True) and self.rule.step_met(record)
         self._steps_met[record.session_id] = met
+        if record.reasoning_tokens:
+            sid = record.session_id
+            self._reasoning[sid] = self._reasoning.get(sid, 0) + record.reasoning_tokens
         if self.stats is not None:
             self.stats.add_step(record)
 
     def session(self, record: SessionRecord) -> None:
         """A session ended: count it, and as goodput when it met every SLO."""
         met = self._steps_met.pop(record.session_id, True)
+        answer_tokens = max(0, record.completion_tokens - self._reasoning.pop(record.session_id, 0))
         if record.outcome == SessionOutcome.COMPLETED:
             # Warm-up included: a window is sized from sessions seen since the level began.
             self.level_sessions.record(record.duration_s)
@@ -133,10 +139,10 @@ class WindowSink:
         if record.outcome == SessionOutcome.ABORTED:
             return
         self._judged += 1
-        self._judged_tokens += record.completion_tokens
+        self._judged_tokens += answer_tokens
         if self.rule.session_met(record, met):
             self._goodput += 1
-            self._goodput_tokens += record.completion_tokens
+            self._goodput_tokens += answer_tokens
 
     def recovery(self, kind: str, agent: str) -> None:
         """A failure was absorbed."""

@@ -60,8 +60,8 @@ class Slice:
     start_s: float = 0.0  # since the steady period began
     judged_sessions: int = 0  # ended in this slice, begun at this level
     goodput_sessions: int = 0  # of those, within every SLO
-    judged_tokens: int = 0  # completion tokens of the judged sessions
-    goodput_tokens: int = 0  # completion tokens of the goodput sessions
+    judged_tokens: int = 0  # answer tokens of the judged sessions
+    goodput_tokens: int = 0  # answer tokens of the goodput sessions
     # The sessions that ended in this slice and began at this level: the ones session SLOs
     # judge (`stats` counts every session that ended, for throughput).
     begun: RunStats = field(default_factory=RunStats)

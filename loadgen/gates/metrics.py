@@ -27,7 +27,13 @@ __all__ = [
 Summary = Mapping[str, Any]
 
 # Gate prefix → the summary's latency field; the stats each quantile object holds.
-LATENCY_METRICS = {"ttft": "ttft_s", "itl": "itl_s", "e2e": "e2e_s", "session": "session_s"}
+LATENCY_METRICS = {
+    "ttft": "ttft_s",
+    "ttfat": "ttfat_s",
+    "itl": "itl_s",
+    "e2e": "e2e_s",
+    "session": "session_s",
+}
 LATENCY_STATS = ("p50", "p90", "p95", "p99", "max", "mean")
 
 
@@ -142,9 +148,21 @@ def _build() -> dict[str, Metric]:
     for name, meaning in (
         ("requests_per_s", "requests finished per second"),
         ("output_tokens_per_s", "completion tokens per second"),
+        ("answer_tokens_per_s", "completion tokens less reasoning, per second"),
         ("sessions_per_min", "sessions completed per minute"),
     ):
         found.append(Metric(name, Unit.NUMBER, meaning, _at("throughput", name)))
+    found += [
+        Metric(
+            "reasoning_share",
+            Unit.RATIO,
+            "reasoning tokens / completion tokens",
+            _at("tokens", "reasoning_share"),
+        ),
+        Metric(
+            "reasoning_tokens", Unit.NUMBER, "reasoning tokens, summed", _at("tokens", "reasoning")
+        ),
+    ]
     found += [
         Metric(
             "session_success_rate",

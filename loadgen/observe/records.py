@@ -19,13 +19,18 @@ class StepRecord:
     api: str  # chat | responses | completions
     started_unix: float  # wall clock, for labels and timelines only
     e2e_s: float  # request sent -> last byte (perf_counter based)
-    ttft_s: float | None = None  # request sent -> first content or tool-call token
+    ttft_s: float | None = None  # request sent -> first token of any kind, reasoning included
+    # Request sent -> first answer token (content or tool call); None when none was streamed.
+    ttfat_s: float | None = None
     # Every gap between consecutive token events; kept in memory for histograms, summarised
     # in files (a long reply has hundreds).
     itl_s: list[float] = field(default_factory=list)
     prompt_tokens: int | None = None  # server-reported usage (None when not reported)
     completion_tokens: int | None = None
     cached_tokens: int | None = None
+    # Reasoning tokens, part of completion_tokens: the server's count, else the reasoning
+    # deltas streamed; None when the reply said nothing of reasoning.
+    reasoning_tokens: int | None = None
     context_tokens: int = 0  # the agent's own estimate of the prompt it sent
     finish_reason: str | None = None
     ok: bool = True  # False when the step produced no usable reply

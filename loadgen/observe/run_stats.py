@@ -111,11 +111,13 @@ class AgentStats:
     failures: dict[str, int] = field(default_factory=dict)  # non-zero kinds only
     recoveries: dict[str, int] = field(default_factory=dict)  # non-zero kinds only
     ttft_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+    ttfat_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     e2e_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     session_s: LatencyHistogram = field(default_factory=LatencyHistogram)  # completed only
     # Ages of the sessions still running when the run ended (aborted by its end).
     running_at_end_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def merge(self, other: AgentStats) -> None:
         """Add `other`'s counts and histograms."""
@@ -125,10 +127,12 @@ class AgentStats:
         _add_counts(self.failures, other.failures)
         _add_counts(self.recoveries, other.recoveries)
         self.ttft_s.merge(other.ttft_s)
+        self.ttfat_s.merge(other.ttfat_s)
         self.e2e_s.merge(other.e2e_s)
         self.session_s.merge(other.session_s)
         self.running_at_end_s.merge(other.running_at_end_s)
         self.completion_tokens += other.completion_tokens
+        self.reasoning_tokens += other.reasoning_tokens
 
     def to_dict(self) -> dict[str, Any]:
         """Lossless JSON-able form."""
@@ -139,10 +143,12 @@ class AgentStats:
             "failures": dict(self.failures),
             "recoveries": dict(self.recoveries),
             "ttft_s": self.ttft_s.to_dict(),
+            "ttfat_s": self.ttfat_s.to_dict(),
             "e2e_s": self.e2e_s.to_dict(),
             "session_s": self.session_s.to_dict(),
             "running_at_end_s": self.running_at_end_s.to_dict(),
             "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
         }
 
     @classmethod
@@ -157,9 +163,11 @@ class AgentStats:
             ttft_s=LatencyHistogram.from_dict(data["ttft_s"]),
             e2e_s=LatencyHistogram.from_dict(data["e2e_s"]),
             # Absent from a worker of an older version: its share is simply not split.
+            ttfat_s=_histogram(data, "ttfat_s"),
             session_s=_histogram(data, "session_s"),
             running_at_end_s=_histogram(data, "running_at_end_s"),
             completion_tokens=int(data.get("completion_tokens", 0)),
+            reasoning_tokens=int(data.get("reasoning_tokens", 0)),
         )
 
 
@@ -171,6 +179,7 @@ def _histogram(data: Mapping[str, Any], name: str) -> LatencyHistogram:
 # Histograms every run keeps, by name: (summary section, field) is decided in summary().
 _HISTOGRAMS = (
     "ttft_s",
+    "ttfat_s",
     "itl_s",
     "e2e_s",
     "session_s",
@@ -196,10 +205,13 @@ class RunStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # part of completion_tokens
     tool_calls: int = 0
     failures: dict[str, int] = field(default_factory=_zero_by_kind)
     recoveries: dict[str, int] = field(default_factory=_zero_by_kind)
-    ttft_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+    ttft_s: LatencyHistogram = field(default_factory=LatencyHistogram)  # any first token
+    # First answer token (content or tool call): later than ttft_s by a reasoning model's thinking.
+    ttfat_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     itl_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     e2e_s: LatencyHistogram = field(default_factory=LatencyHistogram)
     session_s: LatencyHistogram = field(default_factory=LatencyHistogram)  # completed only
@@ -242,6 +254,9 @@ class RunStats:
             if rec.ttft_s is not None:
                 self.ttft_s.record(rec.ttft_s)
                 agent.ttft_s.record(rec.ttft_s)
+            if rec.ttfat_s is not None:
+                self.ttfat_s.record(rec.ttfat_s)
+                agent.ttfat_s.record(rec.ttfat_s)
             self.itl_s.record_many(rec.itl_s)
             self.e2e_s.record(rec.e2e_s)
             agent.e2e_s.record(rec.e2e_s)
@@ -263,6 +278,8 @@ class RunStats:
         self.completion_tokens += rec.completion_tokens or 0
         agent.completion_tokens += rec.completion_tokens or 0
         self.cached_tokens += rec.cached_tokens or 0
+        self.reasoning_tokens += rec.reasoning_tokens or 0
+        agent.reasoning_tokens += rec.reasoning_tokens or 0
         self.tool_calls += rec.tool_calls
         if rec.context_tokens > 0:  # 0 means the agent made no estimate
             self.context_tokens.record(rec.context_tokens)
@@ -301,6 +318,7 @@ class RunStats:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.cached_tokens += other.cached_tokens
+        self.reasoning_tokens += other.reasoning_tokens
         self.tool_calls += other.tool_calls
         _add_counts(self.failures, other.failures)
         _add_counts(self.recoveries, other.recoveries)
@@ -315,7 +333,7 @@ class RunStats:
         add_replica_counts(self.replicas, other.replicas)
 
     def histogram(self, name: str) -> LatencyHistogram:
-        """The run-wide histogram called `name` (ttft_s, itl_s, e2e_s, session_s, ...)."""
+        """The run-wide histogram called `name` (ttft_s, ttfat_s, itl_s, e2e_s, ...)."""
         if name not in _HISTOGRAMS:
             raise ValueError(f"unknown histogram {name!r}; expected one of {_HISTOGRAMS}")
         hist: LatencyHistogram = getattr(self, name)
@@ -332,6 +350,7 @@ class RunStats:
                 "prompt": self.prompt_tokens,
                 "completion": self.completion_tokens,
                 "cached": self.cached_tokens,
+                "reasoning": self.reasoning_tokens,
             },
             "tool_calls": self.tool_calls,
             "failures": dict(self.failures),
@@ -355,6 +374,8 @@ class RunStats:
             prompt_tokens=int(data["tokens"]["prompt"]),
             completion_tokens=int(data["tokens"]["completion"]),
             cached_tokens=int(data["tokens"]["cached"]),
+            # Absent from a worker of an older version: it saw no reasoning.
+            reasoning_tokens=int(data["tokens"].get("reasoning", 0)),
             tool_calls=int(data["tool_calls"]),
             agents={name: AgentStats.from_dict(d) for name, d in data["agents"].items()},
         )

@@ -16,11 +16,35 @@ __all__ = ["LATENCY_HISTOGRAMS", "SUMMARY_SCHEMA", "build_summary", "running_at_
 
 SUMMARY_SCHEMA = "agentload.summary/1"
 # The latency histograms a summary reports and also ships whole, for exact later merging.
-LATENCY_HISTOGRAMS = ("ttft_s", "itl_s", "e2e_s", "session_s")
+LATENCY_HISTOGRAMS = ("ttft_s", "ttfat_s", "itl_s", "e2e_s", "session_s")
 
 
 def _per(total: float, duration_s: float, scale: float = 1.0) -> float | None:
     return total / duration_s * scale if duration_s > 0 else None
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _answer_tokens(stats: RunStats) -> int:
+    # Reasoning tokens are output tokens: the answer is what is left of the completion. A
+    # reply whose reasoning was counted from its deltas while its usage said nothing must not
+    # make the answer negative.
+    return max(stats.completion_tokens - stats.reasoning_tokens, 0)
+
+
+def _tokens(stats: RunStats) -> dict[str, Any]:
+    """summary.json's `tokens`: what the server reported, reasoning apart from the answer."""
+    return {
+        "prompt": stats.prompt_tokens,
+        "completion": stats.completion_tokens,
+        "cached": stats.cached_tokens,
+        "reasoning": stats.reasoning_tokens,
+        "answer": _answer_tokens(stats),
+        "reasoning_share": _ratio(stats.reasoning_tokens, stats.completion_tokens),
+        "reasoning_per_session_mean": _ratio(stats.reasoning_tokens, stats.sessions.started),
+    }
 
 
 def _context(hist: LatencyHistogram) -> dict[str, float | None]:
@@ -73,9 +97,11 @@ def _agent_summary(stats: AgentStats) -> dict[str, Any]:
         },
         "latency": {
             "ttft_s": stats.ttft_s.quantiles_dict(),
+            "ttfat_s": stats.ttfat_s.quantiles_dict(),
             "e2e_s": stats.e2e_s.quantiles_dict(),
             "session_s": stats.session_s.quantiles_dict(),
         },
+        "tokens": {"completion": stats.completion_tokens, "reasoning": stats.reasoning_tokens},
         "state_failures": dict(sorted(stats.failures.items())),
         "recoveries": dict(sorted(stats.recoveries.items())),
     }
@@ -115,14 +141,11 @@ def build_summary(
             **stats.sessions.to_dict(),
             "running_at_end": running_at_end(stats.session_s, stats.running_at_end_s),
         },
-        "tokens": {
-            "prompt": stats.prompt_tokens,
-            "completion": stats.completion_tokens,
-            "cached": stats.cached_tokens,
-        },
+        "tokens": _tokens(stats),
         "throughput": {
             "requests_per_s": _per(stats.requests_total, duration_s),
             "output_tokens_per_s": _per(stats.completion_tokens, duration_s),
+            "answer_tokens_per_s": _per(_answer_tokens(stats), duration_s),
             "sessions_per_min": _per(stats.sessions.completed, duration_s, 60.0),
         },
         "latency": {name: stats.histogram(name).quantiles_dict() for name in LATENCY_HISTOGRAMS},

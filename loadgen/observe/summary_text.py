@@ -278,6 +278,33 @@ def replica_lines(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _saw_reasoning(summary: Mapping[str, Any]) -> bool:
+    tokens = summary.get("tokens")
+    return isinstance(tokens, Mapping) and bool(tokens.get("reasoning"))
+
+
+def _reasoning_line(summary: Mapping[str, Any]) -> list[str]:
+    """How much of the output was thinking, beside the answer's rate; none for a run without."""
+    if not _saw_reasoning(summary):
+        return []
+    tokens = summary["tokens"]
+    answer = (summary.get("throughput") or {}).get("answer_tokens_per_s")
+    return [
+        f"reasoning       {_number(tokens['reasoning'])} tokens, "
+        f"{_percent(tokens.get('reasoning_share'))} of output, "
+        f"{_number(tokens.get('reasoning_per_session_mean'))} per session; "
+        f"{_rate(answer, 'answer tok/s')}"
+    ]
+
+
+def _ttfat_line(summary: Mapping[str, Any]) -> list[str]:
+    """Time to first answer token, for a run that saw reasoning (else it reads as TTFT)."""
+    if not _saw_reasoning(summary):
+        return []
+    ttfat = summary["latency"].get("ttfat_s") or {}
+    return [f"TTFAT           {_quantiles(ttfat, 'p50', 'p95', 'p99')}  (first answer token)"]
+
+
 def _where(target: Mapping[str, Any]) -> str:
     replicas = target.get("replicas")
     if isinstance(replicas, Mapping) and replicas:
@@ -313,7 +340,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"throughput      {_rate(throughput['output_tokens_per_s'], 'output tok/s')}, "
         f"{_rate(throughput['sessions_per_min'], 'sessions/min')}, "
         f"{_rate(throughput['requests_per_s'], 'req/s')}",
+        *_reasoning_line(summary),
         f"TTFT            {_quantiles(latency['ttft_s'], 'p50', 'p95', 'p99')}",
+        *_ttfat_line(summary),
         f"ITL             {_quantiles(latency['itl_s'], 'p50', 'p99')}",
         f"end-to-end      {_quantiles(latency['e2e_s'], 'p50', 'p95')}",
     ]

@@ -8,6 +8,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from loadgen.agents.distributions import parse_seconds
+from loadgen.agents.reasoning import (
+    EffortWeights,
+    ThinkingBudget,
+    check_reasoning,
+    reasoning_into_params,
+)
 from loadgen.protocol.failures import FailureKind
 
 __all__ = [
@@ -32,7 +38,9 @@ REPLICA_HEADERS = (
     "x-litellm-model-api-base",
     "x-litellm-model-id",
 )
-_SLO_KEY = re.compile(r"^(ttft|itl|e2e|session)_(p50|p90|p95|p99|max|mean)$|^session_success$")
+_SLO_KEY = re.compile(
+    r"^(ttft|ttfat|itl|e2e|session)_(p50|p90|p95|p99|max|mean)$|^session_success$"
+)
 
 
 class _Strict(BaseModel):
@@ -46,6 +54,23 @@ class AgentMix(_Strict):
     weight: float = Field(default=1.0, gt=0)
     name: str | None = Field(default=None, description="label in results (default: kind)")
     params: dict[str, Any] = Field(default_factory=dict)
+    # Reasoning models (docs/profiles.md): carried into `params`, where archetypes read them.
+    reasoning_effort: EffortWeights = Field(
+        default=None, description="a level (none|minimal|low|medium|high) or {level: weight}"
+    )
+    thinking_budget: ThinkingBudget = Field(
+        default=None, description="the most tokens to think, sent as thinking_token_budget"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reasoning_in_params(cls, data: Any) -> Any:
+        return reasoning_into_params(data)
+
+    @model_validator(mode="after")
+    def _reasoning_makes_sense(self) -> AgentMix:
+        check_reasoning(self.reasoning_effort, self.thinking_budget)
+        return self
 
     @property
     def label(self) -> str:
@@ -201,7 +226,7 @@ class Profile(_Strict):
         for key, raw in value.items():
             if not _SLO_KEY.match(str(key)):
                 raise ValueError(
-                    f"unknown SLO {key!r}: use ttft|itl|e2e|session with _p50|_p90|_p95|_p99|"
+                    f"unknown SLO {key!r}: use ttft|ttfat|itl|e2e|session with _p50|_p90|_p95|_p99|"
                     "_max|_mean, or session_success"
                 )
             out[key] = parse_seconds(raw)

@@ -66,14 +66,20 @@ def chat_body(
     tool_choice: ToolChoice = None,
     temperature: float | None = None,
     seed: int | None = None,
+    reasoning_effort: str | None = None,
+    thinking_token_budget: int | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> list[bytes]:
     """A chat-completions body; `messages` from encode_message, `tools` from encode_tools.
 
-    `extra` adds top-level fields (max_completion_tokens, stop, ...); None values are dropped.
+    `reasoning_effort` (none|minimal|low|medium|high) and `thinking_token_budget` (vLLM's
+    cap on reasoning tokens) are sent as top-level fields when given. `extra` adds top-level
+    fields (max_completion_tokens, stop, ...); None values are dropped.
     """
     fields = {"model": model, "max_tokens": max_tokens, "tool_choice": tool_choice}
     fields.update(_sampling(stream, min_tokens, ignore_eos, temperature, seed))
+    fields["reasoning_effort"] = reasoning_effort
+    fields["thinking_token_budget"] = thinking_token_budget
     return _array(_head(fields, extra), b"messages", messages, tools)
 
 
@@ -92,9 +98,15 @@ def responses_body(
     tool_choice: ToolChoice = None,
     temperature: float | None = None,
     seed: int | None = None,
+    reasoning_effort: str | None = None,
+    thinking_token_budget: int | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> list[bytes]:
-    """A Responses-API body; `input_items` are encoded items, or one user text."""
+    """A Responses-API body; `input_items` are encoded items, or one user text.
+
+    `reasoning_effort` goes as `"reasoning": {"effort": ...}`, `thinking_token_budget` as
+    the same top-level field as in chat; neither is sent unless given.
+    """
     fields: dict[str, Any] = {
         "model": model,
         "previous_response_id": previous_response_id,
@@ -106,6 +118,8 @@ def responses_body(
     fields.update(_sampling(stream, min_tokens, ignore_eos, temperature, seed))
     # The Responses API streams usage in response.completed; it has no stream_options.
     fields["stream_options"] = None
+    fields["reasoning"] = None if reasoning_effort is None else {"effort": reasoning_effort}
+    fields["thinking_token_budget"] = thinking_token_budget
     if isinstance(input_items, str):
         fields["input"] = input_items
         head = _head(fields, extra)

@@ -22,11 +22,13 @@ class ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Server-reported token counts; cached_tokens is None when the server does not say."""
+    """Server-reported token counts; cached and reasoning tokens are None when the server does
+    not say. Reasoning tokens are part of completion_tokens."""
 
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -43,8 +45,12 @@ class Reply:
     response_id: str | None = None  # Responses API: the id a follow-up can chain on
     saw_done: bool = False  # [DONE], response.completed/incomplete, or a complete JSON body
     t_sent_ns: int = 0  # perf_counter_ns just before sending
-    t_first_token_ns: int | None = None  # first content or tool-call delta (streaming only)
-    # Arrival of every event that carried content or a tool-call delta; ITLs are their gaps.
+    # First output token of any kind, reasoning included (streaming only).
+    t_first_token_ns: int | None = None
+    # First answer token: content or a tool call, never reasoning (streaming only).
+    t_first_answer_ns: int | None = None
+    # Arrival of every event that carried output (reasoning, content, a tool-call delta); ITLs
+    # are their gaps.
     token_times_ns: list[int] = field(default_factory=list)
     t_end_ns: int = 0  # perf_counter_ns when the exchange ended (last byte or failure)
     failures: list[str] = field(default_factory=list)  # FailureKind values
@@ -59,6 +65,9 @@ class Reply:
     # From a context-overflow refusal: the server's window and its count of the prompt.
     window_tokens: int | None = None
     counted_prompt_tokens: int | None = None
+    # Reasoning tokens: the usage's count, else the reasoning delta events streamed; None when
+    # the reply said nothing of reasoning.
+    reasoning_tokens: int | None = None
 
     @property
     def e2e_s(self) -> float:
@@ -71,6 +80,13 @@ class Reply:
         if self.t_first_token_ns is None:
             return None
         return (self.t_first_token_ns - self.t_sent_ns) / 1e9
+
+    @property
+    def ttfat_s(self) -> float | None:
+        """Request sent to first answer token (content or tool call), in seconds; None if none."""
+        if self.t_first_answer_ns is None:
+            return None
+        return (self.t_first_answer_ns - self.t_sent_ns) / 1e9
 
     def itl_s(self) -> list[float]:
         """The gaps between consecutive token events, in seconds."""

@@ -6,14 +6,16 @@ from typing import Any
 
 import orjson
 
-from loadgen.protocol.assembly import parse_usage, stream_error_message
+from loadgen.protocol.assembly import parse_usage, reasoning_tokens, stream_error_message
 from loadgen.protocol.failures import FailureKind
 from loadgen.protocol.reply import Reply, ToolCall
 
 __all__ = ["ResponsesStream", "read_response_body"]
 
-# Output-token events that are not message text or call arguments (reasoning models).
-_OTHER_TOKEN_EVENTS = frozenset(
+# Output-token events that are not message text or call arguments: reasoning models' thinking
+# (reasoning_text: its raw text, as vLLM and open models stream it; reasoning_summary_text:
+# OpenAI's summary of it), one token each.
+_REASONING_EVENTS = frozenset(
     {"response.reasoning_text.delta", "response.reasoning_summary_text.delta"}
 )
 
@@ -21,13 +23,14 @@ _OTHER_TOKEN_EVENTS = frozenset(
 class ResponsesStream:
     """Typed events: output_text / function_call_arguments deltas, then response.completed."""
 
-    __slots__ = ("_calls", "_parts", "_reply")
+    __slots__ = ("_calls", "_parts", "_reasoning", "_reply")
 
     def __init__(self, reply: Reply) -> None:
         self._reply = reply
         self._parts: list[str] = []
         # Function calls by output_index: [call_id, name, final arguments], argument pieces.
         self._calls: dict[int, tuple[list[str], list[str]]] = {}
+        self._reasoning = 0  # reasoning delta events
 
     def _call(self, index: int) -> tuple[list[str], list[str]]:
         entry = self._calls.get(index)
@@ -54,12 +57,12 @@ class ResponsesStream:
             delta = obj.get("delta")
             if delta and isinstance(delta, str):
                 self._parts.append(delta)
-                reply.token_times_ns.append(t_ns)
+                self._answered(t_ns)
         elif kind == "response.function_call_arguments.delta":
             delta = obj.get("delta")
             if delta and isinstance(delta, str):
                 self._call(obj.get("output_index", 0))[1].append(delta)
-                reply.token_times_ns.append(t_ns)
+                self._answered(t_ns)
         elif kind in ("response.output_item.added", "response.output_item.done"):
             item = obj.get("item") or {}
             if item.get("type") == "function_call":
@@ -69,8 +72,9 @@ class ResponsesStream:
                 head[2] = item.get("arguments") or head[2]
                 if kind == "response.output_item.added":
                     # The call's name is its first output tokens.
-                    reply.token_times_ns.append(t_ns)
-        elif kind in _OTHER_TOKEN_EVENTS:
+                    self._answered(t_ns)
+        elif kind in _REASONING_EVENTS:
+            self._reasoning += 1
             reply.token_times_ns.append(t_ns)
         elif kind in ("response.completed", "response.incomplete", "response.failed"):
             self._finished(obj.get("response") or {})
@@ -78,6 +82,12 @@ class ResponsesStream:
             reply.response_id = (obj.get("response") or {}).get("id")
         elif kind == "error":
             reply.fail(FailureKind.ABNORMAL_FINISH, str(obj.get("message") or obj))
+
+    def _answered(self, t_ns: int) -> None:
+        reply = self._reply
+        if reply.t_first_answer_ns is None:
+            reply.t_first_answer_ns = t_ns
+        reply.token_times_ns.append(t_ns)
 
     def _finished(self, response: dict[str, Any]) -> None:
         reply = self._reply
@@ -96,6 +106,7 @@ class ResponsesStream:
             ToolCall(head[0], head[1], "".join(pieces) if pieces else head[2])
             for _index, (head, pieces) in sorted(self._calls.items())
         ]
+        reply.reasoning_tokens = reasoning_tokens(reply.usage, self._reasoning)
 
 
 def _set_finish(reply: Reply, response: dict[str, Any], *, has_calls: bool) -> None:
@@ -116,6 +127,7 @@ def read_response_body(reply: Reply, response: dict[str, Any]) -> None:
     """A complete (non-streaming) response object."""
     reply.response_id = response.get("id")
     reply.usage = parse_usage(response.get("usage"))
+    reply.reasoning_tokens = reasoning_tokens(reply.usage, 0)
     texts = []
     for item in response.get("output") or ():
         if item.get("type") == "message":

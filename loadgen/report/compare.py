@@ -59,7 +59,7 @@ class CompareMetric:
     kind: Literal["percentile", "rate", "proportion"]
     unit: Unit
     higher_is_worse: bool
-    family: str = ""  # percentile: ttft | itl | e2e | session
+    family: str = ""  # percentile: ttft | ttfat | itl | e2e | session
     q: float = 0.0
 
 
@@ -71,7 +71,12 @@ def _registry() -> dict[str, CompareMetric]:
     ]
     found += [
         CompareMetric(name, "rate", Unit.NUMBER, False)
-        for name in ("requests_per_s", "output_tokens_per_s", "sessions_per_min")
+        for name in (
+            "requests_per_s",
+            "output_tokens_per_s",
+            "answer_tokens_per_s",
+            "sessions_per_min",
+        )
     ]
     found += [
         CompareMetric(name, "proportion", Unit.RATIO, True)
@@ -96,6 +101,9 @@ DEFAULT_METRICS = (
     "error_rate",
     "session_failure_rate",
 )
+# Added to the defaults when either run saw reasoning tokens: for other models the time to
+# first answer token is TTFT and answer tokens are output tokens, rows that say nothing new.
+REASONING_METRICS = ("ttfat_p50", "ttfat_p95", "answer_tokens_per_s")
 
 
 def resolve_metrics(names: Iterable[str]) -> list[CompareMetric]:
@@ -208,7 +216,11 @@ def compare_runs(
     seed: int = 0,
 ) -> Comparison:
     """Compare `new` with `baseline` metric by metric (default: DEFAULT_METRICS)."""
-    picked = list(metrics) if metrics else resolve_metrics(DEFAULT_METRICS)
+    defaults = list(DEFAULT_METRICS)
+    if any((run.summary.get("tokens") or {}).get("reasoning") for run in (baseline, new)):
+        defaults[2:2] = REASONING_METRICS[:2]  # beside TTFT
+        defaults.insert(defaults.index("output_tokens_per_s") + 1, REASONING_METRICS[2])
+    picked = list(metrics) if metrics else resolve_metrics(defaults)
     floor = noise_floor_s(baseline, new)
     # Both sides from the same source, or ITL would compare per-request means with gaps.
     from_records = baseline.has_records and new.has_records

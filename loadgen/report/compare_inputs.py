@@ -13,7 +13,13 @@ __all__ = ["FAMILIES", "Side", "proportion_inputs", "rate_inputs", "rate_value",
 # Histogram-derived samples are thinned to evenly spaced ranks: enough for the bootstrap,
 # and an honest sample size for ITL, whose gaps within one request are not independent.
 _HISTOGRAM_SAMPLES = 2000
-FAMILIES = {"ttft": "ttft_s", "itl": "itl_s", "e2e": "e2e_s", "session": "session_s"}
+FAMILIES = {
+    "ttft": "ttft_s",
+    "ttfat": "ttfat_s",
+    "itl": "itl_s",
+    "e2e": "e2e_s",
+    "session": "session_s",
+}
 
 
 @dataclass
@@ -22,7 +28,8 @@ class Side:
 
     run: RunResults
     samples: dict[str, list[float]]
-    token_sq: float | None
+    # Σ per-request tokens² from the records, by rate ("output", "answer"); None without.
+    token_sq: dict[str, float] | None
 
 
 def read_side(run: RunResults, from_records: bool) -> Side:
@@ -35,8 +42,10 @@ def _thin(hist: LatencyHistogram, n: int) -> list[float]:
     return [v for i in range(n) if (v := hist.percentile(100 * (i + 0.5) / n)) is not None]
 
 
-def _samples(run: RunResults, from_records: bool) -> tuple[dict[str, list[float]], float | None]:
-    """Latency samples by family, sorted; and Σ completion_tokens² when records exist."""
+def _samples(
+    run: RunResults, from_records: bool
+) -> tuple[dict[str, list[float]], dict[str, float] | None]:
+    """Latency samples by family, sorted; and Σ tokens² per request when records exist."""
     out: dict[str, list[float]] = {fam: [] for fam in FAMILIES}
     if not from_records:
         for fam, field in FAMILIES.items():
@@ -47,12 +56,19 @@ def _samples(run: RunResults, from_records: bool) -> tuple[dict[str, list[float]
                     cap = min(cap, int(summary_number(run.summary, "requests", "ok") or 0))
                 out[fam] = _thin(LatencyHistogram.from_dict(raw), cap)
         return out, None
-    token_sq = 0.0
+    token_sq = {"output": 0.0, "answer": 0.0}
     for step in run.steps():
-        token_sq += float(step.get("completion_tokens") or 0) ** 2
+        completion = float(step.get("completion_tokens") or 0)
+        token_sq["output"] += completion**2
+        token_sq["answer"] += max(0.0, completion - float(step.get("reasoning_tokens") or 0)) ** 2
         if not step.get("ok"):
             continue
-        for fam, key in (("ttft", "ttft_s"), ("e2e", "e2e_s"), ("itl", "itl_mean_s")):
+        for fam, key in (
+            ("ttft", "ttft_s"),
+            ("ttfat", "ttfat_s"),
+            ("e2e", "e2e_s"),
+            ("itl", "itl_mean_s"),
+        ):
             value = step.get(key)
             if isinstance(value, int | float):
                 out[fam].append(float(value))
@@ -64,7 +80,7 @@ def _samples(run: RunResults, from_records: bool) -> tuple[dict[str, list[float]
 
 
 def rate_inputs(
-    run: RunResults, name: str, token_sq: float | None
+    run: RunResults, name: str, token_sq: dict[str, float] | None
 ) -> tuple[float, float, float] | None:
     """(total, Σ per-event amount², seconds) behind throughput `name`, or None if unknown."""
     duration = summary_number(run.summary, "duration_s")
@@ -75,11 +91,15 @@ def rate_inputs(
         total = summary_number(run.summary, "sessions", "completed")
         sq = total
     else:
-        total = summary_number(run.summary, "tokens", "completion")
+        answer = name == "answer_tokens_per_s"
+        total = summary_number(run.summary, "tokens", "answer" if answer else "completion")
+        if answer and total is None:  # a summary from before reasoning was counted
+            total = summary_number(run.summary, "tokens", "completion")
         requests = summary_number(run.summary, "requests", "total") or 0.0
         # Without records assume per-request token counts spread like an exponential
         # (E[c²] = 2·mean²): wider than most real mixes, so the interval stays honest.
-        sq = token_sq if token_sq else (2 * total**2 / requests if total and requests else None)
+        recorded = token_sq.get("answer" if answer else "output") if token_sq else None
+        sq = recorded if recorded else (2 * total**2 / requests if total and requests else None)
     if total is None or sq is None or duration is None:
         return None
     return total, sq, duration

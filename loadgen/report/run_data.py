@@ -22,12 +22,15 @@ _CONTEXT_SESSIONS_DRAWN = 8
 
 @dataclass
 class Group:
-    """Requests of one agent or one step kind: counts and latency histograms."""
+    """Requests of one agent or one step kind: counts, latency histograms, tokens."""
 
     ok: int = 0
     failed: int = 0
     ttft: LatencyHistogram = field(default_factory=LatencyHistogram)
     e2e: LatencyHistogram = field(default_factory=LatencyHistogram)
+    ttfat: LatencyHistogram = field(default_factory=LatencyHistogram)  # first answer token
+    completion: int = 0  # server-reported completion tokens, failed requests' too
+    reasoning: int = 0  # of which reasoning tokens
 
 
 @dataclass
@@ -35,16 +38,20 @@ class _Second:
     ok: int = 0
     failed: int = 0
     tokens: int = 0
+    answer: int = 0  # completion tokens less reasoning tokens
     ttft: LatencyHistogram = field(default_factory=LatencyHistogram)
     e2e: LatencyHistogram = field(default_factory=LatencyHistogram)
+    ttfat: LatencyHistogram = field(default_factory=LatencyHistogram)
     failures: Counter[str] = field(default_factory=Counter)
 
     def merge(self, other: _Second) -> None:
         self.ok += other.ok
         self.failed += other.failed
         self.tokens += other.tokens
+        self.answer += other.answer
         self.ttft.merge(other.ttft)
         self.e2e.merge(other.e2e)
+        self.ttfat.merge(other.ttfat)
         self.failures.update(other.failures)
 
 
@@ -58,7 +65,7 @@ class Timeline:
     buckets: list[_Second]
 
     def rate(self, pick: str) -> list[tuple[float, float]]:
-        """(bucket middle, per-second rate) of "ok", "failed" or "tokens".
+        """(bucket middle, per-second rate) of "ok", "failed", "tokens" or "answer".
 
         Buckets covering less than half their width (the run's last moments) are left out:
         a few requests over a fraction of a second would draw a spike that never happened.
@@ -70,7 +77,8 @@ class Timeline:
         ]
 
     def latency(self, which: str, q: float) -> list[tuple[float, float]]:
-        """(bucket middle, q-th percentile) of "ttft" or "e2e", skipping empty buckets."""
+        """(bucket middle, q-th percentile) of "ttft", "ttfat" or "e2e", skipping empty
+        buckets."""
         points = []
         for start, cover, b in zip(self.starts, self.covered_s, self.buckets, strict=True):
             value = getattr(b, which).percentile(q)
@@ -151,16 +159,24 @@ def gather_steps(steps: Iterable[Mapping[str, Any]], ceiling: Any = None) -> Rep
         t0, t_end = min(t0, start), max(t_end, end)
         second = seconds[math.floor(end)]
         ok = bool(step.get("ok"))
-        ttft = step.get("ttft_s")
+        ttft, ttfat = step.get("ttft_s"), step.get("ttfat_s")
         agent, kind = str(step.get("agent", "?")), str(step.get("kind", "?"))
-        second.tokens += int(step.get("completion_tokens") or 0)
+        completion = int(step.get("completion_tokens") or 0)
+        reasoning = int(step.get("reasoning_tokens") or 0)
+        second.tokens += completion
+        second.answer += max(completion - reasoning, 0)
         second.failures.update(str(k) for k in step.get("failures") or ())
+        for group in (by_agent[agent], by_kind[kind]):
+            group.completion += completion
+            group.reasoning += reasoning
         for target in (second, by_agent[agent], by_kind[kind]):
             if ok:
                 target.ok += 1
                 target.e2e.record(max(e2e, 0.0))
                 if isinstance(ttft, int | float):
                     target.ttft.record(max(ttft, 0.0))
+                if isinstance(ttfat, int | float):
+                    target.ttfat.record(max(ttfat, 0.0))
             else:
                 target.failed += 1
         sid = str(step.get("session_id", ""))

@@ -89,6 +89,12 @@ class RunMetrics:
             "agentload_ttft_seconds", "Time to first token of successful requests.", _STEP,
             TTFT_BUCKETS,
         )  # fmt: skip
+        self.ttfat = self._histogram(
+            "agentload_ttfat_seconds",
+            "Time to first answer token (content or tool call) of successful requests.",
+            _STEP,
+            TTFT_BUCKETS,
+        )
         self.itl = self._histogram(
             "agentload_itl_seconds", "Gaps between token events of successful requests.", _STEP,
             ITL_BUCKETS,
@@ -107,6 +113,13 @@ class RunMetrics:
         )
         self.cached_tokens = Counter(
             "agentload_cached_tokens", "Server-reported cached prompt tokens.", _STEP, registry=r
+        )
+        self.reasoning_tokens = Counter(
+            "agentload_reasoning_tokens",
+            "Reasoning tokens, part of the completion tokens (the server's count, else the "
+            "reasoning deltas streamed).",
+            _STEP,
+            registry=r,
         )
         self.context_tokens = self._histogram(
             "agentload_context_tokens",

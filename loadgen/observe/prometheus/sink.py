@@ -70,7 +70,9 @@ class _StepSeries:
     prompt: Counter
     completion: Counter
     cached: Counter
+    reasoning: Counter
     ttft: HistogramChild
+    ttfat: HistogramChild
     itl: HistogramChild
     e2e: HistogramChild
     context: HistogramChild
@@ -123,7 +125,9 @@ class MetricsSink:
                 prompt=m.prompt_tokens.labels(*labels),
                 completion=m.completion_tokens.labels(*labels),
                 cached=m.cached_tokens.labels(*labels),
+                reasoning=m.reasoning_tokens.labels(*labels),
                 ttft=m.ttft.labels(*labels),
+                ttfat=m.ttfat.labels(*labels),
                 itl=m.itl.labels(*labels),
                 e2e=m.request_duration.labels(*labels),
                 context=m.context_tokens.labels(*labels),
@@ -181,6 +185,8 @@ class MetricsSink:
             series.ok.inc()
             if record.ttft_s is not None:
                 series.ttft.observe(record.ttft_s)
+            if record.ttfat_s is not None:
+                series.ttfat.observe(record.ttfat_s)
             series.itl.observe_many(record.itl_s)
             series.e2e.observe(record.e2e_s)
         else:
@@ -196,6 +202,8 @@ class MetricsSink:
             series.completion.inc(record.completion_tokens)
         if record.cached_tokens:
             series.cached.inc(record.cached_tokens)
+        if record.reasoning_tokens:
+            series.reasoning.inc(record.reasoning_tokens)
         if record.context_tokens > 0:  # 0 means the agent made no estimate
             series.context.observe(record.context_tokens)
         self._schedule_lag.observe(max(record.schedule_lag_s, 0.0))

@@ -8,11 +8,14 @@ Minimal shape (extra fields are ignored)::
      "ceiling": {"load": 64, "reason": "TTFT p95 above the SLO"}}   # optional
 
 `load` and `output_tokens_per_s` are required per level; the latency and error fields are
-optional (null or absent when not measured). A level's optional `slices` list (each with
-`start_s`, `duration_s`, and optionally `output_tokens_per_s` and `ttft_p95_s`) is drawn
-slice by slice. The section also says, when present, the search's `knee`, `failed_first`
-(`load`, `slo`, `state_failure`, `server_resource`) and `stopped_by`, as `agentload ceiling`
-writes them; docs/ceiling.md describes the whole document.
+optional (null or absent when not measured). A reasoning model's levels may add
+`answer_tokens_per_s` (output less reasoning) and `ttfat_p95_s` (time to first answer token),
+and the mark its `answer_tokens_per_s`: when some level's answer rate falls short of its output
+rate, both are drawn and the verdict names the ceiling's answer tokens/s. A level's optional
+`slices` list (each with `start_s`, `duration_s`, and optionally `output_tokens_per_s` and
+`ttft_p95_s`) is drawn slice by slice. The section also says, when present, the search's
+`knee`, `failed_first` (`load`, `slo`, `state_failure`, `server_resource`) and `stopped_by`,
+as `agentload ceiling` writes them; docs/ceiling.md describes the whole document.
 """
 
 from __future__ import annotations
@@ -35,7 +38,14 @@ __all__ = [
     "parse_ceiling",
 ]
 
-_OPTIONAL = ("ttft_p95_s", "e2e_p95_s", "itl_p99_s", "error_rate")
+_OPTIONAL = (
+    "ttft_p95_s",
+    "e2e_p95_s",
+    "itl_p99_s",
+    "error_rate",
+    "answer_tokens_per_s",
+    "ttfat_p95_s",
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,7 @@ class CeilingLevel:
 
     load: float
     output_tokens_per_s: float
-    extra: dict[str, float]  # whichever of ttft_p95_s, e2e_p95_s, itl_p99_s, error_rate exist
+    extra: dict[str, float]  # whichever of _OPTIONAL's figures exist
     order: int = 0  # when the search measured it (0 first)
     slices: tuple[CeilingSlice, ...] = ()
 
@@ -80,6 +90,16 @@ class Ceiling:
     knee: float | None = None
     failed_first: FailedFirst | None = None
     stopped_by: str = ""
+    ceiling_answer_tokens_per_s: float | None = None  # the mark's, else its level's
+
+    @property
+    def reasoned(self) -> bool:
+        """True when some level's output held reasoning: its answer rate fell short."""
+        return any(
+            lv.extra.get("answer_tokens_per_s", lv.output_tokens_per_s)
+            < lv.output_tokens_per_s - 0.5
+            for lv in self.levels
+        )
 
 
 def _number(value: Any) -> float | None:
@@ -119,14 +139,20 @@ def parse_ceiling(data: Any, source: str = CEILING_FILE) -> Ceiling:
         slices = _slices(raw.get("slices"), f"{source}: levels.{i}.slices")
         levels.append(CeilingLevel(load, rate, extra, order=i, slices=slices))
     mark = data.get("ceiling")
+    ceiling_load = _number(mark.get("load")) if isinstance(mark, Mapping) else None
+    answer = _number(mark.get("answer_tokens_per_s")) if isinstance(mark, Mapping) else None
+    if answer is None:
+        at = [lv.extra.get("answer_tokens_per_s") for lv in levels if lv.load == ceiling_load]
+        answer = at[0] if at else None
     return Ceiling(
         load_unit=str(data.get("load_unit") or "load"),
         levels=sorted(levels, key=lambda level: level.load),
-        ceiling_load=_number(mark.get("load")) if isinstance(mark, Mapping) else None,
+        ceiling_load=ceiling_load,
         reason=str(mark.get("reason") or "") if isinstance(mark, Mapping) else "",
         knee=_number(data.get("knee")),
         failed_first=_failed_first(data.get("failed_first")),
         stopped_by=str(data.get("stopped_by") or ""),
+        ceiling_answer_tokens_per_s=answer,
     )
 
 
@@ -162,6 +188,13 @@ def _verdict(ceiling: Ceiling) -> str:
         said.append(f"Ceiling: {ceiling.ceiling_load:g} {unit}{why}.")
     elif ceiling.stopped_by:  # a search's verdict, and no level held
         said.append("Ceiling: none found (no level held every SLO).")
+    answer = ceiling.ceiling_answer_tokens_per_s
+    if ceiling.ceiling_load is not None and answer is not None and ceiling.reasoned:
+        output = [
+            lv.output_tokens_per_s for lv in ceiling.levels if lv.load == ceiling.ceiling_load
+        ]
+        of = f" of {output[0]:,.0f} output tokens/s (the rest reasoning)" if output else ""
+        said.append(f"At the ceiling: {answer:,.0f} answer tokens/s{of}.")
     if ceiling.knee is not None:
         said.append(f"Knee: {ceiling.knee:g} {unit} (throughput stops growing with load).")
     if failed is not None:
@@ -176,6 +209,10 @@ def _verdict(ceiling: Ceiling) -> str:
     return " ".join(said)
 
 
+def _points(ceiling: Ceiling, key: str) -> list[tuple[float, float]]:
+    return [(lv.load, lv.extra[key]) for lv in ceiling.levels if key in lv.extra]
+
+
 def ceiling_section(ceiling: Ceiling) -> Section:
     """Throughput and latency against load, with the ceiling marked when known."""
     unit = ceiling.load_unit
@@ -185,13 +222,18 @@ def ceiling_section(ceiling: Ceiling) -> Section:
             "output tokens/s", [(lv.load, lv.output_tokens_per_s) for lv in ceiling.levels], BLUE
         )
     ]
+    # A reasoning model's answer rate and time to first answer token, beside their kin.
+    reasoned = ceiling.reasoned
+    if reasoned and (pts := _points(ceiling, "answer_tokens_per_s")):
+        tokens.append(Series("answer tokens/s", pts, GREEN))
     latency = [
         Series(label, pts, color)
         for label, key, color in (
             ("TTFT p95", "ttft_p95_s", ORANGE),
+            *((("TTFAT p95", "ttfat_p95_s", BLUE),) if reasoned else ()),
             ("e2e p95", "e2e_p95_s", GREEN),
         )
-        if (pts := [(lv.load, lv.extra[key]) for lv in ceiling.levels if key in lv.extra])
+        if (pts := _points(ceiling, key))
     ]
     note = "Output throughput and latency at each load level of the ceiling search."
     if verdict := _verdict(ceiling):

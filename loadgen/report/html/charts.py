@@ -29,9 +29,14 @@ __all__ = [
     "ORANGE",
     "RED",
     "Section",
+    "Thresholds",
+    "group_bars",
+    "latency_over_time",
     "latency_thresholds",
+    "percentile_chart",
     "record_sections",
     "seconds_format",
+    "time_axis",
 ]
 
 GREEN, RED, _GREY, BLUE, ORANGE = "#59a14f", "#e15759", "#9aa5b1", "#4e79a7", "#f28e2b"
@@ -102,7 +107,7 @@ def _latency_axis(label: str, values: Iterable[float], thresholds: Sequence[Thre
 _TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
 
 
-def _time_axis(t: Timeline) -> Axis:
+def time_axis(t: Timeline) -> Axis:
     """Time since the start, ticked every round number of seconds, minutes or hours."""
     span = t.starts[-1] + t.covered_s[-1]
     step = next((s for s in _TIME_STEPS if span / s <= 7), _TIME_STEPS[-1])
@@ -122,13 +127,20 @@ def _values(series: list[Series]) -> list[float]:
     return [p[1] for s in series for p in s.points]
 
 
+def latency_over_time(
+    name: str, title: str, t: Timeline, which: str, label: str, lines: Sequence[Threshold]
+) -> str:
+    """Percentiles of latency `which` ("ttft", "ttfat", "e2e") per bucket, with `lines`."""
+    quantiles = _QUANTILES[:2] if which == "e2e" else _QUANTILES
+    series = [Series(n, t.latency(which, q), c) for n, q, c in quantiles]
+    y = _latency_axis(label, _values(series), lines)
+    return line_chart(name, title, series, time_axis(t), y, thresholds=lines)
+
+
 def _over_time(t: Timeline, lines: Thresholds) -> Section:
-    x = _time_axis(t)
-    ttft_lines, e2e_lines = lines.get("ttft", []), lines.get("e2e", [])
+    x = time_axis(t)
     tokens = Series("output tokens/s", t.rate("tokens"), BLUE)
     requests = [Series("ok", t.rate("ok"), GREEN), Series("failed", t.rate("failed"), RED)]
-    ttft = [Series(n, t.latency("ttft", q), c) for n, q, c in _QUANTILES]
-    e2e = [Series(n, t.latency("e2e", q), c) for n, q, c in _QUANTILES[:2]]
     return Section(
         "Throughput and latency over time",
         "Requests are placed in the bucket in which they finished. A throughput plateau while "
@@ -140,21 +152,16 @@ def _over_time(t: Timeline, lines: Thresholds) -> Section:
             line_chart(
                 "requests-over-time", "Requests per second", requests, x, Axis("requests/s")
             ),
-            line_chart(
-                "ttft-over-time",
-                "Time to first token",
-                ttft,
-                x,
-                _latency_axis("TTFT", _values(ttft), ttft_lines),
-                thresholds=ttft_lines,
+            latency_over_time(
+                "ttft-over-time", "Time to first token", t, "ttft", "TTFT", lines.get("ttft", [])
             ),
-            line_chart(
+            latency_over_time(
                 "e2e-over-time",
                 "End-to-end request latency",
-                e2e,
-                x,
-                _latency_axis("latency", _values(e2e), e2e_lines),
-                thresholds=e2e_lines,
+                t,
+                "e2e",
+                "latency",
+                lines.get("e2e", []),
             ),
         ],
     )
@@ -179,51 +186,68 @@ def _percentile_series(name: str, raw: Any, color: str) -> Series | None:
     return Series(name, points, color)
 
 
+def percentile_chart(
+    name: str,
+    title: str,
+    parts: Sequence[tuple[str, str, str]],
+    histograms: Mapping[str, Any],
+    lines: Thresholds,
+) -> str | None:
+    """Each (label, histogram key, colour) of `parts` by percentile, with the thresholds of
+    each drawn metric ("ttft_s" draws the ttft_* SLOs and gates); None when none has data."""
+    series = [
+        s for label, key, c in parts if (s := _percentile_series(label, histograms.get(key), c))
+    ]
+    if not series:
+        return None
+    keys = {label: key for label, key, _ in parts}
+    reach = max(s.points[-1][0] for s in series)
+    ticks = [t for t in _NINES if t[0] <= reach + 1e-9]
+    x = Axis("percentile", ticks=ticks, low=0.0, high=reach)
+    drawn = [t for s in series for t in lines.get(_FAMILY_OF[keys[s.name]], [])]
+    y = _latency_axis("latency", _values(series), drawn)
+    return line_chart(name, title, series, x, y, thresholds=drawn)
+
+
 def _distribution(summary: Mapping[str, Any], lines: Thresholds) -> list[str]:
     hists = summary.get("histograms") or {}
-    charts = []
-    for name, title, parts in (
-        (
+    charts = [
+        percentile_chart(
             "ttft-itl-percentiles",
             "TTFT and inter-token latency by percentile",
             (("TTFT", "ttft_s", BLUE), ("ITL", "itl_s", ORANGE)),
+            hists,
+            lines,
         ),
-        (
+        percentile_chart(
             "e2e-percentiles",
             "End-to-end request latency by percentile",
             (("end-to-end", "e2e_s", GREEN),),
+            hists,
+            lines,
         ),
-    ):
-        series = [
-            s for label, key, c in parts if (s := _percentile_series(label, hists.get(key), c))
-        ]
-        keys = {label: key for label, key, _ in parts}
-        if series:
-            reach = max(s.points[-1][0] for s in series)
-            ticks = [t for t in _NINES if t[0] <= reach + 1e-9]
-            x = Axis("percentile", ticks=ticks, low=0.0, high=reach)
-            # The thresholds of each drawn metric: "ttft_s" draws the ttft_* SLOs and gates.
-            drawn = [t for s in series for t in lines.get(_FAMILY_OF[keys[s.name]], [])]
-            y = _latency_axis("latency", _values(series), drawn)
-            charts.append(line_chart(name, title, series, x, y, thresholds=drawn))
-    return charts
+    ]
+    return [c for c in charts if c]
 
 
-def _group_bars(
+def group_bars(
     name: str,
     title: str,
     groups: Mapping[str, Group],
     x_label: str,
     lines: Sequence[Threshold],
+    which: str = "ttft",
 ) -> str | None:
-    labels = [label for label, g in groups.items() if g.ttft.count]
+    """p50/p95/p99 of latency `which` ("ttft" or "ttfat") of each group that measured it."""
+    labels = [label for label, g in groups.items() if getattr(g, which).count]
     if not labels:
         return None
     bars = [
-        Bars(n, [groups[label].ttft.percentile(q) for label in labels], c) for n, q, c in _QUANTILES
+        Bars(n, [getattr(groups[label], which).percentile(q) for label in labels], c)
+        for n, q, c in _QUANTILES
     ]
     values = [v for b in bars for v in b.values if v is not None]
-    y = _latency_axis("TTFT", values, lines)
+    y = _latency_axis(which.upper(), values, lines)
     return bar_chart(name, title, labels, bars, y, x_label=x_label, thresholds=lines)
 
 
@@ -290,7 +314,7 @@ def _failures(t: Timeline | None) -> str | None:
     kinds = t.failures() if t else {}
     if t is None or not kinds:
         return None
-    x = _time_axis(t)
+    x = time_axis(t)
     stacks = [
         Bars(kind, values, _FAILURE_COLORS[i % len(_FAILURE_COLORS)])
         for i, (kind, values) in enumerate(kinds.items())
@@ -331,8 +355,8 @@ def record_sections(summary: Mapping[str, Any], data: ReportData) -> list[Sectio
     by = [
         c
         for c in (
-            _group_bars("ttft-by-agent", "TTFT by agent", data.by_agent, "agent", ttft_lines),
-            _group_bars(
+            group_bars("ttft-by-agent", "TTFT by agent", data.by_agent, "agent", ttft_lines),
+            group_bars(
                 "ttft-by-step-kind", "TTFT by step kind", data.by_kind, "step kind", ttft_lines
             ),
         )

@@ -24,6 +24,15 @@ from loadgen.observe.summary_text import (
 from loadgen.observe.target_metrics import KV_CACHE_BINDING, KV_CACHE_SATURATED
 from loadgen.report.html.ceiling import ceiling_section, parse_ceiling
 from loadgen.report.html.charts import Section, record_sections
+from loadgen.report.html.reasoning import (
+    REASONING_TITLE,
+    group_cells,
+    group_head,
+    reasoning_cards,
+    reasoning_table,
+    saw_reasoning,
+    with_reasoning,
+)
 from loadgen.report.html.replicas import replica_section
 from loadgen.report.results import RunResults, load_results
 from loadgen.report.run_data import Group, ReportData, gather
@@ -123,6 +132,11 @@ def _cards(s: Mapping[str, Any]) -> str:
         _card("prefix cache hits", ratio("cache_hit_ratio"), "cached / prompt tokens"),
         _card("state failures", f"{failures:,}", f"{recoveries:,} recovered"),
     ]
+    # A reasoning model's cards go beside their counterparts: answer tokens/s after output
+    # tokens/s, TTFAT after TTFT.
+    for after, extra in reasoning_cards(s).items():
+        at = next((i for i, c in enumerate(cards) if f">{escape(after)}<" in c), len(cards)) + 1
+        cards[at:at] = [_card(*card) for card in extra]
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
@@ -259,12 +273,13 @@ def _server(s: Mapping[str, Any]) -> str:
     )
 
 
-def _group_table(title: str, groups: Mapping[str, Group]) -> str:
+def _group_table(title: str, groups: Mapping[str, Group], reasoning: bool = False) -> str:
     if not groups:
         return ""
     head = (
         f"<tr><th>{escape(title)}</th><th>requests</th><th>failed</th><th>TTFT p50</th>"
-        "<th>TTFT p95</th><th>TTFT p99</th><th>e2e p50</th><th>e2e p95</th></tr>"
+        "<th>TTFT p95</th><th>TTFT p99</th><th>e2e p50</th><th>e2e p95</th>"
+        f"{group_head() if reasoning else ''}</tr>"
     )
     rows = [
         f"<tr><td>{escape(name)}</td><td>{g.ok + g.failed:,}</td><td>{g.failed:,}</td>"
@@ -272,6 +287,7 @@ def _group_table(title: str, groups: Mapping[str, Group]) -> str:
             f"<td>{_seconds(h.percentile(q))}</td>"
             for h, q in ((g.ttft, 50), (g.ttft, 95), (g.ttft, 99), (g.e2e, 50), (g.e2e, 95))
         )
+        + (group_cells(g) if reasoning else "")
         + "</tr>"
         for name, g in groups.items()
     ]
@@ -385,12 +401,18 @@ def render_report(results: RunResults, data: ReportData | None = None) -> str:
         _server(s),
         replica_section(s),
     ]
-    sections = record_sections(s, data)
+    sections = with_reasoning(record_sections(s, data), s, data)
+    reasoned = saw_reasoning(s)
     for section in sections:
         extra = ""
         if section.title.startswith("Latency by agent"):
-            tables = _group_table("agent", data.by_agent) + _group_table("step kind", data.by_kind)
-            extra = f'<div class="tables">{tables}</div>'
+            tables = _group_table("agent", data.by_agent, reasoned)
+            tables += _group_table("step kind", data.by_kind, reasoned)
+            # With TTFAT columns the tables are too wide to sit side by side: one above the other.
+            wide = ' style="grid-template-columns:1fr"' if reasoned else ""
+            extra = f'<div class="tables"{wide}>{tables}</div>'
+        if section.title == REASONING_TITLE:
+            extra = reasoning_table(s)
         if section.title == "State failures":
             extra = _failure_table(s)
         if section.title == "Sessions":

@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+from fleet_dashboards import FLEET_PANELS
 from grafana_model import Dashboard, Panel, Query
 from promql import AGENTLOAD, SERVER_TTFT, matchers, quantile, rate, server_quantile, total
+from reasoning_panels import REASONING_TOKEN_PANELS, TTFAT_PANEL
 
 
 def _percentiles(metric: str, extra: str = "") -> list[Query]:
@@ -17,76 +19,6 @@ def _success_ratio(numerator: str) -> str:
     ended = total("agentload_sessions_total", extra='outcome=~"completed|failed"')
     return f"{numerator} / {ended}"
 
-
-# A fleet's replicas, as agentload saw them (several --target, or a response header naming
-# the replica): empty for a single target that names none.
-FLEET_PANELS = [
-    Panel(
-        "Requests per second by replica",
-        shows="LLM requests each replica of the fleet served (or was sent), ok and failed "
-        "together.",
-        bad="one replica well above the others: the balancing (or the router) piles load on "
-        "it; one at zero: it was left out or is down.",
-        check="'Replica imbalance' for how far, 'TTFT p95 by replica' for what it costs.",
-        queries=[Query(total("agentload_replica_requests_total", "replica"), "{{replica}}")],
-        unit="reqps",
-        stacked=True,
-    ),
-    Panel(
-        "Replica imbalance (busiest / mean)",
-        shows="The busiest replica's request rate over the mean replica's: 1 is even.",
-        bad="well above 1 (1.5: the busiest serves half again its share): session "
-        "affinity concentrates long sessions, or a router prefers one replica.",
-        check="'Requests per second by replica' for which one; under session-sticky "
-        "balancing, a few long sessions can outweigh many short ones.",
-        queries=[
-            Query(
-                f"max({total('agentload_replica_requests_total', 'replica')}) / "
-                f"avg({total('agentload_replica_requests_total', 'replica')})",
-                "busiest / mean",
-            )
-        ],
-    ),
-    Panel(
-        "TTFT p95 by replica",
-        shows="Time to first token on each replica.",
-        bad="one replica slower than the others: it is overloaded, slower hardware, or "
-        "re-prefilling histories it has not cached.",
-        check="'Prefix-cache hit ratio by replica' and that replica's own Server dashboard.",
-        queries=[Query(quantile(0.95, "agentload_replica_ttft_seconds", "replica"), "{{replica}}")],
-        unit="s",
-    ),
-    Panel(
-        "Prefix-cache hit ratio by replica",
-        shows="Cached prompt tokens over prompt tokens, as each replica reported them.",
-        bad="low on every replica while sessions resend long histories: each session's "
-        "steps land on replicas that never saw its prefix (round robin).",
-        check="balance by session (--balance session) or an affinity router, and compare.",
-        queries=[
-            Query(
-                f"{total('agentload_replica_cached_tokens_total', 'replica')} / "
-                f"{total('agentload_replica_prompt_tokens_total', 'replica')}",
-                "{{replica}}",
-            )
-        ],
-        unit="percentunit",
-    ),
-    Panel(
-        "State failures by replica",
-        shows="Failures found in steps (server_state_lost, cache_miss, errors...) per replica.",
-        bad="server_state_lost on a fleet: a session's chained request reached a replica "
-        "without its stored response; failures on one replica only: that replica is sick.",
-        check="the summary's by_replica, and session affinity for lost state.",
-        queries=[
-            Query(
-                total("agentload_replica_state_failures_total", "replica, kind"),
-                "{{replica}} {{kind}}",
-            )
-        ],
-        unit="reqps",
-        stacked=True,
-    ),
-]
 
 OVERVIEW = Dashboard(
     uid="agentload-overview",
@@ -151,6 +83,7 @@ OVERVIEW = Dashboard(
             unit="reqps",
             stacked=True,
         ),
+        *REASONING_TOKEN_PANELS,
         Panel(
             "Session success and goodput ratio",
             shows="Success: completed / (completed + failed). Goodput: completed sessions in "
@@ -225,7 +158,8 @@ LATENCY = Dashboard(
     panels=[
         Panel(
             "Time to first token",
-            shows="Request sent to first content or tool-call token.",
+            shows="Request sent to the first token of any kind, a reasoning model's thinking "
+            "included.",
             bad="p99 rising with a flat p50: queueing at the server; all percentiles rising: "
             "prefill got slower (longer contexts, lost prefix cache).",
             check="the Server dashboard's waiting requests for queueing, the cache-hit ratio "
@@ -233,6 +167,7 @@ LATENCY = Dashboard(
             queries=_percentiles("agentload_ttft_seconds"),
             unit="s",
         ),
+        TTFAT_PANEL,
         Panel(
             "Inter-token latency",
             shows="Gaps between token events while streaming.",
@@ -248,14 +183,6 @@ LATENCY = Dashboard(
             check="Inter-token latency; if it is flat, the replies' length (completion "
             "tokens per request on the Overview).",
             queries=_percentiles("agentload_request_duration_seconds"),
-            unit="s",
-        ),
-        Panel(
-            "Session duration (completed)",
-            shows="Whole sessions, tool waits and think time included (scaled by time_scale).",
-            bad="rising while request latency is flat: more steps or retries per session.",
-            check="Steps per session and Recoveries by kind on the Agent state dashboard.",
-            queries=_percentiles("agentload_session_duration_seconds", 'outcome="completed"'),
             unit="s",
         ),
         Panel(
@@ -325,6 +252,14 @@ LATENCY = Dashboard(
             unit="s",
         ),
         Panel(
+            "Session duration (completed)",
+            shows="Whole sessions, tool waits and think time included (scaled by time_scale).",
+            bad="rising while request latency is flat: more steps or retries per session.",
+            check="Steps per session and Recoveries by kind on the Agent state dashboard.",
+            queries=_percentiles("agentload_session_duration_seconds", 'outcome="completed"'),
+            unit="s",
+        ),
+        Panel(
             "Session duration p95 by agent (completed)",
             shows="Whole sessions of each archetype, tool waits and think time included "
             "(scaled by time_scale).",
@@ -364,7 +299,6 @@ LATENCY = Dashboard(
                 Query(server_quantile(0.95, SERVER_TTFT), "server p95"),
             ],
             unit="s",
-            width=24,
         ),
     ],
 )

@@ -2,8 +2,9 @@
 
 # Run `python dashboards/build.py` after editing a panel; `--check` (the tests run it) fails
 # when a JSON file differs from what this script writes. The panel lists are in
-# agentload_dashboards.py and server_dashboards.py, the model they are written in and its
-# rendering to Grafana JSON in grafana_model.py, their PromQL in promql.py.
+# agentload_dashboards.py (with reasoning_panels.py), server_dashboards.py and
+# fleet_dashboards.py, the model they are written in and its rendering to Grafana JSON in
+# grafana_model.py, their PromQL in promql.py.
 
 from __future__ import annotations
 
@@ -14,18 +15,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agentload_dashboards import AGENT_STATE, LATENCY, OVERVIEW
+from fleet_dashboards import FLEET
 from grafana_model import Dashboard, render
 from server_dashboards import CEILING, SERVER_DASHBOARD
 
 OUT = Path(__file__).resolve().parent / "grafana" / "dashboards"
 
-DASHBOARDS = (OVERVIEW, LATENCY, AGENT_STATE, SERVER_DASHBOARD, CEILING)
+DASHBOARDS = (OVERVIEW, LATENCY, AGENT_STATE, SERVER_DASHBOARD, CEILING, FLEET)
 FILES = {
     "agentload-overview": "overview.json",
     "agentload-latency": "latency.json",
     "agentload-agent-state": "agent-state.json",
     "agentload-server": "server.json",
     "agentload-ceiling": "ceiling.json",
+    "agentload-fleet": "fleet.json",
 }
 
 

@@ -100,3 +100,62 @@ def server_hit_ratio() -> str:
         )
     ]
     return " or ".join([*ratios, f"max by (instance) (sglang:cache_hit_rate{matchers(SERVER)})"])
+
+
+# -- a fleet's replicas ------------------------------------------------------------------------
+# One `replica` label for every way a fleet's engine metrics are told apart. The simulated
+# fleet (`agentload sim --replicas N`) labels each replica's samples replica="r0".. (the name
+# its response header gives, so agentload_replica_* carry it too) and engine="0"..; vLLM
+# labels its data-parallel engines engine="0".. only (a single engine too, so every server of
+# a fleet has an engine="0"); a fleet of servers scraped as several targets (SGLang,
+# llama.cpp, vLLM without DP) differs by instance alone. The key is the series' own replica
+# when it has one, else "<instance> engine <engine>" (the instance kept, as engine numbers
+# repeat on every server), else its instance. label_join writes the three into one scratch
+# label, "replica;engine;instance", which label_replace's anchored regexes can test: each
+# rewrites `replica` only on the series it matches, and the `by (replica)` aggregation that
+# follows drops the scratch label. Two simulated fleets selected together share replica
+# names (r0 of each counts as one): select one with $target.
+_SCRATCH = "fleet_key"
+
+
+def replica_keyed(vector: str) -> str:
+    """`vector` with its `replica` label set to the fleet replica each series belongs to."""
+    joined = f'label_join({vector}, "{_SCRATCH}", ";", "replica", "engine", "instance")'
+    engine = (
+        f'label_replace({joined}, "replica", "${{2}} engine ${{1}}", "{_SCRATCH}", ";([^;]+);(.+)")'
+    )
+    return f'label_replace({engine}, "replica", "${{1}}", "{_SCRATCH}", ";;(.+)")'
+
+
+def replica_gauge(names: Sequence[str], how: str = "sum") -> str:
+    """A server gauge per replica, from whichever of `names` the servers expose."""
+    # `or` per series, inside the aggregation (as in server_quantile): a server exporting an
+    # old and a new name (same labels) is counted once, every server of a mixed fleet kept.
+    either = " or ".join(name + matchers(SERVER) for name in names)
+    return f"{how} by (replica) ({replica_keyed(either)})"
+
+
+def replica_rate(names: Sequence[str]) -> str:
+    """A server counter's rate per replica, from whichever of `names` the servers expose."""
+    either = " or ".join(rate(name, selector=SERVER) for name in names)
+    return f"sum by (replica) ({replica_keyed(either)})"
+
+
+def replica_hit_ratio() -> str:
+    """Per replica: vLLM's prefix-cache hits / queries (current names or older), or SGLang's
+    own hit rate."""
+    hits = replica_rate(("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"))
+    queries = replica_rate(
+        ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total")
+    )
+    return f"{hits} / {queries} or {replica_gauge(('sglang:cache_hit_rate',), 'max')}"
+
+
+def sim_fleet(metric: str, by: str, extra: str = "", how: str = "rate") -> str:
+    """One of the simulated fleet's own families (agentload_sim_*) summed by `by`: a counter's
+    rate over the panel's window, or (how="value") a gauge or a counter as it stands."""
+    # Rare events (a replica's removals) read best as running totals: a step that stays on
+    # the panel, where a rate over the window is a blip that scrolls away.
+    if how == "value":
+        return f"sum by ({by}) ({metric}{matchers(SERVER, extra)})"
+    return f"sum by ({by}) ({how}({metric}{matchers(SERVER, extra)}[{WINDOW}]))"

@@ -67,10 +67,7 @@ async def send(
                 value = exchange.headers.get(name)
                 if value is not None:
                     reply.headers[name] = value
-            for name in replica_headers:
-                if value := exchange.headers.get(name, "").strip():
-                    reply.replica = value[:_REPLICA_CHARS]
-                    break
+            reply.replica = replica_name(exchange.headers, replica_headers)
             if exchange.status >= 400:
                 await _read_error(exchange, reply, segments)
             elif "text/event-stream" in exchange.headers.get("Content-Type", ""):
@@ -89,6 +86,26 @@ async def send(
         target = transport.target
         reply.error = redact(reply.error, secrets_of(target.api_key, target.headers))
     return reply
+
+
+# A gateway may name a deployment by different headers on different replies: LiteLLM sends
+# x-litellm-model-api-base with a reply but only x-litellm-model-id with an error. A reply
+# carrying both teaches that the later header's value is the earlier one's replica, so a
+# deployment keeps one name (errors seen before any such reply keep the later header's).
+_ALIASES: dict[tuple[str, str], str] = {}
+_MAX_ALIASES = 4096
+
+
+def replica_name(headers: Mapping[str, str], names: Sequence[str]) -> str | None:
+    """The replica the response headers name: the first of `names` present, aliases learned."""
+    found = [(name, v[:_REPLICA_CHARS]) for name in names if (v := headers.get(name, "").strip())]
+    if not found:
+        return None
+    first = found[0][1]
+    if len(found) > 1 and len(_ALIASES) < _MAX_ALIASES:
+        for later in found[1:]:
+            _ALIASES.setdefault(later, first)
+    return _ALIASES.get(found[0], first) if len(found) == 1 else first
 
 
 async def _read_error(exchange: HttpExchange, reply: Reply, segments: Sequence[bytes]) -> None:

@@ -16,7 +16,10 @@ the proxy at random.
 Times are taken on this client: TTFT from sending to the event carrying the first content
 token, ITL between consecutive content events (each event stamped with the time its read
 returned). Added = proxy − direct, per percentile. The proxy's CPU per request (user +
-system, from /proc) is reported too, and the trace is checked to hold every proxied call.
+system, from /proc) is reported too, with the time it spent runnable but waiting for a core
+(the run-queue delay in /proc/PID/schedstat: on a shared machine, each hop through the
+proxy is one more process that must be scheduled), and the trace is checked to hold every
+proxied call.
 
     python bench/record_overhead.py                          # ~2 minutes, 1 and 8 streams
     python bench/record_overhead.py --concurrency 32 --requests 800
@@ -67,6 +70,14 @@ async def _child(*args: str, pattern: str) -> tuple[asyncio.subprocess.Process, 
 def _cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _run_queue_s(pid: int) -> float:
+    """Time the process has spent runnable but not running (0 where schedstat is missing)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 async def _stream(
@@ -133,12 +144,16 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-def _report(concurrency: int, samples: dict[str, Samples], cpu_per_request: float) -> None:
+def _report(
+    concurrency: int, samples: dict[str, Samples], cpu_per_request: float, waited: float
+) -> None:
     direct, proxy = samples["direct"], samples["proxy"]
     print(
         f"\n{concurrency} concurrent streams: {len(direct.ttft)} / {len(proxy.ttft)} requests "
         f"direct / through the proxy, {len(direct.itl)} / {len(proxy.itl)} token gaps; proxy "
-        f"CPU {cpu_per_request * 1e3:.2f} ms per proxied request"
+        f"CPU {cpu_per_request * 1e3:.2f} ms per proxied request, run-queue wait "
+        f"{waited * 1e3:.2f} ms per proxied request; load average {os.getloadavg()[0]:.1f}",
+        flush=True,
     )
     print(f"  {'':10}{'direct ms':>12}{'proxy ms':>12}{'added ms':>12}")
     for name in ("ttft", "itl"):
@@ -168,17 +183,18 @@ async def main() -> None:
         pattern=r"listening on (http://\S+) ",
     )  # fmt: skip
     print(f"sim {args.preset} at {sim}, proxy at {proxy}; python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     proxied = 0
     try:
         for level in (int(c) for c in args.concurrency.split(",")):
             warm = await _level(sim, proxy, level, max(level, 20), args, f"warm{level}")
             proxied += len(warm["proxy"].ttft)
-            before = _cpu_s(rec_proc.pid)
+            before, queued = _cpu_s(rec_proc.pid), _run_queue_s(rec_proc.pid)
             samples = await _level(sim, proxy, level, args.requests, args, f"run{level}")
             proxied += len(samples["proxy"].ttft)
             cpu = (_cpu_s(rec_proc.pid) - before) / len(samples["proxy"].ttft)
-            _report(level, samples, cpu)
+            waited = (_run_queue_s(rec_proc.pid) - queued) / len(samples["proxy"].ttft)
+            _report(level, samples, cpu, waited)
     finally:
         rec_proc.send_signal(signal.SIGTERM)
         _out, err = await rec_proc.communicate()

@@ -4,8 +4,10 @@ the chained block ids, the session placement rules and replies it reads after th
 
 from __future__ import annotations
 
+import gc
 import gzip
 import random
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,8 +16,10 @@ import pytest
 from loadgen.protocol.tokens import token_pieces, words_for_tokens
 from loadgen.record.blocks import BlockTable, tokenize
 from loadgen.record.prompts import render_prompt
+from loadgen.record.recorder import Exchange, Recorder
 from loadgen.record.replies import read_reply
 from loadgen.record.sessions import SessionTracker
+from loadgen.record.trace_file import TraceWriter
 from loadgen.sim.prompt import render_chat, render_responses_input
 from loadgen.sim.requests import ChatRequest, ResponsesRequest
 
@@ -179,3 +183,36 @@ async def test_replies_are_read_streamed_or_whole_and_gzipped() -> None:
     assert facts.cached_tokens is None
     unknown = await read_reply("chat", [b"..."], stream=False, content_encoding="br")
     assert not unknown.readable
+
+
+async def test_the_recorder_collects_garbage_after_each_call_not_mid_relay(tmp_path: Path) -> None:
+    """While it runs, the automatic young threshold is only a backstop; each recorded call
+    ends with a collection; closing puts the thresholds back."""
+    before = gc.get_threshold()
+    writer = TraceWriter(tmp_path / "trace.jsonl", 64, source="test")
+    writer.begin()
+    recorder = Recorder(writer)
+    recorder.start()
+    try:
+        assert gc.get_threshold()[0] >= 20_000
+        collections = sum(generation["collections"] for generation in gc.get_stats())
+        reply = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        }
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        recorder.submit(
+            Exchange(
+                api="chat", body=orjson.dumps(body), key=None, arrival_ns=0, end_ns=1,
+                status=200, stream=False, content_encoding="", chunks=[orjson.dumps(reply)],
+                times=[1],
+            )
+        )  # fmt: skip
+        await recorder.drain()
+        assert recorder.stats.recorded == 1
+        assert sum(generation["collections"] for generation in gc.get_stats()) > collections
+    finally:
+        await recorder.close()
+    assert gc.get_threshold() == before

@@ -92,7 +92,8 @@ async def send(
 # x-litellm-model-api-base with a reply but only x-litellm-model-id with an error. A reply
 # carrying both teaches that the later header's value is the earlier one's replica, so a
 # deployment keeps one name (errors seen before any such reply keep the later header's).
-_ALIASES: dict[tuple[str, str], str] = {}
+# Learned per list of header names, as a profile orders them.
+_ALIASES: dict[tuple[tuple[str, ...], str, str], str] = {}
 _MAX_ALIASES = 4096
 
 
@@ -101,11 +102,14 @@ def replica_name(headers: Mapping[str, str], names: Sequence[str]) -> str | None
     found = [(name, v[:_REPLICA_CHARS]) for name in names if (v := headers.get(name, "").strip())]
     if not found:
         return None
+    order = tuple(names)
     first = found[0][1]
-    if len(found) > 1 and len(_ALIASES) < _MAX_ALIASES:
-        for later in found[1:]:
-            _ALIASES.setdefault(later, first)
-    return _ALIASES.get(found[0], first) if len(found) == 1 else first
+    if len(found) == 1:
+        return _ALIASES.get((order, *found[0]), first)
+    if len(_ALIASES) < _MAX_ALIASES:
+        for name, value in found[1:]:
+            _ALIASES.setdefault((order, name, value), first)
+    return first
 
 
 async def _read_error(exchange: HttpExchange, reply: Reply, segments: Sequence[bytes]) -> None:

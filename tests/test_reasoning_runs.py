@@ -268,3 +268,32 @@ async def test_a_ttfat_gate_fails_a_run_whose_ttft_gate_passes(
     verdicts = {gate["metric"]: gate["verdict"] for gate in run.summary["gates"]}
     assert verdicts == {"ttft_p95": "pass", "ttfat_p95": "fail"}, run.summary["gates"]
     assert run.summary["latency"]["ttfat_s"]["p95"] > 0.9
+
+
+# -- compare ---------------------------------------------------------------------------------------
+
+
+async def test_compare_puts_ttfat_and_answer_tokens_beside_ttft_when_a_run_reasoned(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    # The same agents thinking 16 then 48 tokens a step on 20 ms steps: the first answer
+    # token comes 0.64 s later, and a third fewer of the output tokens are answers.
+    reasoning = {"tokens": THINKING, "spread": 0.0}
+    server = await start_sim(**analytical(STEP_S, 16, reasoning=reasoning))
+    for effort in ("low", "high"):
+        profile = write_profile(tmp_path / f"{effort}.yaml", agents(effort))
+        await agentload_run(profile, tmp_path / effort, "--duration", "6s", target=server.base_url)
+    proc = await asyncio.create_subprocess_exec(
+        *AGENTLOAD, "compare", str(tmp_path / "low"), str(tmp_path / "high"), "--json",
+        str(tmp_path / "compare.json"), cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _stderr = await proc.communicate()
+    assert proc.returncode == 1, stdout.decode()  # a regression: the high-effort run is slower
+    changes = json.loads((tmp_path / "compare.json").read_text())["changes"]
+    rows = {row["metric"]: row for row in changes}
+    assert list(rows)[:4] == ["ttft_p50", "ttft_p95", "ttfat_p50", "ttfat_p95"]
+    assert rows["ttfat_p50"]["verdict"] == "regression"
+    added = rows["ttfat_p50"]["new"] - rows["ttfat_p50"]["baseline"]
+    assert added == pytest.approx((48 - 16) * STEP_S, abs=2 * STEP_S), rows["ttfat_p50"]
+    assert rows["answer_tokens_per_s"]["new"] < rows["answer_tokens_per_s"]["baseline"]

@@ -174,8 +174,10 @@ async def test_a_single_server_names_no_replica_and_keeps_its_metrics_unlabelled
 
     assert (answer.status, answer.replica, answer.token) == (200, None, None)
     text = await metrics(http, sim)
-    for absent in ('engine="', "replica=", "agentload_sim_router", "agentload_sim_response"):
+    for absent in ('engine="', "replica=", "agentload_sim_router", "agentload_sim_replica"):
         assert absent not in text
+    # Its own count of previous_response_id lookups, unlabelled, as a fleet's replicas keep.
+    assert 'agentload_sim_response_lookups_total{result="not_found"} 0.0' in text
 
 
 async def test_session_router_keeps_each_session_on_one_replica(

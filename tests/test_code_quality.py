@@ -30,6 +30,8 @@ ALLOWED = {
     "gates": {"protocol", "errors"},
     "record": {"transport", "protocol", "traces", "observe", "errors"},
     "report": {"gates", "observe", "profile", "protocol", "errors"},
+    # the digital twin: probes a target (runtime's start-up probes) and writes a sim config
+    "twin": {"runtime", "sim", "observe", "protocol", "transport", "errors"},
     "ceiling": {
         "runtime",
         "profile",
@@ -67,6 +69,7 @@ ALLOWED = {
         "gates",
         "traces",
         "record",
+        "twin",
         "errors",
     },
 }

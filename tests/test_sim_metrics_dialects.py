@@ -27,6 +27,7 @@ SIM_OWN = {
     "agentload_sim_response_lookups_total",
 }
 VLLM_COMMON = {
+    "vllm:cache_config_info",
     "vllm:num_requests_running",
     "vllm:num_requests_waiting",
     "vllm:num_preemptions_total",

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from loadgen import __version__
 from loadgen.cli import (
+    calibrate_command,
     ceiling_command,
     compare_command,
     record_command,
@@ -30,6 +31,8 @@ examples:
   agentload sim                          serve the built-in GPU simulator on :8000
   agentload sim --preset fast --port 0   a quick simulator on a free port
   agentload sim --help                   every simulator flag
+  agentload calibrate --target URL       fit the simulator to a server: twin.yaml
+  agentload sim --config twin.yaml       serve the twin
   agentload report results/DIR           write results/DIR/report.html
   agentload compare baseline/ results/   exit 1 when results/ regressed against baseline/
 
@@ -55,6 +58,7 @@ def build_parser() -> CommandParser:
     report_command.register(commands)
     ceiling_command.register(commands)
     record_command.register(commands)
+    calibrate_command.register(commands)
     return parser
 
 

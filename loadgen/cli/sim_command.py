@@ -9,6 +9,7 @@ import errno
 import gc
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,7 +17,13 @@ from pydantic import ValidationError
 from loadgen.cli.arguments import parse_duration, parse_port, parse_rate
 from loadgen.errors import ConfigError, UsageError
 from loadgen.sim import PRESETS, SimConfig, SimServer
-from loadgen.sim.config import METRICS_DIALECTS, REASONING_EFFORTS, REASONING_FIELDS, ROUTERS
+from loadgen.sim.config import (
+    METRICS_DIALECTS,
+    REASONING_EFFORTS,
+    REASONING_FIELDS,
+    ROUTERS,
+    sim_config_from_file,
+)
 
 __all__ = ["config_from_args", "register"]
 
@@ -26,6 +33,8 @@ examples:
   agentload sim --preset llama-70b-4xh100        Llama-3.1-70B, tensor-parallel over 4 H100s
   agentload sim --decode-step-ms 20 --max-num-seqs 64
                                                  analytical mode: ceiling 3200 output tokens/s
+  agentload sim --config twin.yaml               a twin from `agentload calibrate` (docs/twin.md)
+  agentload sim --config twin.yaml --replicas 4  ... as a fleet of 4 replicas
   agentload sim --num-kv-blocks 512 --max-model-len 8192
                                                  a small KV cache: preemptions and evictions
   agentload sim --fault-stream-cut 0.05 --fault-http-5xx 0.01
@@ -100,10 +109,16 @@ def register(commands: Any) -> None:
     p.add_argument("--port", type=parse_port, default=8000, help="port (default 8000; 0 picks one)")
     p.add_argument(
         "--preset",
-        default="llama-8b-h100",
         choices=list(PRESETS),
         metavar="NAME",
-        help="model/hardware preset (default llama-8b-h100)",
+        help="model/hardware preset (default llama-8b-h100; with --config, the file's)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="simulator settings from a YAML file (a twin written by `agentload calibrate`): "
+        "its preset as the base, its keys over it, these flags over both",
     )
     p.add_argument("--seed", type=int, help="seed for every random choice (default 0)")
     p.add_argument("--served-model-name", metavar="NAME", help="model id (default agentload-sim)")
@@ -135,6 +150,12 @@ def register(commands: Any) -> None:
         type=float,
         metavar="MS",
         help="fixed cost of every engine step; turns analytical mode on",
+    )
+    analytical.add_argument(
+        "--decode-step-per-seq-ms",
+        type=float,
+        metavar="MS",
+        help="added to a step per sequence it decodes (default 0: a constant step)",
     )
     analytical.add_argument(
         "--prefill-tokens-per-s",
@@ -305,9 +326,31 @@ def _parse_reasoning_tokens(text: str) -> dict[str, int]:
     return out
 
 
+_ANALYTICAL_FLAGS = ("decode_step_ms", "decode_step_per_seq_ms", "prefill_tokens_per_s")
+
+
+def _base(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the flags apply to: the --config file's, else the preset's."""
+    if args.config is not None:
+        return sim_config_from_file(args.config, preset=args.preset).model_dump()
+    return PRESETS[args.preset or "llama-8b-h100"].model_dump()
+
+
+def _analytical(args: argparse.Namespace, perf: dict[str, Any]) -> dict[str, Any]:
+    """The perf model the analytical flags make: the base's analytical one with them applied,
+    or a new one (which needs --decode-step-ms)."""
+    given = {f: getattr(args, f) for f in _ANALYTICAL_FLAGS if getattr(args, f) is not None}
+    if perf.get("kind") == "analytical":
+        return {**perf, **given}
+    if "decode_step_ms" not in given:
+        flag = next(iter(given)).replace("_", "-")
+        raise UsageError(f"--{flag} needs --decode-step-ms (analytical mode)")
+    return {"kind": "analytical", **given}
+
+
 def config_from_args(args: argparse.Namespace) -> SimConfig:
-    """The preset with every given flag applied, validated."""
-    data = PRESETS[args.preset].model_dump()
+    """The preset (or --config file) with every given flag applied, validated."""
+    data = _base(args)
     for flag, field in _ENGINE_FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
@@ -326,13 +369,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             data["faults"][field] = value * 1000.0 if flag == "latency_spike" else value
     if args.router is not None and (args.replicas or data["replicas"]) < 2:
         raise UsageError("--router routes between replicas: add --replicas N (N >= 2)")
-    if args.decode_step_ms is not None or args.prefill_tokens_per_s is not None:
-        if args.decode_step_ms is None:
-            raise UsageError("--prefill-tokens-per-s needs --decode-step-ms (analytical mode)")
-        perf: dict[str, Any] = {"kind": "analytical", "decode_step_ms": args.decode_step_ms}
-        if args.prefill_tokens_per_s is not None:
-            perf["prefill_tokens_per_s"] = args.prefill_tokens_per_s
-        data["perf"] = perf
+    if any(getattr(args, f) is not None for f in _ANALYTICAL_FLAGS):
+        data["perf"] = _analytical(args, data["perf"])
     try:
         return SimConfig.model_validate(data)
     except ValidationError as exc:
@@ -347,6 +385,8 @@ def _flag_error(exc: ValidationError) -> ConfigError:
         return ConfigError(message)
     field = str(err["loc"][-1])
     flags = {**_ENGINE_FLAGS, **_FAULT_FLAGS}
+    if err["loc"][0] == "perf":
+        flags = {f: f for f in _ANALYTICAL_FLAGS}
     if err["loc"][0] == "reasoning":
         field = str(err["loc"][1])
         flags = _REASONING_FLAGS
@@ -374,13 +414,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvloop
 
-        uvloop.run(_serve(config, args.host, args.port))
+        uvloop.run(_serve(config, args.host, args.port, args.config))
     except ImportError:
-        asyncio.run(_serve(config, args.host, args.port))
+        asyncio.run(_serve(config, args.host, args.port, args.config))
     return 0
 
 
-async def _serve(config: SimConfig, host: str, port: int) -> None:
+async def _serve(config: SimConfig, host: str, port: int, source: Path | None = None) -> None:
     # At 2,000 streams the collector's gen-2 passes took ~20% of the CPU, blocked the loop
     # for 90-180 ms and freed nothing: freeze start-up objects and collect far less often.
     gc.freeze()
@@ -401,6 +441,8 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
             loop.add_signal_handler(sig, stop.set)
     ceiling = config.output_tokens_per_s_ceiling()
     mode = f"analytical, ceiling {ceiling:.0f} output tokens/s" if ceiling else config.preset
+    if source is not None:
+        mode += f", from {source}"
     if config.metrics_dialect != "vllm":
         mode += f", {config.metrics_dialect} metrics"
     if config.reasoning.default_effort != "none":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from loadgen.errors import ConfigError
@@ -27,6 +29,8 @@ __all__ = [
     "SimConfig",
     "preset_config",
     "profile_sim_config",
+    "sim_config_from_file",
+    "sim_config_from_mapping",
 ]
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -113,15 +117,25 @@ class RooflineModel(_Frozen):
 
 
 class AnalyticalModel(_Frozen):
-    """Every step costs decode_step_ms plus its prefill tokens / prefill_tokens_per_s.
+    """Every step costs decode_step_ms, plus decode_step_per_seq_ms for each sequence it
+    decodes, plus its prefill tokens / prefill_tokens_per_s.
 
     With all max_num_seqs slots decoding, output throughput is exactly
-    max_num_seqs / decode_step_s tokens/s: the ceiling tests and benchmarks look for.
+    max_num_seqs / step_s(max_num_seqs) tokens/s: the ceiling tests and benchmarks look for.
+    The per-sequence term (0 by default: a constant step) is the slope a real engine's step
+    shows against its running batch, as `agentload calibrate` fits it (docs/twin.md).
     """
 
     kind: Literal["analytical"] = "analytical"
     decode_step_ms: float = Field(gt=0)
+    decode_step_per_seq_ms: float = Field(
+        default=0.0, ge=0, description="added to a step per sequence it decodes"
+    )
     prefill_tokens_per_s: float = Field(default=1_000_000.0, gt=0)
+
+    def decode_step_s(self, batch: int) -> float:
+        """Seconds of a step that decodes `batch` sequences and prefills nothing."""
+        return (self.decode_step_ms + self.decode_step_per_seq_ms * batch) / 1000.0
 
 
 class FaultRates(_Frozen):
@@ -208,9 +222,9 @@ class SimConfig(_Frozen):
 
     def output_tokens_per_s_ceiling(self) -> float | None:
         """Analytical mode's exact decode capacity (tokens/s) of the whole fleet (every
-        replica's max_num_seqs / decode step); None for roofline presets."""
+        replica's max_num_seqs / the step of a full batch); None for roofline presets."""
         if isinstance(self.perf, AnalyticalModel):
-            return self.replicas * self.max_num_seqs / (self.perf.decode_step_ms / 1000.0)
+            return self.replicas * self.max_num_seqs / self.perf.decode_step_s(self.max_num_seqs)
         return None
 
 
@@ -366,6 +380,18 @@ def _merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, 
     return out
 
 
+def _error_at(exc: ValidationError) -> tuple[str, str]:
+    """The dotted key a validation error names (a perf kind's tag left out) and its message."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    if len(loc) > 1 and loc[0] == "perf" and loc[1] in ("analytical", "roofline"):
+        del loc[1]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    return ".".join(loc), message
+
+
 def profile_sim_config(settings: Mapping[str, Any]) -> SimConfig:
     """The built-in simulator's config from a profile's `sim:` mapping (a preset and overrides)."""
     data = dict(settings)
@@ -377,6 +403,45 @@ def profile_sim_config(settings: Mapping[str, Any]) -> SimConfig:
     try:
         return SimConfig.model_validate(_merged(PRESETS[preset].model_dump(), data))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"profile sim.{where}: {err['msg']}") from exc
+        where, message = _error_at(exc)
+        raise ConfigError(f"profile sim.{where}: {message}") from exc
+
+
+def sim_config_from_mapping(
+    data: Mapping[str, Any], where: str, *, preset: str | None = None
+) -> SimConfig:
+    """A config file's SimConfig: its `preset` (or `preset`, or llama-8b-h100) as the base,
+    its other keys over it; its `calibration:` section is for people and is ignored.
+
+    Errors are ConfigError lines that start with `where` and name the key.
+    """
+    data = {k: v for k, v in data.items() if k != "calibration"}
+    name = str(preset or data.get("preset") or "llama-8b-h100")
+    if name not in PRESETS:
+        raise ConfigError(f"{where}: preset {name!r} is unknown; use one of {', '.join(PRESETS)}")
+    data["preset"] = name
+    try:
+        return SimConfig.model_validate(_merged(PRESETS[name].model_dump(), data))
+    except ValidationError as exc:
+        key, message = _error_at(exc)
+        raise ConfigError(f"{where}: {key}: {message}" if key else f"{where}: {message}") from exc
+
+
+def sim_config_from_file(path: Path, *, preset: str | None = None) -> SimConfig:
+    """The SimConfig a YAML file holds (a twin from `agentload calibrate`, or hand-written);
+    see sim_config_from_mapping. ConfigError for a missing, unreadable or invalid file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{at}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of simulator settings at the top")
+    return sim_config_from_mapping(data, str(path), preset=preset)

@@ -141,6 +141,18 @@ _VLLM_V0 = _VllmNames(
 )
 
 
+# vllm:cache_config_info's labels (vLLM writes every CacheConfig field; these are the ones a
+# reader wants, num_gpu_blocks above all: the KV capacity `agentload calibrate` reads).
+_CACHE_INFO = (
+    "block_size",
+    "cache_dtype",
+    "enable_prefix_caching",
+    "gpu_memory_utilization",
+    "num_cpu_blocks",
+    "num_gpu_blocks",
+)
+
+
 class _VllmMetrics(ServerMetrics):
     def __init__(
         self,
@@ -150,6 +162,16 @@ class _VllmMetrics(ServerMetrics):
         extra: Mapping[str, str],
     ) -> None:
         super().__init__()
+        # The cache config as labels of a gauge set to 1, without model_name (a fleet's
+        # replica adds its engine and replica labels, as everywhere else).
+        self._cache_info = Gauge(
+            "vllm:cache_config_info",
+            "Information of the LLMEngine CacheConfig",
+            [*_CACHE_INFO, *extra],
+            registry=r,
+        )
+        self._cache_info_extra = tuple(extra.values())
+        self._cache_info_set = False
         # A fleet's replica adds engine="0", as vLLM labels its data-parallel engines.
         labels = ["model_name", *extra]
         values = (model_name, *extra.values())
@@ -210,6 +232,11 @@ class _VllmMetrics(ServerMetrics):
         ).labels(*values)
 
     def _step(self, engine: Engine, preempted: int, queried: int, hit: int) -> None:
+        if not self._cache_info_set:  # the first step, or the first scrape, says it once
+            self._cache_info_set = True
+            cfg = engine.config
+            cache = (str(cfg.block_size), "auto", "True", "0.9", "None", str(cfg.num_kv_blocks))
+            self._cache_info.labels(*cache, *self._cache_info_extra).set(1)
         self._running.set(len(engine.running))
         self._waiting.set(len(engine.waiting))
         self._kv_usage.set(engine.kv.usage())

@@ -40,7 +40,9 @@ def step_seconds(model: RooflineModel | AnalyticalModel, work: StepWork) -> floa
     if work.new_tokens == 0:
         return 0.0
     if isinstance(model, AnalyticalModel):
-        return model.decode_step_ms / 1000.0 + work.prefill_tokens / model.prefill_tokens_per_s
+        return (
+            model.decode_step_s(work.decode_seqs) + work.prefill_tokens / model.prefill_tokens_per_s
+        )
     tp = model.tensor_parallel
     # Dense matmuls: 2 FLOPs per parameter per token; attention: 4 * layers * hidden per pair.
     flops = 2.0 * model.params * work.new_tokens

@@ -1,0 +1,165 @@
+"""`agentload calibrate`'s run: the probes in order, each judged, then the fits.
+
+Order: the model and a first request (does it answer, are lengths forced), the window, the
+metrics (dialect, KV cache), prefix caching and block size, the prefill probe, the
+concurrency sweep. Every phase that times the target runs under a generator-health probe:
+timings taken by a saturated generator are the generator's, and the fit is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen.observe.generator_health import GeneratorHealth
+from loadgen.runtime.probes import discover_model, first_request, force_length_works
+from loadgen.transport import TargetConfig, Transport
+from loadgen.twin.decode_sweep import DecodeFit, Level, decode_sweep, fit_decode
+from loadgen.twin.prefill_probe import (
+    PrefillFit,
+    PrefillPoint,
+    fit_prefill,
+    prefill_lengths,
+    probe_prefill,
+)
+from loadgen.twin.probe_requests import CalibrationRefused
+from loadgen.twin.server_facts import (
+    MetricsFacts,
+    PrefixFacts,
+    context_limit,
+    metrics_facts,
+    prefix_facts,
+)
+
+__all__ = ["Calibration", "CalibrationSettings", "calibrate", "check_noise"]
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationSettings:
+    """How far the probing run may go."""
+
+    model: str | None = None
+    max_duration_s: float = 300.0
+    max_concurrency: int = 512
+    max_prompt_tokens: int = 8192
+    output_tokens: int = 48
+    repeats: int = 3
+    max_noise: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Everything a calibration measured and fitted."""
+
+    target: str
+    model: str
+    started: float  # unix seconds
+    duration_s: float
+    forced_lengths: bool
+    window: int | None
+    window_method: str
+    metrics: MetricsFacts
+    prefix: PrefixFacts
+    prefill_points: list[PrefillPoint]
+    prefill: PrefillFit
+    levels: list[Level]
+    decode: DecodeFit
+    generator: dict[str, dict[str, Any]]
+    noise: dict[str, float]
+    max_noise: float
+
+
+def check_noise(what: str, spreads: Sequence[float], limit: float) -> float:
+    """The median of `spreads` (one per probe: how far its repeats disagree); CalibrationRefused
+    above `limit`: a stray slow request in one probe is tolerated, a noisy target is not."""
+    ordered = sorted(spreads)
+    spread = ordered[len(ordered) // 2] if ordered else 0.0
+    if spread > limit:
+        raise CalibrationRefused(
+            f"the target is too noisy to fit: repeated {what} differ by {spread:.0%} of their "
+            f"median (median over probes; the limit is {limit:.0%}, --max-noise)"
+        )
+    return spread
+
+
+def _healthy(health: GeneratorHealth, phase: str) -> dict[str, Any]:
+    report = health.report()
+    if report["saturated"]:
+        raise CalibrationRefused(
+            f"agentload's own generator was saturated during the {phase} "
+            f"({'; '.join(report['reasons'])}): its timings are not the target's; give it "
+            "a machine with spare CPU and run again"
+        )
+    return report
+
+
+async def calibrate(
+    target: TargetConfig,
+    settings: CalibrationSettings,
+    say: Callable[[str], None] = lambda _line: None,
+) -> Calibration:
+    """Probe `target` and fit the simulator's model; CalibrationRefused says why not."""
+    started = time.time()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.max_duration_s
+
+    def time_left() -> float:
+        return deadline - loop.time()
+
+    async with Transport(target) as transport:
+        model = settings.model or await discover_model(transport)
+        first = await first_request(transport, model)
+        forced = force_length_works(first, "auto")
+        window, window_method = await context_limit(transport, model)
+        say(f"model {model}; window {window or 'not measured'} ({window_method})")
+        metrics = await metrics_facts(transport)
+        say(f"metrics: {metrics.dialect or 'none recognised'} at {metrics.url}")
+        prefix = await prefix_facts(transport, model)
+        say(f"prefix caching: {prefix.caching}, block size {prefix.block_size}")
+        lengths = prefill_lengths(settings.max_prompt_tokens, window)
+        if len(lengths) < 3:
+            raise CalibrationRefused(
+                f"the prefill probe needs 3 prompt lengths of 256 tokens or more; the window "
+                f"({window}) and --max-prompt-tokens ({settings.max_prompt_tokens}) leave "
+                f"{len(lengths)}"
+            )
+        say(f"prefill: {len(lengths)} lengths {lengths[0]}..{lengths[-1]} x {settings.repeats}")
+        async with GeneratorHealth() as health:
+            points = await probe_prefill(transport, model, lengths, settings.repeats, time_left)
+        generator = {"prefill": _healthy(health, "prefill probe")}
+        limit = settings.max_noise
+        noise = {"prefill_spread": check_noise("prefill probes", [p.spread for p in points], limit)}
+        say(f"decode sweep: c = 1, 2, 4, ... up to {settings.max_concurrency}")
+        async with GeneratorHealth() as health:
+            levels, stopped = await decode_sweep(
+                transport,
+                model,
+                output_tokens=settings.output_tokens,
+                max_concurrency=settings.max_concurrency,
+                repeats=settings.repeats,
+                time_left=time_left,
+            )
+        generator["decode"] = _healthy(health, "decode sweep")
+    spreads = [level.spread for level in levels if len(level.runs) > 1]
+    noise["decode_spread"] = check_noise("decode sweep runs", spreads, limit)
+    return Calibration(
+        target=target.base_url,
+        model=model,
+        started=started,
+        duration_s=time.time() - started,
+        forced_lengths=forced,
+        window=window,
+        window_method=window_method,
+        metrics=metrics,
+        prefix=prefix,
+        prefill_points=points,
+        prefill=fit_prefill(points),
+        levels=levels,
+        decode=fit_decode(levels, stopped),
+        generator=generator,
+        noise=noise,
+        max_noise=settings.max_noise,
+    )

@@ -10,6 +10,7 @@ from loadgen.cli import (
     calibrate_command,
     ceiling_command,
     compare_command,
+    plan_command,
     record_command,
     replay_command,
     report_command,
@@ -33,6 +34,8 @@ examples:
   agentload sim --help                   every simulator flag
   agentload calibrate --target URL       fit the simulator to a server: twin.yaml
   agentload sim --config twin.yaml       serve the twin
+  agentload plan coding-agent --twin twin.yaml --slo 'ttft_p95 < 2s' --agents 200
+                                         replicas and cost for 200 agents on the twin
   agentload report results/DIR           write results/DIR/report.html
   agentload compare baseline/ results/   exit 1 when results/ regressed against baseline/
 
@@ -59,6 +62,7 @@ def build_parser() -> CommandParser:
     ceiling_command.register(commands)
     record_command.register(commands)
     calibrate_command.register(commands)
+    plan_command.register(commands)
     return parser
 
 

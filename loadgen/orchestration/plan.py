@@ -1,0 +1,300 @@
+"""A capacity plan on a twin: one replica's ceiling, the replicas N agents need, and a check.
+
+The method (docs/twin.md, "agentload plan"), kept simple on purpose:
+
+1. search the ceiling of ONE replica of the twin (`agentload ceiling`, the profile's agents at
+   the SLOs) against a simulated fleet of 1;
+2. replicas needed R = ceil(N / per-replica ceiling): it assumes the router spreads agents
+   evenly over the replicas, and that a replica behind a router holds what it held alone;
+3. verify: run the fleet of R replicas under the chosen router at N agents (`agentload run`,
+   the ceiling's SLOs as gates) for a bounded time, and R - 1 replicas the same way: the SLOs
+   should hold at R and break at R - 1. Both are reported, whatever they show.
+
+Every run is an ordinary `agentload` command in its own process against a fleet served from
+this process (the route study's machinery), so what the plan reports is what users measure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from loadgen.errors import AgentloadError
+from loadgen.orchestration.route_study import serving
+from loadgen.sim.config import SimConfig
+
+__all__ = [
+    "DEFAULT_ROUTER",
+    "PLAN_FILE",
+    "PLAN_SCHEMA",
+    "PlanSettings",
+    "costs",
+    "format_plan",
+    "replicas_needed",
+    "run_plan",
+]
+
+PLAN_SCHEMA = "agentload.plan/1"
+PLAN_FILE = "plan.json"
+# The sizing assumes the router spreads agents evenly; least-loaded (fewest requests in
+# flight) is the router that does so whatever the sessions' ids hash to. Affinity routers
+# (session, prefix-load) keep caches warm at the price of balance: name them to check a plan
+# under them (docs/twin.md).
+DEFAULT_ROUTER = "least-loaded"
+
+ASSUMPTIONS = [
+    "one replica's ceiling is searched alone: it caches every prefix it has seen, as a "
+    "replica behind a perfect affinity router would",
+    "replicas needed = ceil(agents / per-replica ceiling): the router spreads agents evenly; "
+    "imbalance and lost affinity are not modelled beyond what the verification runs show",
+    "the twin's engine model (docs/twin.md, 'How far to trust it'): request overhead, "
+    "context-dependent step times and whatever calibration did not measure are not in it",
+]
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What to plan for and how each step is bounded."""
+
+    profile: str
+    twin: SimConfig
+    agents: int
+    out_dir: Path
+    router: str = DEFAULT_ROUTER
+    ceiling_flags: tuple[str, ...] = ()  # passed to `agentload ceiling` (SLOs, windows, cap)
+    verify_duration: float = 120.0  # each verification run's length, seconds
+    seed: int = 0
+    gpu_hour_cost: float | None = None
+    gpus_per_replica: int = 1
+    progress: TextIO | None = sys.stderr
+
+
+def replicas_needed(agents: int, per_replica: float) -> int:
+    """ceil(agents / per-replica ceiling), at least 1."""
+    if per_replica <= 0:
+        raise ValueError("a per-replica ceiling is above 0")
+    return max(1, math.ceil(agents / per_replica - 1e-9))
+
+
+def costs(
+    gpu_hour_cost: float | None,
+    gpus_per_replica: int,
+    replicas: int,
+    output_tokens_per_s: float | None,
+    sessions_per_min: float | None,
+) -> dict[str, float | None]:
+    """The fleet's cost per hour, per million output tokens and per successful session."""
+    if gpu_hour_cost is None:
+        return {"fleet_per_hour": None, "per_million_output_tokens": None, "per_session": None}
+    per_hour = gpu_hour_cost * gpus_per_replica * replicas
+    tokens_per_hour = (output_tokens_per_s or 0.0) * 3600.0
+    sessions_per_hour = (sessions_per_min or 0.0) * 60.0
+    return {
+        "fleet_per_hour": per_hour,
+        "per_million_output_tokens": per_hour / tokens_per_hour * 1e6 if tokens_per_hour else None,
+        "per_session": per_hour / sessions_per_hour if sessions_per_hour else None,
+    }
+
+
+def _say(settings: PlanSettings, text: str) -> None:
+    if settings.progress is not None:
+        print(f"agentload plan: {text}", file=settings.progress, flush=True)
+
+
+def _agentload(args: Sequence[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "loadgen", *args], capture_output=True, text=True, check=False
+    )
+    if result.returncode not in (0, 1):  # 1: a gate failed, or no ceiling: still measured
+        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise AgentloadError(f"`agentload {args[0]}` exited {result.returncode}: {last}")
+
+
+def _search(settings: PlanSettings) -> dict[str, Any]:
+    out = settings.out_dir / "ceiling-1-replica"
+    _say(settings, "searching the ceiling of one replica of the twin")
+    with serving(settings.twin.model_copy(update={"replicas": 1})) as url:
+        _agentload(["ceiling", settings.profile, "--target", url, "--quiet", "--out", str(out),
+                    "--scrape-target-metrics", "--seed", str(settings.seed),
+                    *settings.ceiling_flags])  # fmt: skip
+    doc: dict[str, Any] = json.loads((out / "ceiling.json").read_text())
+    return doc
+
+
+def _verify(settings: PlanSettings, replicas: int, slos: Sequence[str]) -> dict[str, Any]:
+    out = settings.out_dir / f"verify-{replicas}-replicas"
+    _say(settings, f"verifying: {settings.agents} agents on {replicas} replica(s), "
+                   f"router {settings.router}")  # fmt: skip
+    fleet = settings.twin.model_copy(update={"replicas": replicas, "router": settings.router})
+    gates = [flag for slo in slos for flag in ("--gate", slo)]
+    with serving(fleet) as url:
+        _agentload(["run", settings.profile, "--target", url, "--quiet", "--out", str(out),
+                    "--agents", str(settings.agents), "--duration", str(settings.verify_duration),
+                    "--seed", str(settings.seed), *gates])  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    verdicts = summary.get("gates") or []
+    sessions = summary.get("sessions") or {}
+    ended = (sessions.get("completed") or 0) + (sessions.get("failed") or 0)
+    return {
+        "replicas": replicas,
+        "agents": settings.agents,
+        "router": settings.router,
+        "duration_s": summary.get("duration_s"),
+        "held": bool(verdicts) and all(g.get("verdict") == "pass" for g in verdicts),
+        "gates": [{k: g.get(k) for k in ("gate", "value", "verdict", "reason")} for g in verdicts],
+        "output_tokens_per_s": summary["throughput"]["output_tokens_per_s"],
+        "sessions_per_min": summary["throughput"]["sessions_per_min"],
+        "session_success_rate": (sessions.get("completed") or 0) / ended if ended else None,
+        "results": str(out),
+    }
+
+
+def _per_replica(ceiling: dict[str, Any]) -> dict[str, Any]:
+    mark = ceiling.get("ceiling")
+    failed = ceiling.get("failed_first") or {}
+    level: dict[str, Any] = next(
+        (lv for lv in ceiling["levels"] if mark and lv["load"] == mark["load"]), {}
+    )
+    return {
+        "agents": None if mark is None else mark["load"],
+        "output_tokens_per_s": None if mark is None else mark["output_tokens_per_s"],
+        "sessions_per_min": None if mark is None else mark["sessions_per_min"],
+        "goodput": level.get("goodput"),
+        "goodput_tokens_per_s": None if mark is None else mark["goodput_tokens_per_s"],
+        # Nothing broke above it: the search ran out of levels or time, the ceiling is a floor.
+        "reached": mark is not None and bool(failed),
+        "first_to_run_out": {
+            "server_resource": failed.get("server_resource"),
+            "slo": failed.get("slo"),
+            "load": failed.get("load"),
+        },
+        "stopped_by": ceiling.get("stopped_by"),
+    }
+
+
+def run_plan(settings: PlanSettings) -> dict[str, Any]:
+    """Search, size and verify; plan.json's document (also written to the out folder)."""
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    ceiling = _search(settings)
+    per = _per_replica(ceiling)
+    slos = list(ceiling.get("slos") or [])
+    doc: dict[str, Any] = {
+        "schema": PLAN_SCHEMA,
+        "profile": ceiling.get("profile"),
+        "agents": settings.agents,
+        "slos": slos,
+        "router": settings.router,
+        "gpu_hour_cost": settings.gpu_hour_cost,
+        "gpus_per_replica": settings.gpus_per_replica,
+        "method": "replicas = ceil(agents / one replica's ceiling), then verified at R and R-1",
+        "assumptions": ASSUMPTIONS,
+        "per_replica": per,
+        "replicas": None,
+        "verification": [],
+        "answer": None,
+    }
+    if per["agents"]:
+        replicas = replicas_needed(settings.agents, per["agents"])
+        doc["replicas"] = replicas
+        checks = [_verify(settings, replicas, slos)]
+        if replicas > 1:
+            checks.append(_verify(settings, replicas - 1, slos))
+        doc["verification"] = checks
+        at = checks[0]
+        doc["answer"] = {
+            "replicas": replicas,
+            "gpus": replicas * settings.gpus_per_replica,
+            "confirmed": at["held"] and (len(checks) == 1 or not checks[1]["held"]),
+            "holds": at["held"],
+            "output_tokens_per_s": at["output_tokens_per_s"],
+            "sessions_per_min": at["sessions_per_min"],
+            "goodput": per["goodput"],
+            "cost": costs(
+                settings.gpu_hour_cost,
+                settings.gpus_per_replica,
+                replicas,
+                at["output_tokens_per_s"],
+                at["sessions_per_min"],
+            ),
+            "first_to_run_out": per["first_to_run_out"],
+        }
+    (settings.out_dir / PLAN_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return doc
+
+
+def _money(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else "$" + format(value, spec)
+
+
+def _verdict(check: dict[str, Any]) -> str:
+    if check["held"]:
+        return "SLOs held"
+    broken = [g["reason"] for g in check["gates"] if g["verdict"] != "pass"]
+    return "BROKE: " + ("; ".join(broken) or "no gate was judged")
+
+
+def format_plan(doc: dict[str, Any]) -> str:
+    """The plan as a few lines and a table of the verification runs."""
+    per = doc["per_replica"]
+    lines = []
+    if per["agents"] is None:
+        lines.append(f"one replica holds no load at these SLOs ({per['stopped_by']})")
+        return "\n".join(lines)
+    goodput = "-" if per["goodput"] is None else f"{per['goodput']:.0%}"
+    floor = "" if per["reached"] else " (not reached: a floor, the plan an upper bound)"
+    lines.append(
+        f"per replica: {per['agents']:g} agents{floor}, {per['output_tokens_per_s']:.0f} output "
+        f"tokens/s, {per['sessions_per_min']:.1f} sessions/min, goodput {goodput}"
+    )
+    first = per["first_to_run_out"]
+    if first["slo"]:
+        resource = first["server_resource"] or "not named by the server's metrics"
+        lines.append(f"first to run out: {resource}; at {first['load']:g} agents "
+                     + "; ".join(first["slo"]))  # fmt: skip
+    lines.append(
+        f"replicas needed: {doc['replicas']} = ceil({doc['agents']} agents / "
+        f"{per['agents']:g} per replica), router {doc['router']}"
+    )
+    lines.append(f"{'replicas':>8} {'agents':>7} {'out tok/s':>10} {'sess/min':>9} "
+                 f"{'success':>8}  verdict")  # fmt: skip
+    for check in doc["verification"]:
+        success = check["session_success_rate"]
+        lines.append(
+            f"{check['replicas']:>8} {check['agents']:>7} {check['output_tokens_per_s']:>10.0f} "
+            f"{check['sessions_per_min']:>9.1f} "
+            f"{'-' if success is None else format(success, '.0%'):>8}  {_verdict(check)}"
+        )
+    answer = doc["answer"]
+    cost = answer["cost"]
+    if cost["fleet_per_hour"] is None:
+        lines.append("cost: give --gpu-hour-cost for cost per million tokens and per session")
+    else:
+        lines.append(
+            f"cost: {_money(doc['gpu_hour_cost'])}/GPU-hour x {doc['gpus_per_replica']} GPU(s) "
+            f"x {answer['replicas']} replicas = {_money(cost['fleet_per_hour'])}/h: "
+            f"{_money(cost['per_million_output_tokens'])} per million output tokens, "
+            f"{_money(cost['per_session'], '.3g')} per successful session"
+        )
+    lines.append(_conclusion(doc))
+    return "\n".join(lines)
+
+
+def _conclusion(doc: dict[str, Any]) -> str:
+    answer, checks = doc["answer"], doc["verification"]
+    replicas = answer["replicas"]
+    if not answer["holds"]:
+        return (f"plan: NOT confirmed: {replicas} replicas broke the SLOs in the fleet run "
+                "(imbalance or lost affinity the sizing does not model; try more replicas or "
+                "another --router)")  # fmt: skip
+    if len(checks) > 1 and checks[1]["held"]:
+        return (f"plan: {replicas} replicas hold; {replicas - 1} held too: the plan is "
+                "conservative (the fleet does better than one replica alone)")  # fmt: skip
+    return f"plan: {replicas} replicas hold the SLOs" + (
+        f", {replicas - 1} do not" if len(checks) > 1 else ""
+    )

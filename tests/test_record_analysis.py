@@ -216,3 +216,57 @@ async def test_the_recorder_collects_garbage_after_each_call_not_mid_relay(tmp_p
     finally:
         await recorder.close()
     assert gc.get_threshold() == before
+
+
+def _exchange(body: dict[str, Any], chunks: list[bytes], *, stream: bool) -> Exchange:
+    return Exchange(
+        api="chat", body=orjson.dumps(body), key="k", arrival_ns=0, end_ns=1, status=200,
+        stream=stream, content_encoding="", chunks=chunks, times=[1] * len(chunks),
+    )  # fmt: skip
+
+
+async def test_counts_without_usage_are_scaled_to_the_servers_tokens_once_usage_taught_them(
+    tmp_path: Path,
+) -> None:
+    """A server whose tokenizer counts twice the stand-in's prompt tokens and 1.5 times its
+    output: calls without usage before any usage keep the stand-in counts, later ones are
+    scaled by what usage showed (output never past the request's max_tokens), per model."""
+    writer = TraceWriter(tmp_path / "trace.jsonl", 64, source="test")
+    writer.begin()
+    recorder = Recorder(writer)
+    said = "the code runs fast now ok"  # 6 stand-in tokens
+
+    def body(turns: int, model: str = "m", max_tokens: int = 100) -> dict[str, Any]:
+        words = words_for_tokens(40 * turns)
+        return {"model": model, "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": words}]}  # fmt: skip
+
+    def standin(b: dict[str, Any]) -> int:
+        return len(token_pieces(render_prompt("chat", b)))
+
+    streamed = _sse({"choices": [{"delta": {"content": said}}]})
+    first, taught, later, capped, other = (
+        body(1),
+        body(2),
+        body(3),
+        body(4, max_tokens=7),
+        body(3, "n"),
+    )
+    usage = {"prompt_tokens": 2 * standin(taught), "completion_tokens": 9}
+    reply = {"choices": [{"message": {"content": said}}], "usage": usage}
+    await recorder.record(_exchange(first, streamed, stream=True))
+    await recorder.record(_exchange(taught, [orjson.dumps(reply)], stream=False))
+    await recorder.record(_exchange(later, streamed, stream=True))
+    await recorder.record(_exchange(capped, streamed, stream=True))
+    await recorder.record(_exchange(other, streamed, stream=True))
+    writer.close()
+    rows = [orjson.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()[1:]]
+    assert [(r["in"], r["out"], r.get("counted"), r.get("scale")) for r in rows] == [
+        (standin(first), 6, True, None),
+        (2 * standin(taught), 9, None, None),
+        (2 * standin(later), 9, True, {"in": 2.0, "out": 1.5}),
+        (2 * standin(capped), 7, True, {"in": 2.0, "out": 1.5}),
+        (standin(other), 6, True, None),  # another model: its own tokenizer, not yet seen
+    ]
+    # The ids stay the stand-in tokenizer's blocks: the sharing, not the length.
+    assert len(rows[2]["hash_ids"]) == standin(later) // 64

@@ -327,3 +327,28 @@ def test_a_ceiling_over_a_trace_across_processes_is_refused_plainly(tmp_path: Pa
     assert result.returncode == 2
     assert "one process" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_text_scale_sizes_prompts_and_blocks_in_the_targets_tokens() -> None:
+    """A target counting 2 tokens per stand-in token: half the stand-in text, blocks of the
+    measured length, and equal ids still equal text (the prefix the target caches)."""
+    from loadgen.protocol import count_tokens
+    from loadgen.runtime.replay import TraceAgent
+    from loadgen.traces.prompt import TextScale
+
+    requests = [TraceRequest(0.0, 1010, 8, (1, 2, 3)), TraceRequest(1.0, 1210, 8, (1, 2, 3, 4))]
+    trace = Trace([TraceSession("a", requests)], 64)
+    agent = TraceAgent("a", trace.sessions[0], trace, model="m")
+    agent.template_tokens = 10
+    agent.text_scale = TextScale(2.0, 32)
+    agent.start_session("a")
+    texts = []
+    for _ in requests:
+        plan = agent.plan_step()
+        assert plan is not None
+        texts.append(json.loads(b"".join(plan.body))["messages"][0]["content"])
+        agent._next += 1  # the reply itself does not matter here
+    assert [count_tokens(t) for t in texts] == [500, 600]
+    first, second = (t.split() for t in texts)  # markers and words are one token each
+    assert first[: 3 * 32] == second[: 3 * 32]  # blocks 1, 2, 3: 32 stand-in tokens each
+    assert first[3 * 32] != second[3 * 32]  # then the first's own text, the second's block 4

@@ -39,6 +39,7 @@ from loadgen.record.prompts import render_prompt
 from loadgen.record.replies import ReplyFacts, read_reply
 from loadgen.record.sessions import SessionTracker
 from loadgen.record.trace_file import TraceWriter
+from loadgen.record.units import TokenScale
 from loadgen.traces.model import TraceRequest
 
 __all__ = ["DEFAULT_SESSION_HEADERS", "Exchange", "RecordStats", "Recorder"]
@@ -107,6 +108,7 @@ class Recorder:
         self.stats = RecordStats()
         self.blocks = BlockTable(block_size)
         self.sessions = SessionTracker(block_size)
+        self.scale = TokenScale()
         self._t0_ns: int | None = None
         self._queue: asyncio.Queue[Exchange] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -234,7 +236,8 @@ class Recorder:
         )
         if ex.api == "responses" and facts.response_id and body.get("store") is not False:
             self._keep_transcript(facts.response_id, prompt + facts.text + "\n")
-        request, extra = self._line(ex, blocks, facts, placement.gap_s)
+        model = _str_or_none(body.get("model")) or ""
+        request, extra = self._line(ex, model, _output_limit(body), blocks, facts, placement.gap_s)
         if self.keep_text:
             extra["text"] = {"prompt": prompt, "reply": facts.text}
         self.writer.write(placement.session_id, request, extra)
@@ -242,22 +245,41 @@ class Recorder:
         self.stats.counted += bool(extra.get("counted"))
 
     def _line(
-        self, ex: Exchange, blocks: PromptBlocks, facts: ReplyFacts, gap_s: float | None
+        self,
+        ex: Exchange,
+        model: str,
+        limit: int | None,
+        blocks: PromptBlocks,
+        facts: ReplyFacts,
+        gap_s: float | None,
     ) -> tuple[TraceRequest, dict[str, Any]]:
         t0 = self._t0_ns if self._t0_ns is not None else ex.arrival_ns
-        counted = facts.input_tokens is None or facts.output_tokens is None
+        counted_out = facts.counted_output()
+        # Usage teaches the server's units; counts without it are put into them (units.py).
+        self.scale.learn(
+            model, (facts.input_tokens, blocks.tokens), (facts.output_tokens, counted_out)
+        )
+        scale: dict[str, float] = {}
+        prompt_tokens = facts.input_tokens
+        if prompt_tokens is None:
+            prompt = self.scale.prompt(model, blocks.tokens)
+            prompt_tokens = prompt.tokens
+            if prompt.ratio is not None:
+                scale["in"] = prompt.ratio
+        output_tokens = facts.output_tokens
+        if output_tokens is None:
+            output = self.scale.output(model, counted_out)
+            # A ratio learned on other replies can overshoot what this one was allowed.
+            output_tokens = min(output.tokens, limit) if limit else output.tokens
+            if output.ratio is not None:
+                scale["out"] = output.ratio
         ttft = None
         if ex.stream and facts.first_token_chunk is not None:
             ttft = round((ex.times[facts.first_token_chunk] - ex.arrival_ns) / 1e9, 6)
         request = TraceRequest(
             at_s=max(0, ex.arrival_ns - t0) / 1e9,
-            input_tokens=max(
-                1, facts.input_tokens if facts.input_tokens is not None else blocks.tokens
-            ),
-            output_tokens=max(
-                1,
-                facts.output_tokens if facts.output_tokens is not None else facts.counted_output(),
-            ),
+            input_tokens=max(1, prompt_tokens),
+            output_tokens=max(1, output_tokens),
             hash_ids=blocks.hash_ids,
             gap_s=gap_s,
             cached_tokens=facts.cached_tokens,
@@ -265,8 +287,10 @@ class Recorder:
             duration_s=round((ex.end_ns - ex.arrival_ns) / 1e9, 6),
         )
         extra: dict[str, Any] = {"api": ex.api}
-        if counted:
+        if facts.input_tokens is None or facts.output_tokens is None:
             extra["counted"] = True
+            if scale:
+                extra["scale"] = scale  # the server / stand-in ratios the counts were scaled by
         return request, extra
 
     def _keep_transcript(self, response_id: str, transcript: str) -> None:
@@ -277,6 +301,15 @@ class Recorder:
         ):
             _id, dropped = self._transcripts.popitem(last=False)
             self._transcript_chars -= len(dropped)
+
+
+def _output_limit(body: Mapping[str, Any]) -> int | None:
+    """The most output tokens the request allowed (any API's name for it), if it said."""
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _str_or_none(value: Any) -> str | None:

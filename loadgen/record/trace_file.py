@@ -7,6 +7,8 @@ plus optional fields its reader ignores:
 - request `api`: chat, responses or completions (recordings);
 - request `counted`: true when the server reported no usage, so `in`/`out` are the stand-in
   tokenizer's counts of the rendered prompt and the reply (loadgen.protocol.tokens);
+- request `scale`: on counted rows, {"in": ..., "out": ...}, the server / stand-in token
+  ratios (learned from calls with usage, loadgen.record.units) the counts were scaled by;
 - request `text`: {"prompt": ..., "reply": ...}, only with `agentload record --keep-text`.
 
 Each line is flushed to the operating system as it is written (not fsynced: an fsync per

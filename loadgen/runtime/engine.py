@@ -23,12 +23,14 @@ from loadgen.runtime.probes import (
     discover_model,
     first_request,
     force_length_works,
+    replay_text_scale,
     template_tokens,
 )
 from loadgen.runtime.replay import TraceReplay, replay_section, replay_trace
 from loadgen.runtime.session import SessionRunner
 from loadgen.runtime.sinks import FanOut, RecordSink
 from loadgen.traces import Trace
+from loadgen.traces.prompt import TextScale
 from loadgen.transport import SocketFactory, TargetConfig, Transport
 
 logger = logging.getLogger(__name__)
@@ -139,6 +141,7 @@ class Engine:
         self.make_agent: AgentFactory | None = None
         self.trace: Trace | None = None  # what a `mode: trace` profile replays
         self.template_tokens = 0  # what the target's chat template adds to a prompt
+        self.text_scale = TextScale()  # how replayed text is sized in the target's tokens
 
     async def start(self) -> None:
         """Open the transport, learn the model and output-length support, open result files."""
@@ -151,6 +154,10 @@ class Engine:
             self.force_length = force_length_works(probe, self.profile.force_output_length)
             self.template_tokens = template_tokens(probe)
             self.trace = replay_trace(self.loaded)
+            if self.trace is not None:  # replayed prompts are sized in the target's tokens
+                self.text_scale = await replay_text_scale(
+                    self.transport, self.model, self.trace.block_size, self.template_tokens
+                )
             make_agent = AgentFactory(self.loaded, self.model, self.force_length)
             for replica in range(len(self.transport.replicas)):
                 await check_reasoning_fields(self.transport, self.model, make_agent.params, replica)
@@ -196,7 +203,7 @@ class Engine:
         return TraceReplay(
             trace, self.run_session, self.model,
             force_length=self.force_length, template_tokens=self.template_tokens,
-            share=share, on_origin=origin,
+            text_scale=self.text_scale, share=share, on_origin=origin,
         )  # fmt: skip
 
     def target_label(self) -> dict[str, Any]:

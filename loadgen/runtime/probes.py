@@ -27,6 +27,7 @@ from loadgen.protocol import (
     send,
 )
 from loadgen.runtime.capabilities import TargetCapabilities
+from loadgen.traces.prompt import TextScale, block_tokens, prompt_text
 from loadgen.transport import Transport, TransportError
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ __all__ = [
     "discover_model",
     "first_request",
     "force_length_works",
+    "replay_text_scale",
     "template_tokens",
 ]
 # Start-up probes are tiny requests: a target that cannot answer one in this long is not
@@ -150,6 +152,49 @@ def template_tokens(reply: Reply) -> int:
     if reply.usage is None:
         return 0
     return max(0, reply.usage.prompt_tokens - count_tokens(_PING))
+
+
+# Stand-in tokens of the replay-length probe: long enough that a token or two of marker or
+# template miscounted moves the ratio by well under 1%, short enough for any real window.
+_RATIO_PROBE_TOKENS = 1024
+
+
+async def replay_text_scale(
+    transport: Transport, model: str, block_size: int, template: int
+) -> TextScale:
+    """The target's tokens per stand-in token of replay's prompt text (loadgen.traces.prompt),
+    so that a replayed prompt is the trace's length in the target's own tokens, and the
+    stand-in length of a block of `block_size` of them; 1 (said) when it reports no usage.
+
+    A prompt of known stand-in length made of replay's blocks goes out with max_tokens 1;
+    its prompt tokens, less the `template` the first request learned, over that length is
+    the ratio. How a block tokenizes depends on its length (its marker's share, the words
+    its filler ends on), so where the ratio changes the block's length the probe is sent
+    again with blocks of that length, and that measure is the one kept.
+    """
+    block = block_size
+    for _attempt in range(2):
+        text = prompt_text(
+            tuple(range(1, _RATIO_PROBE_TOKENS // block + 2)), _RATIO_PROBE_TOKENS, block,
+            "\x1eagentload-probe", "",
+        )  # fmt: skip
+        body = chat_body(model, [encode_message("user", text)], max_tokens=1)
+        reply = await _probe(transport, "chat", body, "a prompt-length probe")
+        if not reply.ok or reply.usage is None:
+            why = (
+                "reports no usage" if reply.ok else f"refused a prompt-length probe ({reply.error})"
+            )
+            logger.warning(
+                "agentload: %s %s; replayed prompts are sized in agentload's own tokens, "
+                "which the target may count differently", _where(transport, 0), why,
+            )  # fmt: skip
+            return TextScale()
+        scale = TextScale(max(reply.usage.prompt_tokens - template, 1) / count_tokens(text), block)
+        if block_tokens(block_size, scale.ratio) == block:
+            break
+        block = block_tokens(block_size, scale.ratio)
+    logger.info("agentload: the target counts %.3f tokens per replayed token", scale.ratio)
+    return scale
 
 
 async def detect_server_state(

@@ -23,7 +23,7 @@ from loadgen.profile.loader import LoadedProfile
 from loadgen.protocol import Reply, chat_body, encode_message
 from loadgen.traces import Trace, TraceSession
 from loadgen.traces.formats import load_trace
-from loadgen.traces.prompt import prompt_text
+from loadgen.traces.prompt import TextScale, prompt_text
 from loadgen.traces.timeline import implied_cached_tokens, replay_timeline
 
 __all__ = ["LEAD_S", "TraceAgent", "TraceReplay", "replay_section", "replay_trace"]
@@ -51,6 +51,9 @@ class TraceAgent(Agent):
         # What the target's chat template adds: the text is that much shorter, so that the
         # prompt the server counts is the trace's length.
         self.template_tokens = 0
+        # The target's tokens per stand-in token of the text (1 on the simulator): prompts
+        # and their blocks are made that much shorter (or longer) in stand-in tokens.
+        self.text_scale = TextScale()
 
     def start_session(self, session_id: str) -> None:
         """Begin at the session's first request."""
@@ -69,10 +72,11 @@ class TraceAgent(Agent):
         if self.done:
             return None
         request = self.session.requests[self._next]
+        scale = self.text_scale
         text = prompt_text(
             request.hash_ids,
-            max(1, request.input_tokens - self.template_tokens),
-            self.trace.block_size,
+            scale.prompt_tokens(request.input_tokens - self.template_tokens),
+            scale.block or self.trace.block_size,
             self.namespace,
             f"{self.session.id}\x1f{self._next}",
         )
@@ -116,6 +120,7 @@ class TraceAgent(Agent):
         child = TraceAgent(child_id, self._forks.pop(0), self.trace, model=self.model)
         child.force_length_supported = self.force_length_supported
         child.template_tokens = self.template_tokens
+        child.text_scale = self.text_scale
         return child
 
     def join_subagents(self, results: Sequence[str]) -> None:
@@ -149,6 +154,7 @@ class TraceReplay:
         *,
         force_length: bool,
         template_tokens: int = 0,
+        text_scale: TextScale | None = None,
         share: Callable[[], tuple[int, int]] | None = None,
         on_origin: Callable[[float], None] | None = None,
     ) -> None:
@@ -157,6 +163,7 @@ class TraceReplay:
         self.model = model
         self.force_length = force_length
         self.template_tokens = template_tokens
+        self.text_scale = text_scale or TextScale()
         self.share = share or (lambda: (0, 1))
         self.on_origin = on_origin  # told the loop time the trace's time 0 falls on
         self.tasks: set[asyncio.Task[object]] = set()
@@ -201,6 +208,7 @@ class TraceReplay:
             agent = TraceAgent(session.id, session, self.trace, model=self.model)
             agent.force_length_supported = self.force_length
             agent.template_tokens = self.template_tokens
+            agent.text_scale = self.text_scale
             task = asyncio.create_task(self.run_session(agent, LABEL, session.id))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen.observe.generator_health import GeneratorHealth
+from loadgen.observe.generator_limits import GeneratorLimits
 from loadgen.runtime.probes import discover_model, first_request, force_length_works
 from loadgen.transport import TargetConfig, Transport
 from loadgen.twin.decode_sweep import DecodeFit, Level, decode_sweep, fit_decode
@@ -86,11 +87,19 @@ def check_noise(what: str, spreads: Sequence[float], limit: float) -> float:
 
 
 def _healthy(health: GeneratorHealth, phase: str) -> dict[str, Any]:
+    """The generator's report for a phase; CalibrationRefused when it was saturated.
+
+    Judged as the ceiling search judges a level: a lag on its probe samples, so that one
+    stall is not saturation, and a generator using little of its core that still lags (the
+    server beside it on the same cores, llama-server's threads) only on a broad tail.
+    """
     report = health.report()
-    if report["saturated"]:
+    reasons = GeneratorLimits().reasons(report, loop_lag=health.loop_lag)
+    report = {**report, "saturated": bool(reasons), "reasons": reasons}
+    if reasons:
         raise CalibrationRefused(
             f"agentload's own generator was saturated during the {phase} "
-            f"({'; '.join(report['reasons'])}): its timings are not the target's; give it "
+            f"({'; '.join(reasons)}): its timings are not the target's; give it "
             "a machine with spare CPU and run again"
         )
     return report
@@ -118,7 +127,10 @@ async def calibrate(
         metrics = await metrics_facts(transport)
         say(f"metrics: {metrics.dialect or 'none recognised'} at {metrics.url}")
         prefix = await prefix_facts(transport, model)
-        say(f"prefix caching: {prefix.caching}, block size {prefix.block_size}")
+        say(
+            f"prefix caching: {prefix.caching}, block size {prefix.block_size}; "
+            f"{prefix.tokens_per_word:.3g} server tokens per word sent"
+        )
         lengths = prefill_lengths(settings.max_prompt_tokens, window)
         if len(lengths) < 3:
             raise CalibrationRefused(
@@ -128,7 +140,9 @@ async def calibrate(
             )
         say(f"prefill: {len(lengths)} lengths {lengths[0]}..{lengths[-1]} x {settings.repeats}")
         async with GeneratorHealth() as health:
-            points = await probe_prefill(transport, model, lengths, settings.repeats, time_left)
+            points = await probe_prefill(
+                transport, model, lengths, settings.repeats, time_left, prefix.tokens_per_word
+            )
         generator = {"prefill": _healthy(health, "prefill probe")}
         limit = settings.max_noise
         noise = {"prefill_spread": check_noise("prefill probes", [p.spread for p in points], limit)}
@@ -156,7 +170,7 @@ async def calibrate(
         metrics=metrics,
         prefix=prefix,
         prefill_points=points,
-        prefill=fit_prefill(points),
+        prefill=fit_prefill(points, prefix.tokens_per_word),
         levels=levels,
         decode=fit_decode(levels, stopped),
         generator=generator,

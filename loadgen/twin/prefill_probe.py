@@ -7,7 +7,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from loadgen.transport import Transport
-from loadgen.twin.fit import Estimate, LineFit, fit_line, relative_spread
+from loadgen.twin.fit import (
+    Estimate,
+    LineFit,
+    QuadraticFit,
+    fit_line,
+    fit_quadratic,
+    relative_spread,
+)
 from loadgen.twin.probe_requests import (
     CalibrationRefused,
     fresh_prompt,
@@ -43,10 +50,18 @@ class PrefillFit:
     line: LineFit
     rate: Estimate  # tokens/s
     overhead_s: Estimate
+    # Seconds per token squared where TTFT curves upward (attention over the prompt, as on a
+    # CPU): then `rate` is the curve's slope at no prompt, not the line's; None on a line.
+    quadratic_s: Estimate | None = None
+    # The server's tokens per token of the fit (a word agentload sends): see fit_prefill.
+    tokens_per_word: float = 1.0
 
     def predict_s(self, prompt_tokens: int) -> float:
-        """The fitted TTFT of a lone request of `prompt_tokens` tokens."""
-        return self.line.predict(prompt_tokens)
+        """The fitted TTFT of a lone request of `prompt_tokens` tokens (the server's count)."""
+        n = prompt_tokens / self.tokens_per_word
+        if self.quadratic_s is None:
+            return self.line.predict(n)
+        return self.overhead_s.value + n / self.rate.value + self.quadratic_s.value * n * n
 
 
 def prefill_lengths(max_prompt_tokens: int, window: int | None) -> list[int]:
@@ -61,11 +76,19 @@ async def probe_prefill(
     lengths: Sequence[int],
     repeats: int,
     time_left: Callable[[], float],
+    tokens_per_word: float = 1.0,
 ) -> list[PrefillPoint]:
     """Each length `repeats` times, rounds interleaved (a drift shows as spread, not as slope),
-    one request at a time, each with max_tokens 1 and a prompt no cache holds."""
+    one request at a time, each with max_tokens 1 and a prompt no cache holds.
+
+    `lengths` are the server's tokens: each prompt has lengths / `tokens_per_word` one-token
+    words (server_facts.PrefixFacts), so a server whose tokenizer splits them still gets
+    prompts of about those lengths, within half its window."""
     rounds = [
-        [probe_body(model, fresh_prompt(n), 1, force=False) for n in lengths]
+        [
+            probe_body(model, fresh_prompt(max(8, round(n / tokens_per_word))), 1, force=False)
+            for n in lengths
+        ]
         for _ in range(repeats)
     ]
     ttfts: list[list[float]] = [[] for _ in lengths]
@@ -84,10 +107,14 @@ async def probe_prefill(
     ]
 
 
-def fit_prefill(points: Sequence[PrefillPoint]) -> PrefillFit:
+def fit_prefill(points: Sequence[PrefillPoint], tokens_per_word: float = 1.0) -> PrefillFit:
     """The line through every TTFT against its prompt's tokens; CalibrationRefused when TTFT
-    does not grow with the prompt (prefill too fast to see, or a cache in the way)."""
-    xs = [float(p.prompt_tokens) for p in points for _ in p.ttft_s]
+    does not grow with the prompt (prefill too fast to see, or a cache in the way).
+
+    The tokens are counted as the twin counts them, one per word agentload sends: the
+    server's count / `tokens_per_word` (1 where the server's tokenizer reads a word as one
+    token), so the twin's rate holds for the prompts a run sends it."""
+    xs = [float(p.prompt_tokens) / tokens_per_word for p in points for _ in p.ttft_s]
     ys = [t for p in points for t in p.ttft_s]
     try:
         line = fit_line(xs, ys)
@@ -105,8 +132,63 @@ def fit_prefill(points: Sequence[PrefillPoint]) -> PrefillFit:
         f"{int(min(xs))}..{int(max(xs))}, {len(ys) // len(points)} fresh (uncached) lone "
         "requests each, max_tokens 1"
     )
+    if abs(tokens_per_word - 1.0) > 0.05:
+        how += (
+            f"; tokens as the twin counts them: the server's / {tokens_per_word:.3g}, its "
+            "tokens per word agentload sends"
+        )
+    curved = _curve(xs, ys)
+    if curved is not None:
+        return curved_fit(line, curved, how, tokens_per_word)
     return PrefillFit(
         line,
         Estimate(rate, line.slope_se / line.slope**2, "1 / slope of " + how),
         Estimate(line.intercept, line.intercept_se, "intercept of " + how),
+        tokens_per_word=tokens_per_word,
+    )
+
+
+def _curve(xs: Sequence[float], ys: Sequence[float]) -> QuadraticFit | None:
+    """The parabola through the points when TTFT curves upward, else None (the line stands).
+
+    Upward: the line misses the shortest prompt by more than a fifth, and either the square
+    term is positive over 3 standard errors or the line's intercept is below zero by over 2
+    (no server answers before it is asked: the line is a chord of a curve). The parabola's
+    linear term must then be a rate (positive)."""
+    if len(set(xs)) < 4:
+        return None  # three lengths leave a parabola no residual to judge it by
+    try:
+        curve = fit_quadratic(xs, ys)
+    except ValueError:
+        return None
+    _c0, c1, c2 = curve.coefficients
+    line = fit_line(xs, ys)
+    shortest = min(xs)
+    measured = statistics.median(y for x, y in zip(xs, ys, strict=True) if x == shortest)
+    misses = abs(line.predict(shortest) - measured) > 0.2 * measured
+    bends = c2 > 3 * curve.stderrs[2] or line.intercept < -2 * line.intercept_se
+    if not (misses and bends) or c2 <= 0 or c1 <= 0:
+        return None
+    return curve
+
+
+def curved_fit(
+    line: LineFit, curve: QuadraticFit, how: str, tokens_per_word: float = 1.0
+) -> PrefillFit:
+    """The fit of a TTFT that grows faster than the prompt: the rate is the parabola's slope at
+    no prompt, what short prompts see; the square term is written, not simulated."""
+    c0, c1, c2 = curve.coefficients
+    se0, se1, se2 = curve.stderrs
+    how = how.replace("least squares of", "a least-squares parabola of", 1)
+    return PrefillFit(
+        line,
+        Estimate(
+            1.0 / c1,
+            se1 / c1**2,
+            "1 / linear term of " + how + " (TTFT grows faster than the prompt, as attention "
+            "over it does on a CPU: the rate is what short prompts see)",
+        ),
+        Estimate(c0, se0, "intercept of " + how),
+        Estimate(c2, se2, "square term of " + how + " (not simulated: the twin is linear)"),
+        tokens_per_word,
     )

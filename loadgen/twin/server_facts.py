@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadgen.protocol import send
 from loadgen.sim.config import MetricsDialect
 from loadgen.transport import Transport, TransportError
+from loadgen.twin.fit import fit_line
 from loadgen.twin.probe_requests import fresh_prompt, probe_body, send_probe
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "parse_cache_config",
     "prefix_facts",
     "read_dialect",
+    "tokens_per_word",
 ]
 
 # A prompt this long is past any window a server offers today: its refusal states the window.
@@ -59,6 +61,10 @@ class PrefixFacts:
     block_size: int | None
     pairs: list[tuple[int, int | None]]  # (prompt tokens, cached tokens of the repeat)
     method: str
+    # The server's prompt tokens per one-token word agentload sent (1 on vLLM's and the
+    # simulator's tokenizers, about 2 on a small vocabulary): the prefill probe sizes its
+    # prompts in the server's tokens by it. 1.0 when usage reports no prompt tokens.
+    tokens_per_word: float = 1.0
 
 
 async def context_limit(transport: Transport, model: str) -> tuple[int | None, str]:
@@ -140,9 +146,20 @@ def _block_size(pairs: list[tuple[int, int]]) -> int | None:
     return fits[0] if fits else common
 
 
+def tokens_per_word(sent: list[tuple[int, int]]) -> float:
+    """The server's prompt tokens per one-token word sent: the slope of its counts against the
+    words (the chat template's own tokens are a constant, left out); 1.0 without two lengths
+    or with a count that does not grow."""
+    if len({words for words, _ in sent}) < 2:
+        return 1.0
+    line = fit_line([float(w) for w, _ in sent], [float(t) for _, t in sent])
+    return line.slope if line.slope > 0 else 1.0
+
+
 async def prefix_facts(transport: Transport, model: str) -> PrefixFacts:
     """Send fresh prompts of a few lengths twice each and read cached_tokens on the repeats."""
     pairs: list[tuple[int, int | None]] = []
+    sent: list[tuple[int, int]] = []  # (words sent, the server's prompt tokens)
     for tokens in _PREFIX_LENGTHS:
         body = probe_body(model, fresh_prompt(tokens), 1, force=False)
         await send_probe(transport, body, "prefix-cache probe")
@@ -150,16 +167,18 @@ async def prefix_facts(transport: Transport, model: str) -> PrefixFacts:
         usage = again.usage
         if usage is not None:
             pairs.append((usage.prompt_tokens, usage.cached_tokens))
+            sent.append((tokens, usage.prompt_tokens))
+    ratio = tokens_per_word(sent)
     reported = [(p, c) for p, c in pairs if c is not None]
     if not reported:
         method = "not measured: the server reports no cached_tokens in usage"
-        return PrefixFacts(None, None, pairs, method)
+        return PrefixFacts(None, None, pairs, method, ratio)
     if not any(c for _, c in reported):
-        return PrefixFacts(False, None, pairs, "a repeated prompt reported 0 cached tokens")
+        return PrefixFacts(False, None, pairs, "a repeated prompt reported 0 cached tokens", ratio)
     size = _block_size(reported)
     method = (
         f"cached_tokens of {len(reported)} repeated prompts ({_PREFIX_LENGTHS[0]}.."
         f"{_PREFIX_LENGTHS[-1]} tokens): the block size divides every cached count and "
         "covers each uncached rest"
     )
-    return PrefixFacts(True, size, pairs, method)
+    return PrefixFacts(True, size, pairs, method, ratio)

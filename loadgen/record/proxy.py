@@ -196,13 +196,7 @@ class RecordProxy:
         )
         headers["Accept-Encoding"] = "identity"
         try:
-            upstream = await self._client.request(
-                request.method,
-                self._url(request),
-                headers=headers,
-                data=body if body or request.method not in ("GET", "HEAD") else None,
-                allow_redirects=False,
-            )
+            upstream = await self._send(request, headers, body)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if api is not None:
                 recorder.stats.unreachable += 1
@@ -231,6 +225,27 @@ class RecordProxy:
                 upstream.close()
             else:
                 upstream.release()
+
+    async def _send(
+        self, request: web.BaseRequest, headers: CIMultiDict[str], body: bytes
+    ) -> aiohttp.ClientResponse:
+        """The upstream's response to the request; sent again once on a fresh connection when
+        a pooled one turns out closed before any response came back."""
+        assert self._client is not None
+        data = body if body or request.method not in ("GET", "HEAD") else None
+        for attempt in (0, 1):
+            try:
+                return await self._client.request(
+                    request.method, self._url(request), headers=headers, data=data,
+                    allow_redirects=False,
+                )  # fmt: skip
+            # llama-server closes a keep-alive connection after each streamed reply (as idle
+            # servers do at their timeout); the pool only finds out on the next request sent
+            # on it, which the upstream then never answered: it is sent again, once.
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _relay(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,14 @@ def cpu_server_profile(name: str, out: Path) -> str:
 
 
 def run_profile(
-    name: str, target: str, model: str, out: Path, *, duration: str = "8s", agents: int = 3
+    name: str,
+    target: str,
+    model: str,
+    out: Path,
+    *,
+    duration: str = "8s",
+    agents: int = 3,
+    before_attempt: Callable[[], None] | None = None,
 ) -> ProfileRun:
     """`agentload run NAME` against `target`, scaled to a CPU server: a few agents (or one
     session a second for open-loop profiles) for `duration`, and a coding agent's prefix
@@ -89,6 +97,8 @@ def run_profile(
         load = ["--rate", "1"]
         duration = f"{2 * float(duration.removesuffix('s')):g}s"
     for attempt in range(2):
+        if before_attempt is not None:  # e.g. until the server is idle again
+            before_attempt()
         result = subprocess.run(
             [sys.executable, "-m", "loadgen", "run", profile, "--target", target, "--model", model,
              "--duration", duration, *load, "--quiet", "--out", str(out)],

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,13 +39,30 @@ def proxy_to_sim() -> Iterator[LiteLLMProxy]:
 
 
 @pytest.fixture(scope="module")
-def proxy_to_llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiteLLMProxy]:
+def proxy_to_llama(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LiteLLMProxy, LlamaServer]]:
     model = write_tiny_gguf(tmp_path_factory.mktemp("model") / "tiny.gguf")
     with (
         LlamaServer(model, ctx=4 * 32768, parallel=4) as llama,
         LiteLLMProxy([(llama.base_url, llama.model)], deployment_params=REASONING_ALLOWED) as proxy,
     ):
-        yield proxy
+        yield proxy, llama
+
+
+def wait_until_idle(llama: LlamaServer, timeout_s: float = 180.0) -> None:
+    """Until llama-server processes no request: LiteLLM does not cancel a stream upstream when
+    its client leaves, so the previous profile's streams go on holding its slots."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{llama.root_url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        busy = [
+            line for line in text.splitlines() if line.startswith("llamacpp:requests_processing")
+        ]
+        if busy and float(busy[0].split()[-1]) == 0:
+            return
+        time.sleep(0.5)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -56,9 +75,13 @@ def test_shipped_profile_through_litellm_to_the_sim_has_only_failures_the_server
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_shipped_profile_through_litellm_to_llama_server_has_only_failures_the_server_caused(
-    proxy_to_llama: LiteLLMProxy, profile: str, tmp_path: Path
+    proxy_to_llama: tuple[LiteLLMProxy, LlamaServer], profile: str, tmp_path: Path
 ) -> None:
-    run = run_profile(profile, proxy_to_llama.base_url, proxy_to_llama.model, tmp_path / profile)
+    proxy, llama = proxy_to_llama
+    run = run_profile(
+        profile, proxy.base_url, proxy.model, tmp_path / profile,
+        before_attempt=lambda: wait_until_idle(llama),
+    )  # fmt: skip
     assert_only_server_caused(run)
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from loadgen.cli.main import main
 from loadgen.orchestration.plan import costs, replicas_needed
+from tests.test_ceiling import PROFILE as CEILING_PROFILE
+from tests.test_ceiling import SLO
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENTLOAD = [sys.executable, "-m", "loadgen"]
@@ -22,20 +24,9 @@ preset: fast
 perf: {kind: analytical, decode_step_ms: 10, prefill_tokens_per_s: 100000}
 max_num_seqs: 4
 """
-# tests/test_ceiling.py's workload: tiny prompts, a forced 48-token reply, no think time.
-PROFILE = """\
-name: plan-test
-duration: 10s
-seed: 7
-time_scale: 0.001
-force_output_length: always
-arrival: {mode: closed, agents: 1}
-agents:
-  - kind: support
-    params: {system_prompt_tokens: 16, turns: 2, steps_per_turn: 1, user_tokens: 8,
-             output_tokens: 48, think_time_s: 0}
-"""
-SLO = "ttft_p95 < 200ms"
+# tests/test_ceiling.py's workload (tiny prompts, a forced 48-token reply, no think time)
+# and SLO, under a name of its own.
+PROFILE = CEILING_PROFILE.replace("name: ceiling-test", "name: plan-test")
 AGENTS = 12
 
 

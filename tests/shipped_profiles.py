@@ -44,9 +44,19 @@ class ProfileRun:
 # The coding archetypes' shared prefix is 16K of their own tokens (Claude Code's system
 # prompt and tool definitions, as published traces show it), 32K of the tiny test models':
 # a CPU server's whole 32K window, which no coding agent fits and whose prefill alone takes
-# it ~10 s. Their profiles run here with a prefix such a server holds; every other shape of
-# the archetype (tools, steps, compaction) stays.
-CPU_SERVER_PREFIX = {"coding": 4000, "coding-128k": 4000}
+# it ~10 s. A RAG question (a 4K system prompt and 4-8 chunks of ~600 tokens) is ~16K of the
+# tiny models' tokens: four slots prefilling such prompts side by side answered none within
+# 64 s on CI's two busy cores. Their profiles run here with prompts such a server holds and
+# answers in seconds; every other shape of the archetype (tools, steps, chunks per question,
+# compaction) stays.
+CPU_SERVER_PARAMS: dict[str, dict[str, Any]] = {
+    "coding": {"system_prompt_tokens": 4000},
+    "coding-128k": {"system_prompt_tokens": 4000},
+    "rag": {
+        "system_prompt_tokens": 1000,
+        "chunk_tokens": {"lognormal": {"median": 150, "p90": 300}},
+    },
+}
 # Agents asking a reasoning model to think leave room for it in max_tokens (8-32K tokens);
 # the tiny test models do not reason and never stop early, so they would fill it all, for
 # minutes on a CPU. On these servers such agents ask for effort `none`: the field is still
@@ -55,15 +65,17 @@ CPU_SERVER_PREFIX = {"coding": 4000, "coding-128k": 4000}
 
 
 def cpu_server_profile(name: str, out: Path) -> str:
-    """The profile to run on a CPU server: NAME itself, or a copy beside `out` whose coding
-    agents carry a prefix that fits such a server's window and whose agents do not think."""
+    """The profile to run on a CPU server: NAME itself, or a copy beside `out` whose
+    coding and RAG agents send prompts such a server answers in seconds and whose agents do
+    not think."""
     spec = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
     scaled = False
     for mix in spec["agents"]:
         params = mix.setdefault("params", {})
-        if mix["kind"] in CPU_SERVER_PREFIX and "system_prompt_tokens" not in params:
-            params["system_prompt_tokens"] = CPU_SERVER_PREFIX[mix["kind"]]
-            scaled = True
+        for key, value in CPU_SERVER_PARAMS.get(mix["kind"], {}).items():
+            if key not in params:
+                params[key] = value
+                scaled = True
         if mix.get("reasoning_effort", "none") != "none":
             mix["reasoning_effort"] = "none"
             mix.pop("thinking_budget", None)

@@ -1,7 +1,8 @@
 """Replay issue #18's hostile-input list against the CLI and print what each did.
 
-For each case: the exit code, how long until the first line on stderr (a silent wait over
-5 s is a defect), and whether a traceback appeared. Interrupted runs must not exit 0.
+For each case: the exit code, how long until the first line of output (a silent wait over
+5 s is a defect, and so is a case that prints nothing at all), and whether a traceback
+appeared. Interrupted runs must not exit 0.
 
     python scripts/hostile_replay.py
 """
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 AGENTLOAD = [sys.executable, "-m", "loadgen"]
+SILENT_WAIT_S = 5.0  # a case that says nothing for longer than this looks hung
 
 
 def free_port() -> int:
@@ -50,14 +52,15 @@ def silent_target() -> str:
 def run(argv: list[str], *, interrupt_after: float | None = None, stop_after: float = 90,
         env: dict[str, str] | None = None) -> tuple[int, float | None, bool, str]:  # fmt: skip
     t0 = time.monotonic()
-    proc = subprocess.Popen([*AGENTLOAD, *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    # stdout and stderr together: a line on either is something said.
+    proc = subprocess.Popen([*AGENTLOAD, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
     first: list[float] = []
     lines: list[str] = []
 
     def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
+        assert proc.stdout is not None
+        for line in proc.stdout:
             if not first:
                 first.append(time.monotonic() - t0)
             lines.append(line)
@@ -196,9 +199,14 @@ def main() -> int:
         rc, first, traceback, text = case()
         said = "-" if first is None else f"{first:.1f}s"
         print(f"{name:42} {rc:>4} {said:>11} {'YES' if traceback else 'no':>9}  {expected}")
-        if traceback or (first is not None and first > 5) or ("interrupt" in name and rc == 0):
+        # Silence is a silent wait however long the case took: nothing said is nothing said.
+        silent = first is None or first > SILENT_WAIT_S
+        if traceback or silent or ("interrupt" in name and rc == 0):
             worst = 1
             print("    " + text.strip().splitlines()[-1] if text.strip() else "    (no output)")
+            if silent:
+                what = "nothing printed" if first is None else f"first line at {said}"
+                print(f"    silent wait: {what}")
     busy.close()
     return worst
 

@@ -118,6 +118,9 @@ async def test_a_run_whose_disk_is_full_goes_on_measuring_and_flags_the_summary(
     assert summary["sessions"]["completed"] > 0
     assert summary["sessions"]["failed"] == 0
     assert summary["results_incomplete"] == f"steps.jsonl: {DISK_FULL} after 0 records"
+    # The printed summary says so too: a reader of the terminal is not told a full story.
+    said = " ".join((run.stdout + run.stderr).split())
+    assert f"WARNING: results incomplete: steps.jsonl: {DISK_FULL} after 0 records" in said
     # The other file kept every record.
     sessions = _lines(out / "sessions.jsonl")
     assert len(sessions) >= summary["sessions"]["completed"]

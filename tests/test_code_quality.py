@@ -195,3 +195,120 @@ def test_a_function_over_the_complexity_or_length_limits_fails_the_lint(tmp_path
     assert result.returncode == 1
     assert "C901 `tangled` is too complex" in result.stdout
     assert "PLR0915 Too many statements" in result.stdout
+
+
+# The CLI only parses and hands over: starting and reaping processes is orchestration's.
+_SPAWNING_MODULES = {"subprocess", "multiprocessing"}
+_SPAWNING_CALLS = {
+    "fork", "forkpty", "Popen", "posix_spawn", "posix_spawnp", "spawnv", "spawnve", "spawnl",
+    "spawnle", "spawnvp", "spawnvpe", "spawnlp", "spawnlpe", "create_subprocess_exec",
+    "create_subprocess_shell",
+}  # fmt: skip
+
+
+def process_spawning(folder: Path) -> list[str]:
+    """Where the modules under `folder` import subprocess or multiprocessing or start a
+    process (os.fork, Popen, os.posix_spawn, asyncio.create_subprocess_*...)."""
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        where = path.relative_to(folder.parent)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                modules = (
+                    [alias.name for alias in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                )
+                names = [] if isinstance(node, ast.Import) else [a.name for a in node.names]
+                for module in modules:
+                    if module.split(".")[0] in _SPAWNING_MODULES:
+                        found.append(f"{where}:{node.lineno} imports {module}")
+                found += [
+                    f"{where}:{node.lineno} imports {name}"
+                    for name in names
+                    if name in _SPAWNING_CALLS or name in _SPAWNING_MODULES
+                ]
+            elif isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in _SPAWNING_CALLS:
+                    found.append(f"{where}:{node.lineno} calls {name}")
+    return found
+
+
+def test_the_cli_starts_no_process() -> None:
+    found = process_spawning(PACKAGE / "cli")
+    assert not found, "\n".join(found)
+
+
+def test_a_cli_module_that_starts_a_process_is_reported(tmp_path: Path) -> None:
+    cli = tmp_path / "cli"
+    cli.mkdir()
+    (cli / "a.py").write_text("import subprocess\nimport multiprocessing.pool\n")
+    (cli / "b.py").write_text("import os\n\n\ndef go() -> None:\n    os.fork()\n")
+    (cli / "c.py").write_text("from subprocess import Popen\n\nPopen(['true'])\n")
+    (cli / "d.py").write_text("import asyncio\n\nasyncio.create_subprocess_exec('true')\n")
+    (cli / "ok.py").write_text("import argparse\n\nargparse.ArgumentParser().parse_args()\n")
+    assert process_spawning(cli) == [
+        "cli/a.py:1 imports subprocess",
+        "cli/a.py:2 imports multiprocessing.pool",
+        "cli/b.py:5 calls fork",
+        "cli/c.py:1 imports subprocess",
+        "cli/c.py:1 imports Popen",
+        "cli/c.py:3 calls Popen",
+        "cli/d.py:3 calls create_subprocess_exec",
+    ]
+
+
+def _module_name(package: Path, path: Path) -> str:
+    top = package
+    while (top.parent / "__init__.py").exists():  # a subpackage: named from the top one
+        top = top.parent
+    parts = list(path.relative_to(top.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_cycles(package: Path) -> list[str]:
+    """Cycles among the modules under `package`, imports under TYPE_CHECKING counted."""
+    paths = {_module_name(package, path): path for path in sorted(package.rglob("*.py"))}
+    graph: dict[str, list[str]] = {}
+    for name, path in paths.items():
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module)
+                imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[name] = sorted(imported & paths.keys() - {name})
+    found: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str, stack: list[str]) -> None:
+        stack.append(name)
+        for child in graph[name]:
+            if child in stack:
+                found.append(" -> ".join([*stack[stack.index(child) :], child]))
+            elif child not in done:
+                visit(child, stack)
+        stack.pop()
+        done.add(name)
+
+    for name in graph:
+        if name not in done:
+            visit(name, [])
+    return found
+
+
+def test_the_prometheus_package_has_no_import_cycle() -> None:
+    assert import_cycles(PACKAGE / "observe" / "prometheus") == []
+
+
+def test_an_import_cycle_hidden_under_type_checking_is_found(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("from pkg.b import B\n")
+    (package / "b.py").write_text(
+        "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from pkg.a import A\n"
+    )
+    assert import_cycles(package) == ["pkg.a -> pkg.b -> pkg.a"]

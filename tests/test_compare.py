@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from scipy import stats
 
 from loadgen.observe import ResultFiles, RunStats, SessionRecord, StepRecord
 from loadgen.report import compare_runs, load_results, resolve_metrics
@@ -120,7 +121,6 @@ def test_bootstrap_rarely_calls_noise_a_change() -> None:
 
 
 def test_rank_test_matches_scipy_with_and_without_ties() -> None:
-    stats = pytest.importorskip("scipy.stats")
     rng = random.Random(3)
     a = [rng.gauss(0, 1) for _ in range(80)]
     b = [rng.gauss(0.4, 1) for _ in range(90)]

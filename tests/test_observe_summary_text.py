@@ -74,6 +74,19 @@ def test_format_summary_lists_only_non_zero_failure_kinds() -> None:
     assert "timeout" not in text
 
 
+def test_format_summary_warns_when_a_record_file_stopped_early() -> None:
+    incomplete = "steps.jsonl: [Errno 28] No space left on device after 1234 records"
+    text = format_summary({**_summary(), "results_incomplete": incomplete})
+    assert (
+        "WARNING: results incomplete: steps.jsonl: [Errno 28] No space left on device after "
+        "1234 records; the figures above count every request, the record files stop early"
+    ) in " ".join(text.split())
+
+
+def test_format_summary_of_a_run_that_wrote_every_record_says_nothing_of_it() -> None:
+    assert "incomplete" not in format_summary(_summary())
+
+
 def test_format_summary_warns_when_the_generator_was_saturated() -> None:
     generator = {"saturated": True, "reasons": ["CPU at 97% of one core (saturated at 90%)"]}
     text = format_summary(_summary(generator))

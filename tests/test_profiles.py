@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -99,6 +100,48 @@ def test_agentload_profiles_lists_every_builtin_profile() -> None:
     assert result.returncode == 0, result.stderr
     listed = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
     assert listed == set(BUILTIN)
+
+
+# A length a description names: "45-second", "one-minute", "10 minutes", "20 s", "2 min".
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "five": 5, "ten": 10, "fifteen": 15}
+_UNIT_S = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+_LENGTH = re.compile(
+    rf"\b(\d+(?:\.\d+)?|{'|'.join(_NUMBER_WORDS)})[- ]?({'|'.join(_UNIT_S)})s?\b", re.IGNORECASE
+)
+
+
+def lengths_named(description: str) -> list[float]:
+    """The run lengths `description` names, in seconds."""
+    return [
+        float(_NUMBER_WORDS.get(number.lower(), number)) * _UNIT_S[unit.lower()]
+        for number, unit in _LENGTH.findall(description)
+    ]
+
+
+def test_the_lengths_a_description_names_are_read() -> None:
+    assert lengths_named("A one-minute mixed swarm") == [60.0]
+    assert lengths_named("A 45-second swarm, then 2 min more, 20 s at most") == [45.0, 120.0, 20.0]
+    assert lengths_named("16K shared prefix, 3-5 sub-agents of ~25 calls") == []
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_a_builtin_profiles_description_names_no_length_but_its_own(name: str) -> None:
+    description = builtin_profiles()[name]
+    duration = load_profile(name).profile.total_duration
+
+    assert all(named == duration for named in lengths_named(description)), (
+        f"{name}: {description!r} against a duration of {duration:g} s"
+    )
+
+
+def test_agentload_profiles_prints_no_length_a_profile_does_not_run() -> None:
+    result = run_cli("profiles")
+
+    assert result.returncode == 0, result.stderr
+    for line in filter(str.strip, result.stdout.splitlines()):
+        name, description = line.split(maxsplit=1)
+        duration = load_profile(name).profile.total_duration
+        assert all(named == duration for named in lengths_named(description)), line
 
 
 # -- errors name the file, the field path and the fix -------------------------------------------

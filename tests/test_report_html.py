@@ -327,6 +327,24 @@ def test_a_lost_worker_is_named_in_a_warning_banner(report_dir: Path, tmp_path: 
     assert "measured · 2 of 2 workers reported, 1 lost" in page
 
 
+def test_a_record_file_that_stopped_early_is_said_in_a_warning_banner(
+    report_dir: Path, tmp_path: Path
+) -> None:
+    page = _report_with(
+        report_dir,
+        tmp_path,
+        results_incomplete="steps.jsonl: [Errno 28] No space left on device after 1234 records",
+        generator=_generator_keeping_up(report_dir),
+    )
+
+    banners = re.findall(r'<div class="banner warn">(.*?)</div>', page)
+    assert [_text(b) for b in banners] == [
+        "Results incomplete: steps.jsonl: [Errno 28] No space left on device after 1234 "
+        "records. The headline figures count the whole run; the charts and tables drawn from "
+        "the record files stop early."
+    ]
+
+
 def test_the_subtitle_counts_workers_that_joined_the_running_swarm(
     report_dir: Path, tmp_path: Path
 ) -> None:

@@ -358,6 +358,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines += _server_lines(server)
     if isinstance(workers := summary.get("workers"), Mapping):
         lines += _workers_lines(workers)
+    if incomplete := summary.get("results_incomplete"):
+        lines += textwrap.wrap(
+            f"WARNING: results incomplete: {incomplete}; the figures above count every "
+            "request, the record files stop early",
+            width=100,
+            subsequent_indent=" " * 9,
+        )
     generator = summary.get("generator", {})
     if generator.get("saturated"):
         reasons = "; ".join(generator.get("reasons", [])) or "see generator in summary.json"

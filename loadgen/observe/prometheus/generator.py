@@ -6,12 +6,9 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from loadgen.background import cancel_and_wait
-
-if TYPE_CHECKING:
-    from loadgen.observe.prometheus.metrics import RunMetrics
+from loadgen.observe.prometheus.families import MetricFamilies
 
 __all__ = ["GeneratorSampler"]
 
@@ -25,7 +22,7 @@ class GeneratorSampler:
 
     def __init__(
         self,
-        metrics: RunMetrics,
+        metrics: MetricFamilies,
         profile: str,
         users: Callable[[], int],
         arrival_lags: Sequence[float] = (),

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
 from loadgen.observe.goodput import GoodputRule
+from loadgen.observe.prometheus.families import MetricFamilies
 from loadgen.observe.prometheus.histogram import HistogramChild
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord
 from loadgen.protocol.failures import FailureKind
-
-if TYPE_CHECKING:
-    from loadgen.observe.prometheus.metrics import RunMetrics
 
 __all__ = ["MAX_LABEL_VALUES", "OTHER_LABEL", "MetricsSink"]
 
@@ -79,9 +76,9 @@ class _StepSeries:
 
 
 class MetricsSink:
-    """Counts every record of a run of `profile` into a RunMetrics; see RunMetrics.sink()."""
+    """Counts every record of a run of `profile` into its metric families; see RunMetrics.sink()."""
 
-    def __init__(self, metrics: RunMetrics, profile: str, goodput: GoodputRule) -> None:
+    def __init__(self, metrics: MetricFamilies, profile: str, goodput: GoodputRule) -> None:
         self.metrics = metrics
         self.profile = profile
         self.goodput = goodput

@@ -175,6 +175,12 @@ def _warnings(s: Mapping[str, Any]) -> str:
             f'<div class="banner warn">The load generator was saturated ({escape(reasons)}): '
             "latencies include its own delays. Add workers or CPU.</div>"
         )
+    if incomplete := s.get("results_incomplete"):
+        banners.append(
+            f'<div class="banner warn">Results incomplete: {escape(str(incomplete))}. The '
+            "headline figures count the whole run; the charts and tables drawn from the record "
+            "files stop early.</div>"
+        )
     workers = s.get("workers")
     if isinstance(workers, Mapping) and (missing := workers_missing(workers)) is not None:
         banners.append(

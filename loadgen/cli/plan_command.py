@@ -19,12 +19,17 @@ examples:
       --gpu-hour-cost 2.5 --gpus-per-replica 1
   agentload plan support-chat --twin twin.yaml --slo 'ttft_p95 < 1s' --agents 50 \\
       --router prefix-load --verify-duration 5m --max-duration 30m
+  agentload plan coding-agent --twin twin.yaml --slo 'ttft_p95 < 2s' --agents 200 \\
+      --what-if output_scale=2 --what-if reasoning_effort=low,high --what-if router=session
 
 method: one replica's ceiling (agentload ceiling on the twin alone), replicas = ceil(agents /
 ceiling), then the fleet of R replicas and of R-1 run at the agents for --verify-duration:
 the SLOs should hold at R and break at R-1 (docs/twin.md, "agentload plan").
-results: DIR/plan.json, DIR/ceiling-1-replica/, DIR/verify-R-replicas/
-exit codes: 0 the named fleet held the SLOs; 1 it did not, or one replica holds no load;
+what-if: each variant varies one thing and is planned again the same way (a router variant
+reuses the baseline's one-replica ceiling); a table compares them with the baseline.
+results: DIR/plan.json, DIR/ceiling-1-replica/, DIR/verify-R-replicas/, DIR/what-if-KIND-VALUE/
+exit codes: 0 the named fleet held the SLOs (the baseline's; variants do not change it);
+            1 it did not, or one replica holds no load;
             2 usage error (a bad flag, twin file or profile)
 """
 
@@ -58,6 +63,12 @@ def register(commands: Any) -> None:
                    help=f"the fleet's router in the verification runs: one of "
                    f"{', '.join(ROUTERS)} (default {DEFAULT_ROUTER}: it spreads agents evenly, "
                    "as the sizing assumes)")  # fmt: skip
+    p.add_argument("--what-if", action="append", default=[], metavar="KIND=VALUE[,VALUE...]",
+                   help="plan again with one thing varied, and compare (repeatable; each value "
+                   "is a variant): context_budget=TOKENS (every agent's context budget), "
+                   "reasoning_effort=LEVEL (none|minimal|low|medium|high), output_scale=X "
+                   "(every agent's reply length times X), router=NAME (the verification "
+                   "runs' router)")  # fmt: skip
     p.add_argument("--verify-duration", type=parse_duration, default=120.0, metavar="DURATION",
                    help="length of each verification run (default 2m)")  # fmt: skip
     p.add_argument("--max-duration", type=parse_duration, default=1200.0, metavar="DURATION",
@@ -93,6 +104,12 @@ def plan(args: argparse.Namespace) -> int:
     """Search, size, verify; print the plan and write plan.json. 0 when the fleet held."""
     from loadgen.ceiling import build_slos
     from loadgen.orchestration.plan import PlanSettings, format_plan, run_plan
+    from loadgen.orchestration.what_if import (
+        format_what_if,
+        parse_what_if,
+        run_what_ifs,
+        variants_of,
+    )
     from loadgen.profile.loader import load_profile
     from loadgen.sim.config import ROUTERS, sim_config_from_file
 
@@ -102,9 +119,12 @@ def plan(args: argparse.Namespace) -> int:
         raise UsageError(f"--gpu-hour-cost {args.gpu_hour_cost:g}: a price is 0 or more")
     if args.verify_duration <= 0 or args.max_duration <= 0:
         raise UsageError("--verify-duration and --max-duration: give a length above 0")
+    what_ifs = parse_what_if(args.what_if)  # an unknown kind or a bad value: exit 2 here
     twin = sim_config_from_file(args.twin)  # a missing or bad twin: one line, exit 2
-    profile = load_profile(args.profile).profile  # a bad profile: exit 2 before anything runs
+    loaded = load_profile(args.profile)  # a bad profile: exit 2 before anything runs
+    profile = loaded.profile
     build_slos(args.slo, profile.slos, profile.gates)  # a bad or no SLO: exit 2 here
+    variants = variants_of(loaded, what_ifs)  # a variant that is no valid profile: exit 2
     out = args.out or default_out_dir(profile.name, prefix="plan-")
     settings = PlanSettings(
         profile=args.profile,
@@ -120,6 +140,10 @@ def plan(args: argparse.Namespace) -> int:
         progress=None if args.quiet else sys.stderr,
     )
     doc = run_plan(settings)
+    if variants:
+        run_what_ifs(settings, doc, variants)
     print(format_plan(doc))
+    if variants:
+        print(format_what_if(doc))
     print(f"results: {out}")
     return 0 if doc["answer"] and doc["answer"]["holds"] else 1

@@ -30,6 +30,7 @@ from loadgen.orchestration.route_study import serving
 from loadgen.sim.config import SimConfig
 
 __all__ = [
+    "CEILING_DIR",
     "DEFAULT_ROUTER",
     "PLAN_FILE",
     "PLAN_SCHEMA",
@@ -38,10 +39,12 @@ __all__ = [
     "format_plan",
     "replicas_needed",
     "run_plan",
+    "write_plan",
 ]
 
 PLAN_SCHEMA = "agentload.plan/1"
 PLAN_FILE = "plan.json"
+CEILING_DIR = "ceiling-1-replica"  # the one-replica search's results, inside the plan's folder
 # The sizing assumes the router spreads agents evenly; least-loaded (fewest requests in
 # flight) is the router that does so whatever the sessions' ids hash to. Affinity routers
 # (session, prefix-load) keep caches warm at the price of balance: name them to check a plan
@@ -117,7 +120,7 @@ def _agentload(args: Sequence[str]) -> None:
 
 
 def _search(settings: PlanSettings) -> dict[str, Any]:
-    out = settings.out_dir / "ceiling-1-replica"
+    out = settings.out_dir / CEILING_DIR
     _say(settings, "searching the ceiling of one replica of the twin")
     with serving(settings.twin.model_copy(update={"replicas": 1})) as url:
         _agentload(["ceiling", settings.profile, "--target", url, "--quiet", "--out", str(out),
@@ -178,10 +181,19 @@ def _per_replica(ceiling: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_plan(settings: PlanSettings) -> dict[str, Any]:
-    """Search, size and verify; plan.json's document (also written to the out folder)."""
+def write_plan(settings: PlanSettings, doc: dict[str, Any]) -> None:
+    """plan.json in the plan's folder."""
+    (settings.out_dir / PLAN_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def run_plan(settings: PlanSettings, ceiling: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Search, size and verify; plan.json's document (also written to the out folder).
+
+    `ceiling`: a one-replica search already made (its ceiling.json) to size from instead of
+    searching again, e.g. when only the fleet's router changes."""
     settings.out_dir.mkdir(parents=True, exist_ok=True)
-    ceiling = _search(settings)
+    if ceiling is None:
+        ceiling = _search(settings)
     per = _per_replica(ceiling)
     slos = list(ceiling.get("slos") or [])
     doc: dict[str, Any] = {
@@ -224,7 +236,7 @@ def run_plan(settings: PlanSettings) -> dict[str, Any]:
             ),
             "first_to_run_out": per["first_to_run_out"],
         }
-    (settings.out_dir / PLAN_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    write_plan(settings, doc)
     return doc
 
 

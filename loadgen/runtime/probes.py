@@ -44,7 +44,7 @@ __all__ = [
 # Start-up probes are tiny requests: a target that cannot answer one in this long is not
 # ready to be measured, and the user should hear so at once, not after the request timeout.
 _PROBE_TIMEOUT_S = 30.0
-_PROBE_QUIET_S = 4.0  # after this long without an answer the wait is said
+_PROBE_QUIET_S = 2.0  # said after this long without an answer: with start-up, under 5 s
 # A refusal of the model itself (wrong name, no access): the run could measure nothing.
 _MODEL_REFUSED = re.compile(
     r"model.*(?:not exist|not found|does not|unknown|invalid|no access|not available)|"

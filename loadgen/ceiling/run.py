@@ -7,7 +7,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,7 +30,9 @@ __all__ = [
     "GOODPUT_DROP",
     "INTERRUPTED",
     "CeilingOptions",
+    "Interruption",
     "SearchOutcome",
+    "ceiling_writer",
     "run_ceiling",
     "search_levels",
     "search_unit",
@@ -85,11 +87,45 @@ IN_PROGRESS = "in progress: the search goes on"
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM): the levels measured before it stand"
 
 
+class Interruption:
+    """Ctrl-C and SIGTERM during a ceiling search: the signals received; the first stops it.
+
+    The signal handlers call it with each signal's number; whoever runs the search says how
+    to stop it while it may be stopped (`stopping`), and a signal that came before stops it
+    as that begins. Later signals find the search already ending as any stop does.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._stop: Callable[[], object] | None = None
+
+    @property
+    def signal(self) -> int | None:
+        """The first signal received, or None."""
+        return self.received[0] if self.received else None
+
+    def __call__(self, sig: int) -> None:
+        self.received.append(sig)
+        if len(self.received) == 1 and self._stop is not None:
+            self._stop()
+
+    @contextlib.contextmanager
+    def stopping(self, stop: Callable[[], object]) -> Iterator[None]:
+        """While inside, the first signal calls `stop` (at once if one came already)."""
+        self._stop = stop
+        try:
+            if self.received:
+                stop()
+            yield
+        finally:
+            self._stop = None
+
+
 async def search_levels(
     runner: LevelRunner,
     options: CeilingOptions,
     unit: str,
-    on_level: Callable[[SearchOutcome], None] | None = None,
+    on_level: Callable[[SearchOutcome], object] | None = None,
 ) -> SearchOutcome:
     """Measure levels as the search asks until it settles or a stop ends it.
 
@@ -139,7 +175,12 @@ async def search_levels(
             elif search.good is None:
                 stopped_by = "no level held every SLO"
     finally:
-        await runner.stop()
+        try:
+            await runner.stop()
+        except asyncio.CancelledError:  # interrupted while stopping: the levels stand
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
     return SearchOutcome(levels, stopped_by, time.perf_counter() - t0)
 
 
@@ -176,6 +217,22 @@ def write_ceiling(
     return doc
 
 
+def ceiling_writer(
+    unit: str,
+    options: CeilingOptions,
+    *,
+    profile: str,
+    target: Callable[[], dict[str, Any]],
+) -> Callable[[SearchOutcome], dict[str, Any]]:
+    """Writes ceiling.json for an outcome (the levels so far, as `search_levels`' on_level,
+    or the verdict), with the target's label as it stands then."""
+
+    def write(outcome: SearchOutcome) -> dict[str, Any]:
+        return write_ceiling(outcome, unit, options, profile=profile, target=target())
+
+    return write
+
+
 def search_unit(profile: Profile) -> str:
     """What a level's load counts: agents (closed loop), sessions/s (open loop), or how many
     times faster than recorded a trace is replayed."""
@@ -202,25 +259,20 @@ async def run_ceiling(
         await live.enter_async_context(options.metrics.sampling(profile.name, driver.in_flight))
     t0 = time.perf_counter()
     unit = search_unit(profile)
-
-    def write_so_far(so_far: SearchOutcome) -> None:
-        label = {**engine.target_label(), **options.target_label}
-        write_ceiling(so_far, unit, options, profile=profile.name, target=label)
-
+    write = ceiling_writer(
+        unit,
+        options,
+        profile=profile.name,
+        target=lambda: {**engine.target_label(), **options.target_label},
+    )
     try:
         async with live:
-            outcome = await search_levels(runner, options, unit, write_so_far)
+            outcome = await search_levels(runner, options, unit, write)
     finally:
         summary = engine.summary(time.perf_counter() - t0, **options.target_label)
         engine.write_summary(summary)
         await engine.stop()
-    return write_ceiling(
-        outcome,
-        search_unit(profile),
-        options,
-        profile=profile.name,
-        target={**engine.target_label(), **options.target_label},
-    )
+    return write(outcome)
 
 
 def _progress(out: TextIO | None, level: LevelResult, unit: str) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from loadgen.ceiling import CeilingOptions, run_ceiling
+from loadgen.ceiling.run import Interruption
 from loadgen.observe.prometheus.metrics import RunMetrics
 from loadgen.orchestration.launch_plan import Launch, local_workers, target_of
 from loadgen.orchestration.metrics_endpoint import close_metrics, serve_metrics
@@ -40,12 +41,17 @@ def launch_ceiling(
     options: CeilingOptions,
     swarm: SwarmOptions | None = None,
 ) -> CeilingOutcome:
-    """Search in this process, or as the master `swarm` describes (with launch.processes)."""
+    """Search in this process, or as the master `swarm` describes (with launch.processes).
+
+    Ctrl-C and SIGTERM stop the search either way; it then ends as any stop does, and
+    ceiling.json (rewritten after every level) keeps every level measured.
+    """
+    interruption = Interruption()
     if swarm is None:
-        received: list[int] = []
-        document = asyncio.run(_search(loaded, launch, options, received))
-        return CeilingOutcome(document, received[0] if received else None)
-    return CeilingOutcome(_search_swarm(loaded, launch, options, swarm))
+        document = asyncio.run(_search(loaded, launch, options, interruption))
+    else:
+        document = _search_swarm(loaded, launch, options, swarm, interruption)
+    return CeilingOutcome(document, interruption.signal)
 
 
 def _with_target(options: CeilingOptions, launch: Launch, target: TargetConfig) -> CeilingOptions:
@@ -58,38 +64,33 @@ def _with_target(options: CeilingOptions, launch: Launch, target: TargetConfig) 
 
 
 async def _search(
-    loaded: LoadedProfile, launch: Launch, options: CeilingOptions, received: list[int]
+    loaded: LoadedProfile, launch: Launch, options: CeilingOptions, interruption: Interruption
 ) -> dict[str, Any]:
     """Start the built-in simulator when no target is given, then search on this loop.
 
-    Ctrl-C and SIGTERM stop the search (their numbers go into `received`); it then ends as
-    any stop does, and ceiling.json keeps every level measured.
+    Ctrl-C and SIGTERM (into `interruption`) cancel this task: the search ends as it would.
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-
-    def interrupt(sig: int) -> None:
-        received.append(sig)
-        task.cancel()
-
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, interrupt, sig)
+        loop.add_signal_handler(sig, interruption, sig)
     sim = server = None
     try:
-        if launch.metrics.prometheus_port is not None:
-            metrics = RunMetrics()
-            server = await serve_metrics(metrics, launch.metrics.prometheus_port, "ceiling")
-            options = dataclasses.replace(options, metrics=metrics)
-        if launch.target_url is not None:
-            target = launch.connect(launch.target_url)
-        else:
-            config = profile_sim_config(loaded.profile.sim)
-            sim = SimServer(config, host="127.0.0.1")
-            await sim.start()
-            target = launch.connect(sim.base_url)
-            options = dataclasses.replace(options, target_label={"builtin_sim": config.preset})
-        return await run_ceiling(loaded, target, _with_target(options, launch, target))
+        with interruption.stopping(task.cancel):
+            if launch.metrics.prometheus_port is not None:
+                metrics = RunMetrics()
+                server = await serve_metrics(metrics, launch.metrics.prometheus_port, "ceiling")
+                options = dataclasses.replace(options, metrics=metrics)
+            if launch.target_url is not None:
+                target = launch.connect(launch.target_url)
+            else:
+                config = profile_sim_config(loaded.profile.sim)
+                sim = SimServer(config, host="127.0.0.1")
+                await sim.start()
+                target = launch.connect(sim.base_url)
+                options = dataclasses.replace(options, target_label={"builtin_sim": config.preset})
+            return await run_ceiling(loaded, target, _with_target(options, launch, target))
     finally:
         if server is not None:
             await close_metrics(server, options.progress, "ceiling")
@@ -98,14 +99,26 @@ async def _search(
 
 
 def _search_swarm(
-    loaded: LoadedProfile, launch: Launch, options: CeilingOptions, swarm: SwarmOptions
+    loaded: LoadedProfile,
+    launch: Launch,
+    options: CeilingOptions,
+    swarm: SwarmOptions,
+    interruption: Interruption,
 ) -> dict[str, Any]:
-    """The search as a Locust master: local worker processes (launch.processes) or remote ones."""
+    """The search as a Locust master: local worker processes (launch.processes) or remote ones.
+
+    Ctrl-C and SIGTERM (into `interruption`) are handled on the hub from start to end: they
+    stop the wait for workers or the search, and the workers are told to quit and reaped.
+    """
+    import gevent
+
     from loadgen.observe.prometheus.merge import MergedMetrics
     from loadgen.orchestration.bridge import process_bridge
     from loadgen.orchestration.ceiling_swarm import run_ceiling_swarm
     from loadgen.orchestration.process_engine import SwarmSettings
 
+    handlers = [gevent.signal_handler(sig, interruption, sig)
+                for sig in (signal.SIGINT, signal.SIGTERM)]  # fmt: skip
     bridge = process_bridge()
     server = merged = None
     try:
@@ -123,7 +136,9 @@ def _search_swarm(
                 processes=swarm.expect_workers, extra=label,
             )  # fmt: skip
             with local_workers(launch, target, swarm) as swarm:
-                return run_ceiling_swarm(settings, swarm, options)
+                return run_ceiling_swarm(settings, swarm, options, interruption)
     finally:
         if server is not None:
             bridge.run(close_metrics(server, options.progress, "ceiling"), timeout=60)
+        for handler in handlers:
+            handler.cancel()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +26,18 @@ from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from loadgen.ceiling.driver import DriverStopped, HealthProbe
 from loadgen.ceiling.measure import LevelRunner
-from loadgen.ceiling.run import CeilingOptions, search_levels, search_unit, write_ceiling
+from loadgen.ceiling.run import (
+    INTERRUPTED,
+    CeilingOptions,
+    Interruption,
+    SearchOutcome,
+    ceiling_writer,
+    search_levels,
+    search_unit,
+)
 from loadgen.ceiling.slos import WindowSink, goodput_caps
 from loadgen.ceiling.steadiness import Slice, merge_slices
+from loadgen.errors import TargetUnreachableError
 from loadgen.observe import LatencyHistogram, ResultFiles, RunStats, combine_reports
 from loadgen.observe.goodput import GoodputRule
 from loadgen.observe.target_metrics import SocketFactory
@@ -383,16 +394,36 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
 
 
 def run_ceiling_swarm(
-    settings: SwarmSettings, options: SwarmOptions, ceiling: CeilingOptions
+    settings: SwarmSettings,
+    options: SwarmOptions,
+    ceiling: CeilingOptions,
+    interruption: Interruption | None = None,
 ) -> dict[str, Any]:
-    """Search from a Locust master; returns (and writes) ceiling.json, plus summary.json."""
+    """Search from a Locust master; returns (and writes) ceiling.json, plus summary.json.
+
+    ceiling.json is rewritten after every level. A signal into `interruption` (its handlers
+    are the caller's) stops the wait for workers, or the search as any stop does.
+    """
+    interruption = interruption or Interruption()
     profile = settings.loaded.profile
     env = swarm_environment(settings, options.expect_workers)
     runner = env.create_master_runner(options.master_bind_host, options.master_bind_port)
     assert isinstance(runner, MasterRunner)
     aggregator = MasterAggregator(env, options.metrics)
+    unit = search_unit(profile)
+
+    def target_label() -> dict[str, Any]:
+        return {**aggregator.target, **settings.extra} or {"url": settings.target.base_url}
+
+    write = ceiling_writer(unit, ceiling, profile=profile.name, target=target_label)
+    try:
+        workers = wait_for_workers(runner, _until_interrupted(options, interruption))
+    except TargetUnreachableError:
+        if interruption.signal is None:
+            raise
+        # Interrupted before every worker connected (the runner has quit): nothing measured.
+        return write(SearchOutcome([], INTERRUPTED, 0.0))
     files = ResultFiles(settings.out_dir, records=False)  # workers write their own
-    workers = wait_for_workers(runner, options)
     served = options.metrics is not None
     runner.send_message("agentload_processes", {"processes": workers, "metrics": served})
     bridge = process_bridge()
@@ -403,15 +434,18 @@ def run_ceiling_swarm(
         profile_name=profile.name,
         caps=goodput_caps(ceiling.slos, profile.slos),
         jitter_s=min(1.0, ceiling.windows.warmup_s / 2),
-        target_label=lambda: (
-            {**aggregator.target, **settings.extra} or {"url": settings.target.base_url}
-        ),
+        target_label=target_label,
     )
     driver.names = lambda client_id: aggregator.names.get(client_id, client_id)
     levels = LevelRunner(driver, ceiling.slos, ceiling.windows, ceiling.generator)
-    unit = search_unit(profile)
     try:
-        outcome = bridge.run(search_levels(levels, ceiling, unit))
+        result, cancel = bridge.submit(search_levels(levels, ceiling, unit, write))
+        with interruption.stopping(cancel):
+            try:
+                outcome: SearchOutcome = result.get()
+            except BaseException:  # this greenlet killed: the search goes with it
+                cancel()
+                raise
         aggregator.stop_requested_at = time.monotonic()
         wait_for_final_reports(aggregator, options.final_report_wait_s)
     finally:
@@ -427,4 +461,16 @@ def run_ceiling_swarm(
     summary["workers"] = aggregator.workers_section(options.expect_workers)
     files.write_summary(summary)
     files.close()
-    return write_ceiling(outcome, unit, ceiling, profile=profile.name, target=driver.target_label())
+    return write(outcome)
+
+
+def _until_interrupted(options: SwarmOptions, interruption: Interruption) -> SwarmOptions:
+    """`options` whose wait for workers also ends at a signal."""
+    before = options.stop_waiting
+
+    def reason() -> str | None:
+        if (sig := interruption.signal) is not None:
+            return f"interrupted by {signal.Signals(sig).name} before every worker connected"
+        return before() if before is not None else None
+
+    return dataclasses.replace(options, stop_waiting=reason)

@@ -265,7 +265,15 @@ _TOOL_CALL_STEPS: dict[str, tuple[str, ...]] = {
 _STEP_LOGITS = (30.0, 22.5, 15.0)  # far above the random logits' spread (sd 2)
 
 
-def write_tiny_gguf(path: Path, *, tool_calls: bool = False, seed: int = 0) -> Path:
+def write_tiny_gguf(
+    path: Path,
+    *,
+    tool_calls: bool = False,
+    seed: int = 0,
+    n_embd: int | None = None,
+    n_layer: int | None = None,
+    n_ff: int | None = None,
+) -> Path:
     """Write a tiny random-weight Llama GGUF that llama-server loads in well under a second.
 
     It has a SentencePiece-style vocabulary of ~600 pieces with byte fallback and a ChatML
@@ -279,11 +287,16 @@ def write_tiny_gguf(path: Path, *, tool_calls: bool = False, seed: int = 0) -> P
     parses into `tool_calls` (finish_reason "tool_calls"), in about 50 tokens; string
     arguments get ":". Without tools in the request the same attempt comes back as text.
 
+    `n_embd`, `n_layer`, `n_ff` (hidden size, layers, FFN size) make a larger model where
+    the engine, not HTTP, should set the timings (bench/twin_vs_llama_server.py); by default
+    the tiny sizes above.
+
     Same arguments, same bytes.
     """
+    n_embd, n_layer, n_ff = (n_embd or _N_EMBD, n_layer or _N_LAYER, n_ff or _N_FF)
     vocab = _vocab(tool_calls)
     n_vocab = len(vocab.tokens)
-    head_dim = _N_EMBD // _N_HEAD
+    head_dim = n_embd // _N_HEAD
     rng = np.random.default_rng(seed)
 
     def weight(rows: int, cols: int, scale: float = 1.0) -> _F32:
@@ -296,11 +309,11 @@ def write_tiny_gguf(path: Path, *, tool_calls: bool = False, seed: int = 0) -> P
     def ones(n: int) -> _F32:
         return np.ones(n, dtype=np.float32)
 
-    embeddings = rng.standard_normal((n_vocab, _N_EMBD), np.float32)
+    embeddings = rng.standard_normal((n_vocab, n_embd), np.float32)
     # Logits of a few units' spread: sampling varies, yet the >40 emitted pieces with high
     # logits keep the zero-logit byte and control tokens out of any default top-k.
-    output = np.zeros((n_vocab, _N_EMBD), dtype=np.float32)
-    output[vocab.emitted] = rng.standard_normal((len(vocab.emitted), _N_EMBD), np.float32) / 4
+    output = np.zeros((n_vocab, n_embd), dtype=np.float32)
+    output[vocab.emitted] = rng.standard_normal((len(vocab.emitted), n_embd), np.float32) / 4
     ids = {piece: i for i, piece in enumerate(vocab.tokens)}
     if tool_calls:
         # Attention and MLP only nudge the residual stream (their outputs are scaled down
@@ -308,10 +321,10 @@ def write_tiny_gguf(path: Path, *, tool_calls: bool = False, seed: int = 0) -> P
         # embedding: an output row aligned with it sets that token's successor logits.
         # Orthonormal embeddings for the steering tokens keep their preferences apart.
         steering = [ids[piece] for piece in _TOOL_CALL_STEPS]
-        basis, _ = np.linalg.qr(rng.standard_normal((_N_EMBD, len(steering))))
-        embeddings[steering] = (basis.T * np.sqrt(_N_EMBD)).astype(np.float32)
+        basis, _ = np.linalg.qr(rng.standard_normal((n_embd, len(steering))))
+        embeddings[steering] = (basis.T * np.sqrt(n_embd)).astype(np.float32)
         for piece, successors in _TOOL_CALL_STEPS.items():
-            direction = embeddings[ids[piece]] / _N_EMBD  # · normalised embedding = 1
+            direction = embeddings[ids[piece]] / n_embd  # · normalised embedding = 1
             for logit, successor in zip(_STEP_LOGITS, successors, strict=False):
                 output[ids[successor]] += logit * direction
     # Where a grammar forces a character, llama.cpp may pick its byte-fallback token (logit 0)
@@ -323,9 +336,9 @@ def write_tiny_gguf(path: Path, *, tool_calls: bool = False, seed: int = 0) -> P
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("agentload-tiny")
     writer.add_context_length(_CONTEXT)
-    writer.add_embedding_length(_N_EMBD)
-    writer.add_block_count(_N_LAYER)
-    writer.add_feed_forward_length(_N_FF)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
     writer.add_head_count(_N_HEAD)
     writer.add_head_count_kv(_N_HEAD_KV)
     writer.add_rope_dimension_count(head_dim)
@@ -347,20 +360,20 @@ def write_tiny_gguf(path: Path, *, tool_calls: bool = False, seed: int = 0) -> P
     writer.add_chat_template(_QWEN_TOOLS_TEMPLATE if tool_calls else _CHATML_TEMPLATE)
 
     writer.add_tensor("token_embd.weight", embeddings)
-    for layer in range(_N_LAYER):
+    for layer in range(n_layer):
         blk = f"blk.{layer}"
-        writer.add_tensor(f"{blk}.attn_norm.weight", ones(_N_EMBD))
-        writer.add_tensor(f"{blk}.attn_q.weight", weight(_N_HEAD * head_dim, _N_EMBD))
-        writer.add_tensor(f"{blk}.attn_k.weight", weight(_N_HEAD_KV * head_dim, _N_EMBD))
-        writer.add_tensor(f"{blk}.attn_v.weight", weight(_N_HEAD_KV * head_dim, _N_EMBD))
+        writer.add_tensor(f"{blk}.attn_norm.weight", ones(n_embd))
+        writer.add_tensor(f"{blk}.attn_q.weight", weight(_N_HEAD * head_dim, n_embd))
+        writer.add_tensor(f"{blk}.attn_k.weight", weight(_N_HEAD_KV * head_dim, n_embd))
+        writer.add_tensor(f"{blk}.attn_v.weight", weight(_N_HEAD_KV * head_dim, n_embd))
         writer.add_tensor(
-            f"{blk}.attn_output.weight", weight(_N_EMBD, _N_HEAD * head_dim, residual_scale)
+            f"{blk}.attn_output.weight", weight(n_embd, _N_HEAD * head_dim, residual_scale)
         )
-        writer.add_tensor(f"{blk}.ffn_norm.weight", ones(_N_EMBD))
-        writer.add_tensor(f"{blk}.ffn_gate.weight", weight(_N_FF, _N_EMBD))
-        writer.add_tensor(f"{blk}.ffn_up.weight", weight(_N_FF, _N_EMBD))
-        writer.add_tensor(f"{blk}.ffn_down.weight", weight(_N_EMBD, _N_FF, residual_scale))
-    writer.add_tensor("output_norm.weight", ones(_N_EMBD))
+        writer.add_tensor(f"{blk}.ffn_norm.weight", ones(n_embd))
+        writer.add_tensor(f"{blk}.ffn_gate.weight", weight(n_ff, n_embd))
+        writer.add_tensor(f"{blk}.ffn_up.weight", weight(n_ff, n_embd))
+        writer.add_tensor(f"{blk}.ffn_down.weight", weight(n_embd, n_ff, residual_scale))
+    writer.add_tensor("output_norm.weight", ones(n_embd))
     writer.add_tensor("output.weight", output)
 
     writer.write_header_to_file()

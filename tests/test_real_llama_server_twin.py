@@ -3,10 +3,11 @@ exports no vllm:cache_config_info and counts a word of agentload's as about two 
 
 What holds on a shared 2-core machine is asserted: calibration succeeds, the batch limit is
 the server's --parallel, the window its context per slot, the dialect llamacpp, prefix
-caching on, and the prefill rate is counted in the twin's tokens. How close the twin's
-output tokens/s and TTFT come to llama-server's under load is measured, not asserted: the
-figures, with the machine's noise, are in docs/twin.md ("Against llama-server on this
-machine's CPU")."""
+caching on, the prefill rate is counted in the twin's tokens, and the request overhead is
+measured on short turns after a cached conversation. How close the twin's output tokens/s
+and TTFT come to llama-server's under load is measured, not asserted (the machine's noise
+is as large as the claim): bench/twin_vs_llama_server.py measures it, and the figures, with
+the noise, are in docs/twin.md ("Against llama-server on this machine's CPU")."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import real_servers
 import yaml
 from real_servers import LlamaServer, write_tiny_gguf
 
@@ -34,11 +34,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Larger than the default tiny model (~20M parameters, F32): a decode step of several
     # milliseconds and a prefill of ~1,500 tokens/s on one core, so that the engine, not
     # HTTP, sets the timings the calibration fits (the tiny model's 0.2 ms step is noise).
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(real_servers, "_N_EMBD", 512)
-        patch.setattr(real_servers, "_N_LAYER", 6)
-        patch.setattr(real_servers, "_N_FF", 1536)
-        return write_tiny_gguf(tmp_path_factory.mktemp("model") / "small.gguf")
+    path = tmp_path_factory.mktemp("model") / "small.gguf"
+    return write_tiny_gguf(path, n_embd=512, n_layer=6, n_ff=1536)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +87,12 @@ def test_calibrate_reads_slots_window_and_tokenizer_of_llama_server(
     perf = document["perf"]
     assert perf["decode_step_ms"] > 0.5, perf  # milliseconds, as on a CPU
     assert 50 < perf["prefill_tokens_per_s"] < 50_000, perf
+    # The request overhead is measured on short turns after cached conversations (llama.cpp
+    # reports cached tokens), and written as a key the simulator simulates.
+    overhead = fitted["perf.request_overhead_ms"]
+    assert overhead["method"].startswith("median over "), overhead
+    assert perf["request_overhead_ms"] == overhead["value"] >= 0
+    assert any("cached" in row["probe"] for row in document["calibration"]["accuracy"])
     # The simulator takes it as `agentload sim --config` does.
     config = sim_config_from_file(twin)
     assert config.max_num_seqs == PARALLEL

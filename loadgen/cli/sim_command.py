@@ -163,6 +163,13 @@ def register(commands: Any) -> None:
         metavar="R",
         help="prefill speed in analytical mode (default 1e6)",
     )
+    analytical.add_argument(
+        "--request-overhead-ms",
+        type=float,
+        metavar="MS",
+        help="each request's time before the engine admits it: HTTP, tokenizing, "
+        "scheduling (default 0); adds to TTFT, not to ITL, and blocks no other request",
+    )
     store = p.add_argument_group("responses store")
     store.add_argument(
         "--responses-store-capacity",
@@ -326,7 +333,12 @@ def _parse_reasoning_tokens(text: str) -> dict[str, int]:
     return out
 
 
-_ANALYTICAL_FLAGS = ("decode_step_ms", "decode_step_per_seq_ms", "prefill_tokens_per_s")
+_ANALYTICAL_FLAGS = (
+    "decode_step_ms",
+    "decode_step_per_seq_ms",
+    "prefill_tokens_per_s",
+    "request_overhead_ms",
+)
 
 
 def _base(args: argparse.Namespace) -> dict[str, Any]:

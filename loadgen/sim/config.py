@@ -118,12 +118,18 @@ class RooflineModel(_Frozen):
 
 class AnalyticalModel(_Frozen):
     """Every step costs decode_step_ms, plus decode_step_per_seq_ms for each sequence it
-    decodes, plus its prefill tokens / prefill_tokens_per_s.
+    decodes, plus its prefill tokens / prefill_tokens_per_s, plus prefill_attention_ns_per_pair
+    for each pair of a prefilled token and a token before it; every request first spends
+    request_overhead_ms on its own before the engine sees it.
 
     With all max_num_seqs slots decoding, output throughput is exactly
     max_num_seqs / step_s(max_num_seqs) tokens/s: the ceiling tests and benchmarks look for.
     The per-sequence term (0 by default: a constant step) is the slope a real engine's step
-    shows against its running batch, as `agentload calibrate` fits it (docs/twin.md).
+    shows against its running batch, the attention term (0 by default: prefill linear in the
+    new tokens) what a new turn's tokens cost for attending over a long cached conversation,
+    and the request overhead (0 by default) what a real server spends per request outside
+    its steps (HTTP, tokenizing, scheduling), each as `agentload calibrate` fits them
+    (docs/twin.md).
     """
 
     kind: Literal["analytical"] = "analytical"
@@ -132,6 +138,17 @@ class AnalyticalModel(_Frozen):
         default=0.0, ge=0, description="added to a step per sequence it decodes"
     )
     prefill_tokens_per_s: float = Field(default=1_000_000.0, gt=0)
+    request_overhead_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="each request's time before the engine admits it; adds to TTFT, not ITL",
+    )
+    prefill_attention_ns_per_pair: float = Field(
+        default=0.0,
+        ge=0,
+        description="added to a step per pair of a prefilled token and a token of context "
+        "before it (cached prefix included): attention, which grows with the context",
+    )
 
     def decode_step_s(self, batch: int) -> float:
         """Seconds of a step that decodes `batch` sequences and prefills nothing."""

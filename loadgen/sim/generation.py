@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from loadgen.sim.api_errors import ApiError
-from loadgen.sim.config import SimConfig
+from loadgen.sim.config import AnalyticalModel, SimConfig
 from loadgen.sim.engine import Engine, EngineSequence
 from loadgen.sim.metrics import SimMetrics
 from loadgen.sim.prompt import PromptInfo, analyse_long_prompt
@@ -192,6 +192,13 @@ class SimContext:
         """Check the prompt, plan the reply and queue it on the engine (`prompt`: the text
         already analysed, by a prefix router)."""
         cfg = self.config
+        overhead_ms = cfg.perf.request_overhead_ms if isinstance(cfg.perf, AnalyticalModel) else 0
+        if overhead_ms > 0:
+            # The server's own time before its engine sees the request (HTTP, tokenizing,
+            # scheduling): each request waits on its own, none holds up another or a step,
+            # and the engine's clocks (TTFT and queue-time metrics) start after it, as
+            # vLLM's start once the request is tokenized.
+            await asyncio.sleep(overhead_ms / 1000.0)
         if prompt is None:
             prompt = await analyse_long_prompt(prompt_text, cfg.block_size, cfg.max_model_len)
         if not self.up:

@@ -19,6 +19,8 @@ class StepWork:
     attention_token_pairs: float = 0.0
     # KV bytes are read once per sequence per step: sum of contexts of scheduled sequences.
     kv_tokens_read: int = 0
+    # The prefill chunks' share of attention_token_pairs (the analytical model's attention).
+    prefill_token_pairs: float = 0.0
 
     @property
     def new_tokens(self) -> int:
@@ -27,11 +29,13 @@ class StepWork:
 
     def add(self, new_tokens: int, context_before: int, *, prefill: bool) -> None:
         """Account one sequence's share of the step."""
+        pairs = new_tokens * (context_before + new_tokens / 2)
         if prefill:
             self.prefill_tokens += new_tokens
+            self.prefill_token_pairs += pairs
         else:
             self.decode_seqs += 1
-        self.attention_token_pairs += new_tokens * (context_before + new_tokens / 2)
+        self.attention_token_pairs += pairs
         self.kv_tokens_read += context_before + new_tokens
 
 
@@ -41,7 +45,9 @@ def step_seconds(model: RooflineModel | AnalyticalModel, work: StepWork) -> floa
         return 0.0
     if isinstance(model, AnalyticalModel):
         return (
-            model.decode_step_s(work.decode_seqs) + work.prefill_tokens / model.prefill_tokens_per_s
+            model.decode_step_s(work.decode_seqs)
+            + work.prefill_tokens / model.prefill_tokens_per_s
+            + work.prefill_token_pairs * model.prefill_attention_ns_per_pair * 1e-9
         )
     tp = model.tensor_parallel
     # Dense matmuls: 2 FLOPs per parameter per token; attention: 4 * layers * hidden per pair.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from loadgen.twin.calibrate import Calibration
+from loadgen.twin.suffix_probe import SuffixSample, modelled_ms
 
-__all__ = ["ProbeRow", "accuracy_rows", "accuracy_text"]
+__all__ = ["ProbeRow", "accuracy_rows", "accuracy_text", "suffix_rows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +27,8 @@ class ProbeRow:
 
 
 def accuracy_rows(cal: Calibration) -> list[ProbeRow]:
-    """A row per prefill length (TTFT) and per sweep level below the limit, and the first
-    one past it (ITL)."""
+    """A row per prefill length (TTFT), per suffix probe length (TTFT) and per sweep level
+    below the limit, and the first one past it (ITL)."""
     rows = [
         ProbeRow(
             f"prefill {p.prompt_tokens} tokens",
@@ -36,6 +38,7 @@ def accuracy_rows(cal: Calibration) -> list[ProbeRow]:
         )
         for p in cal.prefill_points
     ]
+    rows += suffix_rows(cal)
     rows += [
         ProbeRow(
             f"concurrency {level.concurrency}" + (" (past the limit)" if level.saturated else ""),
@@ -45,6 +48,46 @@ def accuracy_rows(cal: Calibration) -> list[ProbeRow]:
         )
         for level in cal.levels
     ]
+    return rows
+
+
+def suffix_rows(cal: Calibration) -> list[ProbeRow]:
+    """A row per prefill length for the suffix probe: the median TTFT of the short turns sent
+    after prompts of about that length, against the twin's (overhead, one step, the new
+    tokens' prefill and their attention over the context)."""
+    if cal.suffix is None:
+        return []
+    rows = []
+    tpw = cal.prefill.tokens_per_word
+    step_ms = max(cal.decode.base_ms.value, 0.01)
+    for point in cal.prefill_points:
+        near = [
+            s
+            for s in cal.suffix_samples
+            if abs(s.cached_tokens - point.prompt_tokens) <= 0.1 * point.prompt_tokens
+        ]
+        if not near:
+            continue
+        middle = SuffixSample(
+            round(statistics.median(s.cached_tokens for s in near)),
+            round(statistics.median(s.new_tokens for s in near)),
+            statistics.median(s.ttft_s for s in near),
+        )
+        predicted_ms = cal.suffix.overhead_ms.value + modelled_ms(
+            middle,
+            step_ms=step_ms,
+            prefill_tokens_per_s=cal.prefill.rate.value,
+            pair_ns=cal.prefill.attention_ns_per_pair().value,
+            tokens_per_word=tpw,
+        )
+        rows.append(
+            ProbeRow(
+                f"{middle.new_tokens} new after {middle.cached_tokens} cached",
+                "TTFT",
+                middle.ttft_s,
+                predicted_ms / 1000,
+            )
+        )
     return rows
 
 

@@ -1,8 +1,9 @@
 """`agentload calibrate`'s run: the probes in order, each judged, then the fits.
 
 Order: the model and a first request (does it answer, are lengths forced), the window, the
-metrics (dialect, KV cache), prefix caching and block size, the prefill probe, the
-concurrency sweep. Every phase that times the target runs under a generator-health probe:
+metrics (dialect, KV cache), prefix caching and block size, the prefill probe (each fresh
+prompt followed by the suffix probe's short turn after it, where the server caches),
+the concurrency sweep. Every phase that times the target runs under a generator-health probe:
 timings taken by a saturated generator are the generator's, and the fit is refused.
 """
 
@@ -34,6 +35,7 @@ from loadgen.twin.server_facts import (
     metrics_facts,
     prefix_facts,
 )
+from loadgen.twin.suffix_probe import SuffixFit, SuffixSample, fit_suffix
 
 __all__ = ["Calibration", "CalibrationSettings", "calibrate", "check_noise"]
 
@@ -71,6 +73,9 @@ class Calibration:
     generator: dict[str, dict[str, Any]]
     noise: dict[str, float]
     max_noise: float
+    # The suffix probe (suffix_probe): a short turn after each prefill prompt, cached.
+    suffix_samples: tuple[SuffixSample, ...] = ()
+    suffix: SuffixFit | None = None
 
 
 def check_noise(what: str, spreads: Sequence[float], limit: float) -> float:
@@ -140,8 +145,14 @@ async def calibrate(
             )
         say(f"prefill: {len(lengths)} lengths {lengths[0]}..{lengths[-1]} x {settings.repeats}")
         async with GeneratorHealth() as health:
-            points = await probe_prefill(
-                transport, model, lengths, settings.repeats, time_left, prefix.tokens_per_word
+            points, samples = await probe_prefill(
+                transport,
+                model,
+                lengths,
+                settings.repeats,
+                time_left,
+                prefix.tokens_per_word,
+                suffixes=prefix.caching is True,
             )
         generator = {"prefill": _healthy(health, "prefill probe")}
         limit = settings.max_noise
@@ -159,6 +170,15 @@ async def calibrate(
         generator["decode"] = _healthy(health, "decode sweep")
     spreads = [level.spread for level in levels if len(level.runs) > 1]
     noise["decode_spread"] = check_noise("decode sweep runs", spreads, limit)
+    prefill = fit_prefill(points, prefix.tokens_per_word)
+    decode = fit_decode(levels, stopped)
+    suffix = fit_suffix(
+        samples,
+        step_ms=max(decode.base_ms.value, 0.01),
+        prefill_tokens_per_s=prefill.rate.value,
+        pair_ns=prefill.attention_ns_per_pair().value,
+        tokens_per_word=prefix.tokens_per_word,
+    )
     return Calibration(
         target=target.base_url,
         model=model,
@@ -170,10 +190,12 @@ async def calibrate(
         metrics=metrics,
         prefix=prefix,
         prefill_points=points,
-        prefill=fit_prefill(points, prefix.tokens_per_word),
+        prefill=prefill,
         levels=levels,
-        decode=fit_decode(levels, stopped),
+        decode=decode,
         generator=generator,
         noise=noise,
         max_noise=settings.max_noise,
+        suffix_samples=tuple(samples),
+        suffix=suffix,
     )

@@ -21,6 +21,7 @@ from loadgen.twin.probe_requests import (
     probe_body,
     send_probe,
 )
+from loadgen.twin.suffix_probe import SuffixSample, suffix_body, suffix_sample
 
 __all__ = ["PREFILL_LENGTHS", "PrefillFit", "PrefillPoint", "fit_prefill", "probe_prefill"]
 
@@ -56,6 +57,20 @@ class PrefillFit:
     # The server's tokens per token of the fit (a word agentload sends): see fit_prefill.
     tokens_per_word: float = 1.0
 
+    def attention_ns_per_pair(self) -> Estimate:
+        """The cost of attention per (prefilled token, token before it) pair, in the twin's
+        tokens: a fresh prompt of n tokens has n x n / 2 pairs, so twice the square term;
+        0 where TTFT is a line."""
+        if self.quadratic_s is None:
+            return Estimate(0.0, None, "0: TTFT grows linearly with the prompt (no square term)")
+        q = self.quadratic_s
+        return Estimate(
+            2e9 * q.value,
+            None if q.stderr is None else 2e9 * q.stderr,
+            "twice the " + q.method + "; a fresh prompt of n tokens has n x n / 2 pairs of a "
+            "token and one before it; simulated over the whole context, cached prefix included",
+        )
+
     def predict_s(self, prompt_tokens: int) -> float:
         """The fitted TTFT of a lone request of `prompt_tokens` tokens (the server's count)."""
         n = prompt_tokens / self.tokens_per_word
@@ -77,34 +92,42 @@ async def probe_prefill(
     repeats: int,
     time_left: Callable[[], float],
     tokens_per_word: float = 1.0,
-) -> list[PrefillPoint]:
+    *,
+    suffixes: bool = True,
+) -> tuple[list[PrefillPoint], list[SuffixSample]]:
     """Each length `repeats` times, rounds interleaved (a drift shows as spread, not as slope),
-    one request at a time, each with max_tokens 1 and a prompt no cache holds.
+    one request at a time, each with max_tokens 1 and a prompt no cache holds; with
+    `suffixes`, each followed at once by the suffix probe's request on the prompt it just
+    sent (suffix_probe: a short new turn after that cached conversation).
 
     `lengths` are the server's tokens: each prompt has lengths / `tokens_per_word` one-token
     words (server_facts.PrefixFacts), so a server whose tokenizer splits them still gets
     prompts of about those lengths, within half its window."""
     rounds = [
-        [
-            probe_body(model, fresh_prompt(max(8, round(n / tokens_per_word))), 1, force=False)
-            for n in lengths
-        ]
-        for _ in range(repeats)
+        [fresh_prompt(max(8, round(n / tokens_per_word))) for n in lengths] for _ in range(repeats)
     ]
     ttfts: list[list[float]] = [[] for _ in lengths]
     counted: list[list[int]] = [[] for _ in lengths]
-    for bodies in rounds:
-        for i, body in enumerate(bodies):
+    samples: list[SuffixSample] = []
+    for r, prompts in enumerate(rounds):
+        for i, prompt in enumerate(prompts):
             if time_left() <= 0:
                 raise CalibrationRefused("--max-duration ran out during the prefill probe")
+            body = probe_body(model, prompt, 1, force=False)
             reply = await send_probe(transport, body, "prefill probe")
             ttfts[i].append(reply.ttft_s or 0.0)
             if reply.usage is not None:
                 counted[i].append(reply.usage.prompt_tokens)
-    return [
+            if suffixes:
+                body = suffix_body(model, prompt, r * len(lengths) + i)
+                sample = suffix_sample(await send_probe(transport, body, "suffix probe"))
+                if sample is not None:
+                    samples.append(sample)
+    points = [
         PrefillPoint(int(statistics.median(c)) if c else n, tuple(t))
         for n, c, t in zip(lengths, counted, ttfts, strict=True)
     ]
+    return points, samples
 
 
 def fit_prefill(points: Sequence[PrefillPoint], tokens_per_word: float = 1.0) -> PrefillFit:
@@ -176,7 +199,8 @@ def curved_fit(
     line: LineFit, curve: QuadraticFit, how: str, tokens_per_word: float = 1.0
 ) -> PrefillFit:
     """The fit of a TTFT that grows faster than the prompt: the rate is the parabola's slope at
-    no prompt, what short prompts see; the square term is written, not simulated."""
+    no prompt, what short prompts see; the square term is the prompt's attention over itself
+    (PrefillFit.attention_ns_per_pair)."""
     c0, c1, c2 = curve.coefficients
     se0, se1, se2 = curve.stderrs
     how = how.replace("least squares of", "a least-squares parabola of", 1)
@@ -189,6 +213,6 @@ def curved_fit(
             "over it does on a CPU: the rate is what short prompts see)",
         ),
         Estimate(c0, se0, "intercept of " + how),
-        Estimate(c2, se2, "square term of " + how + " (not simulated: the twin is linear)"),
+        Estimate(c2, se2, "square term of " + how),
         tokens_per_word,
     )

@@ -16,15 +16,15 @@ from loadgen.twin.accuracy import accuracy_rows
 from loadgen.twin.calibrate import Calibration
 from loadgen.twin.fit import Estimate
 
-__all__ = ["BASE_PRESET", "NOT_MODELLED", "twin_document", "write_twin"]
+__all__ = ["BASE_PRESET", "NOT_MODELLED", "request_overhead", "twin_document", "write_twin"]
 
 # What a twin takes from a preset for what calibration does not measure (the per-step token
 # budget, reply lengths, reasoning, the Responses store): the simulator's default server.
 BASE_PRESET = "llama-8b-h100"
 
 NOT_MODELLED = [
-    "request overhead: TTFT's intercept beyond one decode step (HTTP, tokenizing, "
-    "scheduling) is reported, not simulated",
+    "request overhead that grows with the conversation (tokenizing and templating it on "
+    "every request): the overhead is fixed, the suffix probe's median over its lengths",
     "decode step against context length: the step is fitted at short contexts only",
     "chunked-prefill budget (max_num_batched_tokens): the base preset's",
     "KV-cache pressure below the batch limit: the sweep's streams are short",
@@ -73,6 +73,25 @@ def _block_size(cal: Calibration) -> tuple[int, dict[str, Any]]:
     return size, {"value": None, "assumed": size, "method": cal.prefix.method}
 
 
+def request_overhead(intercept_s: Estimate, step_ms: float) -> Estimate:
+    """What a request costs the server beyond its engine's steps, where the suffix probe could
+    not measure it (no cached tokens reported): TTFT's intercept (a lone request with no
+    prompt) less the one step that samples its first token. A negative difference (noise,
+    or a curve's intercept below the step) is written as 0 and said so."""
+    fitted = intercept_s.value * 1000.0 - step_ms
+    stderr = None if intercept_s.stderr is None else intercept_s.stderr * 1000.0
+    how = (
+        f"TTFT intercept ({intercept_s.value * 1000.0:.4g} ms: the prefill fit's, a lone "
+        f"request with no prompt) minus one decode step ({step_ms:.4g} ms); simulated as each "
+        "request's wait before the engine admits it"
+    )
+    if fitted < 0:
+        return Estimate(
+            0.0, stderr, how + f"; the difference, {fitted:.3g} ms, is below 0: written as 0"
+        )
+    return Estimate(fitted, stderr, how)
+
+
 def twin_document(cal: Calibration) -> dict[str, Any]:
     """The twin as a mapping: SimConfig keys, then the calibration section."""
     block_size, block_entry = _block_size(cal)
@@ -81,17 +100,18 @@ def twin_document(cal: Calibration) -> dict[str, Any]:
     window = min(window, blocks * block_size)  # vLLM itself refuses to start otherwise
     decode, prefill = cal.decode, cal.prefill
     base_ms = max(decode.base_ms.value, 0.01)
-    overhead = Estimate(
-        prefill.overhead_s.value * 1000.0 - base_ms,
-        None,
-        "TTFT intercept minus one decode step: what the twin does not simulate",
-    )
+    if cal.suffix is not None:
+        overhead = cal.suffix.overhead_ms
+    else:
+        overhead = request_overhead(prefill.overhead_s, base_ms)
+    attention = prefill.attention_ns_per_pair()
     dialect = cal.metrics.dialect or "vllm"
     fitted = {
         "perf.decode_step_ms": _entry(decode.base_ms, "ms"),
         "perf.decode_step_per_seq_ms": _entry(decode.per_seq_ms, "ms per sequence"),
         "perf.prefill_tokens_per_s": _entry(prefill.rate, "tokens/s"),
-        "request_overhead_ms": _entry(overhead, "ms"),
+        "perf.request_overhead_ms": _entry(overhead, "ms"),
+        "perf.prefill_attention_ns_per_pair": _entry(attention, "ns per pair"),
         "max_num_seqs": {
             **_entry(decode.batch_limit, "sequences", whole=True),
             "lower_bound": not decode.limit_found,
@@ -124,6 +144,8 @@ def twin_document(cal: Calibration) -> dict[str, Any]:
             "decode_step_ms": _round(base_ms),
             "decode_step_per_seq_ms": _round(decode.per_seq_ms.value),
             "prefill_tokens_per_s": _round(prefill.rate.value),
+            "prefill_attention_ns_per_pair": _round(attention.value),
+            "request_overhead_ms": _round(overhead.value),
         },
         "max_num_seqs": int(decode.batch_limit.value),
         "max_model_len": window,

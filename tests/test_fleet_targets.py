@@ -88,8 +88,10 @@ async def test_round_robin_splits_the_requests_evenly_between_two_targets(
     assert target["replicas"] == {"a": a.base_url, "b": b.base_url}
     assert target["balance"] == "round-robin"
     counts = requests_by_replica(run)
-    # One process hands each request to the next target in turn: the halves differ by one.
-    assert abs(counts["a"] - counts["b"]) <= 1, counts
+    # One process hands each request to the next target in turn, so the requests sent differ
+    # by one; those measured differ by at most the ones cut when the run ended (one per
+    # agent and sub-agent in flight: 6 x 3). CI once measured 90 and 88.
+    assert abs(counts["a"] - counts["b"]) <= 18, counts
     assert counts["a"] + counts["b"] == run.summary["requests"]["total"] > 20
     assert Counter(s["replica"] for s in steps(tmp_path / "out")) == counts
     assert "replicas        2, balanced by this client (round-robin)" in run.stdout

@@ -103,7 +103,7 @@ def main() -> int:
                 ],
                 stop_after=45,
             ),
-            "exit 3 within 30 s, said at 4 s",
+            "exit 3 within 30 s, said at 2 s",
         ),
         (
             "worker pointed at a missing master",

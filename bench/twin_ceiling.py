@@ -80,18 +80,6 @@ agents:
 SLOS = ["ttft_p95 < 2s", "itl_p99 < 250ms"]
 
 
-class TwinProcess(SimProcess):
-    """`agentload sim --config TWIN`: the file's own preset as the base (SimProcess's
-    --preset would replace it)."""
-
-    def __init__(self, twin: Path, *, log_dir: Path | None = None) -> None:
-        super().__init__(log_dir=log_dir)
-        self.twin = twin
-
-    def _command(self, port: int) -> list[str]:
-        return [*AGENTLOAD, "sim", "--config", str(self.twin), "--port", str(port)]
-
-
 def original(log_dir: Path) -> SimProcess:
     """A fresh original: the hidden settings, its KV and prefix cache empty."""
     args = [a for k, v in HIDDEN.items() for a in (f"--{k.replace('_', '-')}", f"{v:g}")]
@@ -256,7 +244,7 @@ def main() -> int:
             searches.append(ceiling(f"original {i + 1}", sim.base_url, profile,
                                     out / f"original-{i + 1}", args))  # fmt: skip
         if i == 0:  # the twin between the original's runs: drift shows as their spread
-            with TwinProcess(twin_path, log_dir=logs) as sim:
+            with SimProcess(config=twin_path, log_dir=logs) as sim:
                 twin_search = ceiling("twin", sim.base_url, profile, out / "twin", args)
     assert twin_search is not None
     print()

@@ -60,18 +60,6 @@ agents:
 """
 
 
-class TwinProcess(SimProcess):
-    """`agentload sim --config TWIN`: the file's own preset as the base (SimProcess's
-    --preset would replace it)."""
-
-    def __init__(self, twin: Path, *, log_dir: Path | None = None) -> None:
-        super().__init__(log_dir=log_dir)
-        self.twin = twin
-
-    def _command(self, port: int) -> list[str]:
-        return [*AGENTLOAD, "sim", "--config", str(self.twin), "--port", str(port)]
-
-
 @dataclass
 class Measured:
     """One run's figures: output tokens/s and TTFT p50 (seconds), the load average at its end."""
@@ -202,7 +190,7 @@ def main() -> int:
             server.base_url, out, args.repeats, args.max_noise, args.calibrate_tries
         )
         print(yaml.safe_dump({"perf": yaml.safe_load(twin.read_text())["perf"]}), end="")
-        with TwinProcess(twin) as sim:
+        with SimProcess(config=twin) as sim:
             for user in (int(u) for u in args.user_words.split(",")):
                 profile = out / f"support-{user}.yaml"
                 profile.write_text(PROFILE.format(user=user))

@@ -793,7 +793,9 @@ class TransformersServe(_ServerProcess):
 
 
 class SimProcess(_ServerProcess):
-    """`agentload sim` as its own process: a backend for a gateway, or a target for the CLI."""
+    """`agentload sim` as its own process: a backend for a gateway, or a target for the CLI.
+
+    With `config`: `agentload sim --config FILE` (a twin), the file's own preset its base."""
 
     name = "agentload-sim"
     health_path = "/health"
@@ -806,12 +808,16 @@ class SimProcess(_ServerProcess):
         extra_args: Sequence[str] = (),
         log_dir: Path | None = None,
         start_timeout_s: float = 60.0,
+        config: Path | None = None,
     ) -> None:
         super().__init__(log_dir=log_dir, start_timeout_s=start_timeout_s)
         self.model = "agentload-sim"
         self.preset = preset
         self.extra_args = tuple(extra_args)
+        self.config = config
 
     def _command(self, port: int) -> list[str]:
+        # A config file names its own preset; --preset would replace it.
+        base = ["--config", str(self.config)] if self.config else ["--preset", self.preset]
         return [sys.executable, "-m", "loadgen", "sim", "--port", str(port),
-                "--preset", self.preset, *self.extra_args]  # fmt: skip
+                *base, *self.extra_args]  # fmt: skip

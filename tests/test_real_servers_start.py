@@ -184,7 +184,15 @@ async def test_litellm_proxies_llama_server_streaming(tmp_path: Path) -> None:
     assert done
     assert streamed_text(events)
     usages = [event["usage"] for event in events if event.get("usage")]
-    assert usages[-1]["completion_tokens"] == 12
+    finish = [
+        c["finish_reason"] for e in events for c in e.get("choices") or [] if c.get("finish_reason")
+    ]
+    # The tiny model samples its end token now and then: 12 tokens unless it stopped early.
+    if finish[-1] == "length":
+        assert usages[-1]["completion_tokens"] == 12
+    else:
+        assert finish[-1] == "stop"
+        assert 0 < usages[-1]["completion_tokens"] < 12  # CI once saw 8
 
 
 @pytest.mark.slow

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from loadgen.cli.main import main
-from loadgen.orchestration.plan import costs, replicas_needed
+from loadgen.orchestration.plan import costs, format_plan, replicas_needed, verified_fleet
 from tests.test_ceiling import PROFILE as CEILING_PROFILE
 from tests.test_ceiling import SLO
 
@@ -55,6 +57,67 @@ def test_costs_are_the_fleet_price_over_its_throughput() -> None:
     assert costs(2.5, 1, 3, 0.0, 0.0)["per_million_output_tokens"] is None
 
 
+def _fleet_run(replicas: int, held: bool) -> dict[str, Any]:
+    """A verification run's record, as _verify writes it."""
+    verdict = {
+        "gate": "ttft_p95 < 2s",
+        "value": 1.0 if held else 3.0,
+        "verdict": "pass" if held else "fail",
+        "reason": "ttft_p95 = 3 s, needs < 2 s",
+    }
+    return {"replicas": replicas, "agents": 40, "router": "least-loaded", "held": held,
+            "gates": [verdict], "output_tokens_per_s": 100.0 * replicas,
+            "sessions_per_min": 2.0 * replicas, "session_success_rate": 1.0}  # fmt: skip
+
+
+def _holding_from(fewest: int) -> tuple[list[int], Callable[[int], dict[str, Any]]]:
+    """A fleet of `fewest` replicas or more holds; and the fleets tried, in order."""
+    tried: list[int] = []
+
+    def verify(replicas: int) -> dict[str, Any]:
+        tried.append(replicas)
+        return _fleet_run(replicas, replicas >= fewest)
+
+    return tried, verify
+
+
+def test_a_sized_fleet_that_holds_is_checked_one_replica_fewer() -> None:
+    tried, verify = _holding_from(4)
+    replicas, checks = verified_fleet(4, 2, verify)
+    assert (replicas, tried) == (4, [4, 3])
+    assert [c["held"] for c in checks] == [True, False]
+
+
+def test_a_sized_fleet_that_breaks_grows_until_one_holds() -> None:
+    # The coding-agent plan of docs/twin.md: 4 sized, 4 broke, 5 held.
+    tried, verify = _holding_from(5)
+    replicas, checks = verified_fleet(4, 2, verify)
+    assert (replicas, tried) == (5, [4, 5])
+    doc = {
+        "agents": 40, "router": "prefix-load", "sized_replicas": 4, "replicas": replicas,
+        "verification": checks, "gpu_hour_cost": None, "gpus_per_replica": 1,
+        "per_replica": {"agents": 10, "reached": True, "output_tokens_per_s": 400.0,
+                        "sessions_per_min": 8.0, "goodput": None,
+                        "first_to_run_out": {"slo": None}},
+        "answer": {"replicas": 5, "holds": True, "cost": {"fleet_per_hour": None}},
+    }  # fmt: skip
+    text = format_plan(doc)
+    assert "replicas needed: 4 = ceil(40 agents / 10 per replica)" in text
+    assert "4 broke in the fleet run: 5 is the fewest that held" in text
+    assert text.endswith("plan: 5 replicas hold the SLOs, 4 do not; the sizing named 4: "
+                         "the router's imbalance or lost affinity costs 1 more")  # fmt: skip
+
+
+def test_growing_stops_at_the_limit_and_answers_the_sized_fleet_broken() -> None:
+    tried, verify = _holding_from(99)
+    replicas, checks = verified_fleet(4, 2, verify)
+    assert (replicas, tried) == (4, [4, 5, 6])
+    assert not any(c["held"] for c in checks)
+    tried, verify = _holding_from(99)
+    assert verified_fleet(4, 0, verify)[0] == 4
+    assert tried == [4]
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -62,6 +125,7 @@ def test_costs_are_the_fleet_price_over_its_throughput() -> None:
         (["--agents", "0"], "argument --agents: '0' is below 1"),
         (["--agents", "12", "--router", "fastest"], "--router 'fastest': use one of"),
         (["--agents", "12", "--slo", "ttft_p95 <"], "ttft_p95 <"),
+        (["--agents", "12", "--max-extra-replicas", "-1"], "--max-extra-replicas: give 0"),
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_2(

@@ -241,7 +241,7 @@ def test_a_router_variant_reuses_the_baseline_ceiling_and_reruns_only_the_verifi
     variant = json.loads((folder / "plan.json").read_text())
     assert not (folder / "ceiling-1-replica").exists()
     assert variant["per_replica"] == base["per_replica"]
-    assert variant["replicas"] == base["replicas"]
+    assert variant["sized_replicas"] == base["sized_replicas"]
     assert {check["router"] for check in variant["verification"]} == {"session"}
     assert _what_if(out, "router=session")["ceiling"].startswith("the baseline's")
 

@@ -24,7 +24,8 @@ examples:
 
 method: one replica's ceiling (agentload ceiling on the twin alone), replicas = ceil(agents /
 ceiling), then the fleet of R replicas and of R-1 run at the agents for --verify-duration:
-the SLOs should hold at R and break at R-1 (docs/twin.md, "agentload plan").
+the SLOs should hold at R and break at R-1; when R breaks, R+1, R+2 ... run until one
+holds (--max-extra-replicas) (docs/twin.md, "agentload plan").
 what-if: each variant varies one thing and is planned again the same way (a router variant
 reuses the baseline's one-replica ceiling); a table compares them with the baseline.
 results: DIR/plan.json, DIR/ceiling-1-replica/, DIR/verify-R-replicas/, DIR/what-if-KIND-VALUE/
@@ -71,6 +72,9 @@ def register(commands: Any) -> None:
                    "runs' router)")  # fmt: skip
     p.add_argument("--verify-duration", type=parse_duration, default=120.0, metavar="DURATION",
                    help="length of each verification run (default 2m)")  # fmt: skip
+    p.add_argument("--max-extra-replicas", type=int, default=2, metavar="N",
+                   help="when the sized fleet breaks, run fleets up to N replicas larger "
+                   "until one holds (default 2; 0: only report the break)")  # fmt: skip
     p.add_argument("--max-duration", type=parse_duration, default=1200.0, metavar="DURATION",
                    help="cap on the ceiling search (default 20m)")  # fmt: skip
     p.add_argument("--start", type=float, metavar="LOAD", help="ceiling: first level (agents)")
@@ -119,6 +123,8 @@ def plan(args: argparse.Namespace) -> int:
         raise UsageError(f"--gpu-hour-cost {args.gpu_hour_cost:g}: a price is 0 or more")
     if args.verify_duration <= 0 or args.max_duration <= 0:
         raise UsageError("--verify-duration and --max-duration: give a length above 0")
+    if args.max_extra_replicas < 0:
+        raise UsageError("--max-extra-replicas: give 0 or more")
     what_ifs = parse_what_if(args.what_if)  # an unknown kind or a bad value: exit 2 here
     twin = sim_config_from_file(args.twin)  # a missing or bad twin: one line, exit 2
     loaded = load_profile(args.profile)  # a bad profile: exit 2 before anything runs
@@ -137,6 +143,7 @@ def plan(args: argparse.Namespace) -> int:
         seed=args.seed,
         gpu_hour_cost=args.gpu_hour_cost,
         gpus_per_replica=args.gpus_per_replica,
+        extra_replicas=args.max_extra_replicas,
         progress=None if args.quiet else sys.stderr,
     )
     doc = run_plan(settings)

@@ -20,7 +20,7 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -39,6 +39,7 @@ __all__ = [
     "format_plan",
     "replicas_needed",
     "run_plan",
+    "verified_fleet",
     "write_plan",
 ]
 
@@ -75,6 +76,9 @@ class PlanSettings:
     seed: int = 0
     gpu_hour_cost: float | None = None
     gpus_per_replica: int = 1
+    # When the sized fleet breaks (imbalance, lost affinity), fleets this many replicas
+    # larger are run in turn until one holds; 0 only reports the break.
+    extra_replicas: int = 2
     progress: TextIO | None = sys.stderr
 
 
@@ -181,6 +185,24 @@ def _per_replica(ceiling: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def verified_fleet(
+    sized: int, extra: int, verify: Callable[[int], dict[str, Any]]
+) -> tuple[int, list[dict[str, Any]]]:
+    """The replicas to answer with and the verification runs behind it: the sized fleet and
+    one replica fewer when it holds; else sized + 1, sized + 2, ... (at most `extra` more)
+    until one holds, the answer being the first that did (the sized fleet if none did)."""
+    checks = [verify(sized)]
+    if checks[0]["held"]:
+        if sized > 1:
+            checks.append(verify(sized - 1))
+        return sized, checks
+    for replicas in range(sized + 1, sized + extra + 1):
+        checks.append(verify(replicas))
+        if checks[-1]["held"]:
+            return replicas, checks
+    return sized, checks
+
+
 def write_plan(settings: PlanSettings, doc: dict[str, Any]) -> None:
     """plan.json in the plan's folder."""
     (settings.out_dir / PLAN_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
@@ -204,7 +226,8 @@ def run_plan(settings: PlanSettings, ceiling: dict[str, Any] | None = None) -> d
         "router": settings.router,
         "gpu_hour_cost": settings.gpu_hour_cost,
         "gpus_per_replica": settings.gpus_per_replica,
-        "method": "replicas = ceil(agents / one replica's ceiling), then verified at R and R-1",
+        "method": "replicas = ceil(agents / one replica's ceiling), then verified at R and R-1; "
+        "a fleet of R that breaks is grown a replica at a time until one holds",
         "assumptions": ASSUMPTIONS,
         "per_replica": per,
         "replicas": None,
@@ -212,17 +235,19 @@ def run_plan(settings: PlanSettings, ceiling: dict[str, Any] | None = None) -> d
         "answer": None,
     }
     if per["agents"]:
-        replicas = replicas_needed(settings.agents, per["agents"])
+        sized = replicas_needed(settings.agents, per["agents"])
+        replicas, checks = verified_fleet(
+            sized, settings.extra_replicas, lambda n: _verify(settings, n, slos)
+        )
+        doc["sized_replicas"] = sized
         doc["replicas"] = replicas
-        checks = [_verify(settings, replicas, slos)]
-        if replicas > 1:
-            checks.append(_verify(settings, replicas - 1, slos))
         doc["verification"] = checks
-        at = checks[0]
+        at = next(c for c in checks if c["replicas"] == replicas)
+        below = next((c for c in checks if c["replicas"] == replicas - 1), None)
         doc["answer"] = {
             "replicas": replicas,
             "gpus": replicas * settings.gpus_per_replica,
-            "confirmed": at["held"] and (len(checks) == 1 or not checks[1]["held"]),
+            "confirmed": at["held"] and (below is None or not below["held"]),
             "holds": at["held"],
             "output_tokens_per_s": at["output_tokens_per_s"],
             "sessions_per_min": at["sessions_per_min"],
@@ -269,10 +294,13 @@ def format_plan(doc: dict[str, Any]) -> str:
         resource = first["server_resource"] or "not named by the server's metrics"
         lines.append(f"first to run out: {resource}; at {first['load']:g} agents "
                      + "; ".join(first["slo"]))  # fmt: skip
+    sized = doc.get("sized_replicas", doc["replicas"])
     lines.append(
-        f"replicas needed: {doc['replicas']} = ceil({doc['agents']} agents / "
+        f"replicas needed: {sized} = ceil({doc['agents']} agents / "
         f"{per['agents']:g} per replica), router {doc['router']}"
     )
+    if doc["replicas"] != sized:
+        lines.append(f"  {sized} broke in the fleet run: {doc['replicas']} is the fewest that held")
     lines.append(f"{'replicas':>8} {'agents':>7} {'out tok/s':>10} {'sess/min':>9} "
                  f"{'success':>8}  verdict")  # fmt: skip
     for check in doc["verification"]:
@@ -300,13 +328,21 @@ def format_plan(doc: dict[str, Any]) -> str:
 def _conclusion(doc: dict[str, Any]) -> str:
     answer, checks = doc["answer"], doc["verification"]
     replicas = answer["replicas"]
+    sized = doc.get("sized_replicas", replicas)
     if not answer["holds"]:
-        return (f"plan: NOT confirmed: {replicas} replicas broke the SLOs in the fleet run "
-                "(imbalance or lost affinity the sizing does not model; try more replicas or "
-                "another --router)")  # fmt: skip
-    if len(checks) > 1 and checks[1]["held"]:
+        tried = max(c["replicas"] for c in checks)
+        upto = f" (nor up to {tried})" if tried > sized else ""
+        return (f"plan: NOT confirmed: {sized} replicas broke the SLOs in the fleet run{upto} "
+                "(imbalance or lost affinity the sizing does not model; try another --router "
+                "or --max-extra-replicas)")  # fmt: skip
+    if replicas > sized:
+        return (f"plan: {replicas} replicas hold the SLOs, {replicas - 1} do not; the sizing "
+                f"named {sized}: the router's imbalance or lost affinity costs "
+                f"{replicas - sized} more")  # fmt: skip
+    below = next((c for c in checks if c["replicas"] == replicas - 1), None)
+    if below is not None and below["held"]:
         return (f"plan: {replicas} replicas hold; {replicas - 1} held too: the plan is "
                 "conservative (the fleet does better than one replica alone)")  # fmt: skip
     return f"plan: {replicas} replicas hold the SLOs" + (
-        f", {replicas - 1} do not" if len(checks) > 1 else ""
+        f", {replicas - 1} do not" if below is not None else ""
     )

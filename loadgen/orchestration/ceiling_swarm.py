@@ -72,21 +72,27 @@ def split_load(load: float, workers: list[str], integer: bool) -> dict[str, floa
 class CeilingWorker:
     """A worker's share of a ceiling search: its agents or arrivals, and its slice counter."""
 
-    def __init__(self, env: Environment, runner: WorkerRunner) -> None:
+    def __init__(self, env: Environment) -> None:
         self.env = env
-        self.runner = runner
+        self.runner: WorkerRunner | None = None
         self._commands: gevent.queue.Queue[dict[str, Any]] = gevent.queue.Queue()
         self.sink: WindowSink | None = None
         self.pool: ClosedLoop | None = None
         self._arrivals: asyncio.Task[None] | None = None
         self._open_loop: OpenLoop | None = None
         self._cpu_mark = time.process_time()
-        runner.register_message(CEILING_MESSAGE, self._on_message)
-        # One greenlet answers the commands in order; the message loop never waits on them.
-        self._server = gevent.spawn(self._serve)
 
-    def _on_message(self, environment: Environment, msg: Any, **_kw: Any) -> None:
+    def on_message(self, environment: Environment, msg: Any, **_kw: Any) -> None:
+        """CEILING_MESSAGE's handler: registered before the worker connects (a master that
+        has all its workers sends its first command at once; CI saw a worker drop it as an
+        unknown message and the search fail), queued until `attach`."""
         self._commands.put(msg.data)
+
+    def attach(self, runner: WorkerRunner) -> None:
+        """Answer the commands through `runner`, in order, from one greenlet (the message
+        loop never waits on them)."""
+        self.runner = runner
+        self._server = gevent.spawn(self._serve)
 
     def _serve(self) -> None:
         while True:
@@ -96,6 +102,7 @@ class CeilingWorker:
             except Exception as exc:  # the master ends the search with this reason
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
             reply["id"] = command["id"]
+            assert self.runner is not None  # served only once attached
             self.runner.send_message(REPLY_MESSAGE, reply)
 
     def _handle(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +138,7 @@ class CeilingWorker:
             self.pool.start_jitter_s = float(command["jitter_s"])
             engine.other_agents = self.in_flight  # the master's live metrics count them
         assert self.pool is not None
+        assert self.runner is not None  # commands are served only once attached
         self.sink.begin(float(command["since_unix"]))
         share = float(command["shares"].get(self.runner.client_id, 0.0))
         if command["closed"]:

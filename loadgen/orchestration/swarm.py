@@ -13,7 +13,7 @@ from locust.rpc import Message
 from loadgen.observe import RunStats
 from loadgen.observe.prometheus.metrics import RunMetrics
 from loadgen.observe.prometheus.text import IncrementalExposition
-from loadgen.orchestration.ceiling_swarm import CeilingWorker
+from loadgen.orchestration.ceiling_swarm import CEILING_MESSAGE, CeilingWorker
 from loadgen.orchestration.environment import (
     SwarmOptions,
     interruption,
@@ -108,9 +108,11 @@ def _run_worker(settings: SwarmSettings, options: SwarmOptions) -> None:
     env = swarm_environment(settings, 1)
     # Told how many workers share the run, and whether to ship metrics, from the first
     # message on: a worker joining mid-run hears it right after the master's ack.
-    messages = {PROCESSES_MESSAGE: follow_membership(settings)}
+    # A ceiling master's level commands are heard from the first message on, too.
+    ceiling = CeilingWorker(env)
+    messages = {PROCESSES_MESSAGE: follow_membership(settings), CEILING_MESSAGE: ceiling.on_message}
     runner = create_worker(env, options.master_host, options.master_port, messages)
-    ceiling = CeilingWorker(env, runner)  # answers a ceiling master's level commands
+    ceiling.attach(runner)
 
     leaving = [False]
 

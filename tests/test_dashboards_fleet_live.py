@@ -136,6 +136,14 @@ async def _fleet_run(tmp: Path, prometheus: Prometheus) -> LiveRun:
         await prometheus.wait_until("up", 1.0, timeout_s=60)
         await prometheus.wait_until("sum(agentload_users)", 1.0, count=1, timeout_s=60)
         await asyncio.sleep(REMOVE_AT_S)
+        # A removal loses what the replica holds; on a loaded machine r2 may be between
+        # requests at that instant (CI once counted no lost request), so wait until it holds one.
+        r2 = sim.fleet.replica(REMOVED)
+        assert r2 is not None
+        for _ in range(1000):  # 10 s at most
+            if r2.in_flight:
+                break
+            await asyncio.sleep(0.01)
         await _admin(sim, "remove")
         await asyncio.sleep(RESTORE_AT_S - REMOVE_AT_S)
         await _admin(sim, "restore")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,6 +224,34 @@ async def test_session_router_honours_an_echoed_token_and_moves_a_lost_one(
     assert total(text, "agentload_sim_router_decisions_total", reason="token-lost") == 1
 
 
+async def test_session_load_spreads_new_sessions_evenly_and_keeps_each_where_its_token_says(
+    start_sim: StartSim, http: aiohttp.ClientSession
+) -> None:
+    server = await start_sim(replicas=4, router="session-load")
+
+    tokens: dict[str, str] = {}
+    seen: dict[str, set[str | None]] = {}
+    for turn in range(3):
+        for s in range(12):
+            headers = {"x-session-id": f"s{s}"}
+            if f"s{s}" in tokens:  # the client echoes the token, as agentload's agents do
+                headers["x-session-token"] = tokens[f"s{s}"]
+            answer = await chat(http, server, f"turn {turn}", headers=headers)
+            assert answer.replica is not None
+            assert answer.token is not None
+            tokens[f"s{s}"] = answer.token
+            seen.setdefault(f"s{s}", set()).add(answer.replica)
+
+    assert all(len(replicas) == 1 for replicas in seen.values())
+    # Placed where load is least (all idle here, so in turn): three sessions each, where a
+    # hash of 12 sessions over 4 replicas is rarely even.
+    placed = Counter(next(iter(replicas)) for replicas in seen.values())
+    assert sorted(placed.values()) == [3, 3, 3, 3]
+    text = await metrics(http, server)
+    assert total(text, "agentload_sim_router_decisions_total", reason="least-loaded") == 12
+    assert total(text, "agentload_sim_router_decisions_total", reason="token") == 24
+
+
 async def test_prefix_router_sends_a_request_to_the_replica_holding_its_prefix(
     start_sim: StartSim, http: aiohttp.ClientSession
 ) -> None:
@@ -344,6 +373,23 @@ def test_session_router_sends_every_session_less_request_to_one_replica() -> Non
     router = make_router(sim_config(replicas=4, router="session"))
     picks = {router.choose(fakes(4), RouteRequest())[0].name for _ in range(10)}
     assert len(picks) == 1
+
+
+def test_session_load_places_a_request_without_a_token_on_the_least_loaded_replica() -> None:
+    router = make_router(sim_config(replicas=3, router="session-load"))
+    live = fakes(3)
+    live[0].in_flight, live[1].in_flight, live[2].in_flight = 4, 1, 6
+    for session in ("a", "b", "c"):  # whatever the session id hashes to
+        assert router.choose(live, RouteRequest(session=session)) == (live[1], "least-loaded")
+
+
+def test_session_load_follows_a_token_even_to_a_busy_replica_and_moves_a_lost_one() -> None:
+    router = make_router(sim_config(replicas=3, router="session-load"))
+    live = fakes(3)
+    live[0].in_flight, live[1].in_flight, live[2].in_flight = 9, 1, 2
+    assert router.choose(live, RouteRequest(session="a", token="r0")) == (live[0], "token")
+    gone = RouteRequest(session="a", token="r7")
+    assert router.choose(live, gone) == (live[1], "token-lost")
 
 
 def test_prefix_router_prefers_the_longest_prefix_then_the_least_loaded() -> None:

@@ -41,12 +41,15 @@ MetricsDialect = Literal["vllm", "vllm-v0", "sglang", "llamacpp"]
 METRICS_DIALECTS: tuple[MetricsDialect, ...] = ("vllm", "vllm-v0", "sglang", "llamacpp")
 
 # How a simulated fleet's router picks a replica per request (loadgen/sim/router.py).
-RouterName = Literal["round-robin", "random", "least-loaded", "session", "prefix", "prefix-load"]
+RouterName = Literal[
+    "round-robin", "random", "least-loaded", "session", "session-load", "prefix", "prefix-load"
+]
 ROUTERS: tuple[RouterName, ...] = (
     "round-robin",
     "random",
     "least-loaded",
     "session",
+    "session-load",
     "prefix",
     "prefix-load",
 )

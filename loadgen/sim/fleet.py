@@ -4,7 +4,7 @@ Each replica is a whole engine of its own (SimContext: batch, waiting queue, pag
 with its prefix cache, metrics) with its own Responses store, or one store shared by all
 (`shared_store`, as deployments with an external state store have). Every generation request
 goes through the router (router.py), which picks a live replica; the response names it in
-`x-agentload-replica`, and under the `session` router carries the `x-session-token` the
+`x-agentload-replica`, and under the `session` and `session-load` routers carries the `x-session-token` the
 client echoes.
 
 A replica can be removed (POST /admin/replicas/{id}/remove, or the replica_crash fault) and
@@ -268,7 +268,7 @@ class Fleet:
         if replica is None or not self.labelled:
             return
         response.headers[REPLICA_HEADER] = replica.name
-        if self.config.router == "session":
+        if self.config.router in ("session", "session-load"):
             response.headers[TOKEN_HEADER] = session_token(replica.name)
 
     # -- removal -----------------------------------------------------------------------------

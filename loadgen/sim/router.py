@@ -1,6 +1,6 @@
 """A simulated fleet's router: which live replica serves a request (docs/fleets.md, "Routers").
 
-Six policies, each what its name says:
+Seven policies, each what its name says:
 
 - `round-robin`: the next live replica in turn.
 - `random`: a seeded random live replica.
@@ -12,6 +12,11 @@ Six policies, each what its name says:
   replicas, so that removing a replica moves only its own sessions. A request without the
   header hashes as the empty session, as a consistent-hash balancer (nginx `hash`) does: all
   such requests go to one replica, so a client's start-up probes keep their own chain.
+- `session-load`: llm-d's session-affinity scorer beside its load scorer: an echoed token
+  naming a live replica wins; a request without one (a session's first) goes to the replica
+  with the fewest in flight, and the token on its response pins the session there. Affinity
+  without the hash's imbalance, for clients that echo the token (agentload's agents do); a
+  client that does not gets none.
 - `prefix`: the replica holding the longest cached prefix of the request's KV blocks (each
   replica's prefix cache is asked for the request's chained block hashes, the same hashes
   its engine uses); ties go to the fewest in flight.
@@ -130,6 +135,18 @@ class _Session(Router):
         return chosen, ("session-hash" if request.session else "no-session")
 
 
+class _SessionLoad(Router):
+    name: RouterName = "session-load"
+
+    def choose(self, live: Sequence[T], request: RouteRequest) -> tuple[T, str]:
+        if request.token is not None:
+            for replica in live:
+                if replica.name == request.token:
+                    return replica, "token"
+        chosen = min(self._rotation(live), key=lambda r: r.in_flight)
+        return chosen, ("token-lost" if request.token is not None else "least-loaded")
+
+
 class _Prefix(Router):
     name: RouterName = "prefix"
     needs_prefix = True
@@ -169,6 +186,7 @@ _ROUTERS: dict[RouterName, type[Router]] = {
     "random": _Random,
     "least-loaded": _LeastLoaded,
     "session": _Session,
+    "session-load": _SessionLoad,
     "prefix": _Prefix,
     "prefix-load": _PrefixLoad,
 }

@@ -11,10 +11,13 @@ from loadgen.observe.histogram import LatencyHistogram
 from loadgen.observe.records import StepRecord
 
 __all__ = [
+    "HEADER_SOURCE",
     "MAX_REPLICAS",
     "OTHER_REPLICA",
+    "TARGETS_SOURCE",
     "ReplicaStats",
     "add_replica_counts",
+    "count_imbalance",
     "replica_imbalance",
     "replica_key",
     "replica_sections",
@@ -25,6 +28,9 @@ __all__ = [
 # not grow the summary (or the master's merge) without bound.
 MAX_REPLICAS = 64
 OTHER_REPLICA = "other"
+# summary.json `by_replica_source`: where the replicas' names came from.
+HEADER_SOURCE = "response header"
+TARGETS_SOURCE = "targets"
 # The imbalance's sentence calls requests even while the busiest replica has less than a
 # tenth above the mean, and names the slowest replica once its median is a quarter above.
 _EVEN = 1.1
@@ -177,12 +183,19 @@ def _slowest(replicas: Mapping[str, ReplicaStats]) -> dict[str, Any] | None:
     }
 
 
-def replica_imbalance(replicas: Mapping[str, ReplicaStats]) -> dict[str, Any] | None:
-    """Which replica got the most requests and how far above the mean, which the fewest, and
-    which answered slowest; a sentence saying so. None below two replicas."""
-    if len(replicas) < 2:
+# How the imbalance's sentence names each count it can be taken over.
+_NOUNS = {
+    "requests": ("requests", "served", "the fewest", "no replica served a request"),
+    "generation_tokens": ("output tokens", "generated", "the least", "no replica generated"),
+}
+
+
+def count_imbalance(counts: Mapping[str, float], metric: str = "requests") -> dict[str, Any] | None:
+    """Which replica has the largest count of `metric` ("requests", "generation_tokens") and
+    how far above the mean, which the smallest; a sentence saying so. None below two."""
+    if len(counts) < 2:
         return None
-    counts = {name: s.requests for name, s in replicas.items()}
+    noun, verb, least, none = _NOUNS[metric]
     total = sum(counts.values())
     mean = total / len(counts)
     # Ties go to the name first in order, so that the verdict is the same on every run.
@@ -191,30 +204,40 @@ def replica_imbalance(replicas: Mapping[str, ReplicaStats]) -> dict[str, Any] | 
     share = {name: n / total if total else 0.0 for name, n in counts.items()}
     over = counts[busiest] / mean if mean else None
     if over is None:
-        text = "no replica served a request"
+        text = none
     elif over < _EVEN:
-        text = f"requests evenly spread: the busiest, {busiest}, served {share[busiest]:.0%}"
+        text = f"{noun} evenly spread: the busiest, {busiest}, {verb} {share[busiest]:.0%}"
         text += f" ({over:.2f}x the mean)"
     else:
-        text = f"{busiest} served {share[busiest]:.0%} of requests ({over:.2f}x the mean), "
-        text += f"{idlest} the fewest ({share[idlest]:.0%})"
-    slowest = _slowest(replicas)
-    if slowest is not None and (slowest["max_over_mean"] or 0) >= _SLOW:
-        what = "TTFT" if slowest["metric"] == "ttft_p50_s" else "end-to-end"
-        text += (
-            f"; {slowest['replica']} is the slowest, {what} p50 {_seconds(slowest['value'])} "
-            f"({slowest['max_over_mean']:.2f}x the mean)"
-        )
+        text = f"{busiest} {verb} {share[busiest]:.0%} of {noun} ({over:.2f}x the mean), "
+        text += f"{idlest} {least} ({share[idlest]:.0%})"
     return {
-        "metric": "requests",
+        "metric": metric,
         "max_over_mean": over,
         "busiest": busiest,
         "busiest_share": share[busiest],
         "idlest": idlest,
         "idlest_share": share[idlest],
-        "slowest": slowest,
+        "slowest": None,
         "text": text,
     }
+
+
+def replica_imbalance(replicas: Mapping[str, ReplicaStats]) -> dict[str, Any] | None:
+    """Which replica got the most requests and how far above the mean, which the fewest, and
+    which answered slowest; a sentence saying so. None below two replicas."""
+    out = count_imbalance({name: float(s.requests) for name, s in replicas.items()})
+    if out is None:
+        return None
+    slowest = _slowest(replicas)
+    if slowest is not None and (slowest["max_over_mean"] or 0) >= _SLOW:
+        what = "TTFT" if slowest["metric"] == "ttft_p50_s" else "end-to-end"
+        out["text"] += (
+            f"; {slowest['replica']} is the slowest, {what} p50 {_seconds(slowest['value'])} "
+            f"({slowest['max_over_mean']:.2f}x the mean)"
+        )
+    out["slowest"] = slowest
+    return out
 
 
 def replica_sections(
@@ -233,7 +256,10 @@ def replica_sections(
     out: dict[str, Any] = {
         "by_replica": {
             name: _replica_summary(every[name], total, duration_s) for name in sorted(every)
-        }
+        },
+        # Several --target URLs (a name a response header gave still takes precedence), or
+        # the replica header alone; observe/server_replicas.py gives "server metrics".
+        "by_replica_source": TARGETS_SOURCE if known else HEADER_SOURCE,
     }
     if (imbalance := replica_imbalance(every)) is not None:
         out["replica_imbalance"] = imbalance

@@ -7,12 +7,19 @@ from typing import TYPE_CHECKING, Any
 
 from loadgen.observe.histogram import LatencyHistogram, censored_percentile
 from loadgen.observe.replicas import replica_sections
+from loadgen.observe.server_replicas import server_replica_sections
 
 if TYPE_CHECKING:
     # Only for annotations: run_stats imports this module to implement RunStats.summary().
     from loadgen.observe.run_stats import AgentStats, RunStats
 
-__all__ = ["LATENCY_HISTOGRAMS", "SUMMARY_SCHEMA", "build_summary", "running_at_end"]
+__all__ = [
+    "LATENCY_HISTOGRAMS",
+    "SUMMARY_SCHEMA",
+    "add_server_section",
+    "build_summary",
+    "running_at_end",
+]
 
 SUMMARY_SCHEMA = "agentload.summary/1"
 # The latency histograms a summary reports and also ships whole, for exact later merging.
@@ -167,3 +174,14 @@ def build_summary(
         "generator": dict(generator),
         "histograms": {name: stats.histogram(name).to_dict() for name in LATENCY_HISTOGRAMS},
     }
+
+
+def add_server_section(summary: dict[str, Any], server: Mapping[str, Any]) -> None:
+    """Put the target's sampled metrics (TargetMetricsSampler.report()) into `summary` as
+    "server"; when no step named a replica (no header, one --target) but the server's metrics
+    did, the top-level `by_replica` and `replica_imbalance` come from them too."""
+    summary["server"] = dict(server)
+    if "by_replica" not in summary:
+        duration_s = summary.get("duration_s")
+        duration = float(duration_s) if isinstance(duration_s, int | float) else 0.0
+        summary.update(server_replica_sections(server, duration))

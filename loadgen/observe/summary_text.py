@@ -245,26 +245,49 @@ def _replica_row(name: str, r: Mapping[str, Any]) -> str:
     ).rstrip()
 
 
+def _server_replica_row(name: str, r: Mapping[str, Any]) -> str:
+    requests = r.get("requests") or {}
+    return (
+        f"  {textwrap.shorten(name, 22, placeholder='…'):22} {_number(requests.get('total')):>8} "
+        f"{_percent(r.get('share')):>6} {_number(r.get('output_tokens_per_s')):>9} "
+        f"{_percent(r.get('cache_hit_ratio')):>9} {_percent(r.get('kv_cache_usage_peak')):>8} "
+        f"{_number(r.get('waiting_peak')):>8}"
+    )
+
+
+def _replicas_how(summary: Mapping[str, Any]) -> str:
+    """Where the replicas' figures came from, for the table's title line."""
+    target = summary.get("target") or {}
+    source = summary.get("by_replica_source")
+    if source == "server metrics":
+        label = (summary.get("server") or {}).get("replica_label") or "replica"
+        return f"from the server's metrics (label {label}): requests it finished, no latency"
+    if source == "targets" or target.get("balance"):
+        return f"balanced by this client ({target.get('balance') or 'targets'})"
+    return "as the responses named them"
+
+
 def replica_lines(summary: Mapping[str, Any]) -> list[str]:
     """The by-replica table and the imbalance, named; none for a single target."""
     by_replica = summary.get("by_replica")
     if not isinstance(by_replica, Mapping) or not by_replica:
         return []
-    target = summary.get("target") or {}
-    how = (
-        f"balanced by this client ({target['balance']})"
-        if target.get("balance")
-        else "as the responses named them"
-    )
     order = sorted(
         by_replica, key=lambda n: -int((by_replica[n].get("requests") or {}).get("total") or 0)
     )
-    lines = [
-        f"replicas        {len(by_replica)}, {how}",
-        f"  {'replica':22} {'requests':>8} {'share':>6} {'failed':>6} {'TTFT p50':>9} "
-        f"{'TTFT p95':>9} {'e2e p50':>9} {'cache hit':>9}  state failures",
-        *(_replica_row(name, by_replica[name]) for name in order[:_REPLICA_ROWS]),
-    ]
+    if summary.get("by_replica_source") == "server metrics":
+        head = (
+            f"  {'replica':22} {'requests':>8} {'share':>6} {'out tok/s':>9} {'cache hit':>9} "
+            f"{'KV peak':>8} {'waiting':>8}"
+        )
+        rows = [_server_replica_row(name, by_replica[name]) for name in order[:_REPLICA_ROWS]]
+    else:
+        head = (
+            f"  {'replica':22} {'requests':>8} {'share':>6} {'failed':>6} {'TTFT p50':>9} "
+            f"{'TTFT p95':>9} {'e2e p50':>9} {'cache hit':>9}  state failures"
+        )
+        rows = [_replica_row(name, by_replica[name]) for name in order[:_REPLICA_ROWS]]
+    lines = [f"replicas        {len(by_replica)}, {_replicas_how(summary)}", head, *rows]
     if len(order) > _REPLICA_ROWS:
         lines.append(f"  ... {len(order) - _REPLICA_ROWS} more in summary.json by_replica")
     imbalance = summary.get("replica_imbalance")

@@ -15,8 +15,10 @@ from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from loadgen.background import cancel_and_wait
+from loadgen.observe.server_replicas import ServerReplicas, replica_label
 
 __all__ = [
     "KV_CACHE_BINDING",
@@ -25,6 +27,7 @@ __all__ = [
     "ServerSample",
     "SocketFactory",
     "TargetMetricsSampler",
+    "parse_by_replica",
     "parse_server_metrics",
     "server_report",
 ]
@@ -82,6 +85,13 @@ _COUNTERS: dict[str, tuple[str, ...]] = {
         "llamacpp:tokens_predicted_total",
     ),
     "cached_tokens": ("sglang:cached_tokens_total",),
+    # Per replica only (server_replicas.py): every finish reason, else the e2e histogram.
+    "requests_finished": (
+        "vllm:request_success_total",
+        "sglang:num_requests_total",
+        "vllm:e2e_request_latency_seconds_count",
+        "sglang:e2e_request_latency_seconds_count",
+    ),
 }
 # Fractions and rates are the worst replica's; counts and queues add up over label sets.
 _MAX_OVER_LABELS = {"kv_cache_usage", "prefix_cache_hit_rate"}
@@ -97,14 +107,16 @@ def _sample_name(line: str) -> str:
     return line[:end]
 
 
-def parse_server_metrics(text: str) -> dict[str, float]:
-    """The figures a server exposition holds ({"running": 3.0, "preemptions": 12.0, ...})."""
+def _wanted_samples(text: str) -> list[Sample]:
     # Only the wanted lines are parsed: a vLLM exposition is mostly histogram buckets.
     wanted = "\n".join(line for line in text.splitlines() if line and _sample_name(line) in _WANTED)
+    return [s for family in text_string_to_metric_families(wanted + "\n") for s in family.samples]
+
+
+def _figures(samples: Iterable[Sample]) -> dict[str, float]:
     found: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(wanted + "\n"):
-        for sample in family.samples:
-            found.setdefault(sample.name, []).append(float(sample.value))
+    for sample in samples:
+        found.setdefault(sample.name, []).append(float(sample.value))
     out: dict[str, float] = {}
     for figure, names in (*_GAUGES.items(), *_COUNTERS.items()):
         name = next((n for n in names if n in found), None)
@@ -112,6 +124,28 @@ def parse_server_metrics(text: str) -> dict[str, float]:
             values = found[name]
             out[figure] = max(values) if figure in _MAX_OVER_LABELS else sum(values)
     return out
+
+
+def parse_server_metrics(text: str) -> dict[str, float]:
+    """The figures a server exposition holds ({"running": 3.0, "preemptions": 12.0, ...})."""
+    return _figures(_wanted_samples(text))
+
+
+def parse_by_replica(
+    text: str, key: Callable[[str], str] = str
+) -> tuple[dict[str, float], str | None, dict[str, dict[str, float]]]:
+    """The whole server's figures, the label naming replicas (None: no sample carries one),
+    and the figures of each replica under `key(name)` (several names under one key add up,
+    as label sets do)."""
+    samples = _wanted_samples(text)
+    label = replica_label(s.labels for s in samples)
+    groups: dict[str, list[Sample]] = {}
+    if label is not None:
+        named = [s for s in samples if label in s.labels]
+        keys = {name: key(name) for name in sorted({s.labels[label] for s in named})}
+        for sample in named:
+            groups.setdefault(keys[sample.labels[label]], []).append(sample)
+    return _figures(samples), label, {name: _figures(group) for name, group in groups.items()}
 
 
 def _engine(text: str) -> str | None:
@@ -235,6 +269,7 @@ class TargetMetricsSampler:
         self.errors = 0
         self.last_error: str | None = None
         self.engine: str | None = None
+        self.replicas = ServerReplicas()  # by the replica (or engine) label, when there is one
         self._session = session
         self._own_session: aiohttp.ClientSession | None = None
         self._socket_factory = socket_factory
@@ -285,7 +320,7 @@ class TargetMetricsSampler:
                 text = await resp.text()
                 if resp.status != 200:
                     raise ValueError(f"HTTP {resp.status}")
-            values = parse_server_metrics(text)
+            values, label, by_replica = parse_by_replica(text, self.replicas.key)
         # OSError: resets can escape aiohttp unwrapped; a scrape must never end the run.
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
             self.errors += 1
@@ -293,6 +328,7 @@ class TargetMetricsSampler:
             return
         self.engine = self.engine or _engine(text)
         self.samples.append(ServerSample(self._clock() - self._t0, values))
+        self.replicas.add(label, by_replica)
 
     def report(self) -> dict[str, Any]:
         """The summary.json "server" section."""
@@ -304,4 +340,4 @@ class TargetMetricsSampler:
             "scrape_errors": self.errors,
             "last_error": self.last_error,
         }
-        return {**head, **server_report(self.samples)}
+        return {**head, **server_report(self.samples), **self.replicas.report()}

@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 from loadgen.errors import AgentloadError, TargetUnreachableError
 from loadgen.observe import ResultFiles, RunStats, combine_reports
 from loadgen.observe.prometheus.merge import MergedMetrics
+from loadgen.observe.summary import add_server_section
 from loadgen.observe.target_metrics import TargetMetricsSampler
 from loadgen.orchestration.bridge import native_socket_factory, process_bridge
 from loadgen.orchestration.environment import (
@@ -280,7 +281,7 @@ def run_master(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     )
     summary.update(profile_sections(settings.loaded))
     if sampler is not None:
-        summary["server"] = sampler.report()
+        add_server_section(summary, sampler.report())
     summary["workers"] = aggregator.workers_section(options.expect_workers)
     if (interrupted := interruption(signals, started)) is not None:
         summary["interrupted"] = interrupted

@@ -13,6 +13,7 @@ from locust.rpc import Message
 from loadgen.observe import RunStats
 from loadgen.observe.prometheus.metrics import RunMetrics
 from loadgen.observe.prometheus.text import IncrementalExposition
+from loadgen.observe.summary import add_server_section
 from loadgen.orchestration.ceiling_swarm import CEILING_MESSAGE, CeilingWorker
 from loadgen.orchestration.environment import (
     SwarmOptions,
@@ -77,7 +78,7 @@ def _run_local(settings: SwarmSettings, options: SwarmOptions) -> dict[str, Any]
     server = engine.stop_observing()
     summary = engine.engine.summary(duration, **settings.extra)
     if server is not None:
-        summary["server"] = server
+        add_server_section(summary, server)
     if (interrupted := interruption(signals, started)) is not None:
         summary["interrupted"] = interrupted
     engine.engine.write_summary(summary)

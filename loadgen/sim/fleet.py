@@ -4,8 +4,8 @@ Each replica is a whole engine of its own (SimContext: batch, waiting queue, pag
 with its prefix cache, metrics) with its own Responses store, or one store shared by all
 (`shared_store`, as deployments with an external state store have). Every generation request
 goes through the router (router.py), which picks a live replica; the response names it in
-`x-agentload-replica`, and under the `session` and `session-load` routers carries the `x-session-token` the
-client echoes.
+`x-agentload-replica`, and under the `session` and `session-load` routers carries the
+`x-session-token` the client echoes.
 
 A replica can be removed (POST /admin/replicas/{id}/remove, or the replica_crash fault) and
 restored: removal loses what it held. Its queued and running requests fail (a 503 before the

@@ -44,17 +44,38 @@ def _row(name: str, r: Mapping[str, Any]) -> str:
     )
 
 
-def _charts(by_replica: Mapping[str, Mapping[str, Any]]) -> list[str]:
+# summary.json `by_replica_source` when the figures are the servers' own (no latency).
+_SERVER_SOURCE = "server metrics"
+
+
+def _server_row(name: str, r: Mapping[str, Any]) -> str:
+    cells = [
+        _number((r.get("requests") or {}).get("total"), Unit.NUMBER),
+        _number(r.get("share"), Unit.RATIO),
+        _number(r.get("output_tokens_per_s"), Unit.NUMBER),
+        _number(r.get("cache_hit_ratio"), Unit.RATIO),
+        _number(r.get("kv_cache_usage_peak"), Unit.RATIO),
+        _number(r.get("running_peak"), Unit.NUMBER),
+        _number(r.get("waiting_peak"), Unit.NUMBER),
+    ]
+    return f"<tr><td>{escape(name)}</td>{''.join(f'<td>{escape(c)}</td>' for c in cells)}</tr>"
+
+
+def _charts(by_replica: Mapping[str, Mapping[str, Any]], server: bool) -> list[str]:
     names = list(by_replica)
     requests = [r.get("requests") or {} for r in by_replica.values()]
+    if server:
+        bars = [Bars("finished", [float(q.get("total") or 0) for q in requests], GREEN)]
+    else:
+        bars = [
+            Bars("ok", [float(q.get("ok") or 0) for q in requests], GREEN),
+            Bars("failed", [float(q.get("failed") or 0) for q in requests], RED),
+        ]
     load = bar_chart(
         "requests-by-replica",
         "Requests per replica",
         names,
-        [
-            Bars("ok", [float(q.get("ok") or 0) for q in requests], GREEN),
-            Bars("failed", [float(q.get("failed") or 0) for q in requests], RED),
-        ],
+        bars,
         Axis("requests", lambda v: f"{v:,.0f}"),
         x_label="replica",
     )
@@ -63,10 +84,17 @@ def _charts(by_replica: Mapping[str, Mapping[str, Any]]) -> list[str]:
         "cache-hits-by-replica",
         "Prefix-cache hit ratio per replica",
         names,
-        [Bars("cached / prompt tokens", [v if isinstance(v, float) else None for v in ratios])],
+        [
+            Bars(
+                "server's hits / queries" if server else "cached / prompt tokens",
+                [v if isinstance(v, float) else None for v in ratios],
+            )
+        ],
         Axis("hit ratio", lambda v: f"{v:.0%}", low=0.0, high=1.0),
         x_label="replica",
     )
+    if server:
+        return [load, cache]  # the servers' counters carry no latency per request
     ttft = [((r.get("latency") or {}).get("ttft_s") or {}) for r in by_replica.values()]
     p50 = [q.get("p50") for q in ttft]
     p95 = [q.get("p95") for q in ttft]
@@ -91,29 +119,46 @@ def replica_section(summary: Mapping[str, Any]) -> str:
     if not by_replica:
         return ""
     target = summary.get("target") or {}
-    how = (
-        f"balanced by agentload ({target['balance']})"
-        if target.get("balance")
-        else "named by the responses' replica header"
-    )
-    note = (
-        f"{len(by_replica)} replicas, {how}. A request counts for the replica a response "
-        "header named, else the --target it was sent to; cache hits are cached prompt "
-        "tokens over prompt tokens, as each replica reported them."
-    )
+    server = summary.get("by_replica_source") == _SERVER_SOURCE
+    if server:
+        label = (summary.get("server") or {}).get("replica_label") or "replica"
+        note = (
+            f"{len(by_replica)} replicas, from the server's own metrics (their {label} "
+            "label): no response named a replica. Requests are those each replica finished "
+            "over the run, cache hits its prefix-cache hits over queries, and the peaks its "
+            "highest sample; the server's counters give no latency per replica."
+        )
+    else:
+        how = (
+            f"balanced by agentload ({target['balance']})"
+            if target.get("balance")
+            else "named by the responses' replica header"
+        )
+        note = (
+            f"{len(by_replica)} replicas, {how}. A request counts for the replica a response "
+            "header named, else the --target it was sent to; cache hits are cached prompt "
+            "tokens over prompt tokens, as each replica reported them."
+        )
     imbalance = summary.get("replica_imbalance")
     banner = ""
     if isinstance(imbalance, Mapping) and imbalance.get("text"):
         over = imbalance.get("max_over_mean")
         style = "warn" if isinstance(over, int | float) and over >= _IMBALANCED else "none"
         banner = f'<div class="banner {style}">Imbalance: {escape(str(imbalance["text"]))}.</div>'
-    head = (
-        "<tr><th>replica</th><th>requests</th><th>share</th><th>failed</th>"
-        "<th>output tok/s</th><th>TTFT p50</th><th>TTFT p95</th><th>e2e p50</th>"
-        '<th>e2e p95</th><th>cache hits</th><th class="reason">state failures</th></tr>'
-    )
-    rows = "".join(_row(name, r) for name, r in by_replica.items())
-    figures = "".join(f"<figure>{svg}</figure>" for svg in _charts(by_replica))
+    if server:
+        head = (
+            "<tr><th>replica</th><th>requests finished</th><th>share</th><th>output tok/s</th>"
+            "<th>cache hits</th><th>KV peak</th><th>running peak</th><th>waiting peak</th></tr>"
+        )
+        rows = "".join(_server_row(name, r) for name, r in by_replica.items())
+    else:
+        head = (
+            "<tr><th>replica</th><th>requests</th><th>share</th><th>failed</th>"
+            "<th>output tok/s</th><th>TTFT p50</th><th>TTFT p95</th><th>e2e p50</th>"
+            '<th>e2e p95</th><th>cache hits</th><th class="reason">state failures</th></tr>'
+        )
+        rows = "".join(_row(name, r) for name, r in by_replica.items())
+    figures = "".join(f"<figure>{svg}</figure>" for svg in _charts(by_replica, server))
     return (
         f'<section><h2>Replicas</h2><p class="note">{escape(note)}</p>{banner}'
         f'<div class="grid">{figures}</div><table>{head}{rows}</table></section>'

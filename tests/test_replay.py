@@ -318,17 +318,6 @@ def test_a_ceiling_over_a_trace_raises_its_speedup_level_by_level(tmp_path: Path
     assert rates[1] > 1.3 * rates[0]  # twice as fast a replay: about twice the sessions
 
 
-def test_a_ceiling_over_a_trace_across_processes_is_refused_plainly(tmp_path: Path) -> None:
-    write(mooncake_like(rows=5, rate=10.0), tmp_path / "t.jsonl")
-    profile = tmp_path / "p.yaml"
-    profile.write_text("arrival: {mode: trace, file: t.jsonl}\n")
-    result = subprocess.run([*AGENTLOAD, "ceiling", str(profile), "--processes", "2"],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert result.returncode == 2
-    assert "one process" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_a_text_scale_sizes_prompts_and_blocks_in_the_targets_tokens() -> None:
     """A target counting 2 tokens per stand-in token: half the stand-in text, blocks of the
     measured length, and equal ids still equal text (the prefix the target caches)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -18,7 +19,25 @@ from loadgen.runtime.load import ClosedLoop, OpenLoop
 from loadgen.runtime.replay import TraceReplay
 from loadgen.traces.timeline import retimed
 
-__all__ = ["DriverStopped", "HealthProbe", "LevelDriver", "LocalDriver"]
+__all__ = ["DriverStopped", "HealthProbe", "LevelDriver", "LocalDriver", "level_replay"]
+
+
+def level_replay(
+    engine: Engine, speedup: float, share: Callable[[], tuple[int, int]] | None = None
+) -> TraceReplay:
+    """A ceiling level's replay: the engine's trace from its start, `speedup` times as fast as
+    recorded; `share` (index, count): only every count-th session, from index (a swarm's
+    worker), so that the swarm together replays the whole trace at that speedup.
+
+    ValueError when the engine's profile replays no trace (a worker given another profile).
+    """
+    if engine.trace is None:
+        raise ValueError(
+            f"profile {engine.profile.name!r} here replays no trace (arrival mode "
+            f"{engine.profile.arrival.mode}): start the workers with the searched profile"
+        )
+    base = engine.profile.arrival.speedup  # the engine's copy is already this fast
+    return engine.replay(share=share, trace=retimed(engine.trace, speedup / base))
 
 
 class DriverStopped(Exception):
@@ -125,10 +144,7 @@ class LocalDriver:
 
     async def _replay(self, speedup: float, duration: float) -> None:
         # Each level replays the trace from its start, `speedup` times as fast as recorded.
-        engine = self.engine
-        assert engine.trace is not None
-        base = engine.profile.arrival.speedup  # the engine's copy is already this fast
-        driver = engine.replay(trace=retimed(engine.trace, speedup / base))
+        driver = level_replay(self.engine, speedup)
         self._arrivals = driver
         await driver.run(duration)
 

@@ -28,6 +28,9 @@ examples:
   agentload ceiling rag --by session-rate --start 0.5 --slo 'e2e_p95 < 10s'
   agentload ceiling coding-agent --target http://gpu-box:8000/v1 --slo 'ttft_p95 < 2s' \\
       --processes 4                      # the load from 4 Locust worker processes
+  agentload ceiling day1-replay.yaml --slo 'ttft_p95 < 2s' --processes 2
+      # a profile with `arrival: {mode: trace, ...}`: levels are speedups of the trace,
+      # each worker replays every 2nd session of it
 
 results: DIR/ceiling.json (every level, the ceiling, the knee, what failed first), DIR/summary.json
 and the records of the whole search; `agentload report DIR` draws the ceiling curve.
@@ -221,11 +224,6 @@ def ceiling(args: argparse.Namespace) -> int:
         overrides["arrival"] = {"mode": "open", "rate": args.start}
     loaded = load_profile(args.profile, overrides)
     profile = loaded.profile
-    if profile.arrival.mode == "trace" and (args.master or processes > 1):
-        raise UsageError(
-            "a trace's ceiling is searched in one process for now (levels are its speedups); "
-            "drop --master/--processes, or search agents or a session rate (--by)"
-        )
     slos = build_slos(args.slo, profile.slos, profile.gates)  # a bad --slo: exit 2, up front
     out = args.out or default_out_dir(profile.name, prefix="ceiling-")
     out.mkdir(parents=True, exist_ok=True)

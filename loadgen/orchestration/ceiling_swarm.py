@@ -24,7 +24,7 @@ import gevent.queue
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from loadgen.ceiling.driver import DriverStopped, HealthProbe
+from loadgen.ceiling.driver import DriverStopped, HealthProbe, level_replay
 from loadgen.ceiling.measure import LevelRunner
 from loadgen.ceiling.run import (
     INTERRUPTED,
@@ -47,8 +47,16 @@ from loadgen.orchestration.master import MasterAggregator, wait_for_final_report
 from loadgen.orchestration.process_engine import ProcessEngine, SwarmSettings, process_engine
 from loadgen.runtime.engine import profile_sections
 from loadgen.runtime.load import ClosedLoop, OpenLoop
+from loadgen.runtime.replay import TraceReplay
 
-__all__ = ["CEILING_MESSAGE", "CeilingWorker", "SwarmDriver", "run_ceiling_swarm"]
+__all__ = [
+    "CEILING_MESSAGE",
+    "CeilingWorker",
+    "SwarmDriver",
+    "run_ceiling_swarm",
+    "split_load",
+    "split_trace",
+]
 
 CEILING_MESSAGE = "agentload_ceiling"
 REPLY_MESSAGE = "agentload_ceiling_reply"
@@ -66,6 +74,12 @@ def split_load(load: float, workers: list[str], integer: bool) -> dict[str, floa
     return {w: float(base + (1 if i < extra else 0)) for i, w in enumerate(sorted(workers))}
 
 
+def split_trace(workers: list[str]) -> dict[str, list[int]]:
+    """Each worker's part of a trace, (index, count): the sessions whose position modulo
+    count is index, so that the workers answering this level replay every session once."""
+    return {w: [i, len(workers)] for i, w in enumerate(sorted(workers))}
+
+
 # -- a worker's side ------------------------------------------------------------------------
 
 
@@ -79,7 +93,7 @@ class CeilingWorker:
         self.sink: WindowSink | None = None
         self.pool: ClosedLoop | None = None
         self._arrivals: asyncio.Task[None] | None = None
-        self._open_loop: OpenLoop | None = None
+        self._open_loop: OpenLoop | TraceReplay | None = None
         self._cpu_mark = time.process_time()
 
     def on_message(self, environment: Environment, msg: Any, **_kw: Any) -> None:
@@ -140,11 +154,22 @@ class CeilingWorker:
         assert self.pool is not None
         assert self.runner is not None  # commands are served only once attached
         self.sink.begin(float(command["since_unix"]))
-        share = float(command["shares"].get(self.runner.client_id, 0.0))
         if command["closed"]:
+            share = float(command["shares"].get(self.runner.client_id, 0.0))
             self.pool.resize(round(share), at_once=True)
             return
         await self._stop_arrivals()
+        if command.get("trace"):
+            part = command["parts"].get(self.runner.client_id)
+            if part is not None:
+                # This worker's sessions of the trace, from its start at the level's speedup
+                # (as one process replays it): the swarm together replays the whole trace.
+                index, count = int(part[0]), int(part[1])
+                replay = level_replay(core, float(command["speedup"]), lambda: (index, count))
+                self._open_loop = replay
+                self._arrivals = asyncio.create_task(replay.run(float(command["duration_s"])))
+            return
+        share = float(command["shares"].get(self.runner.client_id, 0.0))
         if share > 0:
             # The worker's profile may be closed-loop: the master's --by decides.
             arrival = profile.arrival.model_copy(update={"mode": "open", "rate": share})
@@ -231,6 +256,7 @@ class SwarmDriver:
         bridge: LoopBridge,
         *,
         closed: bool,
+        trace: bool = False,
         profile_name: str,
         caps: dict[str, float],
         jitter_s: float,
@@ -239,6 +265,7 @@ class SwarmDriver:
         self.runner = runner
         self.bridge = bridge
         self.closed = closed
+        self.trace = trace  # levels are speedups of a trace every worker replays a part of
         self.profile_name = profile_name
         self.target_session: aiohttp.ClientSession | None = None
         self.socket_factory: SocketFactory | None = native_socket_factory
@@ -325,7 +352,8 @@ class SwarmDriver:
         return replies
 
     async def start_level(self, load: float, since_unix: float, duration_s: float) -> None:
-        """Every worker moves to its share of `load`."""
+        """Every worker moves to its share of `load` (a trace's speedup: its part of the
+        trace's sessions, replayed from the trace's start at that speedup)."""
         self._sessions = LatencyHistogram()
         self._open = False
 
@@ -333,6 +361,9 @@ class SwarmDriver:
             return {
                 "shares": split_load(load, workers, self.closed),
                 "closed": self.closed,
+                "trace": self.trace,
+                "parts": split_trace(workers) if self.trace else {},
+                "speedup": load,
                 "since_unix": since_unix,
                 "duration_s": duration_s,
                 "caps": self._caps,
@@ -439,6 +470,7 @@ def run_ceiling_swarm(
         runner,
         bridge,
         closed=profile.arrival.mode == "closed",
+        trace=profile.arrival.mode == "trace",
         profile_name=profile.name,
         caps=goodput_caps(ceiling.slos, profile.slos),
         jitter_s=min(1.0, ceiling.windows.warmup_s / 2),

@@ -55,6 +55,36 @@ def test_an_analytical_model_without_the_per_sequence_cost_is_exactly_as_before(
     )
 
 
+def test_measured_step_points_are_followed_interpolated_and_extended_by_the_slope() -> None:
+    # llama.cpp's shape: a step that doubles from 1 to 2 streams, then grows slowly.
+    model = AnalyticalModel(
+        decode_step_ms=2.0,
+        decode_step_per_seq_ms=1.8,
+        decode_step_points_ms={1: 2.9, 2: 6.8, 4: 8.7},
+    )
+    assert [round(model.decode_step_s(b) * 1000, 3) for b in (1, 2, 3, 4, 6)] == [
+        2.9, 6.8, 7.75, 8.7, 12.3,
+    ]  # fmt: skip
+    assert model.decode_step_s(0) == pytest.approx(0.002)  # a step that only prefills
+    with pytest.raises(ValueError, match="running batch >= 1"):
+        AnalyticalModel(decode_step_ms=2.0, decode_step_points_ms={0: 5.0})
+
+
+def test_a_twin_writes_each_sweep_levels_step_and_a_step_flag_drops_them(tmp_path: Path) -> None:
+    path = tmp_path / "twin.yaml"
+    document = write_twin(calibration(intercept_ms=28.0, step_ms=5.0), path)
+    # The levels below the batch limit of 4 (5 ms + 1 ms per stream), not the one past it.
+    assert document["perf"]["decode_step_points_ms"] == {1: 6.0, 2: 7.0, 4: 9.0}
+    config = sim_args("--config", str(path))
+    assert isinstance(config.perf, AnalyticalModel)
+    assert config.perf.decode_step_s(2) == pytest.approx(0.007)
+    # --decode-step-ms says a straight line: the file's points would silently override it.
+    config = sim_args("--config", str(path), "--decode-step-ms", "3")
+    assert isinstance(config.perf, AnalyticalModel)
+    assert config.perf.decode_step_points_ms is None
+    assert config.perf.decode_step_s(2) == pytest.approx(0.005)
+
+
 def test_the_ceiling_counts_the_step_of_a_full_batch() -> None:
     perf = {"kind": "analytical", "decode_step_ms": 12, "decode_step_per_seq_ms": 0.5}
     config = SimConfig.model_validate(PRESETS["fast"].model_dump() | {"perf": perf})

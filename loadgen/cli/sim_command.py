@@ -353,6 +353,9 @@ def _analytical(args: argparse.Namespace, perf: dict[str, Any]) -> dict[str, Any
     or a new one (which needs --decode-step-ms)."""
     given = {f: getattr(args, f) for f in _ANALYTICAL_FLAGS if getattr(args, f) is not None}
     if perf.get("kind") == "analytical":
+        if {"decode_step_ms", "decode_step_per_seq_ms"} & given.keys():
+            # The flags say a straight line: a twin's measured points would override it.
+            return {**perf, **given, "decode_step_points_ms": None}
         return {**perf, **given}
     if "decode_step_ms" not in given:
         flag = next(iter(given)).replace("_", "-")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loadgen.errors import ConfigError
 
@@ -31,6 +31,7 @@ __all__ = [
     "profile_sim_config",
     "sim_config_from_file",
     "sim_config_from_mapping",
+    "step_ms_at",
 ]
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -153,9 +154,48 @@ class AnalyticalModel(_Frozen):
         "before it (cached prefix included): attention, which grows with the context",
     )
 
+    decode_step_points_ms: dict[int, float] | None = Field(
+        default=None,
+        description="measured steps (ms) by running batch: the step between them is "
+        "interpolated, past the last it grows by decode_step_per_seq_ms per sequence",
+    )
+
+    @field_validator("decode_step_points_ms")
+    @classmethod
+    def _points_are_batches_and_times(cls, points: dict[int, float] | None) -> Any:
+        if points is not None and not all(b >= 1 and ms > 0 for b, ms in points.items()):
+            raise ValueError("each point is a running batch >= 1 and a step > 0 ms")
+        return points or None
+
     def decode_step_s(self, batch: int) -> float:
         """Seconds of a step that decodes `batch` sequences and prefills nothing."""
-        return (self.decode_step_ms + self.decode_step_per_seq_ms * batch) / 1000.0
+        return (
+            step_ms_at(
+                batch, self.decode_step_ms, self.decode_step_per_seq_ms, self.decode_step_points_ms
+            )
+            / 1000.0
+        )
+
+
+def step_ms_at(
+    batch: int, base_ms: float, per_seq_ms: float, points: Mapping[int, float] | None
+) -> float:
+    """A decode step of `batch` sequences: the line base + per_seq x batch, or, with
+    measured points (a real engine's step is seldom a straight line in the batch: llama.cpp's
+    doubles from 1 to 2 streams and grows a third from 2 to 4), through them."""
+    if not points or batch <= 0:
+        return base_ms + per_seq_ms * batch
+    xs = sorted(points)
+    if batch >= xs[-1]:
+        return points[xs[-1]] + per_seq_ms * (batch - xs[-1])
+    below_x, below_ms = 0, base_ms  # under the first point: from the line's intercept
+    for x in xs:
+        if x == batch:
+            return points[x]
+        if x > batch:
+            return below_ms + (points[x] - below_ms) * (batch - below_x) / (x - below_x)
+        below_x, below_ms = x, points[x]
+    raise AssertionError("unreachable: batch < the last point")
 
 
 class FaultRates(_Frozen):

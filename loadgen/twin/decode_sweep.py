@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from loadgen.protocol import Reply, send
+from loadgen.sim.config import step_ms_at
 from loadgen.transport import Transport
 from loadgen.twin.fit import Estimate, LineFit, fit_line, relative_spread
 from loadgen.twin.probe_requests import CalibrationRefused, fresh_prompt, probe_body
@@ -179,18 +180,22 @@ async def decode_sweep(
 
 @dataclass(frozen=True, slots=True)
 class DecodeFit:
-    """step = base + per_seq x running batch, below the batch limit; flat above it."""
+    """step = base + per_seq x running batch (the line), through the measured points below
+    the batch limit (the twin's step); flat above the limit."""
 
     line: LineFit
     base_ms: Estimate
     per_seq_ms: Estimate
     batch_limit: Estimate
     limit_found: bool
+    # Each level's median ITL below the limit: the twin steps through these, the line past.
+    points_ms: dict[int, float] = field(default_factory=dict)
 
     def predict_itl_s(self, concurrency: int) -> float:
-        """The fitted ITL of `concurrency` streams decoding together."""
+        """The twin's ITL of `concurrency` streams decoding together."""
         batch = min(concurrency, int(self.batch_limit.value))
-        return (self.base_ms.value + self.per_seq_ms.value * batch) / 1000.0
+        step = step_ms_at(batch, self.base_ms.value, self.per_seq_ms.value, self.points_ms)
+        return step / 1000.0
 
 
 def fit_decode(levels: Sequence[Level], stopped: str | None) -> DecodeFit:
@@ -225,4 +230,5 @@ def fit_decode(levels: Sequence[Level], stopped: str | None) -> DecodeFit:
     else:
         top = levels[-1].concurrency
         limit = Estimate(float(top), None, f"a lower bound: {stopped or 'not reached'}")
-    return DecodeFit(line, base, per_seq, limit, saturated is not None)
+    points = {level.concurrency: level.itl_s * 1000.0 for level in below}
+    return DecodeFit(line, base, per_seq, limit, saturated is not None, points)

@@ -28,8 +28,9 @@ NOT_MODELLED = [
     "decode step against context length: the step is fitted at short contexts only",
     "chunked-prefill budget (max_num_batched_tokens): the base preset's",
     "KV-cache pressure below the batch limit: the sweep's streams are short",
-    "speculative decoding, CUDA-graph batch padding, and any step-time curve that is not a "
-    "line in the batch",
+    "speculative decoding, and the step between the sweep's batch sizes (1, 2, 4, ...): "
+    "interpolated along a line between each two measured, so CUDA-graph batch padding "
+    "between them is not seen",
 ]
 
 
@@ -109,6 +110,12 @@ def twin_document(cal: Calibration) -> dict[str, Any]:
     fitted = {
         "perf.decode_step_ms": _entry(decode.base_ms, "ms"),
         "perf.decode_step_per_seq_ms": _entry(decode.per_seq_ms, "ms per sequence"),
+        "perf.decode_step_points_ms": {
+            "value": {c: _round(ms) for c, ms in sorted(decode.points_ms.items())},
+            "unit": "ms by running batch",
+            "method": "each sweep level's median ITL below the batch limit; the twin's step "
+            "runs through these (interpolated between them, the slope past the last)",
+        },
         "perf.prefill_tokens_per_s": _entry(prefill.rate, "tokens/s"),
         "perf.request_overhead_ms": _entry(overhead, "ms"),
         "perf.prefill_attention_ns_per_pair": _entry(attention, "ns per pair"),
@@ -143,6 +150,7 @@ def twin_document(cal: Calibration) -> dict[str, Any]:
             "kind": "analytical",
             "decode_step_ms": _round(base_ms),
             "decode_step_per_seq_ms": _round(decode.per_seq_ms.value),
+            "decode_step_points_ms": {c: _round(ms) for c, ms in sorted(decode.points_ms.items())},
             "prefill_tokens_per_s": _round(prefill.rate.value),
             "prefill_attention_ns_per_pair": _round(attention.value),
             "request_overhead_ms": _round(overhead.value),

@@ -119,14 +119,17 @@ class _LeastLoaded(Router):
         return min(self._rotation(live), key=lambda r: r.in_flight), "least-loaded"
 
 
+def _named(live: Sequence[T], token: str | None) -> T | None:
+    """The live replica an echoed token names, if any."""
+    return next((replica for replica in live if replica.name == token), None)
+
+
 class _Session(Router):
     name: RouterName = "session"
 
     def choose(self, live: Sequence[T], request: RouteRequest) -> tuple[T, str]:
-        if request.token is not None:
-            for replica in live:
-                if replica.name == request.token:
-                    return replica, "token"
+        if (pinned := _named(live, request.token)) is not None:
+            return pinned, "token"
         session = request.session or ""
         chosen = max(live, key=lambda r: rendezvous_score(session, r.name))
         if request.token is not None:
@@ -139,10 +142,8 @@ class _SessionLoad(Router):
     name: RouterName = "session-load"
 
     def choose(self, live: Sequence[T], request: RouteRequest) -> tuple[T, str]:
-        if request.token is not None:
-            for replica in live:
-                if replica.name == request.token:
-                    return replica, "token"
+        if (pinned := _named(live, request.token)) is not None:
+            return pinned, "token"
         chosen = min(self._rotation(live), key=lambda r: r.in_flight)
         return chosen, ("token-lost" if request.token is not None else "least-loaded")
 

@@ -8,7 +8,7 @@ used and cached, as its own `replica` (else `engine`) label names it (summary.js
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ __all__ = [
     "REPLICA_LABELS",
     "SERVER_METRICS_SOURCE",
     "ServerReplicas",
+    "prefix_cache_hit_ratio",
     "replica_label",
     "server_replica_sections",
 ]
@@ -44,6 +45,20 @@ def replica_label(label_sets: Iterable[Mapping[str, str]]) -> str | None:
     """The label that names replicas in a scrape's samples; None when none carries one."""
     seen = {name for labels in label_sets for name in labels if name in REPLICA_LABELS}
     return next((name for name in REPLICA_LABELS if name in seen), None)
+
+
+def prefix_cache_hit_ratio(
+    increase: Callable[[str], float | None], mean_rate: float | None
+) -> float | None:
+    """A server's prefix-cache hit ratio from its counters' increases: hits / queries (vLLM),
+    else cached / prompt tokens (SGLang), else the mean of its hit-rate gauge (llama.cpp)."""
+    hits, queries = increase("prefix_cache_hits"), increase("prefix_cache_queries")
+    if hits is not None and queries:
+        return hits / queries
+    cached, prompt = increase("cached_tokens"), increase("prompt_tokens")
+    if cached is not None and prompt:
+        return cached / prompt
+    return mean_rate
 
 
 @dataclass(slots=True)
@@ -87,14 +102,9 @@ class _Tally:
         return None if value is None else round(value)
 
     def hit_ratio(self) -> float | None:
-        """As the whole server's: hits / queries, else cached / prompt tokens, else the mean
-        hit-rate gauge."""
-        inc = self.increase
-        if "prefix_cache_hits" in inc and inc.get("prefix_cache_queries"):
-            return inc["prefix_cache_hits"] / inc["prefix_cache_queries"]
-        if "cached_tokens" in inc and inc.get("prompt_tokens"):
-            return inc["cached_tokens"] / inc["prompt_tokens"]
-        return self.rate_sum / self.rate_samples if self.rate_samples else None
+        """As the whole server's (prefix_cache_hit_ratio)."""
+        mean_rate = self.rate_sum / self.rate_samples if self.rate_samples else None
+        return prefix_cache_hit_ratio(self.increase.get, mean_rate)
 
     def report(self, finished_total: int | None) -> dict[str, Any]:
         finished = self._count("requests_finished")
@@ -132,10 +142,6 @@ class ServerReplicas:
             self._names.add(name)
             return name
         return OTHER_REPLICA
-
-    def keys(self, names: Iterable[str]) -> dict[str, str]:
-        """`key` for each of a scrape's names, admitted in sorted order (the same every run)."""
-        return {name: self.key(name) for name in sorted(set(names))}
 
     def add(self, label: str | None, by_replica: Mapping[str, Mapping[str, float]]) -> None:
         """One successful scrape's figures by replica key (the first is the baseline)."""

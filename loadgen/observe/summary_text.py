@@ -6,6 +6,8 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from loadgen.observe.server_replicas import SERVER_METRICS_SOURCE
+
 __all__ = [
     "ENGINE_NAMES",
     "SATURATED_RESOURCES",
@@ -259,7 +261,7 @@ def _replicas_how(summary: Mapping[str, Any]) -> str:
     """Where the replicas' figures came from, for the table's title line."""
     target = summary.get("target") or {}
     source = summary.get("by_replica_source")
-    if source == "server metrics":
+    if source == SERVER_METRICS_SOURCE:
         label = (summary.get("server") or {}).get("replica_label") or "replica"
         return f"from the server's metrics (label {label}): requests it finished, no latency"
     if source == "targets" or target.get("balance"):
@@ -275,7 +277,7 @@ def replica_lines(summary: Mapping[str, Any]) -> list[str]:
     order = sorted(
         by_replica, key=lambda n: -int((by_replica[n].get("requests") or {}).get("total") or 0)
     )
-    if summary.get("by_replica_source") == "server metrics":
+    if summary.get("by_replica_source") == SERVER_METRICS_SOURCE:
         head = (
             f"  {'replica':22} {'requests':>8} {'share':>6} {'out tok/s':>9} {'cache hit':>9} "
             f"{'KV peak':>8} {'waiting':>8}"

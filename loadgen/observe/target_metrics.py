@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from loadgen.background import cancel_and_wait
-from loadgen.observe.server_replicas import ServerReplicas, replica_label
+from loadgen.observe.server_replicas import ServerReplicas, prefix_cache_hit_ratio, replica_label
 
 __all__ = [
     "KV_CACHE_BINDING",
@@ -182,19 +182,11 @@ def _peak(samples: Iterable[ServerSample], figure: str) -> float | None:
 
 
 def _hit_ratio(samples: list[ServerSample]) -> float | None:
-    hits, queries = (
-        _increase(samples, "prefix_cache_hits"),
-        _increase(samples, "prefix_cache_queries"),
-    )
-    if hits is not None and queries:
-        return hits / queries
-    cached, prompt = _increase(samples, "cached_tokens"), _increase(samples, "prompt_tokens")
-    if cached is not None and prompt:
-        return cached / prompt
     rates = [
         s.values["prefix_cache_hit_rate"] for s in samples if "prefix_cache_hit_rate" in s.values
     ]
-    return sum(rates) / len(rates) if rates else None
+    mean_rate = sum(rates) / len(rates) if rates else None
+    return prefix_cache_hit_ratio(lambda figure: _increase(samples, figure), mean_rate)
 
 
 def _onsets(samples: list[ServerSample]) -> dict[str, float | None]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from loadgen.gates.gates import format_value
 from loadgen.gates.metrics import Unit
+from loadgen.observe.server_replicas import SERVER_METRICS_SOURCE
 from loadgen.report.html.charts import BLUE, GREEN, ORANGE, RED, seconds_format
 from loadgen.report.html.svg import Axis, Bars, bar_chart
 
@@ -20,6 +21,11 @@ _IMBALANCED = 1.25
 
 def _number(value: Any, unit: Unit) -> str:
     return format_value(value if isinstance(value, int | float) else None, unit)
+
+
+def _cells(name: str, cells: list[str]) -> str:
+    """A row's cells: the replica's name, then its figures."""
+    return f"<td>{escape(name)}</td>" + "".join(f"<td>{escape(c)}</td>" for c in cells)
 
 
 def _row(name: str, r: Mapping[str, Any]) -> str:
@@ -38,14 +44,8 @@ def _row(name: str, r: Mapping[str, Any]) -> str:
         _number(e2e.get("p95"), Unit.SECONDS),
         _number(r.get("cache_hit_ratio"), Unit.RATIO),
     ]
-    return (
-        f"<tr><td>{escape(name)}</td>{''.join(f'<td>{escape(c)}</td>' for c in cells)}"
-        f'<td class="reason">{escape(failures or "none")}</td></tr>'
-    )
-
-
-# summary.json `by_replica_source` when the figures are the servers' own (no latency).
-_SERVER_SOURCE = "server metrics"
+    reason = f'<td class="reason">{escape(failures or "none")}</td>'
+    return f"<tr>{_cells(name, cells)}{reason}</tr>"
 
 
 def _server_row(name: str, r: Mapping[str, Any]) -> str:
@@ -58,7 +58,7 @@ def _server_row(name: str, r: Mapping[str, Any]) -> str:
         _number(r.get("running_peak"), Unit.NUMBER),
         _number(r.get("waiting_peak"), Unit.NUMBER),
     ]
-    return f"<tr><td>{escape(name)}</td>{''.join(f'<td>{escape(c)}</td>' for c in cells)}</tr>"
+    return f"<tr>{_cells(name, cells)}</tr>"
 
 
 def _charts(by_replica: Mapping[str, Mapping[str, Any]], server: bool) -> list[str]:
@@ -119,7 +119,7 @@ def replica_section(summary: Mapping[str, Any]) -> str:
     if not by_replica:
         return ""
     target = summary.get("target") or {}
-    server = summary.get("by_replica_source") == _SERVER_SOURCE
+    server = summary.get("by_replica_source") == SERVER_METRICS_SOURCE
     if server:
         label = (summary.get("server") or {}).get("replica_label") or "replica"
         note = (

@@ -59,7 +59,7 @@ def suffix_rows(cal: Calibration) -> list[ProbeRow]:
         return []
     rows = []
     tpw = cal.prefill.tokens_per_word
-    step_ms = max(cal.decode.base_ms.value, 0.01)
+    step_ms = cal.decode.step_ms
     for point in cal.prefill_points:
         near = [
             s

@@ -174,7 +174,7 @@ async def calibrate(
     decode = fit_decode(levels, stopped)
     suffix = fit_suffix(
         samples,
-        step_ms=max(decode.base_ms.value, 0.01),
+        step_ms=decode.step_ms,
         prefill_tokens_per_s=prefill.rate.value,
         pair_ns=prefill.attention_ns_per_pair().value,
         tokens_per_word=prefix.tokens_per_word,

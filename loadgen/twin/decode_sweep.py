@@ -191,6 +191,12 @@ class DecodeFit:
     # Each level's median ITL below the limit: the twin steps through these, the line past.
     points_ms: dict[int, float] = field(default_factory=dict)
 
+    @property
+    def step_ms(self) -> float:
+        """The twin's decode_step_ms: the intercept (a step that only prefills), kept above 0
+        as the simulator requires."""
+        return max(self.base_ms.value, 0.01)
+
     def predict_itl_s(self, concurrency: int) -> float:
         """The twin's ITL of `concurrency` streams decoding together."""
         batch = min(concurrency, int(self.batch_limit.value))

@@ -100,7 +100,7 @@ def twin_document(cal: Calibration) -> dict[str, Any]:
     blocks, kv_entry = _kv(cal, block_size, window)
     window = min(window, blocks * block_size)  # vLLM itself refuses to start otherwise
     decode, prefill = cal.decode, cal.prefill
-    base_ms = max(decode.base_ms.value, 0.01)
+    base_ms = decode.step_ms
     if cal.suffix is not None:
         overhead = cal.suffix.overhead_ms
     else:

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 from loadgen.sim.config import AnalyticalModel, RooflineModel
 
-__all__ = ["StepWork", "step_seconds"]
+__all__ = ["StepWork", "step_seconds", "token_pairs"]
+
+
+def token_pairs(new_tokens: float, context_before: float) -> float:
+    """Pairs of a new token and a token it attends to: each of `new_tokens` attends over the
+    `context_before` and the new ones before it."""
+    return new_tokens * (context_before + new_tokens / 2)
 
 
 @dataclass(slots=True)
@@ -29,7 +35,7 @@ class StepWork:
 
     def add(self, new_tokens: int, context_before: int, *, prefill: bool) -> None:
         """Account one sequence's share of the step."""
-        pairs = new_tokens * (context_before + new_tokens / 2)
+        pairs = token_pairs(new_tokens, context_before)
         if prefill:
             self.prefill_tokens += new_tokens
             self.prefill_token_pairs += pairs

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loadgen.protocol import Reply, chat_body, encode_message, words_for_tokens
+from loadgen.sim.step_time import token_pairs
 from loadgen.twin.fit import Estimate
 from loadgen.twin.probe_requests import ProbeBody
 
@@ -79,8 +80,7 @@ class SuffixFit:
 def suffix_pairs(sample: SuffixSample, tokens_per_word: float = 1.0) -> float:
     """The sample's (new token, context token) pairs in the twin's tokens, as the engine
     counts them: each new token attends over the cached prefix and the new ones before it."""
-    new, cached = sample.new_tokens / tokens_per_word, sample.cached_tokens / tokens_per_word
-    return new * (cached + new / 2)
+    return token_pairs(sample.new_tokens / tokens_per_word, sample.cached_tokens / tokens_per_word)
 
 
 def modelled_ms(

@@ -110,8 +110,9 @@ def test_each_fitted_value_says_its_uncertainty_and_how_it_was_measured(
     overhead = fitted["perf.request_overhead_ms"]
     assert overhead["value"] == calibrated.twin["perf"]["request_overhead_ms"]
     assert overhead["unit"] == "ms"
-    # Measured on short turns after a cached conversation, not extrapolated to no prompt.
-    assert overhead["method"].startswith("median over 12 requests of a 16-word user turn")
+    # Measured on short turns after a cached conversation (one after each of the 6 prompts x
+    # 3 repeats), not extrapolated to no prompt.
+    assert overhead["method"].startswith("median over 18 requests of a 16-word user turn")
     # The simulator's prefill is a line: no attention term.
     assert calibrated.twin["perf"]["prefill_attention_ns_per_pair"] == 0
     assert fitted["max_num_seqs"] == {

@@ -13,6 +13,10 @@ served at >= 90 % of its ceiling.
     python bench/sim_fleet.py                                 # 8 replicas x 64 at 20 ms
     python bench/sim_fleet.py --replicas 1,4,8,12,16,24       # where one process stops
     python bench/sim_fleet.py --router round-robin --sim-args="--seed 3"
+    python bench/sim_fleet.py --replicas 8 --processes 2      # spread over 2 processes
+
+With --processes P the fleet is a front and P shard processes (all on the sim's core or
+cores, --sim-cores); the sim's CPU is then the whole process tree's.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class Row:
     sim_tokens: float
     spread: tuple[float, float]  # fewest / most tokens of one engine, over the mean
     sim_cpu: float
-    core0_busy: float
+    cores_busy: float
     client_cpu: float
     errors: int
     ttft: tuple[float, float]
@@ -83,6 +87,8 @@ def sim_command(args: argparse.Namespace, replicas: int) -> list[str]:
     cmd += ["--decode-step-ms", str(args.decode_step_ms), "--max-num-seqs", str(args.seqs)]
     if replicas > 1:
         cmd += ["--replicas", str(replicas), "--router", args.router]
+    if args.processes > 1:
+        cmd += ["--processes", str(args.processes)]
     # Room for every stream's prompt and reply twice over: no preemption muddies the numbers.
     blocks = max(65536, 2 * args.seqs * math.ceil((args.max_tokens + 64) / 16))
     return [*cmd, "--num-kv-blocks", str(blocks), *shlex.split(args.sim_args)]
@@ -97,7 +103,7 @@ async def measure(args: argparse.Namespace, replicas: int) -> Row:
         *cmd,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if two_cores else None,
+        preexec_fn=(lambda: os.sched_setaffinity(0, args.sim_cores)) if two_cores else None,
     )
     try:
         assert proc.stderr is not None
@@ -127,6 +133,26 @@ async def measure(args: argparse.Namespace, replicas: int) -> Row:
                 proc.kill()
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and of every process below it (a fleet's shards)."""
+    total = cpu_seconds(pid)
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return total
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                total += sum(tree_cpu_seconds(int(child)) for child in f.read().split())
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def sim_cores_busy(args: argparse.Namespace) -> float:
+    return sum(core_busy(core) for core in args.sim_cores)
+
+
 async def drive(
     args: argparse.Namespace, replicas: int, pid: int, base: str, ceiling: float, st: Stats
 ) -> Row:
@@ -144,14 +170,14 @@ async def drive(
         try:
             await asyncio.sleep(args.warmup)
             m0, t0 = await engine_tokens(session, base), time.perf_counter()
-            before = (cpu_seconds(pid), core_busy(0), sum(os.times()[:2]))
+            before = (tree_cpu_seconds(pid), sim_cores_busy(args), sum(os.times()[:2]))
             st.measuring = True
             end = t0 + args.duration
             while (now := time.perf_counter()) < end:
                 st.window_min_open = min(st.window_min_open, st.open)
                 await asyncio.sleep(min(0.25, end - now))
             st.measuring = False
-            after = (cpu_seconds(pid), core_busy(0), sum(os.times()[:2]))
+            after = (tree_cpu_seconds(pid), sim_cores_busy(args), sum(os.times()[:2]))
             wall = time.perf_counter() - t0
             m1 = await engine_tokens(session, base)
         finally:
@@ -171,7 +197,7 @@ async def drive(
         sim_tokens=sum(per_engine),
         spread=spread,
         sim_cpu=(after[0] - before[0]) / wall,
-        core0_busy=(after[1] - before[1]) / wall,
+        cores_busy=(after[1] - before[1]) / wall,
         client_cpu=(after[2] - before[2]) / wall,
         errors=st.errors,
         ttft=(pct(st.ttft, 0.5), pct(st.ttft, 0.99)),
@@ -182,7 +208,7 @@ async def drive(
 def print_rows(rows: list[Row], header: bool = True) -> None:
     head = (
         "| replicas x seqs | ceiling tok/s | streamed tok/s (client) | sim tok/s | achieved "
-        "| engines min/max of mean | sim CPU / core 0 busy | CPU per token | client CPU "
+        "| engines min/max of mean | sim CPU / its cores busy | CPU per token | client CPU "
         "| TTFT p50/p99 ms | ITL p50/p99 ms | errors |"
     )
     if header:
@@ -193,7 +219,7 @@ def print_rows(rows: list[Row], header: bool = True) -> None:
         print(
             f"| {r.replicas} x {r.streams // r.replicas} | {r.ceiling:,.0f} | {r.rate:,.0f} "
             f"| {r.sim_tokens / r.wall:,.0f} | {r.achieved:.1%} "
-            f"| {r.spread[0]:.2f} / {r.spread[1]:.2f} | {r.sim_cpu:.0%} / {r.core0_busy:.0%} "
+            f"| {r.spread[0]:.2f} / {r.spread[1]:.2f} | {r.sim_cpu:.0%} / {r.cores_busy:.0%} "
             f"| {per_token:.1f} us | {r.client_cpu:.0%} "
             f"| {r.ttft[0] * 1e3:.0f} / {r.ttft[1] * 1e3:.0f} "
             f"| {r.itl[0] * 1e3:.1f} / {r.itl[1] * 1e3:.1f} | {r.errors} |",
@@ -203,7 +229,8 @@ def print_rows(rows: list[Row], header: bool = True) -> None:
 
 async def run(args: argparse.Namespace) -> list[Row]:
     if (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {1})
+        clients = set(range(os.cpu_count() or 1)) - args.sim_cores
+        os.sched_setaffinity(0, clients or {1})
     rows = []
     for n in args.replicas:
         rows.append(await measure(args, n))
@@ -222,6 +249,13 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring (3)")
     p.add_argument("--router", default="least-loaded", help="fleet router (least-loaded)")
     p.add_argument("--sim-args", default="", help='more sim flags: --sim-args="--seed 3"')
+    p.add_argument("--processes", type=int, default=1, help="spread the fleet over P processes")
+    p.add_argument(
+        "--sim-cores",
+        type=lambda text: {int(c) for c in text.split(",")},
+        default={0},
+        help="cores of the sim (and its shards), comma-separated; the clients get the rest (0)",
+    )
     args = p.parse_args()
     args.replicas = [int(n) for n in args.replicas.split(",")]
     try:

@@ -17,7 +17,7 @@ from loadgen.observe.prometheus.metrics import RunMetrics
 from loadgen.orchestration.launch_plan import Launch, local_workers, target_of
 from loadgen.orchestration.metrics_endpoint import close_metrics, serve_metrics
 from loadgen.profile.loader import LoadedProfile
-from loadgen.sim import SimServer
+from loadgen.sim import sim_server
 from loadgen.sim.config import profile_sim_config
 from loadgen.transport import TargetConfig
 
@@ -86,7 +86,7 @@ async def _search(
                 target = launch.connect(launch.target_url)
             else:
                 config = profile_sim_config(loaded.profile.sim)
-                sim = SimServer(config, host="127.0.0.1")
+                sim = sim_server(config, host="127.0.0.1")
                 await sim.start()
                 target = launch.connect(sim.base_url)
                 options = dataclasses.replace(options, target_label={"builtin_sim": config.preset})

@@ -23,7 +23,7 @@ from loadgen.orchestration.local_workers import (
 )
 from loadgen.orchestration.metrics_endpoint import MetricsSettings
 from loadgen.profile.loader import LoadedProfile
-from loadgen.sim import SimServer
+from loadgen.sim import sim_server
 from loadgen.sim.config import profile_sim_config
 from loadgen.transport import TargetConfig
 
@@ -61,7 +61,7 @@ def target_of(
         yield launch.connect(launch.target_url), {}
         return
     config = profile_sim_config(loaded.profile.sim)
-    sim = SimServer(config, host="127.0.0.1")  # on the bridge's loop, in this process
+    sim = sim_server(config, host="127.0.0.1")  # on the bridge's loop, in this process
     bridge.run(sim.start(), timeout=60)
     try:
         yield launch.connect(sim.base_url), {"builtin_sim": config.preset}

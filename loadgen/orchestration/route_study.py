@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from loadgen.errors import AgentloadError
-from loadgen.sim import SimServer
+from loadgen.sim import sim_server
 from loadgen.sim.config import SimConfig
 
 __all__ = ["StudyArm", "StudySettings", "run_study"]
@@ -53,7 +53,7 @@ def serving(config: SimConfig) -> Iterator[str]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="route-study-sim", daemon=True)
     thread.start()
-    sim = SimServer(config, host="127.0.0.1")
+    sim = sim_server(config, host="127.0.0.1")
     try:
         asyncio.run_coroutine_threadsafe(sim.start(), loop).result(timeout=60)
         yield sim.base_url

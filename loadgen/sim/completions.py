@@ -17,10 +17,11 @@ from loadgen.sim.request_body import json_reply, parse_body
 from loadgen.sim.requests import CompletionRequest
 from loadgen.sim.streaming import DONE, open_stream, pump, sse_data
 
-__all__ = ["handle_completions"]
+__all__ = ["completion_prompt_text", "handle_completions"]
 
 
-def _prompt_text(prompt: str | list[str] | list[int]) -> str:
+def completion_prompt_text(prompt: str | list[str] | list[int]) -> str:
+    """The prompt text of a completion request's `prompt` (text, or token ids)."""
     if isinstance(prompt, str):
         return START + prompt
     if len(prompt) != 1 and all(isinstance(p, str) for p in prompt):
@@ -36,7 +37,7 @@ async def handle_completions(request: web.Request) -> web.StreamResponse:
     fleet = sim_fleet(request)
     body = await parse_body(request, CompletionRequest)
     fleet.check_model(body.model)
-    text = _prompt_text(body.prompt)
+    text = completion_prompt_text(body.prompt)
     ctx, prompt = await fleet.route(request, text)
     await ctx.admission_faults()
     reply = ReplyRequest(

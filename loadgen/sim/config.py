@@ -267,6 +267,25 @@ class SimConfig(_Frozen):
     admin_remote: bool = Field(
         default=False, description="serve /admin/* to any address, not only loopback"
     )
+    # A fleet spread over processes (fleet_front.py): one router in front, the replicas in
+    # `processes` shard processes, for fleets past what one core streams (docs/fleets.md).
+    processes: int = Field(
+        default=1, ge=1, le=64, description="processes the fleet's replicas are spread over"
+    )
+
+    @model_validator(mode="after")
+    def _processes_hold_replicas(self) -> SimConfig:
+        if self.processes > self.replicas:
+            raise ValueError(
+                f"processes {self.processes} exceeds replicas {self.replicas}: each process "
+                "holds at least one replica; lower --processes or raise --replicas"
+            )
+        if self.processes > 1 and self.shared_store:
+            raise ValueError(
+                "shared_store keeps one Responses store in one process: it cannot be spread "
+                "over processes; drop --shared-store or use --processes 1"
+            )
+        return self
 
     @model_validator(mode="after")
     def _context_fits_in_kv_cache(self) -> SimConfig:

@@ -14,6 +14,7 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
+from hashlib import blake2b
 
 from loadgen.background import cancel_and_wait
 from loadgen.sim.config import SimConfig
@@ -23,12 +24,32 @@ from loadgen.sim.step_time import StepWork, step_seconds
 __all__ = ["Engine", "EngineSequence", "chain_block_hashes"]
 
 
-def chain_block_hashes(pieces: Sequence[str], block_size: int, parent: int = 0) -> list[int]:
-    """Hashes of each full block of `pieces`, each chained to the one before it."""
+def chain_block_hashes(
+    pieces: Sequence[str], block_size: int, parent: int = 0, *, stable: bool = False
+) -> list[int]:
+    """Hashes of each full block of `pieces`, each chained to the one before it.
+
+    Python's hash() of text differs between processes; `stable` hashes (about 3x slower)
+    are the same in every process, as a fleet spread over processes needs: its front
+    asks the shards' prefix caches with hashes it made itself.
+    """
+    if stable:
+        return _stable_chain(pieces, block_size, parent)
     hashes = []
     h = parent
     for start in range(0, len(pieces) - block_size + 1, block_size):
         h = hash((h, *pieces[start : start + block_size]))
+        hashes.append(h)
+    return hashes
+
+
+def _stable_chain(pieces: Sequence[str], block_size: int, parent: int) -> list[int]:
+    hashes = []
+    h = parent
+    for start in range(0, len(pieces) - block_size + 1, block_size):
+        block = "\x1f".join(pieces[start : start + block_size]).encode()
+        digest = blake2b(h.to_bytes(8, "big", signed=True) + block, digest_size=8).digest()
+        h = int.from_bytes(digest, "big", signed=True)
         hashes.append(h)
     return hashes
 
@@ -93,7 +114,7 @@ class EngineSequence:
         """Tokens that must be in cache before the next token can be sampled."""
         return self.prompt_len + self.output_count
 
-    def block_hashes(self, count: int, block_size: int) -> list[int]:
+    def block_hashes(self, count: int, block_size: int, *, stable: bool = False) -> list[int]:
         """Hashes of the first `count` full blocks of prompt + output so far."""
         known = self.prompt_hashes
         if count > len(known):
@@ -101,7 +122,8 @@ class EngineSequence:
             start = (len(known) - self.prompt_len // block_size) * block_size
             pieces = [*self.prompt_tail, *self.output_pieces[: self.output_count]][start:]
             parent = known[-1] if known else 0
-            known.extend(chain_block_hashes(pieces, block_size, parent)[: count - len(known)])
+            hashes = chain_block_hashes(pieces, block_size, parent, stable=stable)
+            known.extend(hashes[: count - len(known)])
         return known[:count]
 
     async def wait(self, seen: int) -> None:
@@ -126,6 +148,7 @@ class Engine:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
+        self.stable_hashes = config.processes > 1
         self.kv = KVCache(config.num_kv_blocks, config.block_size)
         self.waiting: deque[EngineSequence] = deque()
         self.running: list[EngineSequence] = []
@@ -253,7 +276,7 @@ class Engine:
             seq = self.waiting[0]
             target = seq.prefill_target
             full_blocks = target // bs
-            hashes = seq.block_hashes(full_blocks, bs)
+            hashes = seq.block_hashes(full_blocks, bs, stable=self.stable_hashes)
             hit = self.kv.cached_prefix(hashes)
             # At least one token must be computed to sample from, as in vLLM.
             hit = min(hit, (target - 1) // bs)
@@ -307,7 +330,9 @@ class Engine:
                 seq.notify()
             full = seq.computed // bs
             if full > len(seq.shared_hashes):
-                for h in seq.block_hashes(full, bs)[len(seq.shared_hashes) :]:
+                for h in seq.block_hashes(full, bs, stable=self.stable_hashes)[
+                    len(seq.shared_hashes) :
+                ]:
                     self.kv.register(h)
                     seq.private_blocks -= 1
                     seq.shared_hashes.append(h)

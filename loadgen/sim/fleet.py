@@ -38,6 +38,7 @@ from loadgen.background import cancel_and_wait
 from loadgen.sim.api_errors import ApiError
 from loadgen.sim.config import SimConfig
 from loadgen.sim.generation import SimContext
+from loadgen.sim.metric_dialects import TextRow
 from loadgen.sim.prompt import PromptInfo, analyse_long_prompt
 from loadgen.sim.reply import reply_seed
 from loadgen.sim.response_store import ResponseStore
@@ -46,10 +47,16 @@ from loadgen.sim.router import SESSION_HEADER, TOKEN_HEADER, RouteRequest, make_
 __all__ = [
     "FLEET",
     "REPLICA_HEADER",
+    "ROUTED_HEADER",
     "Fleet",
     "Replica",
+    "ReplicaRows",
+    "merge_families",
+    "render_families",
+    "router_decisions",
     "session_token",
     "sim_fleet",
+    "token_replica",
 ]
 
 REPLICA_HEADER = "x-agentload-replica"
@@ -60,7 +67,7 @@ def session_token(replica: str) -> str:
     return base64.b64encode(replica.encode()).decode()
 
 
-def _token_replica(token: str | None) -> str | None:
+def token_replica(token: str | None) -> str | None:
     """The replica an echoed token names (a base64 name, or a bare one)."""
     if token is None:
         return None
@@ -109,6 +116,16 @@ def _reader(replica: Replica, attribute: str) -> Callable[[], float]:
     return lambda: float(getattr(replica, attribute))
 
 
+def router_decisions(registry: CollectorRegistry) -> Counter:
+    """The router's decisions family: requests sent to each replica, by reason."""
+    return Counter(
+        "agentload_sim_router_decisions",
+        "Requests the router sent to each replica, by router and reason.",
+        ["router", "engine", "replica", "reason"],
+        registry=registry,
+    )
+
+
 class _FleetMetrics:
     """The fleet's own families, beside the replicas' engine metrics."""
 
@@ -116,12 +133,7 @@ class _FleetMetrics:
         self.registry = r = CollectorRegistry(auto_describe=True)
         labels = ["engine", "replica"]
         self._router = router
-        self.decisions = Counter(
-            "agentload_sim_router_decisions",
-            "Requests the router sent to each replica, by router and reason.",
-            ["router", "engine", "replica", "reason"],
-            registry=r,
-        )
+        self.decisions = router_decisions(r)
         self.removals = Counter(
             "agentload_sim_replica_removals",
             "Times a replica was taken out (admin) or crashed (fault), losing what it held.",
@@ -166,17 +178,30 @@ class _Families:
 
 
 class Fleet:
-    """The replicas, the router, and the fault that crashes replicas."""
+    """The replicas, the router, and the fault that crashes replicas.
 
-    def __init__(self, config: SimConfig) -> None:
+    In a sharded fleet (fleet_front.py) a shard process holds the replicas numbered
+    `indexes` and serves requests the front has routed (`front_routed`): each names its
+    replica in ROUTED_HEADER, and `on_up_change` tells the front when one goes or comes.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig,
+        indexes: Sequence[int] | None = None,
+        *,
+        front_routed: bool = False,
+    ) -> None:
         self.config = config
         self.labelled = config.replicas > 1
+        self.front_routed = front_routed
+        self.on_up_change: Callable[[Replica], None] | None = None
         shared = None
         if config.shared_store:
             shared = ResponseStore(config.responses_store_capacity, config.responses_store_ttl_s)
         self.shared_store = shared
         self.replicas: list[Replica] = []
-        for i in range(config.replicas):
+        for i in range(config.replicas) if indexes is None else indexes:
             labels = {"engine": str(i), "replica": f"r{i}"} if self.labelled else None
             context = SimContext(config, name=f"r{i}", index=i, store=shared, labels=labels)
             self.replicas.append(Replica(i, context))
@@ -196,8 +221,9 @@ class Fleet:
             if replica.up:
                 replica.context.engine.start()
         if self.config.faults.replica_crash > 0 and self._crash_task is None:
+            first = self.replicas[0].index  # shards draw apart, a whole fleet as ever
             self._crash_task = asyncio.get_running_loop().create_task(
-                self._crashes(), name="sim-replica-crashes"
+                self._crashes(first), name="sim-replica-crashes"
             )
 
     async def stop(self) -> None:
@@ -231,12 +257,16 @@ class Fleet:
     ) -> tuple[SimContext, PromptInfo | None]:
         """The replica that serves `request` (its prompt `text`, or a function making it), and
         the prompt analysed when the router needed its block hashes."""
+        if self.front_routed:
+            return self._routed_by_front(request), None
         prompt = None
         live = self.live()
         if live and self.router.needs_prefix and len(self.replicas) > 1:
             cfg = self.config
             prompt_text = text if isinstance(text, str) else text()
-            prompt = await analyse_long_prompt(prompt_text, cfg.block_size, cfg.max_model_len)
+            prompt = await analyse_long_prompt(
+                prompt_text, cfg.block_size, cfg.max_model_len, stable=cfg.processes > 1
+            )
             live = self.live()  # the analysis yields to the loop: a replica may have gone
         if not live:
             raise ApiError(503, "no healthy upstream: every replica is out of service.")
@@ -246,7 +276,7 @@ class Fleet:
             headers = request.headers
             route = RouteRequest(
                 session=headers.get(SESSION_HEADER),
-                token=_token_replica(headers.get(TOKEN_HEADER)),
+                token=token_replica(headers.get(TOKEN_HEADER)),
                 hashes=prompt.block_hashes if prompt is not None else [],
             )
             replica, reason = self.router.choose(live, route)
@@ -255,6 +285,15 @@ class Fleet:
         request[ROUTED] = replica
         replica.in_flight += 1
         return replica.context, prompt
+
+    def _routed_by_front(self, request: web.Request) -> SimContext:
+        replica = self.replica(request.headers.get(ROUTED_HEADER, ""))
+        if replica is None or not replica.up:
+            # Taken out between the front's choice and now, as a pod is under a gateway.
+            raise ApiError(503, "no healthy upstream: the replica routed to is out of service.")
+        request[ROUTED] = replica
+        replica.in_flight += 1
+        return replica.context
 
     def answered(self, request: web.Request) -> None:
         """The handler of a routed request returned (or failed): it is no longer in flight."""
@@ -284,6 +323,8 @@ class Fleet:
         await replica.context.engine.crash()
         if self.shared_store is None:
             replica.context.store = replica.context.new_store()
+        if self.on_up_change is not None:
+            self.on_up_change(replica)
         return True
 
     def restore(self, replica: Replica) -> bool:
@@ -295,12 +336,15 @@ class Fleet:
             return False
         replica.context.up = True
         replica.context.engine.start()
+        if self.on_up_change is not None:
+            self.on_up_change(replica)
         return True
 
-    async def _crashes(self) -> None:
+    async def _crashes(self, first: int) -> None:
         """The replica_crash fault: each second, each live replica crashes with its rate."""
         faults = self.config.faults
-        rng = random.Random(reply_seed("replica-crash", self.config.seed))
+        seed = reply_seed("replica-crash", self.config.seed)
+        rng = random.Random(seed if first == 0 else reply_seed("replica-crash", seed, first))
         while True:
             await asyncio.sleep(1.0)
             for replica in self.replicas:
@@ -320,36 +364,64 @@ class Fleet:
 
     def exposition(self) -> bytes:
         """/metrics: a single server's as ever; a fleet's replicas merged, family by family."""
+        if not self.labelled or self.metrics is None:
+            replica = self.replicas[0]
+            replica.context.metrics.on_step(replica.context.engine)
+            return replica.context.metrics.exposition()
+        return render_families(self.families(), self.text_rows())
+
+    def families(self) -> list[Metric]:
+        """A fleet's metric families, its replicas' samples merged under each name."""
         for replica in self.replicas:
             replica.context.metrics.on_step(replica.context.engine)
-        if not self.labelled or self.metrics is None:
-            return self.replicas[0].context.metrics.exposition()
         registries = [r.context.metrics.registry for r in self.replicas]
-        families: dict[str, Metric] = {}
-        for registry in [*registries, self.metrics.registry]:
-            for family in registry.collect():
-                merged = families.get(family.name)
-                if merged is None:
-                    merged = Metric(family.name, family.documentation, family.type, family.unit)
-                    families[family.name] = merged
-                merged.samples.extend(family.samples)
-        return self._text_rows() + generate_latest(_Families(families.values()))
+        if self.metrics is not None:
+            registries.append(self.metrics.registry)
+        return merge_families(family for registry in registries for family in registry.collect())
 
-    def _text_rows(self) -> bytes:
-        """The samples a dialect renders itself (llama.cpp's), merged under one HELP/TYPE."""
-        per_replica = [(r, r.context.metrics.text_rows()) for r in self.replicas]
-        if not per_replica[0][1]:
-            return b""
-        lines: list[str] = []
-        for j, (kind, name, doc, _value) in enumerate(per_replica[0][1]):
-            lines += [f"# HELP llamacpp:{name} {doc}", f"# TYPE llamacpp:{name} {kind}"]
-            for replica, rows in per_replica:
-                labels = f'{{engine="{replica.index}",replica="{replica.name}"}}'
-                lines.append(f"llamacpp:{name}{labels} {rows[j][3]!r}")
-        return ("\n".join(lines) + "\n").encode()
+    def text_rows(self) -> list[ReplicaRows]:
+        """Each replica's samples that its dialect renders itself (llama.cpp's)."""
+        return [(r.index, r.name, r.context.metrics.text_rows()) for r in self.replicas]
+
+
+# A replica's index, name, and its rows in llama.cpp's names.
+ReplicaRows = tuple[int, str, list[TextRow]]
+
+
+def merge_families(families: Iterable[Metric]) -> list[Metric]:
+    """One family per name, holding the samples of every family of that name."""
+    merged: dict[str, Metric] = {}
+    for family in families:
+        into = merged.get(family.name)
+        if into is None:
+            into = merged[family.name] = Metric(
+                family.name, family.documentation, family.type, family.unit
+            )
+        into.samples.extend(family.samples)
+    return list(merged.values())
+
+
+def render_families(families: Iterable[Metric], rows: Sequence[ReplicaRows]) -> bytes:
+    """The exposition text of merged `families` and the self-rendered `rows`."""
+    return _text_rows(rows) + generate_latest(_Families(families))
+
+
+def _text_rows(per_replica: Sequence[ReplicaRows]) -> bytes:
+    """The samples a dialect renders itself (llama.cpp's), merged under one HELP/TYPE."""
+    if not per_replica or not per_replica[0][2]:
+        return b""
+    lines: list[str] = []
+    for j, (kind, name, doc, _value) in enumerate(per_replica[0][2]):
+        lines += [f"# HELP llamacpp:{name} {doc}", f"# TYPE llamacpp:{name} {kind}"]
+        for index, replica, rows in per_replica:
+            labels = f'{{engine="{index}",replica="{replica}"}}'
+            lines.append(f"llamacpp:{name}{labels} {rows[j][3]!r}")
+    return ("\n".join(lines) + "\n").encode()
 
 
 FLEET: web.AppKey[Fleet] = web.AppKey("sim_fleet", Fleet)
+# The replica a sharded fleet's front chose, on the request it hands to that replica's shard.
+ROUTED_HEADER = "x-agentload-routed"
 ROUTED: web.RequestKey[Replica] = web.RequestKey("sim_replica", Replica)
 
 

@@ -200,7 +200,9 @@ class SimContext:
             # vLLM's start once the request is tokenized.
             await asyncio.sleep(overhead_ms / 1000.0)
         if prompt is None:
-            prompt = await analyse_long_prompt(prompt_text, cfg.block_size, cfg.max_model_len)
+            prompt = await analyse_long_prompt(
+                prompt_text, cfg.block_size, cfg.max_model_len, stable=cfg.processes > 1
+            )
         if not self.up:
             raise self.lost()
         if prompt.length >= cfg.max_model_len:

@@ -43,14 +43,14 @@ class PromptInfo:
     tail: list[str]  # tokens after the last full block
 
 
-def analyse_prompt(text: str, block_size: int) -> PromptInfo:
-    """Tokenize `text` and hash its full blocks."""
+def analyse_prompt(text: str, block_size: int, *, stable: bool = False) -> PromptInfo:
+    """Tokenize `text` and hash its full blocks (`stable`: chain_block_hashes's)."""
     pieces = token_pieces(text)
     full = len(pieces) // block_size * block_size
     return PromptInfo(
         text=text,
         length=len(pieces),
-        block_hashes=chain_block_hashes(pieces, block_size),
+        block_hashes=chain_block_hashes(pieces, block_size, stable=stable),
         tail=pieces[full:],
     )
 
@@ -62,14 +62,16 @@ SLICE_CHARS = 1 << 18
 _SLICE_TOKENS = 1 << 16
 
 
-async def analyse_long_prompt(text: str, block_size: int, max_tokens: int) -> PromptInfo:
+async def analyse_long_prompt(
+    text: str, block_size: int, max_tokens: int, *, stable: bool = False
+) -> PromptInfo:
     """analyse_prompt(), yielding to the event loop between slices of a long `text`.
 
     Past `max_tokens` tokens (the context window) the rest is only counted: a prompt the
     server refuses keeps no pieces or hashes, so its memory stays bounded by the window.
     """
     if len(text) <= SLICE_CHARS:
-        return analyse_prompt(text, block_size)
+        return analyse_prompt(text, block_size, stable=stable)
     pieces: list[str] = []
     counted = 0  # tokens past max_tokens, counted and dropped
     pos, end = 0, len(text)
@@ -95,7 +97,10 @@ async def analyse_long_prompt(text: str, block_size: int, max_tokens: int) -> Pr
     hashes: list[int] = []
     for start in range(0, full, step):
         hashes += chain_block_hashes(
-            pieces[start : min(start + step, full)], block_size, hashes[-1] if hashes else 0
+            pieces[start : min(start + step, full)],
+            block_size,
+            hashes[-1] if hashes else 0,
+            stable=stable,
         )
         await asyncio.sleep(0)
     return PromptInfo(text=text, length=len(pieces), block_hashes=hashes, tail=pieces[full:])

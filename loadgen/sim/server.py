@@ -14,11 +14,12 @@ from loadgen.sim.chat import handle_chat
 from loadgen.sim.completions import handle_completions
 from loadgen.sim.config import SimConfig
 from loadgen.sim.fleet import FLEET, Fleet, Replica, sim_fleet
+from loadgen.sim.fleet_front import FleetFront
 from loadgen.sim.generation import SimContext
 from loadgen.sim.request_body import json_reply
 from loadgen.sim.responses import handle_get_response, handle_responses
 
-__all__ = ["SimServer", "build_app"]
+__all__ = ["SimServer", "build_app", "sim_server"]
 
 log = logging.getLogger("agentload.sim")
 
@@ -134,13 +135,15 @@ async def _admin_restore(request: web.Request) -> web.Response:
     return json_reply({"replica": replica.name, "up": replica.up, "changed": changed})
 
 
-def build_app(config: SimConfig) -> web.Application:
-    """The simulator as an aiohttp application; its engines start with the app."""
+def build_app(config: SimConfig, fleet: Fleet | None = None) -> web.Application:
+    """The simulator as an aiohttp application (serving `fleet`, or a fleet of `config`'s
+    own); its engines start with the app."""
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_errors, _in_flight])
     app[STARTED] = int(time.time())
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        fleet = Fleet(config)
+        nonlocal fleet
+        fleet = fleet or Fleet(config)
         app[FLEET] = fleet
         fleet.start()
         yield
@@ -215,3 +218,11 @@ class SimServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def sim_server(config: SimConfig, host: str = "127.0.0.1", port: int = 0) -> SimServer | FleetFront:
+    """The simulator `config` describes: one process, or a fleet spread over processes (a
+    front routing to shard processes, fleet_front.py); both start, stop and name base_url."""
+    if config.processes > 1:
+        return FleetFront(config, host, port)
+    return SimServer(config, host, port)

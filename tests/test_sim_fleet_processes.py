@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -333,3 +334,44 @@ def test_the_cli_refuses_more_processes_than_replicas_in_one_line() -> None:
     assert "--processes" in lines[0]
     assert "exceeds replicas" in lines[0]
     assert ConfigError.exit_code == 2
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(child) for child in f.read().split()]
+    return found
+
+
+async def test_agentload_sim_serves_a_fleet_over_processes_and_ctrl_c_ends_them_all(
+    http: aiohttp.ClientSession,
+) -> None:
+    cmd = [sys.executable, "-m", "loadgen", "sim", "--port", "0", "--replicas", "2"]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, "--processes", "2", stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stderr is not None
+        banner = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        base = banner.split(" on ", 1)[1].split()[0]
+        shards = _children(proc.pid)
+        replicas = []
+        for _ in range(2):
+            body = {"model": "agentload-sim", "messages": [{"role": "user", "content": "hi"}]}
+            async with http.post(f"{base}/chat/completions", json=body, timeout=TIMEOUT) as resp:
+                assert resp.status == 200
+                replicas.append(resp.headers["x-agentload-replica"])
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 15)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    assert "fleet of 2 replicas" in banner
+    assert "over 2 processes" in banner
+    assert replicas == ["r0", "r1"]
+    assert len(shards) == 2
+    assert code == 0
+    await until("the shards gone", lambda: not any(os.path.exists(f"/proc/{p}") for p in shards))

@@ -231,10 +231,15 @@ async def test_a_tool_calling_conversation_through_the_proxy_is_the_direct_one(
     assert rows[0]["gap"] is None
     assert rows[0]["t"] == 0.0
     assert all(len(r["hash_ids"]) == r["in"] // 64 for r in rows)
+    # An id covers 64 of the server's tokens once usage showed its units (the simulator
+    # counts as the stand-in does); the first call, a stream without usage, cannot say.
+    assert "block_in" not in rows[0]
+    assert [r["block_in"] for r in rows[1:]] == [64.0] * (len(MODES) - 1)
 
     trace = read_agentload(Path(proxy.out))
     assert trace.request_count() == len(MODES)
     assert len(trace.sessions) == 1
+    assert trace.block_size == 64
 
 
 async def test_the_trace_holds_no_key_and_no_text_unless_asked(

@@ -113,6 +113,24 @@ def test_agentload_keeps_every_example_through_a_write_and_read(fmt: str) -> Non
     assert (back.block_size, back.hash_scope) == (trace.block_size, trace.hash_scope)
 
 
+def test_a_recordings_ids_are_read_in_the_recorded_servers_tokens() -> None:
+    header = {"format": "agentload-trace", "version": 1, "block_size": 64, "hash_scope": "global"}
+    row = {"session": "s1", "in": 900, "out": 8, "hash_ids": [1, 2, 3, 4, 5, 6, 7]}
+    lines = [header, {**row, "t": 0.0}]  # before any usage: the header's stand-in block
+    lines += [{**row, "t": float(i), "block_in": b} for i, b in enumerate([128.4, 131.0, 129.6], 1)]
+
+    lines[1] |= {"in": 450, "counted": True}  # counted in stand-in tokens: no usage yet
+    lines[2] |= {"counted": True, "scale": {"in": 2.0}}  # counted, then scaled by the recorder
+
+    trace = read_agentload(Path("rec.jsonl"), [json.dumps(x) for x in lines])
+
+    assert trace.block_size == 130  # the median server tokens per id, rounded
+    prompts = [r.input_tokens for r in trace.sessions[0].requests]
+    assert prompts == [911, 900, 900, 900]  # 450 stand-in tokens x 129.6 / 64
+    alone = read_agentload(Path("rec.jsonl"), [json.dumps(x) for x in lines[:2]])
+    assert (alone.block_size, alone.sessions[0].requests[0].input_tokens) == (64, 450)
+
+
 def test_mooncake_rows_are_one_request_sessions_of_512_token_blocks() -> None:
     rows = _rows("mooncake.jsonl")
     trace = _load("mooncake")

@@ -260,9 +260,9 @@ class Recorder:
             model, (facts.input_tokens, blocks.tokens), (facts.output_tokens, counted_out)
         )
         scale: dict[str, float] = {}
+        prompt = self.scale.prompt(model, blocks.tokens)
         prompt_tokens = facts.input_tokens
         if prompt_tokens is None:
-            prompt = self.scale.prompt(model, blocks.tokens)
             prompt_tokens = prompt.tokens
             if prompt.ratio is not None:
                 scale["in"] = prompt.ratio
@@ -287,6 +287,10 @@ class Recorder:
             duration_s=round((ex.end_ns - ex.arrival_ns) / 1e9, 6),
         )
         extra: dict[str, Any] = {"api": ex.api}
+        if prompt.ratio is not None:
+            # A hash id covers block_size stand-in tokens: this many of the server's, which
+            # replay makes each id (read_agentload), so it shares what the recording shared.
+            extra["block_in"] = round(self.blocks.block_size * prompt.ratio, 2)
         if facts.input_tokens is None or facts.output_tokens is None:
             extra["counted"] = True
             if scale:

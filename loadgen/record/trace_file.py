@@ -1,7 +1,7 @@
 """Writing an agentload trace a line at a time, so that a crash loses nothing already written.
 
 The lines are loadgen.traces.formats.agentload's own (its header, then its request rows),
-plus optional fields its reader ignores:
+plus optional fields (its reader ignores all but `block_in`):
 
 - header `source`: what wrote it ("agentload record" or "agentload export-trace");
 - request `api`: chat, responses or completions (recordings);
@@ -9,7 +9,10 @@ plus optional fields its reader ignores:
   tokenizer's counts of the rendered prompt and the reply (loadgen.protocol.tokens);
 - request `scale`: on counted rows, {"in": ..., "out": ...}, the server / stand-in token
   ratios (learned from calls with usage, loadgen.record.units) the counts were scaled by;
-- request `text`: {"prompt": ..., "reply": ...}, only with `agentload record --keep-text`.
+- request `text`: {"prompt": ..., "reply": ...}, only with `agentload record --keep-text`;
+- request `block_in`: the server's tokens one hash id covers (block_size stand-in tokens
+  times the server / stand-in prompt ratio), once calls of its model have carried usage;
+  the reader takes the ids as that many tokens each.
 
 Each line is flushed to the operating system as it is written (not fsynced: an fsync per
 call would stall the proxy's event loop on a slow disk).

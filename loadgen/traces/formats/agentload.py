@@ -13,11 +13,20 @@ local-scope hash ids live in (a Weka sub-agent shares its trace's). Times are se
 the trace's start; `gap` is the recorded pause since the session's previous request ended.
 `cached`, `ttft` and `duration` are what the original server did, kept for comparison. No
 prompt or reply text is ever in it.
+
+A recording's hash ids are cut in agentload's stand-in tokens, which the recorded server may
+count otherwise; its rows then say in `block_in` how many of the server's tokens one id
+covers (from the calls' usage), and the trace's ids are read as that many tokens each (the
+median over its rows) instead of the header's `block_size`. The same ratio puts into the
+server's tokens the prompts of `counted` rows without a `scale` (calls before any usage,
+whose `in` the recorder could only count in its own tokens).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import statistics
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -84,6 +93,8 @@ def read_agentload(path: Path, lines: Iterable[str] | None = None) -> Trace:
     header: dict[str, Any] | None = None
     sessions: dict[str, TraceSession] = {}
     links: dict[str, tuple[str, int]] = {}
+    block_in: list[float] = []  # a recording's server tokens per hash id, where known
+    unscaled: list[tuple[TraceSession, int]] = []  # prompts counted in stand-in tokens
     for number, text in enumerate(source, 1):
         if not text.strip():
             continue
@@ -106,6 +117,10 @@ def read_agentload(path: Path, lines: Iterable[str] | None = None) -> Trace:
             session_id, TraceSession(session_id, hash_namespace=namespace)
         )
         session.requests.append(request)
+        if isinstance(row.get("block_in"), int | float) and row["block_in"] > 0:
+            block_in.append(float(row["block_in"]))
+        if row.get("counted") and "scale" not in row:
+            unscaled.append((session, len(session.requests) - 1))
         if row.get("parent") is not None and session_id not in links:
             links[session_id] = (str(row["parent"]), _after(path, number, row.get("after")))
     if header is None:
@@ -120,10 +135,24 @@ def read_agentload(path: Path, lines: Iterable[str] | None = None) -> Trace:
     block_size = int(header.get("block_size") or 0)
     if block_size <= 0:
         raise ConfigError(f"{path}:1: block_size must be a positive number of tokens")
+    if block_in:
+        block_size = _in_server_tokens(block_size, statistics.median(block_in), unscaled)
     scope = header.get("hash_scope", "global")
     if scope not in ("global", "local"):
         raise ConfigError(f"{path}:1: hash_scope must be global or local, not {scope!r}")
     return Trace(session_order(top), block_size, scope, f"{path} (agentload)")
+
+
+def _in_server_tokens(
+    block_size: int, server_block: float, unscaled: list[tuple[TraceSession, int]]
+) -> int:
+    """A recording's tokens per hash id in its server's units (`server_block` for the
+    header's `block_size` stand-in tokens), its `unscaled` prompts put into them too."""
+    for session, index in unscaled:
+        request = session.requests[index]
+        tokens = max(1, round(request.input_tokens * server_block / block_size))
+        session.requests[index] = dataclasses.replace(request, input_tokens=tokens)
+    return max(1, round(server_block))
 
 
 def _after(path: Path, number: int, value: Any) -> int:

@@ -11,11 +11,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
+from cli_runs import agentload_run, write_profile
 
 from loadgen.errors import ConfigError
 from loadgen.sim.engine import chain_block_hashes
@@ -375,3 +377,23 @@ async def test_agentload_sim_serves_a_fleet_over_processes_and_ctrl_c_ends_them_
     assert len(shards) == 2
     assert code == 0
     await until("the shards gone", lambda: not any(os.path.exists(f"/proc/{p}") for p in shards))
+
+
+async def test_a_profiles_sim_runs_spread_over_processes(tmp_path: Path) -> None:
+    profile = write_profile(
+        tmp_path / "p.yaml",
+        {
+            "name": "spread",
+            "seed": 1,
+            "arrival": {"mode": "closed", "agents": 4},
+            "agents": [{"kind": "coding", "params": {"turns": 1, "first_turn_steps": 3}}],
+            "sim": {"replicas": 4, "processes": 2, "router": "session-load"},
+            "time_scale": 0.02,
+        },
+    )
+
+    run = await agentload_run(profile, tmp_path / "out", "--duration", "6s")
+
+    assert run.summary["requests"]["failed"] == 0
+    assert run.summary["requests"]["ok"] > 8
+    assert set(run.summary["by_replica"]) == {"r0", "r1", "r2", "r3"}

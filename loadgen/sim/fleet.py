@@ -221,7 +221,7 @@ class Fleet:
             if replica.up:
                 replica.context.engine.start()
         if self.config.faults.replica_crash > 0 and self._crash_task is None:
-            first = self.replicas[0].index  # shards draw apart, a whole fleet as ever
+            first = self.replicas[0].index  # each shard its own draws; one process as before
             self._crash_task = asyncio.get_running_loop().create_task(
                 self._crashes(first), name="sim-replica-crashes"
             )

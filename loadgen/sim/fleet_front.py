@@ -270,8 +270,7 @@ class FleetFront:
         try:
             count = self.config.processes
             for number in range(count):
-                indexes = list(range(number, self.config.replicas, count))
-                self.shards.append(await self._start_shard(number, indexes))
+                await self._start_shard(number, list(range(number, self.config.replicas, count)))
             await asyncio.gather(*(self._wait_ready(shard) for shard in self.shards))
             self.replicas.sort(key=lambda r: r.index)
             loop = asyncio.get_running_loop()
@@ -284,7 +283,7 @@ class FleetFront:
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
 
-    async def _start_shard(self, number: int, indexes: list[int]) -> _Shard:
+    async def _start_shard(self, number: int, indexes: list[int]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = await asyncio.create_subprocess_exec(
@@ -296,20 +295,24 @@ class FleetFront:
                 stdin=asyncio.subprocess.PIPE,
                 pass_fds=(theirs.fileno(),),
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
+        loop = asyncio.get_running_loop()
+        shard = _Shard(number, process, ready=loop.create_future())
+        self.shards.append(shard)  # from here stop() reaps it, whatever fails next
+        shard.replicas = [_RemoteReplica(i, f"r{i}", shard) for i in indexes]
+        self.replicas += shard.replicas
+        shard.channel = Channel(ours, lambda frame: self._on_frame(shard, frame))
+        watch = loop.create_task(self._watch(shard))
+        self._tasks.add(watch)
+        watch.add_done_callback(self._tasks.discard)
         assert process.stdin is not None
         process.stdin.write(self.config.model_dump_json().encode())
         await process.stdin.drain()
         process.stdin.close()
-        shard = _Shard(number, process, ready=asyncio.get_running_loop().create_future())
-        shard.replicas = [_RemoteReplica(i, f"r{i}", shard) for i in indexes]
-        self.replicas += shard.replicas
-        shard.channel = Channel(ours, lambda frame: self._on_frame(shard, frame))
-        watch = asyncio.get_running_loop().create_task(self._watch(shard))
-        self._tasks.add(watch)
-        watch.add_done_callback(self._tasks.discard)
-        return shard
 
     async def _watch(self, shard: _Shard) -> None:
         """A shard whose channel closed is gone, and its replicas with it."""

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
+import logging
 import pickle
 import socket
 import sys
@@ -55,6 +56,8 @@ from loadgen.sim.router import SESSION_HEADER, TOKEN_HEADER, RouteRequest, make_
 
 __all__ = ["FleetFront", "ShardStartError"]
 
+log = logging.getLogger("agentload.sim")
+
 _MAX_HEAD = 64 * 1024
 _SHARD_START_S = 60.0
 _SHARD_STOP_S = 5.0
@@ -67,6 +70,8 @@ class ShardStartError(AgentloadError):
 
 @dataclass(eq=False)
 class _RemoteReplica:
+    """What the front knows of a replica in a shard: where it is, whether up, its load."""
+
     index: int
     name: str
     shard: _Shard
@@ -76,6 +81,8 @@ class _RemoteReplica:
 
 @dataclass(eq=False)
 class _Shard:
+    """A shard process, its replicas and the channel to it."""
+
     number: int
     process: asyncio.subprocess.Process
     replicas: list[_RemoteReplica] = field(default_factory=list)
@@ -383,9 +390,17 @@ class FleetFront:
 
     def dispatch(self, client: _Client, request: _Request) -> None:
         """Answer `request` or hand it on, in a task of its own."""
-        task = asyncio.get_running_loop().create_task(self._dispatch(client, request))
+        task = asyncio.get_running_loop().create_task(self._dispatch_or_500(client, request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch_or_500(self, client: _Client, request: _Request) -> None:
+        try:
+            await self._dispatch(client, request)
+        except Exception:
+            # As the one-process fleet's error middleware: logged, answered, serving on.
+            log.exception("unexpected error routing %s %s", request.method, request.path)
+            client.reply(500, error_body(500, "Internal server error."))
 
     async def _dispatch(self, client: _Client, request: _Request) -> None:
         path = request.path

@@ -181,11 +181,9 @@ def main() -> int:
     model = write_tiny_gguf(out / "small.gguf", n_embd=512, n_layer=6, n_ff=1536)
     rows: list[dict[str, Any]] = []
     seeds = itertools.count(1)
-    # One thread: llama.cpp's threads spin at barriers, and two of them on two shared cores
-    # stall each other for hundreds of ms whenever anything else runs.
-    with LlamaServer(
-        model, ctx=PARALLEL * CTX_PER_SLOT, parallel=PARALLEL, extra_args=("--threads", "1")
-    ) as server:
+    # One thread (LlamaServer's): llama.cpp's threads spin at barriers, and two of them on two
+    # shared cores stall each other for hundreds of ms whenever anything else runs.
+    with LlamaServer(model, ctx=PARALLEL * CTX_PER_SLOT, parallel=PARALLEL) as server:
         twin = args.twin or calibrate(
             server.base_url, out, args.repeats, args.max_noise, args.calibrate_tries
         )

@@ -537,7 +537,11 @@ class _ServerProcess:
 
 
 class LlamaServer(_ServerProcess):
-    """llama.cpp's llama-server on a GGUF model (see write_tiny_gguf), CPU, two threads.
+    """llama.cpp's llama-server on a GGUF model (see write_tiny_gguf), CPU, one thread.
+
+    One thread: llama.cpp's threads spin at their barriers, and two of them on this machine's
+    two cores, shared with the other test worker, stalled each other for hundreds of ms per
+    token whenever anything else ran (CI saw 6-8 requests in 25 s where 100 is usual).
 
     Each of the `parallel` slots gets ctx/parallel tokens of context. `extra_args` go last,
     e.g. ("--cache-ram", "0") or ("--no-cache-prompt",) to turn prompt caching off.
@@ -575,7 +579,7 @@ class LlamaServer(_ServerProcess):
             "--port", str(port),
             "--ctx-size", str(self.ctx),
             "--parallel", str(self.parallel),
-            "--threads", "2",
+            "--threads", "1",
             "--metrics",
             "--no-webui",
             *self.extra_args,

@@ -144,7 +144,12 @@ def start_run(profile: str | Path, target: str, out: Path, *flags: str) -> subpr
 
 def finish_run(proc: subprocess.Popen[str], out: Path, codes: tuple[int, ...] = (0, 1)) -> Any:
     """Wait for a run started by start_run; its summary.json."""
-    _stdout, stderr = proc.communicate(timeout=300)
+    try:
+        _stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # not left running into the tests after this one
+        proc.communicate()
+        raise
     assert proc.returncode in codes, stderr
     return json.loads((out / "summary.json").read_text())
 

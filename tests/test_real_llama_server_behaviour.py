@@ -61,8 +61,9 @@ def test_requests_back_to_back_for_25s_see_no_connection_error_on_either_transpo
         name: (start_run(profile, llama_server.base_url, tmp_path / name, *flags), tmp_path / name)
         for name, flags in (("kernel", []), ("aiohttp", ["--no-kernel-timestamps"]))
     }
-    for name, (proc, out) in runs.items():
-        summary = finish_run(proc, out)
+    # Both end before anything is judged: a failed check must not leave the other running.
+    summaries = {name: finish_run(proc, out) for name, (proc, out) in runs.items()}
+    for name, summary in summaries.items():
         assert summary["target"]["timestamps"] == ("kernel" if name == "kernel" else "event_loop")
         # Enough reconnections to mean something (the bar was 100 on a quiet machine; CI's 2
         # cores, shared with another CPU server's test, once gave 31): the claim is that none

@@ -40,11 +40,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def llama_server(model: Path) -> Iterator[LlamaServer]:
-    # One thread: llama.cpp's threads spin at their barriers, and two of them on two shared
-    # cores stall each other for hundreds of ms whenever anything else runs.
-    with LlamaServer(
-        model, ctx=PARALLEL * CTX_PER_SLOT, parallel=PARALLEL, extra_args=("--threads", "1")
-    ) as server:
+    with LlamaServer(model, ctx=PARALLEL * CTX_PER_SLOT, parallel=PARALLEL) as server:
         yield server
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import logging
 import pickle
@@ -31,15 +30,13 @@ import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
 
 from loadgen.errors import AgentloadError
-from loadgen.sim.api_errors import ApiError, error_body
-from loadgen.sim.completions import completion_prompt_text
+from loadgen.sim.api_errors import error_body
 from loadgen.sim.config import SimConfig
 from loadgen.sim.fleet import (
     ROUTED_HEADER,
@@ -50,15 +47,14 @@ from loadgen.sim.fleet import (
     token_replica,
 )
 from loadgen.sim.fleet_channel import Channel, Frame
-from loadgen.sim.prompt import analyse_long_prompt, render_chat, render_responses_input
-from loadgen.sim.requests import ChatRequest, CompletionRequest, ResponsesRequest
+from loadgen.sim.fleet_requests import ClientConnection, FrontRequest, prompt_text, routed
+from loadgen.sim.prompt import analyse_long_prompt
 from loadgen.sim.router import SESSION_HEADER, TOKEN_HEADER, RouteRequest, make_router
 
 __all__ = ["FleetFront", "ShardStartError"]
 
 log = logging.getLogger("agentload.sim")
 
-_MAX_HEAD = 64 * 1024
 _SHARD_START_S = 60.0
 _SHARD_STOP_S = 5.0
 _DROPPED_HEADERS = {ROUTED_HEADER, "expect"}  # the front's to set; the front answers Expect
@@ -109,145 +105,6 @@ class _View:
         return self.cached
 
 
-@dataclass(slots=True)
-class _Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    lines: list[bytes]  # the request line and the header lines as received
-    body: bytes
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _parse_head(head: bytes) -> tuple[str, str, dict[str, str], list[bytes]]:
-    lines = head.split(b"\r\n")
-    try:
-        method, target, _version = lines[0].decode("latin-1").split(" ", 2)
-    except ValueError:
-        raise _Refused(400, "Malformed request line.") from None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            raise _Refused(400, "Malformed header line.")
-        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-    return method, target.split("?", 1)[0], headers, lines
-
-
-class _Client(asyncio.Protocol):
-    """One client connection until its request is read and handed on (or answered here)."""
-
-    def __init__(self, front: FleetFront) -> None:
-        self.front = front
-        self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._head: tuple[str, str, dict[str, str], list[bytes]] | None = None
-        self._body_at = 0
-        self._length = 0
-        self._taken = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-
-    def data_received(self, data: bytes) -> None:
-        if self._taken:
-            return
-        self._buffer += data
-        try:
-            request = self._request()
-        except _Refused as refused:
-            self._taken = True
-            self.reply(refused.status, error_body(refused.status, refused.message))
-            return
-        if request is not None:
-            self._taken = True
-            assert self.transport is not None
-            self.transport.pause_reading()
-            self.front.dispatch(self, request)
-
-    def _request(self) -> _Request | None:
-        if self._head is None:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > _MAX_HEAD:
-                    raise _Refused(431, "Request header fields too large.")
-                return None
-            self._head = method, _path, headers, _lines = _parse_head(bytes(self._buffer[:end]))
-            self._body_at = end + 4
-            if "transfer-encoding" in headers:
-                raise _Refused(411, "Send the body with a Content-Length (no chunked bodies).")
-            try:
-                self._length = int(headers.get("content-length", "0"))
-            except ValueError:
-                raise _Refused(400, "Content-Length is not a number.") from None
-            if self._length > self.front.config.max_body_bytes:
-                raise _Refused(
-                    413,
-                    f"Request body is larger than the server's limit of "
-                    f"{self.front.config.max_body_bytes} bytes (raise it with --max-body-bytes).",
-                )
-            waiting = len(self._buffer) < self._body_at + self._length
-            if waiting and headers.get("expect", "").lower() == "100-continue":
-                assert self.transport is not None
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if len(self._buffer) < self._body_at + self._length:
-            return None
-        method, path, headers, lines = self._head
-        body = bytes(self._buffer[self._body_at : self._body_at + self._length])
-        return _Request(method, path, headers, lines, body)
-
-    def reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        """Answer from the front itself, and close."""
-        if self.transport is None or self.transport.is_closing():
-            return
-        head = (
-            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n"
-        )
-        self.transport.write(head.encode() + body)
-        self.transport.close()
-
-    def loopback(self) -> bool:
-        peer: Any = self.transport.get_extra_info("peername") if self.transport else None
-        try:
-            return ipaddress.ip_address(str(peer[0]).split("%", 1)[0]).is_loopback
-        except (TypeError, ValueError, IndexError):
-            return False
-
-
-def _routed(request: _Request) -> bool:
-    """The requests a fleet's router places: generation, and reading a stored response."""
-    if request.method == "POST":
-        return request.path in ("/v1/chat/completions", "/v1/completions", "/v1/responses")
-    return request.method == "GET" and request.path.startswith("/v1/responses/")
-
-
-def _prompt_text(request: _Request) -> str:
-    """The prompt a prefix router hashes, rendered as the replica will render it; "" for a
-    body the replica will refuse anyway (it answers the error)."""
-    try:
-        if request.path == "/v1/chat/completions":
-            chat = ChatRequest.model_validate_json(request.body)
-            return render_chat(chat.messages, chat.tools)
-        if request.path == "/v1/responses" and request.method == "POST":
-            body = ResponsesRequest.model_validate_json(request.body)
-            tools = [t.model_dump(exclude_none=True) for t in body.tools or ()]
-            return render_responses_input(body.input, body.instructions, tools, None)
-        if request.path == "/v1/completions":
-            completion = CompletionRequest.model_validate_json(request.body)
-            return completion_prompt_text(completion.prompt)
-    except (ValueError, ApiError):
-        return ""
-    return ""
-
-
 class FleetFront:
     """A fleet of `config.replicas` replicas over `config.processes` shard processes,
     served on host:port (port 0 picks a free one); use as an async context."""
@@ -282,7 +139,10 @@ class FleetFront:
             self.replicas.sort(key=lambda r: r.index)
             loop = asyncio.get_running_loop()
             self._server = await loop.create_server(
-                lambda: _Client(self), self.host, self.port, backlog=4096
+                lambda: ClientConnection(self.config.max_body_bytes, self.dispatch),
+                self.host,
+                self.port,
+                backlog=4096,
             )
         except BaseException:
             await self.stop()
@@ -388,13 +248,13 @@ class FleetFront:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def dispatch(self, client: _Client, request: _Request) -> None:
+    def dispatch(self, client: ClientConnection, request: FrontRequest) -> None:
         """Answer `request` or hand it on, in a task of its own."""
         task = asyncio.get_running_loop().create_task(self._dispatch_or_500(client, request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _dispatch_or_500(self, client: _Client, request: _Request) -> None:
+    async def _dispatch_or_500(self, client: ClientConnection, request: FrontRequest) -> None:
         try:
             await self._dispatch(client, request)
         except Exception:
@@ -402,7 +262,7 @@ class FleetFront:
             log.exception("unexpected error routing %s %s", request.method, request.path)
             client.reply(500, error_body(500, "Internal server error."))
 
-    async def _dispatch(self, client: _Client, request: _Request) -> None:
+    async def _dispatch(self, client: ClientConnection, request: FrontRequest) -> None:
         path = request.path
         if path.startswith("/admin/") and not (client.loopback() or self.config.admin_remote):
             message = "/admin answers loopback clients only (agentload sim --admin-remote)."
@@ -421,7 +281,7 @@ class FleetFront:
                 client.reply(404, error_body(404, message))
             else:
                 await self._hand_over(client, request, replica.shard, None)
-        elif _routed(request):
+        elif routed(request):
             chosen = await self._route(request)
             if chosen is None:
                 message = "no healthy upstream: every replica is out of service."
@@ -435,12 +295,12 @@ class FleetFront:
             else:
                 await self._hand_over(client, request, live[next(self._unrouted) % len(live)])
 
-    async def _route(self, request: _Request) -> _RemoteReplica | None:
+    async def _route(self, request: FrontRequest) -> _RemoteReplica | None:
         hashes: list[int] = []
         if self.router.needs_prefix and self.replicas:
             cfg = self.config
             prompt = await analyse_long_prompt(
-                _prompt_text(request), cfg.block_size, cfg.max_model_len, stable=True
+                prompt_text(request), cfg.block_size, cfg.max_model_len, stable=True
             )
             hashes = prompt.block_hashes
         live = [r for r in self.replicas if r.up]
@@ -483,8 +343,8 @@ class FleetFront:
 
     async def _hand_over(
         self,
-        client: _Client,
-        request: _Request,
+        client: ClientConnection,
+        request: FrontRequest,
         shard: _Shard,
         replica: _RemoteReplica | None = None,
     ) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from loadgen.cli.arguments import parse_count
 from loadgen.errors import UsageError
+from loadgen.event_loop import run_main
 
 __all__ = ["parse_listen", "register"]
 
@@ -164,12 +165,7 @@ def record(args: argparse.Namespace) -> int:
         keep_text=args.keep_text,
         session_headers=names,
     )
-    try:
-        import uvloop
-
-        uvloop.run(_serve(proxy))
-    except ImportError:
-        asyncio.run(_serve(proxy))
+    run_main(_serve(proxy))
     return 0
 
 

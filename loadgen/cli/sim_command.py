@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import gc
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 
 from loadgen.cli.arguments import parse_duration, parse_port, parse_rate
 from loadgen.errors import ConfigError, UsageError
+from loadgen.event_loop import run_main
 from loadgen.sim import PRESETS, SimConfig, sim_server
 from loadgen.sim.config import (
     METRICS_DIALECTS,
@@ -24,6 +24,7 @@ from loadgen.sim.config import (
     ROUTERS,
     sim_config_from_file,
 )
+from loadgen.sim.server import tune_collector
 
 __all__ = ["config_from_args", "register"]
 
@@ -436,20 +437,12 @@ def fleet_description(config: SimConfig) -> str:
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
     config = config_from_args(args)
-    try:
-        import uvloop
-
-        uvloop.run(_serve(config, args.host, args.port, args.config))
-    except ImportError:
-        asyncio.run(_serve(config, args.host, args.port, args.config))
+    run_main(_serve(config, args.host, args.port, args.config))
     return 0
 
 
 async def _serve(config: SimConfig, host: str, port: int, source: Path | None = None) -> None:
-    # At 2,000 streams the collector's gen-2 passes took ~20% of the CPU, blocked the loop
-    # for 90-180 ms and freed nothing: freeze start-up objects and collect far less often.
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 1000)
+    tune_collector()
     server = sim_server(config, host, port)
     try:
         await server.start()

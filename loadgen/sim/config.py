@@ -299,6 +299,12 @@ class SimConfig(_Frozen):
             )
         return self
 
+    @property
+    def stable_hashes(self) -> bool:
+        """Whether KV block hashes must be the same in every process (engine.chain_block_hashes):
+        a fleet spread over processes, whose front asks its shards' prefix caches."""
+        return self.processes > 1
+
     def output_tokens_per_s_ceiling(self) -> float | None:
         """Analytical mode's exact decode capacity (tokens/s) of the whole fleet (every
         replica's max_num_seqs / the step of a full batch); None for roofline presets."""

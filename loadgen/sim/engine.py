@@ -148,7 +148,6 @@ class Engine:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.stable_hashes = config.processes > 1
         self.kv = KVCache(config.num_kv_blocks, config.block_size)
         self.waiting: deque[EngineSequence] = deque()
         self.running: list[EngineSequence] = []
@@ -276,7 +275,7 @@ class Engine:
             seq = self.waiting[0]
             target = seq.prefill_target
             full_blocks = target // bs
-            hashes = seq.block_hashes(full_blocks, bs, stable=self.stable_hashes)
+            hashes = seq.block_hashes(full_blocks, bs, stable=self.config.stable_hashes)
             hit = self.kv.cached_prefix(hashes)
             # At least one token must be computed to sample from, as in vLLM.
             hit = min(hit, (target - 1) // bs)
@@ -330,7 +329,7 @@ class Engine:
                 seq.notify()
             full = seq.computed // bs
             if full > len(seq.shared_hashes):
-                for h in seq.block_hashes(full, bs, stable=self.stable_hashes)[
+                for h in seq.block_hashes(full, bs, stable=self.config.stable_hashes)[
                     len(seq.shared_hashes) :
                 ]:
                     self.kv.register(h)

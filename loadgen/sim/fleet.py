@@ -265,7 +265,7 @@ class Fleet:
             cfg = self.config
             prompt_text = text if isinstance(text, str) else text()
             prompt = await analyse_long_prompt(
-                prompt_text, cfg.block_size, cfg.max_model_len, stable=cfg.processes > 1
+                prompt_text, cfg.block_size, cfg.max_model_len, stable=cfg.stable_hashes
             )
             live = self.live()  # the analysis yields to the loop: a replica may have gone
         if not live:

@@ -81,9 +81,9 @@ class _Shard:
 
     number: int
     process: asyncio.subprocess.Process
+    channel: Channel
+    ready: asyncio.Future[None]  # done when the shard says it serves
     replicas: list[_RemoteReplica] = field(default_factory=list)
-    channel: Channel | None = None
-    ready: asyncio.Future[None] | None = None
 
 
 @dataclass(slots=True)
@@ -168,11 +168,12 @@ class FleetFront:
         finally:
             theirs.close()
         loop = asyncio.get_running_loop()
-        shard = _Shard(number, process, ready=loop.create_future())
+        # The channel reads on the loop's later turns, by when `shard` is bound.
+        channel = Channel(ours, lambda frame: self._on_frame(shard, frame))
+        shard = _Shard(number, process, channel, loop.create_future())
         self.shards.append(shard)  # from here stop() reaps it, whatever fails next
         shard.replicas = [_RemoteReplica(i, f"r{i}", shard) for i in indexes]
         self.replicas += shard.replicas
-        shard.channel = Channel(ours, lambda frame: self._on_frame(shard, frame))
         watch = loop.create_task(self._watch(shard))
         self._tasks.add(watch)
         watch.add_done_callback(self._tasks.discard)
@@ -183,13 +184,11 @@ class FleetFront:
 
     async def _watch(self, shard: _Shard) -> None:
         """A shard whose channel closed is gone, and its replicas with it."""
-        assert shard.channel is not None
         await shard.channel.closed.wait()
         for replica in shard.replicas:
             replica.up = False
 
     async def _wait_ready(self, shard: _Shard) -> None:
-        assert shard.ready is not None
         ended: asyncio.Future[Any] = asyncio.ensure_future(shard.process.wait())
         done, _ = await asyncio.wait(
             [shard.ready, ended], timeout=_SHARD_START_S, return_when=asyncio.FIRST_COMPLETED
@@ -206,9 +205,8 @@ class FleetFront:
             self._server.close()
             self._server = None
         for shard in self.shards:
-            if shard.channel is not None:
-                with contextlib.suppress(ConnectionError, OSError):
-                    await shard.channel.send({"op": "stop"})
+            with contextlib.suppress(ConnectionError, OSError):
+                await shard.channel.send({"op": "stop"})
         for shard in self.shards:
             try:
                 await asyncio.wait_for(shard.process.wait(), _SHARD_STOP_S)
@@ -216,8 +214,7 @@ class FleetFront:
                 with contextlib.suppress(ProcessLookupError):
                     shard.process.kill()
                 await shard.process.wait()
-            if shard.channel is not None:
-                shard.channel.close()
+            shard.channel.close()
         self.shards = []
         self.replicas = []
 
@@ -240,7 +237,7 @@ class FleetFront:
             replica = self._replica(frame.header["replica"])
             if replica is not None:
                 replica.up = bool(frame.header["up"])
-        elif op == "ready" and shard.ready is not None and not shard.ready.done():
+        elif op == "ready" and not shard.ready.done():
             shard.ready.set_result(None)
 
     def _replica(self, ident: str) -> _RemoteReplica | None:
@@ -289,7 +286,7 @@ class FleetFront:
             else:
                 await self._hand_over(client, request, chosen.shard, chosen)
         else:  # /v1/models, /health, and what no route serves: any shard answers as one would
-            live = [s for s in self.shards if s.channel and not s.channel.closed.is_set()]
+            live = [s for s in self.shards if not s.channel.closed.is_set()]
             if not live:
                 client.reply(503, error_body(503, "no healthy upstream: every shard is gone."))
             else:
@@ -300,14 +297,11 @@ class FleetFront:
         if self.router.needs_prefix and self.replicas:
             cfg = self.config
             prompt = await analyse_long_prompt(
-                prompt_text(request), cfg.block_size, cfg.max_model_len, stable=True
+                prompt_text(request), cfg.block_size, cfg.max_model_len, stable=cfg.stable_hashes
             )
             hashes = prompt.block_hashes
-        live = [r for r in self.replicas if r.up]
-        if not live:
-            return None
         cached = await self._cached(hashes) if hashes else {}
-        live = [r for r in self.replicas if r.up]  # the questions yielded: one may have gone
+        live = [r for r in self.replicas if r.up]  # after the questions: one may have gone
         if not live:
             return None
         route = RouteRequest(
@@ -334,7 +328,7 @@ class FleetFront:
         return cached
 
     async def _ask(self, shard: _Shard, question: dict[str, Any]) -> Frame | None:
-        if shard.channel is None or shard.channel.closed.is_set():
+        if shard.channel.closed.is_set():
             return None
         try:
             return await shard.channel.ask(question)
@@ -361,7 +355,7 @@ class FleetFront:
         transport = client.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
         try:
-            if sock is None or shard.channel is None:
+            if sock is None:
                 raise ConnectionError("no connection to hand over")
             await shard.channel.send(
                 {"op": "conn", "replica": replica.name if replica else None}, raw, sock.fileno()

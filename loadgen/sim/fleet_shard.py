@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import pickle
 import signal
 import socket
@@ -23,10 +22,11 @@ from typing import Any
 
 from aiohttp import web
 
+from loadgen.event_loop import run_main
 from loadgen.sim.config import SimConfig
 from loadgen.sim.fleet import Fleet, Replica
 from loadgen.sim.fleet_channel import Channel, Frame
-from loadgen.sim.server import build_app
+from loadgen.sim.server import build_app, tune_collector
 
 __all__ = ["serve_shard"]
 
@@ -68,10 +68,10 @@ async def _close_after_reply(request: web.Request, response: web.StreamResponse)
 
 
 class _Shard:
-    def __init__(self, fleet: Fleet, runner: web.AppRunner) -> None:
+    def __init__(self, fleet: Fleet, runner: web.AppRunner, sock: socket.socket) -> None:
         self.fleet = fleet
         self.runner = runner
-        self.channel: Channel | None = None
+        self.channel = Channel(sock, self.on_frame)
         self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -81,11 +81,10 @@ class _Shard:
         task.add_done_callback(self._tasks.discard)
 
     def _tell(self, header: dict[str, Any]) -> None:
-        if self.channel is not None and not self.channel.closed.is_set():
+        if not self.channel.closed.is_set():
             self._spawn(self._send(header))
 
     async def _send(self, header: dict[str, Any]) -> None:
-        assert self.channel is not None
         with contextlib.suppress(ConnectionError, OSError):
             await self.channel.send(header)
 
@@ -124,7 +123,6 @@ class _Shard:
         protocol.data_received(frame.payload)
 
     async def _answer(self, frame: Frame) -> None:
-        assert self.channel is not None
         op = frame.header.get("op")
         fleet = self.fleet
         payload = b""
@@ -148,11 +146,11 @@ async def serve_shard(sock: socket.socket, config: SimConfig, indexes: list[int]
     app.on_response_prepare.append(_close_after_reply)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    shard = _Shard(fleet, runner)
-    shard.channel = channel = Channel(sock, shard.on_frame)
+    shard = _Shard(fleet, runner, sock)
+    channel = shard.channel
     fleet.on_up_change = shard.up_changed
     try:
-        await channel.send({"op": "ready", "replicas": [r.name for r in fleet.replicas]})
+        await channel.send({"op": "ready"})
         closed = asyncio.ensure_future(channel.closed.wait())
         stopping = asyncio.ensure_future(shard.stopping.wait())
         await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -170,15 +168,8 @@ def main(argv: list[str]) -> int:
     config = SimConfig.model_validate_json(sys.stdin.buffer.read())
     # The front owns Ctrl-C: it stops the shards in order, or they see its end close.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    gc.freeze()  # as agentload sim's own process: fewer, cheaper collections under load
-    gc.set_threshold(100_000, 50, 1000)
-    sock = socket.socket(fileno=fd)
-    try:
-        import uvloop
-
-        uvloop.run(serve_shard(sock, config, indexes))
-    except ImportError:
-        asyncio.run(serve_shard(sock, config, indexes))
+    tune_collector()  # as agentload sim's own process
+    run_main(serve_shard(socket.socket(fileno=fd), config, indexes))
     return 0
 
 

@@ -201,7 +201,7 @@ class SimContext:
             await asyncio.sleep(overhead_ms / 1000.0)
         if prompt is None:
             prompt = await analyse_long_prompt(
-                prompt_text, cfg.block_size, cfg.max_model_len, stable=cfg.processes > 1
+                prompt_text, cfg.block_size, cfg.max_model_len, stable=cfg.stable_hashes
             )
         if not self.up:
             raise self.lost()

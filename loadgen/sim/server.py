@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import time
@@ -19,7 +20,7 @@ from loadgen.sim.generation import SimContext
 from loadgen.sim.request_body import json_reply
 from loadgen.sim.responses import handle_get_response, handle_responses
 
-__all__ = ["SimServer", "build_app", "sim_server"]
+__all__ = ["SimServer", "build_app", "sim_server", "tune_collector"]
 
 log = logging.getLogger("agentload.sim")
 
@@ -218,6 +219,16 @@ class SimServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def tune_collector() -> None:
+    """The garbage collector as a simulator process wants it, called once start-up is done.
+
+    At 2,000 streams the collector's gen-2 passes took ~20% of the CPU, blocked the loop for
+    90-180 ms and freed nothing: start-up's objects are frozen out and collections are rare.
+    """
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
 
 
 def sim_server(config: SimConfig, host: str = "127.0.0.1", port: int = 0) -> SimServer | FleetFront:

@@ -18,7 +18,7 @@ from loadgen.observe.prometheus.merge import MergedMetrics, SampleTracker
 from loadgen.observe.prometheus.metrics import TTFT_BUCKETS, RunMetrics
 from loadgen.profile.loader import profile_from_mapping
 from loadgen.protocol import Reply, Usage
-from loadgen.runtime.session import SessionRunner
+from loadgen.runtime.session_records import step_record
 
 PROFILE = "p"
 
@@ -83,7 +83,7 @@ def test_step_records_carry_ttfat_and_reasoning_tokens_from_the_reply() -> None:
                   usage=Usage(10, 30, None, 20), reasoning_tokens=20)  # fmt: skip
     plan = StepPlan(kind="turn", api="chat", body=[], max_tokens=64, forced_min_tokens=None,
                     context_tokens=10)  # fmt: skip
-    record = SessionRunner._record(plan, reply, "thinker", "s0", 0, [], 0, 0.0)
+    record = step_record(plan, reply, "thinker", "s0", 0, [], 0, 0.0)
     assert record.ttft_s == pytest.approx(0.1)
     assert record.ttfat_s == pytest.approx(0.9)
     assert record.reasoning_tokens == 20

@@ -11,29 +11,25 @@ from __future__ import annotations
 import functools
 import random
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from loadgen.agents.conversation import MESSAGE_OVERHEAD_TOKENS, Conversation
+from loadgen.agents.compaction import clipped_summary, kept_through_compaction
+from loadgen.agents.conversation import Conversation
 from loadgen.agents.params import AgentParams, ToolParams
 from loadgen.agents.reasoning import SessionReasoning
+from loadgen.agents.request_bodies import compaction_body, step_body
+from loadgen.agents.steps import StepPlan, ToolInvocation
 from loadgen.protocol import (
-    Api,
     Reply,
     ToolDefinition,
-    chat_body,
-    completions_body,
     count_tokens,
     encode_function_call_output,
-    encode_input_message,
-    encode_message,
     encode_tools,
-    responses_body,
-    token_pieces,
     words_for_tokens,
 )
 
+# StepPlan and ToolInvocation are re-exported: runtime code and tests import them from here.
 __all__ = ["Agent", "StepPlan", "ToolInvocation", "stable_seed"]
 
 
@@ -51,39 +47,6 @@ _MESSAGE_FRAMING_TOKENS = 8
 def _shared_text(kind: str, tokens: int) -> str:
     # Every agent of an archetype shares this prefix, as real deployments share a system prompt.
     return words_for_tokens(tokens, offset=stable_seed(kind))
-
-
-@dataclass(slots=True)
-class ToolInvocation:
-    """A tool the agent runs between steps: how long it takes, whether it fails, what it returns."""
-
-    call_id: str
-    name: str
-    latency_s: float  # unscaled; the runtime applies the profile's time_scale
-    fails: bool
-    result_tokens: int
-
-
-@dataclass(slots=True)
-class StepPlan:
-    """What the next request is, and what the runtime should expect of its reply."""
-
-    kind: str  # turn | tool_result | subagent_result | compaction | resume
-    api: Api
-    body: list[bytes]
-    max_tokens: int
-    forced_min_tokens: int | None  # set when the output length is forced
-    context_tokens: int  # the agent's estimate of the prompt
-    delay_s: float = 0.0  # think time before sending (unscaled)
-    tools: Mapping[str, dict[str, Any] | None] | None = None  # for validating tool calls
-    continues_history: bool = True  # prompt must hold at least the last prompt + reply
-    # Of what was appended since the last plan, the tokens that are model output (sub-agent
-    # findings): a server tokenizes them unlike the agent's own text.
-    model_text_tokens: int = 0
-    uses_server_state: bool = False  # carries previous_response_id
-    # Not before this many seconds after the run's schedule origin (a replayed trace's
-    # time): the runtime waits for the later of this and delay_s.
-    at_s: float | None = None
 
 
 @dataclass
@@ -318,31 +281,19 @@ class Agent:
         if self.conversation.tokens > own:  # a history past it: what fits in it
             fit_tokens = own if fit_tokens is None else min(fit_tokens, own)
         forced = n if p.force_output_length and self.force_length_supported else None
-        ignore_eos = True if forced else None
-        body: list[bytes]
         history = self.conversation.messages
         if fit_tokens is not None:
             history = self.conversation.head_and_tail(fit_tokens)
-        if p.api == "chat":
-            messages = [*history, encode_message("user", ask)]
-            body = chat_body(
-                self.model, messages, max_tokens=n, min_tokens=forced, ignore_eos=ignore_eos
-            )
-        elif p.api == "responses":
-            messages = [*history, encode_input_message("user", ask)]
-            body = responses_body(
-                self.model,
-                messages,
-                store=self._server_held(),
-                max_output_tokens=n,
-                min_tokens=forced,
-                ignore_eos=ignore_eos,
-            )
-        else:
-            prompt = "\n".join([*self._prompt_parts, ask])
-            body = completions_body(
-                self.model, prompt, max_tokens=n, min_tokens=forced, ignore_eos=ignore_eos
-            )
+        body = compaction_body(
+            p.api,
+            self.model,
+            history,
+            self._prompt_parts,
+            ask,
+            max_tokens=n,
+            forced=forced,
+            store=self._server_held(),
+        )
         return StepPlan(
             kind="compaction",
             api=p.api,
@@ -360,16 +311,10 @@ class Agent:
 
     def apply_compaction(self, reply: Reply) -> None:
         """Replace the history with its summary; the server-held chain restarts from it."""
-        summary = reply.text
-        if self.server_window is not None:
-            # A summary must leave the window far from its compaction threshold, or the very
-            # next step compacts again; a model's text may count larger than it was asked to
-            # be in the agent's own estimate. Keep what fits in a quarter of the window.
-            keep = self.server_window // 4
-            pieces = token_pieces(summary)
-            if len(pieces) > keep:
-                summary = " ".join(pieces[:keep])
-        kept = self._kept_through_compaction(count_tokens(summary))
+        summary = clipped_summary(reply.text, self.server_window)
+        kept = kept_through_compaction(
+            self.conversation, self.params, self.server_window, count_tokens(summary)
+        )
         self.conversation.replace(
             1, [("user", f"session {self.session_id} summary:"), ("assistant", summary)]
         )
@@ -379,31 +324,6 @@ class Agent:
             self._add("user", text)
         self.last_response_id = None
         self._pending = []
-
-    def _kept_through_compaction(self, summary_tokens: int) -> list[str]:
-        """The newest user messages (tool results, in scripted mode) that stay after the
-        summary, within `compact_keep_tokens` (as Codex keeps its recent user messages) and
-        within half the compaction threshold, so that the next step does not compact again."""
-        p = self.params
-        if p.compact_keep_tokens <= 0:
-            return []
-        budget = p.context_budget_tokens
-        if self.server_window is not None:
-            budget = min(budget, self.server_window)
-        head = self.conversation.count(0)  # the system prompt
-        room = int(p.compact_at * budget / 2) - head - summary_tokens - 32
-        limit = min(p.compact_keep_tokens, room)
-        if limit <= 0:
-            return []
-        conversation = self.conversation
-        kept = []
-        for index, tokens in conversation.newest("user", limit):
-            text = conversation.text(index)
-            if tokens < conversation.count(index) - MESSAGE_OVERHEAD_TOKENS:
-                text = " ".join(token_pieces(text)[-tokens:]) if tokens > 0 else ""
-            if text:
-                kept.append(text)
-        return kept
 
     def fall_back_to_client_history(self) -> None:
         """The server lost our state: resend the full history from now on (new chain)."""
@@ -488,40 +408,17 @@ class Agent:
     def _body(
         self, max_tokens: int, forced: int | None, offer_tools: bool, tool_choice: str | None
     ) -> list[bytes]:
-        p = self.params
-        tools = self._tools_json if offer_tools else None
-        if p.api == "chat":
-            return chat_body(
-                self.model,
-                self.conversation.messages,
-                max_tokens=max_tokens,
-                min_tokens=forced,
-                ignore_eos=True if forced else None,
-                tools=tools,
-                tool_choice=tool_choice,
-                **self.reasoning.fields,
-            )
-        if p.api == "responses":
-            server = self._server_held()
-            items = (
-                self._pending if server and self.last_response_id else self.conversation.messages
-            )
-            return responses_body(
-                self.model,
-                items,
-                previous_response_id=self.last_response_id if server else None,
-                store=server,
-                max_output_tokens=max_tokens,
-                tools=tools,
-                tool_choice=tool_choice,
-                min_tokens=forced,
-                ignore_eos=True if forced else None,
-                **self.reasoning.fields,
-            )
-        return completions_body(
+        return step_body(
+            self.params.api,
             self.model,
-            "\n".join(self._prompt_parts),
+            self.conversation,
+            self._prompt_parts,
             max_tokens=max_tokens,
-            min_tokens=forced,
-            ignore_eos=True if forced else None,
+            forced=forced,
+            tools=self._tools_json if offer_tools else None,
+            tool_choice=tool_choice,
+            reasoning=self.reasoning.fields,
+            server_held=self._server_held(),
+            last_response_id=self.last_response_id,
+            pending=self._pending,
         )

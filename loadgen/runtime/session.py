@@ -6,9 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from loadgen.agents import Agent, StepPlan, ToolInvocation
 from loadgen.observe.records import SessionOutcome, SessionRecord, StepRecord, ToolOutcome
@@ -16,8 +14,10 @@ from loadgen.profile.schema import Profile, Reaction
 from loadgen.protocol import Reply, send
 from loadgen.protocol.failures import FailureKind
 from loadgen.runtime.capabilities import TargetCapabilities
-from loadgen.runtime.checks import FATAL, SessionBaseline, check_reply
+from loadgen.runtime.checks import FATAL, check_reply
 from loadgen.runtime.compaction import compaction_budget
+from loadgen.runtime.server_window import adopt_window, learn_window
+from loadgen.runtime.session_records import SessionTally, step_record
 from loadgen.runtime.sinks import RecordSink
 from loadgen.transport import Transport
 
@@ -37,23 +37,6 @@ def replacement_delay(failed_in_a_row: int, rng: random.Random) -> float:
         return 0.0
     base = min(_REPLACE_MAX_S, _REPLACE_FIRST_S * 2.0 ** (failed_in_a_row - 1))
     return base * (0.5 + rng.random())
-
-
-@dataclass
-class _Tally:
-    """Per-session counters that end up in the SessionRecord."""
-
-    steps: int = 0
-    prompt: int = 0
-    completion: int = 0
-    cached: int = 0
-    tool_calls: int = 0
-    subagents: int = 0
-    compactions: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-    recoveries: Counter[str] = field(default_factory=Counter)
-    baseline: SessionBaseline = field(default_factory=SessionBaseline)
-    echo: dict[str, str] = field(default_factory=dict)  # router tokens to send back
 
 
 class _SessionFailed(Exception):
@@ -91,7 +74,7 @@ class SessionRunner:
         pause = replacement_delay(agent.failed_in_a_row, self._jitter)
         if pause > 0:
             await asyncio.sleep(pause)
-        tally = _Tally()
+        tally = SessionTally()
         started_unix = time.time()
         t0 = time.perf_counter()
         self.sink.session_started(label)
@@ -126,21 +109,12 @@ class SessionRunner:
             agent.failed_in_a_row = (
                 agent.failed_in_a_row + 1 if outcome == SessionOutcome.FAILED else 0
             )
-            record = SessionRecord(
-                session_id=session_id,
-                agent=label,
+            record = tally.session_record(
+                session_id,
+                label,
                 started_unix=started_unix,
                 duration_s=time.perf_counter() - t0,
-                steps=tally.steps,
                 outcome=outcome,
-                prompt_tokens=tally.prompt,
-                completion_tokens=tally.completion,
-                cached_tokens=tally.cached,
-                tool_calls=tally.tool_calls,
-                subagents=tally.subagents,
-                compactions=tally.compactions,
-                failures=dict(tally.failures),
-                recoveries=dict(tally.recoveries),
                 final_context_tokens=agent.conversation.tokens,
                 error=error,
                 running_at_end=outcome == SessionOutcome.ABORTED and self.run_ending(),
@@ -149,7 +123,7 @@ class SessionRunner:
         return record
 
     def _agent_error(
-        self, exc: Exception, agent: Agent, label: str, session_id: str, tally: _Tally
+        self, exc: Exception, agent: Agent, label: str, session_id: str, tally: SessionTally
     ) -> str:
         """Record an exception from agent code as a step of kind agent_error; its message."""
         message = f"{type(exc).__name__} in agent {type(agent).__name__}: {exc}"
@@ -168,9 +142,9 @@ class SessionRunner:
         if caps.server_state is False:
             agent.server_state_supported = False
 
-    async def _steps(self, agent: Agent, label: str, session_id: str, tally: _Tally) -> None:
+    async def _steps(self, agent: Agent, label: str, session_id: str, tally: SessionTally) -> None:
         while True:
-            self._adopt_window(agent, tally)
+            adopt_window(agent, self.capabilities.window_tokens, tally.baseline)
             if agent.needs_compaction():
                 await self._compact(agent, label, session_id, tally)
             plan = agent.plan_step()
@@ -203,7 +177,13 @@ class SessionRunner:
                 agent.join_subagents(results)
 
     async def _attempt(
-        self, agent: Agent, plan: StepPlan, label: str, session_id: str, tally: _Tally, lag: float
+        self,
+        agent: Agent,
+        plan: StepPlan,
+        label: str,
+        session_id: str,
+        tally: SessionTally,
+        lag: float,
     ) -> tuple[Reply, StepRecord]:
         """Send the step, retrying or reacting as the profile says; the record of the good try
         is returned unsent so the caller can add what the agent did with the reply."""
@@ -250,12 +230,12 @@ class SessionRunner:
                     if finding.window_tokens is not None:
                         reply.window_tokens = finding.window_tokens
                         self.capabilities.observe(reply)
-            record = self._record(plan, reply, label, session_id, tally.steps, found, attempt, lag)
+            record = step_record(plan, reply, label, session_id, tally.steps, found, attempt, lag)
             record.reasons = reasons
             record.replica = reply.replica or self.transport.replica_name(replica)
             tally.steps += 1
             tally.failures.update(found)
-            self._count_usage(reply, tally)
+            tally.count_usage(reply)
             fatal = next((k for k in found if k in FATAL), None)
             if fatal is None:
                 tally.baseline.update(plan, reply)
@@ -278,7 +258,7 @@ class SessionRunner:
             if reaction.action == "fallback":
                 agent.fall_back_to_client_history()
             elif reaction.action == "compact":
-                self._learn_window(agent, tally, reply)
+                learn_window(agent, tally.baseline, reply, self.capabilities.window_tokens)
                 await self._compact(agent, label, session_id, tally)
             else:
                 await self._wait(self._backoff(reaction, attempt, reply.retry_after_s))
@@ -288,36 +268,6 @@ class SessionRunner:
                 raise _SessionFailed(f"{fatal}: nothing left to send after {reaction.action}")
             plan = replanned
 
-    def _adopt_window(self, agent: Agent, tally: _Tally) -> None:
-        """A window the server stated refusing another session's prompt: this agent plans
-        within it too (compacts in time, asks for no more output than it leaves), rather than
-        learning it from a refusal or a reply cut short of its own."""
-        window = self.capabilities.window_tokens
-        if window is None or agent.server_window is not None:
-            return
-        ratio = max(tally.baseline.ratio, 1e-6)
-        agent.server_ratio = ratio
-        agent.server_window = max(1, int(window / ratio))
-
-    def _learn_window(self, agent: Agent, tally: _Tally, reply: Reply) -> None:
-        """After the server refused a prompt as too long: how much of a window it has.
-
-        The server's own figure where its refusal states one; else the last prompt it
-        accepted (plus its reply) bounds it from below. Kept on the agent, in its own token
-        estimate, so it compacts before the next refusal rather than after it.
-        """
-        baseline = tally.baseline
-        window = reply.window_tokens or self.capabilities.window_tokens
-        if window is None and baseline.prompt_tokens is not None:
-            window = baseline.prompt_tokens + baseline.completion_tokens
-        if window is not None:
-            ratio = baseline.ratio
-            if reply.counted_prompt_tokens and agent.conversation.tokens > 0:
-                ratio = reply.counted_prompt_tokens / agent.conversation.tokens
-            ratio = max(ratio, 1e-6)
-            agent.server_ratio = ratio
-            agent.server_window = max(1, int(window / ratio))
-
     def _step_without_reply(
         self,
         kind: FailureKind,
@@ -325,7 +275,7 @@ class SessionRunner:
         agent: Agent,
         label: str,
         session_id: str,
-        tally: _Tally,
+        tally: SessionTally,
         message: str,
     ) -> None:
         """Record a failure found before any request was sent, as a failed step."""
@@ -349,7 +299,7 @@ class SessionRunner:
         )
 
     async def _react_without_reply(
-        self, kind: FailureKind, agent: Agent, label: str, session_id: str, tally: _Tally
+        self, kind: FailureKind, agent: Agent, label: str, session_id: str, tally: SessionTally
     ) -> None:
         message = "the history exceeds the agent's own context window"
         self._step_without_reply(kind, "overflow", agent, label, session_id, tally, message)
@@ -362,7 +312,9 @@ class SessionRunner:
         tally.recoveries[kind] += 1
         self.sink.recovery(kind, label)
 
-    async def _compact(self, agent: Agent, label: str, session_id: str, tally: _Tally) -> None:
+    async def _compact(
+        self, agent: Agent, label: str, session_id: str, tally: SessionTally
+    ) -> None:
         # The summary request is not the next step of an append-only history: nothing to
         # compare its prompt with, before or after.
         tally.baseline.reset()
@@ -374,12 +326,14 @@ class SessionRunner:
         tally.compactions += 1
         tally.baseline.reset()
 
-    async def _subagent(self, parent: Agent, label: str, session_id: str, tally: _Tally) -> str:
+    async def _subagent(
+        self, parent: Agent, label: str, session_id: str, tally: SessionTally
+    ) -> str:
         child = parent.make_subagent(
             f"{parent.id}.{session_id.rsplit('.', 1)[-1]}", parent.rng.getrandbits(32)
         )
         child.start_session(session_id)
-        child_tally = _Tally()
+        child_tally = SessionTally()
         last = ""
         try:
             while (plan := child.plan_step()) is not None:
@@ -399,10 +353,7 @@ class SessionRunner:
             last = ""  # the parent carries on with what the others found
         finally:
             child.end_session()
-            for name in ("steps", "prompt", "completion", "cached", "tool_calls"):
-                setattr(tally, name, getattr(tally, name) + getattr(child_tally, name))
-            tally.failures.update(child_tally.failures)
-            tally.recoveries.update(child_tally.recoveries)
+            tally.absorb(child_tally)
         return last
 
     async def _run_tools(self, label: str, invocations: list[ToolInvocation]) -> None:
@@ -455,52 +406,8 @@ class SessionRunner:
             base = max(base, retry_after)
         return float(base / self.profile.time_scale)
 
-    def _headers(self, session_id: str, tally: _Tally) -> dict[str, str]:
+    def _headers(self, session_id: str, tally: SessionTally) -> dict[str, str]:
         headers = dict(tally.echo)
         if self.profile.session_header:
             headers[self.profile.session_header] = session_id.split(".", 1)[0]
         return headers
-
-    @staticmethod
-    def _count_usage(reply: Reply, tally: _Tally) -> None:
-        if reply.usage is not None:
-            tally.prompt += reply.usage.prompt_tokens
-            tally.completion += reply.usage.completion_tokens
-            tally.cached += reply.usage.cached_tokens or 0
-
-    @staticmethod
-    def _record(
-        plan: StepPlan,
-        reply: Reply,
-        label: str,
-        session_id: str,
-        step: int,
-        found: list[str],
-        attempt: int,
-        lag: float,
-    ) -> StepRecord:
-        usage = reply.usage
-        return StepRecord(
-            session_id=session_id,
-            agent=label,
-            step=step,
-            kind=plan.kind,
-            api=plan.api,
-            started_unix=time.time() - reply.e2e_s,
-            e2e_s=reply.e2e_s,
-            ttft_s=reply.ttft_s,
-            ttfat_s=reply.ttfat_s,
-            itl_s=reply.itl_s(),
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            cached_tokens=usage.cached_tokens if usage else None,
-            reasoning_tokens=reply.reasoning_tokens,
-            context_tokens=plan.context_tokens,
-            finish_reason=reply.finish_reason,
-            ok=reply.ok,
-            failures=found,
-            http_status=reply.status,
-            error=reply.error,
-            attempt=attempt,
-            schedule_lag_s=lag,
-        )

@@ -46,6 +46,7 @@ ALLOWED = {
     },
     "orchestration": {
         "ceiling",
+        "gates",
         "sim",
         "runtime",
         "profile",

@@ -126,6 +126,11 @@ def test_growing_stops_at_the_limit_and_answers_the_sized_fleet_broken() -> None
         (["--agents", "12", "--router", "fastest"], "--router 'fastest': use one of"),
         (["--agents", "12", "--slo", "ttft_p95 <"], "ttft_p95 <"),
         (["--agents", "12", "--max-extra-replicas", "-1"], "--max-extra-replicas: give 0"),
+        (["--agents", "12", "--speedup", "0.5"], "--speedup 0.5: give 1 (real time)"),
+        (
+            ["--agents", "12", "--speedup", "4", "--slo", "output_tokens_per_s > 100"],
+            "a rate cannot be judged faster than real time",
+        ),
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_2(

@@ -13,6 +13,8 @@ from loadgen.errors import UsageError
 
 __all__ = ["register"]
 
+_MAX_SPEEDUP = 1000.0  # the simulator's own bound (SimConfig.speedup)
+
 _EXAMPLES = """\
 examples:
   agentload plan coding-agent --twin twin.yaml --slo 'ttft_p95 < 2s' --agents 200 \\
@@ -21,6 +23,7 @@ examples:
       --router prefix-load --verify-duration 5m --max-duration 30m
   agentload plan coding-agent --twin twin.yaml --slo 'ttft_p95 < 2s' --agents 200 \\
       --what-if output_scale=2 --what-if reasoning_effort=low,high --what-if router=session
+  agentload plan coding-agent --twin twin.yaml --slo 'ttft_p95 < 2s' --agents 200 --speedup 4
 
 method: one replica's ceiling (agentload ceiling on the twin alone), replicas = ceil(agents /
 ceiling), then the fleet of R replicas and of R-1 run at the agents for --verify-duration:
@@ -85,6 +88,14 @@ def register(commands: Any) -> None:
                    help="ceiling: warm-up per level")  # fmt: skip
     p.add_argument("--window", type=parse_duration, metavar="DURATION",
                    help="ceiling: measured window per level")  # fmt: skip
+    p.add_argument("--max-window", type=parse_duration, metavar="DURATION",
+                   help="ceiling: how far a level's window may be extended (default twice "
+                   "--window)")  # fmt: skip
+    p.add_argument("--speedup", type=float, default=1.0, metavar="K",
+                   help="run the twin's clock K times faster than real time: the plan takes "
+                   "about 1/K of the time; every duration, SLO and figure stays in modelled "
+                   "time, and the plan says whether the twin kept its pace (default 1; "
+                   "docs/twin.md, 'Faster than real time')")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="the workload's seed (default 0)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="results folder (default results/plan-PROFILE-TIME)")  # fmt: skip
@@ -96,7 +107,7 @@ def _ceiling_flags(args: argparse.Namespace) -> list[str]:
     flags = ["--by", "agents", "--max-duration", str(args.max_duration)]
     for flag, value in (("--start", args.start), ("--growth", args.growth),
                         ("--resolution", args.resolution), ("--warmup", args.warmup),
-                        ("--window", args.window)):  # fmt: skip
+                        ("--window", args.window), ("--max-window", args.max_window)):  # fmt: skip
         if value is not None:
             flags += [flag, str(value)]
     for slo in args.slo:
@@ -108,6 +119,7 @@ def plan(args: argparse.Namespace) -> int:
     """Search, size, verify; print the plan and write plan.json. 0 when the fleet held."""
     from loadgen.ceiling import build_slos
     from loadgen.orchestration.plan import PlanSettings, format_plan, run_plan
+    from loadgen.orchestration.time_warp import TimeWarp
     from loadgen.orchestration.what_if import (
         format_what_if,
         parse_what_if,
@@ -125,11 +137,18 @@ def plan(args: argparse.Namespace) -> int:
         raise UsageError("--verify-duration and --max-duration: give a length above 0")
     if args.max_extra_replicas < 0:
         raise UsageError("--max-extra-replicas: give 0 or more")
+    if not 1.0 <= args.speedup <= _MAX_SPEEDUP:
+        raise UsageError(
+            f"--speedup {args.speedup:g}: give 1 (real time) to {_MAX_SPEEDUP:g} times faster"
+        )
     what_ifs = parse_what_if(args.what_if)  # an unknown kind or a bad value: exit 2 here
     twin = sim_config_from_file(args.twin)  # a missing or bad twin: one line, exit 2
     loaded = load_profile(args.profile)  # a bad profile: exit 2 before anything runs
     profile = loaded.profile
     build_slos(args.slo, profile.slos, profile.gates)  # a bad or no SLO: exit 2 here
+    warp = TimeWarp(args.speedup)
+    warp.check_gates(args.slo)
+    warp.check_gates(profile.gates, flag="the profile's gate")
     variants = variants_of(loaded, what_ifs)  # a variant that is no valid profile: exit 2
     out = args.out or default_out_dir(profile.name, prefix="plan-")
     settings = PlanSettings(
@@ -145,6 +164,7 @@ def plan(args: argparse.Namespace) -> int:
         gpus_per_replica=args.gpus_per_replica,
         extra_replicas=args.max_extra_replicas,
         progress=None if args.quiet else sys.stderr,
+        speedup=args.speedup,
     )
     doc = run_plan(settings)
     if variants:

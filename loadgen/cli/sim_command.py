@@ -75,6 +75,7 @@ _ENGINE_FLAGS = {
     "processes": "processes",
     "router": "router",
     "prefix_load_weight": "prefix_load_weight",
+    "speedup": "speedup",
 }
 # flag -> field of SimConfig.reasoning
 _REASONING_FLAGS = {
@@ -126,6 +127,14 @@ def register(commands: Any) -> None:
     )
     p.add_argument("--seed", type=int, help="seed for every random choice (default 0)")
     p.add_argument("--served-model-name", metavar="NAME", help="model id (default agentload-sim)")
+    p.add_argument(
+        "--speedup",
+        type=float,
+        metavar="K",
+        help="run the modelled clock K times faster than real time: every modelled duration "
+        "lasts 1/K (clients measure wall time; /metrics' agentload_sim_engine_clock_seconds "
+        "says whether this machine kept up; default 1, docs/twin.md)",
+    )
     engine = p.add_argument_group("engine")
     engine.add_argument("--max-num-seqs", type=int, metavar="N", help="running batch size")
     engine.add_argument(
@@ -469,6 +478,8 @@ async def _serve(config: SimConfig, host: str, port: int, source: Path | None = 
         mode += f"; {fleet_description(config)}"
     if config.processes > 1:
         mode += f", over {config.processes} processes"
+    if config.speedup != 1:
+        mode += f"; its clock {config.speedup:g}x faster than real time"
     print(
         f"agentload sim: serving {config.served_model_name!r} ({mode}) on "
         f"{server.base_url}  (Ctrl-C to stop)",

@@ -25,8 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
+
+from loadgen.ceiling.measure import GeneratorLimits, Windows
 from loadgen.errors import AgentloadError
 from loadgen.orchestration.route_study import serving
+from loadgen.orchestration.time_warp import LOST_SHARE_LIMIT, EngineClock, TimeWarp, engine_clock
+from loadgen.profile.loader import load_profile
 from loadgen.sim.config import SimConfig
 
 __all__ = [
@@ -37,6 +42,7 @@ __all__ = [
     "PlanSettings",
     "costs",
     "format_plan",
+    "pace_at_speedup",
     "replicas_needed",
     "run_plan",
     "verified_fleet",
@@ -80,6 +86,14 @@ class PlanSettings:
     # larger are run in turn until one holds; 0 only reports the break.
     extra_replicas: int = 2
     progress: TextIO | None = sys.stderr
+    # The twin's clock runs this many times faster than real time; every time above (and in
+    # the profile and the SLOs) is modelled time, converted for the runs (time_warp.py).
+    speedup: float = 1.0
+
+    @property
+    def warp(self) -> TimeWarp:
+        """Modelled time against wall time in this plan's runs."""
+        return TimeWarp(self.speedup)
 
 
 def replicas_needed(agents: int, per_replica: float) -> int:
@@ -123,62 +137,129 @@ def _agentload(args: Sequence[str]) -> None:
         raise AgentloadError(f"`agentload {args[0]}` exited {result.returncode}: {last}")
 
 
-def _search(settings: PlanSettings) -> dict[str, Any]:
+def _run_profile(settings: PlanSettings) -> str:
+    """The profile the runs load: the plan's own, or its copy in wall time at a speedup."""
+    warp = settings.warp
+    if not warp.active:
+        return settings.profile
+    path = settings.out_dir / f"profile-at-speedup-{settings.speedup:g}.yaml"
+    data = warp.profile(load_profile(settings.profile))
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return str(path)
+
+
+def _ceiling_flags(settings: PlanSettings) -> list[str]:
+    warp = settings.warp
+    flags = list(settings.ceiling_flags)
+    if not warp.active:
+        return flags
+    # The search's own defaults are wall time: at a speedup they are given, in modelled time.
+    given = set(flags)
+    windows, limits = Windows(), GeneratorLimits()
+    for flag, default in (("--warmup", windows.warmup_s), ("--window", windows.window_s)):
+        if flag not in given:
+            flags += [flag, repr(default)]
+    if "--generator-max-schedule-lag" not in given:
+        # How late agents' steps start is lateness in modelled time too.
+        flags += ["--generator-max-schedule-lag", repr(limits.schedule_lag_s)]
+    return warp.wall_flags(
+        flags,
+        ("--warmup", "--window", "--max-window", "--max-duration", "--generator-max-schedule-lag"),
+    )
+
+
+def _clocked(url: str, settings: PlanSettings) -> EngineClock | None:
+    return engine_clock(url) if settings.warp.active else None
+
+
+def _engine_clock(before: EngineClock | None, url: str) -> dict[str, float] | None:
+    if before is None:
+        return None
+    spent = engine_clock(url).since(before)
+    return {"busy_s": spent.busy_s, "lost_s": spent.lost_s, "lost_share": spent.lost_share}
+
+
+def _search(settings: PlanSettings, profile: str) -> dict[str, Any]:
     out = settings.out_dir / CEILING_DIR
     _say(settings, "searching the ceiling of one replica of the twin")
-    with serving(settings.twin.model_copy(update={"replicas": 1})) as url:
-        _agentload(["ceiling", settings.profile, "--target", url, "--quiet", "--out", str(out),
+    twin = settings.twin.model_copy(update={"replicas": 1, "speedup": settings.speedup})
+    with serving(twin) as url:
+        before = _clocked(url, settings)
+        _agentload(["ceiling", profile, "--target", url, "--quiet", "--out", str(out),
                     "--scrape-target-metrics", "--seed", str(settings.seed),
-                    *settings.ceiling_flags])  # fmt: skip
+                    *_ceiling_flags(settings)])  # fmt: skip
+        clock = _engine_clock(before, url)
     doc: dict[str, Any] = json.loads((out / "ceiling.json").read_text())
+    if clock is not None:  # this file's times are the wall clock's: say so beside them
+        doc["speedup"] = settings.speedup
+        doc["engine_clock"] = clock
+        (out / "ceiling.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return doc
 
 
-def _verify(settings: PlanSettings, replicas: int, slos: Sequence[str]) -> dict[str, Any]:
+def _verify(
+    settings: PlanSettings, profile: str, replicas: int, slos: Sequence[str]
+) -> dict[str, Any]:
     out = settings.out_dir / f"verify-{replicas}-replicas"
     _say(settings, f"verifying: {settings.agents} agents on {replicas} replica(s), "
                    f"router {settings.router}")  # fmt: skip
-    fleet = settings.twin.model_copy(update={"replicas": replicas, "router": settings.router})
+    warp = settings.warp
+    fleet = settings.twin.model_copy(
+        update={"replicas": replicas, "router": settings.router, "speedup": settings.speedup}
+    )
     gates = [flag for slo in slos for flag in ("--gate", slo)]
+    duration = warp.wall(settings.verify_duration)
     with serving(fleet) as url:
-        _agentload(["run", settings.profile, "--target", url, "--quiet", "--out", str(out),
-                    "--agents", str(settings.agents), "--duration", str(settings.verify_duration),
+        before = _clocked(url, settings)
+        _agentload(["run", profile, "--target", url, "--quiet", "--out", str(out),
+                    "--agents", str(settings.agents), "--duration", repr(duration),
                     "--seed", str(settings.seed), *gates])  # fmt: skip
+        clock = _engine_clock(before, url)
     summary = json.loads((out / "summary.json").read_text())
     verdicts = summary.get("gates") or []
     sessions = summary.get("sessions") or {}
     ended = (sessions.get("completed") or 0) + (sessions.get("failed") or 0)
-    return {
+    duration_s = summary.get("duration_s")
+    check = {
         "replicas": replicas,
         "agents": settings.agents,
         "router": settings.router,
-        "duration_s": summary.get("duration_s"),
+        "duration_s": None if duration_s is None else warp.modelled(duration_s),
         "held": bool(verdicts) and all(g.get("verdict") == "pass" for g in verdicts),
-        "gates": [{k: g.get(k) for k in ("gate", "value", "verdict", "reason")} for g in verdicts],
-        "output_tokens_per_s": summary["throughput"]["output_tokens_per_s"],
-        "sessions_per_min": summary["throughput"]["sessions_per_min"],
+        "gates": [
+            warp.modelled_gate_result({k: g.get(k) for k in ("gate", "value", "verdict", "reason")})
+            for g in verdicts
+        ],
+        "output_tokens_per_s": warp.modelled_rate(summary["throughput"]["output_tokens_per_s"]),
+        "sessions_per_min": warp.modelled_rate(summary["throughput"]["sessions_per_min"]),
         "session_success_rate": (sessions.get("completed") or 0) / ended if ended else None,
         "results": str(out),
     }
+    if clock is not None:
+        check["engine_clock"] = clock
+        check["generator_saturated"] = bool((summary.get("generator") or {}).get("saturated"))
+    return check
 
 
-def _per_replica(ceiling: dict[str, Any]) -> dict[str, Any]:
+def _per_replica(ceiling: dict[str, Any], warp: TimeWarp) -> dict[str, Any]:
     mark = ceiling.get("ceiling")
     failed = ceiling.get("failed_first") or {}
     level: dict[str, Any] = next(
         (lv for lv in ceiling["levels"] if mark and lv["load"] == mark["load"]), {}
     )
+    slo = failed.get("slo")
+    mark = mark or {}
     return {
-        "agents": None if mark is None else mark["load"],
-        "output_tokens_per_s": None if mark is None else mark["output_tokens_per_s"],
-        "sessions_per_min": None if mark is None else mark["sessions_per_min"],
+        "agents": mark.get("load"),
+        "output_tokens_per_s": warp.modelled_rate(mark.get("output_tokens_per_s")),
+        "sessions_per_min": warp.modelled_rate(mark.get("sessions_per_min")),
         "goodput": level.get("goodput"),
-        "goodput_tokens_per_s": None if mark is None else mark["goodput_tokens_per_s"],
+        "goodput_tokens_per_s": warp.modelled_rate(mark.get("goodput_tokens_per_s")),
         # Nothing broke above it: the search ran out of levels or time, the ceiling is a floor.
-        "reached": mark is not None and bool(failed),
+        "reached": bool(mark) and bool(failed),
         "first_to_run_out": {
             "server_resource": failed.get("server_resource"),
-            "slo": failed.get("slo"),
+            "slo": None if slo is None else [warp.modelled_text(text) for text in slo],
             "load": failed.get("load"),
         },
         "stopped_by": ceiling.get("stopped_by"),
@@ -214,15 +295,18 @@ def run_plan(settings: PlanSettings, ceiling: dict[str, Any] | None = None) -> d
     `ceiling`: a one-replica search already made (its ceiling.json) to size from instead of
     searching again, e.g. when only the fleet's router changes."""
     settings.out_dir.mkdir(parents=True, exist_ok=True)
+    warp = settings.warp
+    profile = _run_profile(settings)
     if ceiling is None:
-        ceiling = _search(settings)
-    per = _per_replica(ceiling)
-    slos = list(ceiling.get("slos") or [])
+        ceiling = _search(settings, profile)
+    per = _per_replica(ceiling, warp)
+    slos = list(ceiling.get("slos") or [])  # as the search judged them: wall time at a speedup
     doc: dict[str, Any] = {
         "schema": PLAN_SCHEMA,
         "profile": ceiling.get("profile"),
         "agents": settings.agents,
-        "slos": slos,
+        "slos": [warp.modelled_gate(text) for text in slos],
+        "speedup": settings.speedup,
         "router": settings.router,
         "gpu_hour_cost": settings.gpu_hour_cost,
         "gpus_per_replica": settings.gpus_per_replica,
@@ -237,7 +321,7 @@ def run_plan(settings: PlanSettings, ceiling: dict[str, Any] | None = None) -> d
     if per["agents"]:
         sized = replicas_needed(settings.agents, per["agents"])
         replicas, checks = verified_fleet(
-            sized, settings.extra_replicas, lambda n: _verify(settings, n, slos)
+            sized, settings.extra_replicas, lambda n: _verify(settings, profile, n, slos)
         )
         doc["sized_replicas"] = sized
         doc["replicas"] = replicas
@@ -261,8 +345,28 @@ def run_plan(settings: PlanSettings, ceiling: dict[str, Any] | None = None) -> d
             ),
             "first_to_run_out": per["first_to_run_out"],
         }
+    if warp.active:
+        doc["engine_clock"] = pace_at_speedup(ceiling, doc["verification"])
     write_plan(settings, doc)
     return doc
+
+
+def pace_at_speedup(ceiling: dict[str, Any], checks: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Whether the twin kept its modelled pace, and the client its own, in every run at the
+    speedup (the search stops by itself where its generator saturates)."""
+    shares = [
+        run["engine_clock"]["lost_share"]
+        for run in (ceiling, *checks)
+        if run.get("engine_clock") is not None
+    ]
+    worst = max(shares, default=0.0)
+    saturated = [c["replicas"] for c in checks if c.get("generator_saturated")]
+    return {
+        "lost_share_max": worst,
+        "limit": LOST_SHARE_LIMIT,
+        "generator_saturated_at": saturated,
+        "kept_up": worst <= LOST_SHARE_LIMIT and not saturated,
+    }
 
 
 def _money(value: float | None, spec: str = ".2f") -> str:
@@ -321,6 +425,20 @@ def format_plan(doc: dict[str, Any]) -> str:
             f"{_money(cost['per_million_output_tokens'])} per million output tokens, "
             f"{_money(cost['per_session'], '.3g')} per successful session"
         )
+    clock = doc.get("engine_clock")
+    if clock is not None:
+        behind = clock["lost_share_max"] > clock["limit"]
+        pace = "FELL BEHIND its modelled pace" if behind else "kept its pace"
+        lines.append(
+            f"clock: the twin ran {doc['speedup']:g}x faster than real time and {pace} (lost "
+            f"{clock['lost_share_max']:.1%} of its busy time at worst, limit {clock['limit']:.0%})"
+        )
+        if clock["generator_saturated_at"]:
+            at = ", ".join(str(r) for r in clock["generator_saturated_at"])
+            lines.append(f"clock: the load generator saturated in the run of {at} replica(s)")
+        if not clock["kept_up"]:
+            lines.append("clock: latencies carry this machine's slowness, not the twin's: plan "
+                         "again with a lower --speedup")  # fmt: skip
     lines.append(_conclusion(doc))
     return "\n".join(lines)
 

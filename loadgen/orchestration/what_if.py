@@ -23,7 +23,6 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -32,7 +31,12 @@ from loadgen.agents.distributions import Distribution
 from loadgen.agents.reasoning import EFFORTS
 from loadgen.errors import UsageError
 from loadgen.orchestration.plan import CEILING_DIR, PlanSettings, run_plan, write_plan
-from loadgen.profile.loader import LoadedProfile, ProfileError, profile_from_mapping
+from loadgen.profile.loader import (
+    LoadedProfile,
+    ProfileError,
+    portable_mapping,
+    profile_from_mapping,
+)
 from loadgen.sim.config import ROUTERS
 
 __all__ = [
@@ -154,23 +158,6 @@ def scale_distribution(dist: Distribution, factor: float) -> dict[str, Any]:
     return shape
 
 
-def _mapping(loaded: LoadedProfile) -> dict[str, Any]:
-    """The validated profile as a mapping that loads the same from any folder."""
-    data = loaded.profile.model_dump(mode="json", exclude_unset=True)
-    for entry in data.get("agents", []):
-        params = entry.setdefault("params", {})
-        for key in ("reasoning_effort", "thinking_budget"):
-            if key in entry:  # the entry's own copy is the one the loader carries into params
-                params.pop(key, None)
-        file_part, colon, class_name = entry["kind"].rpartition(":")
-        if colon and not Path(file_part).is_absolute():
-            entry["kind"] = f"{(loaded.base_dir / file_part).resolve()}:{class_name}"
-    arrival = data.get("arrival", {})
-    if loaded.trace_path is not None:
-        arrival["file"] = str(loaded.trace_path.resolve())
-    return data
-
-
 def _vary(data: dict[str, Any], loaded: LoadedProfile, what_if: WhatIf) -> None:
     for entry, cls in zip(data.get("agents", []), loaded.agent_classes, strict=True):
         params = entry["params"]
@@ -192,7 +179,7 @@ def profile_variant(loaded: LoadedProfile, what_if: WhatIf) -> dict[str, Any]:
     UsageError naming --what-if when the variant is no valid profile."""
     if what_if.kind == "router":
         raise ValueError("a router variant keeps the profile")
-    data = _mapping(loaded)
+    data = portable_mapping(loaded)
     _vary(data, loaded, what_if)
     try:
         profile_from_mapping(data, f"--what-if {what_if.name}", loaded.base_dir)

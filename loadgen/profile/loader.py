@@ -21,6 +21,7 @@ __all__ = [
     "ProfileError",
     "builtin_profiles",
     "load_profile",
+    "portable_mapping",
     "profile_from_mapping",
 ]
 
@@ -176,3 +177,21 @@ def profile_from_mapping(
             "profile's folder); check the path"
         )
     return loaded
+
+
+def portable_mapping(loaded: LoadedProfile) -> dict[str, Any]:
+    """The validated profile as a mapping that loads the same from any folder (what a
+    derived profile, written elsewhere, starts from)."""
+    data = loaded.profile.model_dump(mode="json", exclude_unset=True)
+    for entry in data.get("agents", []):
+        params = entry.setdefault("params", {})
+        for key in ("reasoning_effort", "thinking_budget"):
+            if key in entry:  # the entry's own copy is the one the loader carries into params
+                params.pop(key, None)
+        file_part, colon, class_name = entry["kind"].rpartition(":")
+        if colon and not Path(file_part).is_absolute():
+            entry["kind"] = f"{(loaded.base_dir / file_part).resolve()}:{class_name}"
+    arrival = data.get("arrival", {})
+    if loaded.trace_path is not None:
+        arrival["file"] = str(loaded.trace_path.resolve())
+    return data

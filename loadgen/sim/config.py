@@ -272,6 +272,17 @@ class SimConfig(_Frozen):
     processes: int = Field(
         default=1, ge=1, le=64, description="processes the fleet's replicas are spread over"
     )
+    # Faster than real time (docs/twin.md, "Faster than real time"): a plan's runs are many
+    # minutes of modelled time; a simulator whose clock runs K times faster serves them in
+    # 1/K of the wall time, as long as its steps keep up (Engine.lost_s counts where not).
+    speedup: float = Field(
+        default=1.0,
+        ge=1.0,
+        le=1000.0,
+        description="the modelled clock runs this many times faster than the wall clock: "
+        "steps, request overhead, latency spikes, crashes, restores and the Responses store's "
+        "TTL all last 1/speedup of their modelled time; clients measure wall time",
+    )
 
     @model_validator(mode="after")
     def _processes_hold_replicas(self) -> SimConfig:
@@ -298,6 +309,10 @@ class SimConfig(_Frozen):
                 "or raise --num-kv-blocks"
             )
         return self
+
+    def wall_s(self, modelled_s: float) -> float:
+        """Wall seconds that `modelled_s` of the modelled hardware's time last (speedup)."""
+        return modelled_s / self.speedup
 
     @property
     def stable_hashes(self) -> bool:

@@ -23,6 +23,8 @@ from loadgen.sim.step_time import StepWork, step_seconds
 
 __all__ = ["Engine", "EngineSequence", "chain_block_hashes"]
 
+_MAX_CATCH_UP_S = 0.05  # lag the loop makes up for with back-to-back steps; more is lost
+
 
 def chain_block_hashes(
     pieces: Sequence[str], block_size: int, parent: int = 0, *, stable: bool = False
@@ -155,6 +157,11 @@ class Engine:
         self.prefix_queries = 0
         self.prefix_hits = 0
         self.steps = 0
+        # Wall seconds of steps at the modelled speed, and those the loop could not keep up
+        # with and gave up on (more than _MAX_CATCH_UP_S behind): lost_s / busy_s is how much
+        # slower than modelled the engine ran, which a faster-than-real-time run must check.
+        self.busy_s = 0.0
+        self.lost_s = 0.0
         self.epoch = 0  # crashes so far: a sequence of an earlier epoch was lost with its replica
         self.on_finish: Callable[[EngineSequence], None] | None = None
         self.on_step: Callable[[Engine], None] | None = None
@@ -213,10 +220,15 @@ class Engine:
                 await self._wakeup.wait()
                 deadline = loop.time()
             scheduled, work = self._schedule(loop.time())
-            duration = step_seconds(self.config.perf, work)
+            duration = self.config.wall_s(step_seconds(self.config.perf, work))
             now = loop.time()
             # Keep the modelled timeline, but never try to catch up on more than 50 ms of lag.
-            deadline = max(deadline, now - 0.05) + duration
+            behind = now - _MAX_CATCH_UP_S - deadline
+            if behind > 0:
+                self.lost_s += behind
+                deadline += behind
+            deadline += duration
+            self.busy_s += duration
             if deadline > now:
                 await asyncio.sleep(deadline - now)
             else:

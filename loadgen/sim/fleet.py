@@ -198,7 +198,9 @@ class Fleet:
         self.on_up_change: Callable[[Replica], None] | None = None
         shared = None
         if config.shared_store:
-            shared = ResponseStore(config.responses_store_capacity, config.responses_store_ttl_s)
+            shared = ResponseStore(
+                config.responses_store_capacity, config.wall_s(config.responses_store_ttl_s)
+            )
         self.shared_store = shared
         self.replicas: list[Replica] = []
         for i in range(config.replicas) if indexes is None else indexes:
@@ -341,19 +343,22 @@ class Fleet:
         return True
 
     async def _crashes(self, first: int) -> None:
-        """The replica_crash fault: each second, each live replica crashes with its rate."""
+        """The replica_crash fault: each (modelled) second, each live replica crashes with its
+        rate."""
         faults = self.config.faults
         seed = reply_seed("replica-crash", self.config.seed)
         rng = random.Random(seed if first == 0 else reply_seed("replica-crash", seed, first))
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self.config.wall_s(1.0))
             for replica in self.replicas:
                 if replica.up and rng.random() < faults.replica_crash:
                     replica.context.metrics.fault("replica_crash")
                     await self.remove(replica, "crash")
                     if faults.replica_restore_s > 0:
                         replica.restore_task = asyncio.get_running_loop().create_task(
-                            self._restore_later(replica, faults.replica_restore_s)
+                            self._restore_later(
+                                replica, self.config.wall_s(faults.replica_restore_s)
+                            )
                         )
 
     async def _restore_later(self, replica: Replica, delay: float) -> None:
@@ -366,14 +371,14 @@ class Fleet:
         """/metrics: a single server's as ever; a fleet's replicas merged, family by family."""
         if not self.labelled or self.metrics is None:
             replica = self.replicas[0]
-            replica.context.metrics.on_step(replica.context.engine)
+            replica.context.metrics.scraped(replica.context.engine)
             return replica.context.metrics.exposition()
         return render_families(self.families(), self.text_rows())
 
     def families(self) -> list[Metric]:
         """A fleet's metric families, its replicas' samples merged under each name."""
         for replica in self.replicas:
-            replica.context.metrics.on_step(replica.context.engine)
+            replica.context.metrics.scraped(replica.context.engine)
         registries = [r.context.metrics.registry for r in self.replicas]
         if self.metrics is not None:
             registries.append(self.metrics.registry)

@@ -137,7 +137,7 @@ class SimContext:
     def new_store(self) -> ResponseStore:
         """An empty Responses store of the configured size."""
         cfg = self.config
-        return ResponseStore(cfg.responses_store_capacity, cfg.responses_store_ttl_s)
+        return ResponseStore(cfg.responses_store_capacity, cfg.wall_s(cfg.responses_store_ttl_s))
 
     def lost(self) -> ReplicaLost:
         """The error for a request this replica lost (counted)."""
@@ -176,7 +176,7 @@ class SimContext:
                 429, "Too many requests (injected by agentload sim).", headers={"Retry-After": "1"}
             )
         if self.fault("latency_spike", faults.latency_spike):
-            await asyncio.sleep(faults.latency_spike_ms / 1000.0)
+            await asyncio.sleep(self.config.wall_s(faults.latency_spike_ms / 1000.0))
 
     async def start(
         self,
@@ -198,7 +198,7 @@ class SimContext:
             # scheduling): each request waits on its own, none holds up another or a step,
             # and the engine's clocks (TTFT and queue-time metrics) start after it, as
             # vLLM's start once the request is tokenized.
-            await asyncio.sleep(overhead_ms / 1000.0)
+            await asyncio.sleep(cfg.wall_s(overhead_ms / 1000.0))
         if prompt is None:
             prompt = await analyse_long_prompt(
                 prompt_text, cfg.block_size, cfg.max_model_len, stable=cfg.stable_hashes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from loadgen.sim.config import MetricsDialect
 from loadgen.sim.engine import Engine, EngineSequence
@@ -79,6 +79,18 @@ class SimMetrics:
         )
         self.lookups_found: Increments = lookups.labels(*extra.values(), "found")
         self.lookups_not_found: Increments = lookups.labels(*extra.values(), "not_found")
+        # Whether the engine kept its modelled pace (a faster-than-real-time run's check):
+        # wall seconds of steps at the modelled speed, and those it fell behind and lost.
+        clock = Gauge(
+            "agentload_sim_engine_clock_seconds",
+            "Wall seconds the engine stepped at the modelled speed (busy), and those it fell "
+            "more than 50 ms behind that pace and gave up on (lost); lost / busy is how much "
+            "slower than modelled it ran (--speedup beyond what this machine keeps up with).",
+            [*extra, "kind"],
+            registry=self.registry,
+        )
+        self._clock_busy = clock.labels(*extra.values(), "busy")
+        self._clock_lost = clock.labels(*extra.values(), "lost")
 
     @property
     def prompt_tokens(self) -> Increments:
@@ -94,6 +106,12 @@ class SimMetrics:
     def e2e(self) -> Observes:
         """End-to-end time of requests that ran to their end."""
         return self._server.e2e
+
+    def scraped(self, engine: Engine) -> None:
+        """Bring the gauges up to date with `engine` before /metrics is rendered."""
+        self.on_step(engine)
+        self._clock_busy.set(engine.busy_s)
+        self._clock_lost.set(engine.lost_s)
 
     def fault(self, kind: str) -> None:
         """Count one injected fault of `kind` (one of FAULT_KINDS)."""

@@ -70,9 +70,12 @@ def test_calibrate_reads_slots_window_and_tokenizer_of_llama_server(
     # llama-server caches a repeated prompt but its last token: every token but one.
     assert fitted["prefix_caching"]["value"] is True
     assert document["block_size"] == 1
-    # Its KV capacity is not in its metrics: said so, and assumed.
+    # Its KV capacity is not in its metrics, and is no shared paged cache: the slots' own
+    # (GET /slots), their sum assumed and said so, and no eviction probe run against them.
     assert fitted["num_kv_blocks"]["value"] is None
-    assert "not measured" in fitted["num_kv_blocks"]["method"]
+    assert "not measured as one cache" in fitted["num_kv_blocks"]["method"]
+    assert document["num_kv_blocks"] == PARALLEL * CTX_PER_SLOT
+    assert "eviction onset" not in done.stderr
     # The tiny vocabulary reads an agentload word as about two tokens: prefill probes are
     # sized in the server's tokens (the longest within half the window) and the rate is
     # written in the twin's (one token per word).

@@ -162,9 +162,9 @@ def test_the_twin_is_served_by_agentload_sim_config(calibrated: Calibrated) -> N
 
 
 @pytest.mark.slow
-def test_a_server_without_kv_metrics_gets_an_assumed_capacity_and_a_bounded_limit(
-    tmp_path: Path,
-) -> None:
+def test_without_kv_metrics_the_capacity_is_found_where_the_cache_evicts(tmp_path: Path) -> None:
+    # SGLang's metric names state no KV capacity: the eviction probe finds the hidden 3000
+    # blocks (48K tokens) from the cached tokens of a prompt resent after fresh ones.
     out = tmp_path / "twin.yaml"
     args = [*ENGINE_ARGS, "--metrics-dialect", "sglang"]
     with SimProcess(extra_args=args) as sim:
@@ -174,14 +174,31 @@ def test_a_server_without_kv_metrics_gets_an_assumed_capacity_and_a_bounded_limi
     twin = yaml.safe_load(out.read_text())
     fitted = twin["calibration"]["fitted"]
     assert twin["metrics_dialect"] == "sglang"
-    assert fitted["num_kv_blocks"]["value"] is None
-    assert fitted["num_kv_blocks"]["method"].startswith("not measured")
+    assert within(fitted["num_kv_blocks"]["value"], HIDDEN["num_kv_blocks"])
+    assert twin["num_kv_blocks"] == fitted["num_kv_blocks"]["value"]
+    assert "eviction onset" in fitted["num_kv_blocks"]["method"]
+    assert fitted["num_kv_blocks"]["stderr"] <= 0.1 * HIDDEN["num_kv_blocks"]
     assert fitted["block_size"]["value"] == 16  # from cached_tokens alone
     assert fitted["max_num_seqs"]["lower_bound"] is True
     assert "lower bound" in fitted["max_num_seqs"]["method"]
     assert "(a lower bound)" in result.stdout
-    assert "(not measured)" in result.stdout
+    assert "(not measured)" not in result.stdout
     assert within(twin["perf"]["decode_step_per_seq_ms"], 0.5)
+
+
+@pytest.mark.slow
+def test_with_the_kv_probe_off_the_capacity_is_assumed_and_said_so(tmp_path: Path) -> None:
+    out = tmp_path / "twin.yaml"
+    args = [*ENGINE_ARGS, "--metrics-dialect", "sglang"]
+    with SimProcess(extra_args=args) as sim:
+        result = calibrate(sim.base_url, out, "--repeats", "2", "--max-concurrency", "2",
+                           "--max-prompt-tokens", "1024", "--max-kv-probe-tokens", "0")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    fitted = yaml.safe_load(out.read_text())["calibration"]["fitted"]
+    assert fitted["num_kv_blocks"]["value"] is None
+    assert fitted["num_kv_blocks"]["method"].startswith("not measured")
+    assert "the probe was off" in fitted["num_kv_blocks"]["method"]
+    assert "(not measured)" in result.stdout
 
 
 @pytest.mark.slow

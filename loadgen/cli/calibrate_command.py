@@ -23,7 +23,8 @@ examples:
   agentload sim --config twin.yaml               serve the twin (add --replicas N for a fleet)
 
 what it measures, in order: the window (/v1/models max_model_len, else an over-long prompt's
-refusal), the metric dialect and KV capacity (/metrics: vLLM's vllm:cache_config_info),
+refusal), the metric dialect and KV capacity (/metrics: vLLM's vllm:cache_config_info; where
+no metric states it, last, where the prefix cache starts to evict a prompt),
 prefix caching and its block size (a prompt sent twice: cached_tokens), prefill (TTFT of
 lone fresh prompts at 256..--max-prompt-tokens tokens), the decode step against the running
 batch and the batch limit (c = 1, 2, 4, ... streams of forced length at once).
@@ -94,6 +95,14 @@ def register(commands: Any) -> None:
         help="refuse to fit when repeats differ by more than this share of their median "
         "(median over probes; default 0.25)",
     )
+    p.add_argument(
+        "--max-kv-probe-tokens",
+        type=int,
+        default=8_000_000,
+        metavar="N",
+        help="where /metrics states no KV capacity: fresh prompt tokens the eviction probe "
+        "may send to find it (default 8000000; 0: do not probe)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -102,6 +111,8 @@ def _settings(args: argparse.Namespace) -> Any:
 
     if args.repeats < 2:
         raise UsageError("--repeats must be at least 2: noise is told from repeats")
+    if args.max_kv_probe_tokens < 0:
+        raise UsageError("--max-kv-probe-tokens: give 0 (no probe) or more")
     if not args.max_noise > 0:  # NaN too
         raise UsageError(f"--max-noise {args.max_noise}: use a fraction above 0, e.g. 0.25")
     return CalibrationSettings(
@@ -112,6 +123,7 @@ def _settings(args: argparse.Namespace) -> Any:
         output_tokens=max(2, args.output_tokens),
         repeats=args.repeats,
         max_noise=args.max_noise,
+        max_kv_probe_tokens=args.max_kv_probe_tokens,
     )
 
 

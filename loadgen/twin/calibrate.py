@@ -3,7 +3,8 @@
 Order: the model and a first request (does it answer, are lengths forced), the window, the
 metrics (dialect, KV cache), prefix caching and block size, the prefill probe (each fresh
 prompt followed by the suffix probe's short turn after it, where the server caches),
-the concurrency sweep. Every phase that times the target runs under a generator-health probe:
+the concurrency sweep, and last, where /metrics states no KV capacity, the eviction probe
+(kv_probe.py). Every phase that times the target runs under a generator-health probe:
 timings taken by a saturated generator are the generator's, and the fit is refused.
 """
 
@@ -20,6 +21,7 @@ from loadgen.observe.generator_limits import GeneratorLimits
 from loadgen.runtime.probes import discover_model, first_request, force_length_works
 from loadgen.transport import TargetConfig, Transport
 from loadgen.twin.decode_sweep import DecodeFit, Level, decode_sweep, fit_decode
+from loadgen.twin.kv_probe import KvProbe, probe_kv_capacity
 from loadgen.twin.prefill_probe import (
     PrefillFit,
     PrefillPoint,
@@ -34,6 +36,7 @@ from loadgen.twin.server_facts import (
     context_limit,
     metrics_facts,
     prefix_facts,
+    slot_contexts,
 )
 from loadgen.twin.suffix_probe import SuffixFit, SuffixSample, fit_suffix
 
@@ -51,6 +54,9 @@ class CalibrationSettings:
     output_tokens: int = 48
     repeats: int = 3
     max_noise: float = 0.25
+    # Filler tokens the KV-capacity probe may send where the metrics state no capacity
+    # (kv_probe.py); 0 leaves the capacity unmeasured.
+    max_kv_probe_tokens: int = 8_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,10 @@ class Calibration:
     # The suffix probe (suffix_probe): a short turn after each prefill prompt, cached.
     suffix_samples: tuple[SuffixSample, ...] = ()
     suffix: SuffixFit | None = None
+    # Where /metrics stated no KV capacity: the eviction probe's finding (None: not run).
+    kv_probe: KvProbe | None = None
+    # llama.cpp's slots (GET /slots): each slot's n_ctx, a KV cache of its own.
+    slot_contexts: tuple[int, ...] = ()
 
 
 def check_noise(what: str, spreads: Sequence[float], limit: float) -> float:
@@ -168,6 +178,24 @@ async def calibrate(
                 time_left=time_left,
             )
         generator["decode"] = _healthy(health, "decode sweep")
+        kv = None
+        slots = await slot_contexts(transport) if metrics.cache is None else None
+        if (
+            slots is None
+            and metrics.cache is None
+            and prefix.caching
+            and (settings.max_kv_probe_tokens > 0)
+        ):
+            # Last: it spends what time is left, never the fits' own.
+            say("KV capacity: the prefix cache's eviction onset (no metric states it)")
+            kv = await probe_kv_capacity(
+                transport,
+                model,
+                window=window,
+                tokens_per_word=prefix.tokens_per_word,
+                time_left=time_left,
+                max_tokens=settings.max_kv_probe_tokens,
+            )
     spreads = [level.spread for level in levels if len(level.runs) > 1]
     noise["decode_spread"] = check_noise("decode sweep runs", spreads, limit)
     prefill = fit_prefill(points, prefix.tokens_per_word)
@@ -198,4 +226,6 @@ async def calibrate(
         max_noise=settings.max_noise,
         suffix_samples=tuple(samples),
         suffix=suffix,
+        kv_probe=kv,
+        slot_contexts=tuple(slots or ()),
     )

@@ -24,6 +24,7 @@ __all__ = [
     "parse_cache_config",
     "prefix_facts",
     "read_dialect",
+    "slot_contexts",
     "tokens_per_word",
 ]
 
@@ -90,6 +91,25 @@ async def context_limit(transport: Transport, model: str) -> tuple[int | None, s
         return reply.window_tokens, f"refusal of a {_OVERLONG_TOKENS}-token prompt"
     said = "accepted" if reply.ok else f"refused without a window ({reply.error})"
     return None, f"not measured: /v1/models has no max_model_len; an over-long prompt was {said}"
+
+
+async def slot_contexts(transport: Transport) -> list[int] | None:
+    """Each slot's n_ctx from llama.cpp's GET /slots; None where the server has no such list.
+
+    llama.cpp keeps a KV cache per slot (its --ctx-size split over --parallel), not one paged
+    cache shared by every sequence: the eviction probe cannot size it, the slots say it."""
+    try:
+        status, body = await transport.get(f"{transport.target.root_url}/slots", timeout_s=30)
+        if status != 200:
+            return None
+        slots = orjson.loads(body)
+    except (TransportError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(slots, list):
+        return None
+    sizes = [s.get("n_ctx") for s in slots if isinstance(s, dict)]
+    counted = [n for n in sizes if isinstance(n, int) and n > 0]
+    return counted if counted and len(counted) == len(slots) else None
 
 
 def read_dialect(text: str) -> MetricsDialect | None:

@@ -52,12 +52,37 @@ def _kv(cal: Calibration, block_size: int, window: int) -> tuple[int, dict[str, 
     cache = cal.metrics.cache
     if cache is not None:
         return cache.num_blocks, {"value": cache.num_blocks, "method": cache.source}
+    probe = cal.kv_probe
+    if probe is not None and probe.tokens is not None:
+        blocks = max(1, math.ceil(probe.tokens / block_size))
+        entry: dict[str, Any] = {"value": blocks, "unit": f"blocks of {block_size} tokens"}
+        if probe.stderr is not None:
+            entry["stderr"] = _round(probe.stderr / block_size)
+        entry["method"] = probe.method
+        return blocks, entry
     base = PRESETS[BASE_PRESET].num_kv_blocks
     blocks = max(base, math.ceil(window / block_size))
-    method = (
-        "not measured: the server's metrics state no KV capacity (vLLM's "
-        f"vllm:cache_config_info); the twin assumes {blocks} blocks"
-    )
+    if cal.slot_contexts:
+        slots = cal.slot_contexts
+        blocks = math.ceil(sum(slots) / block_size)
+        method = (
+            f"not measured as one cache: llama.cpp's {len(slots)} slots (GET /slots) each hold "
+            f"their own KV of n_ctx {max(slots)}, not one paged cache shared by every sequence "
+            f"that the eviction probe could size; the twin assumes their sum, {blocks} blocks"
+        )
+        return blocks, {"value": None, "assumed": blocks, "method": method}
+    if probe is not None:
+        lower = math.ceil(probe.low / block_size)
+        blocks = max(blocks, lower)
+        why = probe.method
+    elif cal.prefix.caching:
+        why = "not measured: the server's metrics state no KV capacity and the probe was off"
+    else:
+        why = (
+            "not measured: the server's metrics state no KV capacity (vLLM's "
+            "vllm:cache_config_info) and reports no prefix caching to probe its evictions"
+        )
+    method = f"{why}; the twin assumes {blocks} blocks"
     return blocks, {"value": None, "assumed": blocks, "method": method}
 
 

@@ -131,6 +131,14 @@ def test_times_in_a_reason_come_back_in_modelled_time() -> None:
     )
 
 
+def test_rates_in_a_reason_come_back_per_modelled_time() -> None:
+    reason = "goodput fell to 1744 tokens/s from 3224 at a lower load; 32.0 sessions/min"
+
+    assert TimeWarp(4).modelled_text(reason) == (
+        "goodput fell to 436 tokens/s from 806 at a lower load; 8.0 sessions/min"
+    )
+
+
 def test_a_gate_result_comes_back_in_modelled_time() -> None:
     result = {"gate": "ttft_p95 < 500ms", "value": 0.4, "verdict": "pass",
               "reason": "ttft_p95 = 400 ms, < 500 ms"}  # fmt: skip

@@ -45,9 +45,14 @@ RATE_METRICS = frozenset(
 # speedup is reported as not kept up: past it, latencies carry the machine's slowness.
 LOST_SHARE_LIMIT = 0.02
 
-# A time as loadgen's texts write it: "2.445 s", "412 ms", a window "0.0-60.0s".
+# A time as loadgen's texts write it: "2.445 s", "412 ms", a window "0.0-60.0s"; and a rate:
+# "436 tokens/s" (the search's goodput reason), "8.0 sessions/min".
 _TIME = re.compile(
     r"(?<![\w.])(?P<a>\d+(?:\.\d+)?)(?:-(?P<b>\d+(?:\.\d+)?))?\s?(?P<unit>ms|s)(?![\w])"
+)
+_RATE = re.compile(
+    r"(?<![\w.])(?P<n>\d+(?:\.\d+)?)(?P<per> \w+/(?:s|min))(?![\w])"
+    r"(?: from (?P<was>\d+(?:\.\d+)?)(?![\w.]))?"  # "436 tokens/s from 806": both rates
 )
 
 
@@ -134,9 +139,11 @@ class TimeWarp:
         return _rescaled_gate(text, self.speedup) if self.active else text
 
     def modelled_text(self, text: str) -> str:
-        """A run's text (a gate's reason, a window's span) with its times in modelled time."""
+        """A run's text (a gate's reason, a window's span) with its times and rates in
+        modelled time."""
         if not self.active:
             return text
+        text = _RATE.sub(lambda m: _rescaled_rate(m, self.speedup), text)
         return _TIME.sub(lambda m: _rescaled_time(m, self.speedup), text)
 
     def modelled_gate_result(self, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -227,6 +234,18 @@ def _rescaled_gate(text: str, time_factor: float) -> str:
 def _plain(number: float) -> str:
     # Gate syntax takes no exponent in an abort delay: fixed-point, trailing zeros dropped.
     return f"{number:.9f}".rstrip("0").rstrip(".") or "0"
+
+
+def _rescaled_rate(match: re.Match[str], factor: float) -> str:
+    def per_modelled(number: str) -> str:
+        return f"{float(number) / factor:.{len(number.partition('.')[2])}f}"
+
+    was = match["was"]
+    return (
+        per_modelled(match["n"])
+        + match["per"]
+        + ("" if was is None else f" from {per_modelled(was)}")
+    )
 
 
 def _rescaled_time(match: re.Match[str], factor: float) -> str:

@@ -23,6 +23,7 @@ proxied call.
 
     python bench/record_overhead.py                          # ~2 minutes, 1 and 8 streams
     python bench/record_overhead.py --concurrency 32 --requests 800
+    python bench/record_overhead.py --proxy-core 0   # the proxy on a core of its own
 """
 
 from __future__ import annotations
@@ -55,10 +56,13 @@ class Samples:
     events: list[int] = field(default_factory=list)
 
 
-async def _child(*args: str, pattern: str) -> tuple[asyncio.subprocess.Process, str]:
+async def _child(
+    *args: str, pattern: str, cores: set[int] | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loadgen", *args, cwd=ROOT, stderr=asyncio.subprocess.PIPE
-    )
+        sys.executable, "-m", "loadgen", *args, cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=None if cores is None else (lambda: os.sched_setaffinity(0, cores)),
+    )  # fmt: skip
     assert proc.stderr is not None
     line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
     found = re.search(pattern, line)
@@ -172,15 +176,31 @@ async def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=500)
     parser.add_argument("--output-tokens", type=int, default=64, help="mean (uniform ±50%%)")
     parser.add_argument("--think-ms", type=float, default=20.0, help="mean pause (uniform)")
+    parser.add_argument(
+        "--proxy-core",
+        type=int,
+        metavar="N",
+        help="pin the proxy to core N and the simulator and this client to the others",
+    )
     args = parser.parse_args()
 
     trace = Path(tempfile.mkdtemp()) / "trace.jsonl"
+    proxy_cores = others = None
+    if args.proxy_core is not None:
+        # The proxy on a core of its own, the simulator and this client on the rest: what it
+        # adds when it is not queued behind them for a CPU, as on a host with cores to spare.
+        proxy_cores = {args.proxy_core}
+        others = set(os.sched_getaffinity(0)) - proxy_cores
+        if not others:
+            raise SystemExit("--proxy-core: this machine has no other core for the rest")
+        os.sched_setaffinity(0, others)
     sim_proc, sim = await _child(
-        "sim", "--preset", args.preset, "--port", "0", pattern=r"on (http://\S+/v1)"
-    )
+        "sim", "--preset", args.preset, "--port", "0", pattern=r"on (http://\S+/v1)",
+        cores=others,
+    )  # fmt: skip
     rec_proc, proxy = await _child(
         "record", "--listen", "127.0.0.1:0", "--upstream", sim, "--out", str(trace),
-        pattern=r"listening on (http://\S+) ",
+        pattern=r"listening on (http://\S+) ", cores=proxy_cores,
     )  # fmt: skip
     print(f"sim {args.preset} at {sim}, proxy at {proxy}; python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip

@@ -25,6 +25,7 @@ SIM_OWN = {
     "agentload_sim_client_disconnects_total",
     "agentload_sim_reasoning_tokens_total",
     "agentload_sim_response_lookups_total",
+    "agentload_sim_engine_clock_seconds",
 }
 VLLM_COMMON = {
     "vllm:cache_config_info",

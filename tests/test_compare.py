@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from scipy import stats
 from loadgen.observe import ResultFiles, RunStats, SessionRecord, StepRecord
 from loadgen.report import compare_runs, load_results, resolve_metrics
 from loadgen.report.statistics import (
+    design_effect,
     mann_whitney_p,
     percentile_change,
     proportion_change,
@@ -36,13 +38,17 @@ def make_run(
     failed: int = 0,
     loop_lag_s: float = 0.002,
     records: bool = True,
+    delayed: Callable[[int], bool] = lambda i: False,
 ) -> Path:
-    """A results folder of `n` requests with lognormal latencies, written the real way."""
+    """A results folder of `n` requests with lognormal latencies, written the real way.
+
+    Requests in start order for which `delayed(i)` holds wait 250 ms more for their first token.
+    """
     rng = random.Random(seed)
     stats = RunStats()
     with ResultFiles(path) as files:
         for i in range(n):
-            ttft = 0.2 * rng.lognormvariate(0, 0.3) * ttft_scale
+            ttft = 0.2 * rng.lognormvariate(0, 0.3) * ttft_scale + 0.25 * delayed(i)
             ok = i >= failed
             step = StepRecord(
                 session_id=f"s{i}", agent="coding", step=0, kind="turn", api="chat",
@@ -120,6 +126,17 @@ def test_bootstrap_rarely_calls_noise_a_change() -> None:
     assert excluded <= 4  # 99% intervals: about 1 in 100 by chance
 
 
+def test_design_effect_counts_a_clump_of_slow_samples_as_few_and_scattered_ones_as_many() -> None:
+    rng = random.Random(5)
+    fast = [rng.uniform(0.1, 0.2) for _ in range(400)]
+    clumped = [v + 0.5 if 100 <= i < 140 else v for i, v in enumerate(fast)]
+    scattered = [v + 0.5 if i % 10 == 0 else v for i, v in enumerate(fast)]
+    threshold = quantile(sorted(clumped), 95)  # the same for both: they hold the same values
+    assert design_effect(scattered, threshold) < 1.5
+    assert design_effect(clumped, threshold) > 5
+    assert design_effect(fast[:10], 0.15) == 1.0  # too few to batch
+
+
 def test_rank_test_matches_scipy_with_and_without_ties() -> None:
     rng = random.Random(3)
     a = [rng.gauss(0, 1) for _ in range(80)]
@@ -167,6 +184,18 @@ def test_same_distribution_is_unchanged_and_a_slower_ttft_regresses(tmp_path: Pa
     assert found["ttft_p95"] == "regression"
     assert found["itl_p50"] == "unchanged"
     assert verdicts(slower, base)["ttft_p50"] == "improvement"
+
+
+def test_one_stall_that_delayed_the_requests_in_flight_together_is_not_a_regression(
+    tmp_path: Path,
+) -> None:
+    base = make_run(tmp_path / "base", seed=1)
+    # 40 requests in a row 250 ms late: one server hiccup, one piece of evidence...
+    stalled = make_run(tmp_path / "stalled", seed=2, delayed=lambda i: 100 <= i < 140)
+    # ...while 40 late requests spread over the whole run are a slower tail.
+    slow_tail = make_run(tmp_path / "slow-tail", seed=2, delayed=lambda i: i % 10 == 0)
+    assert verdicts(base, stalled)["ttft_p95"] == "unchanged"
+    assert verdicts(base, slow_tail)["ttft_p95"] == "regression"
 
 
 def test_a_change_below_the_tolerance_is_not_a_regression(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 A metric regresses only when its change is worse than `max_regression` *and* statistically
 clear: the confidence interval of the change lies entirely on the worse side of zero.
-Latency percentiles are bootstrapped from the per-request (per-session) samples; rates and
-failure proportions use count statistics. Repeated runs of one configuration therefore
+Latency percentiles are bootstrapped from the per-request (per-session) samples, counting
+requests that a server hiccup moved together as the fewer independent samples they are;
+rates and failure proportions use count statistics. Repeated runs of one configuration therefore
 compare clean, while a real slowdown beyond the tolerance is flagged.
 """
 
@@ -28,6 +29,7 @@ from loadgen.report.compare_inputs import (
 from loadgen.report.results import RunResults
 from loadgen.report.statistics import (
     Estimate,
+    design_effect,
     percentile_change,
     proportion_change,
     quantile,
@@ -191,8 +193,15 @@ def _estimate(
         a, b = base.samples[metric.family], new.samples[metric.family]
         if not (a and b):
             return (None, None), (len(a), len(b)), None
-        est = percentile_change(a, b, metric.q, confidence=confidence, resamples=resamples, rng=rng)
-        return (quantile(a, metric.q), quantile(b, metric.q)), (len(a), len(b)), est
+        qa, qb = quantile(a, metric.q), quantile(b, metric.q)
+        effects = (
+            design_effect(base.in_time_order.get(metric.family, ()), qa),
+            design_effect(new.in_time_order.get(metric.family, ()), qb),
+        )
+        est = percentile_change(
+            a, b, metric.q, confidence=confidence, resamples=resamples, rng=rng, effects=effects
+        )
+        return (qa, qb), (len(a), len(b)), est
     if metric.kind == "rate":
         shown = (rate_value(base.run, metric.name), rate_value(new.run, metric.name))
         ra = rate_inputs(base.run, metric.name, base.token_sq)

@@ -27,14 +27,17 @@ class Side:
     """One run's inputs to the comparison, read once."""
 
     run: RunResults
-    samples: dict[str, list[float]]
+    samples: dict[str, list[float]]  # sorted
     # Σ per-request tokens² from the records, by rate ("output", "answer"); None without.
     token_sq: dict[str, float] | None
+    # The same samples by start time (records only; a histogram has no time order).
+    in_time_order: dict[str, list[float]]
 
 
 def read_side(run: RunResults, from_records: bool) -> Side:
     """Read one run's comparison inputs (from its records, or its summary's histograms)."""
-    return Side(run, *_samples(run, from_records))
+    samples, token_sq, in_time_order = _samples(run, from_records)
+    return Side(run, samples, token_sq, in_time_order)
 
 
 def _thin(hist: LatencyHistogram, n: int) -> list[float]:
@@ -44,9 +47,13 @@ def _thin(hist: LatencyHistogram, n: int) -> list[float]:
 
 def _samples(
     run: RunResults, from_records: bool
-) -> tuple[dict[str, list[float]], dict[str, float] | None]:
-    """Latency samples by family, sorted; and Σ tokens² per request when records exist."""
+) -> tuple[dict[str, list[float]], dict[str, float] | None, dict[str, list[float]]]:
+    """Latency samples by family, sorted; Σ tokens² per request; the samples by start time.
+
+    Without records only the first is known; the others come back None and empty.
+    """
     out: dict[str, list[float]] = {fam: [] for fam in FAMILIES}
+    timed: dict[str, list[tuple[float, float]]] = {fam: [] for fam in FAMILIES}
     if not from_records:
         for fam, field in FAMILIES.items():
             raw = (run.summary.get("histograms") or {}).get(field)
@@ -55,7 +62,7 @@ def _samples(
                 if fam == "itl":
                     cap = min(cap, int(summary_number(run.summary, "requests", "ok") or 0))
                 out[fam] = _thin(LatencyHistogram.from_dict(raw), cap)
-        return out, None
+        return out, None, {}
     token_sq = {"output": 0.0, "answer": 0.0}
     for step in run.steps():
         completion = float(step.get("completion_tokens") or 0)
@@ -71,12 +78,19 @@ def _samples(
         ):
             value = step.get(key)
             if isinstance(value, int | float):
-                out[fam].append(float(value))
+                timed[fam].append((_started(step), float(value)))
     for session in run.sessions():
         duration = session.get("duration_s")
         if session.get("outcome") == "completed" and isinstance(duration, int | float):
-            out["session"].append(float(duration))
-    return {fam: sorted(values) for fam, values in out.items()}, token_sq
+            timed["session"].append((_started(session), float(duration)))
+    # Worker folders are read one after another: their records interleave only by time.
+    in_time_order = {fam: [v for _, v in sorted(pairs)] for fam, pairs in timed.items()}
+    return {fam: sorted(v) for fam, v in in_time_order.items()}, token_sq, in_time_order
+
+
+def _started(record: dict[str, object]) -> float:
+    started = record.get("started_unix")
+    return float(started) if isinstance(started, int | float) else 0.0
 
 
 def rate_inputs(

@@ -1,7 +1,8 @@
 """The statistics behind `agentload compare`, each giving a CI of the relative change.
 
-Percentile bootstrap and rank test for latencies, compound Poisson for rates, log risk
-ratio for failure proportions.
+Percentile bootstrap and rank test for latencies (counting the samples a run's time order
+shows to move together once), compound Poisson for rates, log risk ratio for failure
+proportions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from statistics import NormalDist
 
 __all__ = [
     "Estimate",
+    "design_effect",
     "mann_whitney_p",
     "percentile_change",
     "proportion_change",
@@ -53,6 +55,30 @@ def quantile(ordered: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+def design_effect(in_time_order: Sequence[float], threshold: float) -> float:
+    """How many times the variance of a percentile at `threshold` exceeds the i.i.d. one (≥ 1).
+
+    Requests in flight together share the server's moment: one GC pause or preemption burst
+    delays all of them, so a run's samples beyond a percentile come in clumps, and n of them
+    carry the evidence of n / effect independent ones. A sample percentile's variance is
+    that of the fraction of samples at or below it; the batch-means estimate of that
+    fraction's long-run variance over the run's time order, against the i.i.d. p(1-p), is
+    the effect. Too few samples to batch (< 16) count as independent.
+    """
+    n = len(in_time_order)
+    if n < 16:
+        return 1.0
+    size = math.isqrt(n)  # √n batches of √n samples: both grow, as batch means need
+    batches = n // size
+    below = [1.0 if v <= threshold else 0.0 for v in in_time_order[: batches * size]]
+    p = sum(below) / len(below)
+    if p in (0.0, 1.0):
+        return 1.0
+    means = [sum(below[i * size : (i + 1) * size]) / size for i in range(batches)]
+    spread = sum((m - p) ** 2 for m in means) / (batches - 1)
+    return max(1.0, size * spread / (p * (1.0 - p)))
+
+
 def percentile_change(
     base: Sequence[float],
     new: Sequence[float],
@@ -61,16 +87,19 @@ def percentile_change(
     confidence: float,
     resamples: int,
     rng: random.Random,
+    effects: tuple[float, float] = (1.0, 1.0),
 ) -> Estimate:
     """Bootstrap CI of the relative change of the q-th percentile; samples sorted, non-empty.
 
     A bootstrap resample's k-th order statistic is the sample's value at rank ⌈n·U⌉ where
     U ~ Beta(k, n-k+1) (the k-th of n uniforms), so each resample costs O(1) rather than n
-    draws and a sort: exactly the percentile bootstrap, at any sample size.
+    draws and a sort: exactly the percentile bootstrap, at any sample size. With `effects`
+    (each side's `design_effect`) the uniforms number n / effect: the interval is as wide as
+    the independent evidence warrants, and still drawn from the sample's own values.
     """
     b0, n0 = quantile(base, q), quantile(new, q)
     ratios = sorted(
-        _resampled(new, q, rng) / max(_resampled(base, q, rng), 1e-12) - 1.0
+        _resampled(new, q, effects[1], rng) / max(_resampled(base, q, effects[0], rng), 1e-12) - 1.0
         for _ in range(resamples)
     )
     tail = (1.0 - confidence) / 2
@@ -80,10 +109,11 @@ def percentile_change(
     return Estimate(n0 / max(b0, 1e-12) - 1.0, low, high, mann_whitney_p(base, new, rng))
 
 
-def _resampled(ordered: Sequence[float], q: float, rng: random.Random) -> float:
+def _resampled(ordered: Sequence[float], q: float, effect: float, rng: random.Random) -> float:
     n = len(ordered)
-    k = min(max(math.ceil(q * n / 100), 1), n)
-    u = rng.betavariate(k, n - k + 1)
+    independent = max(n / effect, 1.0)
+    k = min(max(math.ceil(q * independent / 100), 1), independent)
+    u = rng.betavariate(k, independent - k + 1)
     return ordered[min(max(math.ceil(n * u), 1), n) - 1]
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from openai import AsyncOpenAI
@@ -487,6 +488,48 @@ async def test_the_proxy_adds_little_to_time_to_first_token(
             ttfts[name].append(first)
     added = statistics.median(ttfts["proxy"]) - statistics.median(ttfts["direct"])
     assert added < 0.020, ttfts
+
+
+async def test_an_upstream_that_breaks_its_reply_breaks_the_clients_and_is_not_recorded(
+    serve: Any, recording: Any, http: Any
+) -> None:
+    from aiohttp import web
+
+    async def upstream(request: Any) -> Any:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices":[{"index":0,"delta":{"content":"hal"}}]}\n\n')
+        request.transport.close()  # mid-body: the chunked framing never ends
+        return resp
+
+    proxy = await recording(f"{await serve(upstream)}/v1")
+    async with http.post(f"{proxy.base_url}/chat/completions", json={"stream": True}) as r:
+        assert r.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await r.read()
+    assert proxy.recorder is not None
+    stats = proxy.recorder.stats
+    _header, rows = trace_rows(await stopped(proxy))
+    assert rows == []
+    assert stats.unfinished == 1
+
+
+async def test_a_head_request_gets_the_upstreams_headers_and_no_body(
+    serve: Any, recording: Any, http: Any
+) -> None:
+    from aiohttp import web
+
+    async def upstream(request: Any) -> Any:
+        return web.Response(body=b"x" * 1000, headers={"X-Upstream": request.method})
+
+    proxy = await recording(f"{await serve(upstream)}/v1")
+    async with http.head(f"{proxy.base_url}/models") as r:
+        assert r.status == 200
+        assert r.headers["X-Upstream"] == "HEAD"
+        assert await r.read() == b""
+    async with http.get(f"{proxy.base_url}/models") as r:  # the connection still works
+        assert await r.read() == b"x" * 1000
 
 
 async def test_an_unreachable_upstream_is_a_502_and_the_proxy_goes_on(

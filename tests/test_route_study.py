@@ -9,6 +9,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from loadgen.sim import SimServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,55 @@ async def test_real_router_urls_are_arms_of_the_study(
     rows = json.loads((out / "route_study.json").read_text())["rows"]
     assert [row["router"] for row in rows] == ["a", "b"]
     assert all(row["output_tokens_per_s"] > 0 for row in rows)
+
+
+def test_a_study_at_a_speedup_runs_in_a_quarter_of_the_time_and_reports_modelled_time(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "study"
+    result = subprocess.run(
+        [*AGENTLOAD, "route-study", "quickstart", "--replicas", "4", "--routers",
+         "round-robin,session", "--duration", "12s", "--speedup", "4", "--quiet",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads((out / "route_study.json").read_text())
+    assert document["speedup"] == 4
+    assert (out / "profile-at-speedup-4.yaml").is_file()  # what the runs loaded
+    rows = {row["router"]: row for row in document["rows"]}
+    for name, row in rows.items():
+        summary = json.loads((out / name / "run" / "summary.json").read_text())
+        assert summary["duration_s"] < 6.0  # 12 modelled seconds took 3 of wall time
+        assert row["ttft_p95_s"] == pytest.approx(4 * summary["latency"]["ttft_s"]["p95"])
+        wall_rate = summary["throughput"]["output_tokens_per_s"]
+        assert row["output_tokens_per_s"] == pytest.approx(wall_rate / 4)
+        assert row["lost_share"] is not None
+    # The same answer as in real time: only session affinity finds histories cached.
+    assert rows["session"]["cache_hit_ratio"] > rows["round-robin"]["cache_hit_ratio"] + 0.1
+    assert "clock: the fleet ran 4x faster than real time" in result.stdout
+    assert document["engine_clock"]["limit"] == 0.02
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--speedup", "0.5"], "--speedup"),
+        (["--speedup", "4", "--target", "a=http://127.0.0.1:9/v1"], "--speedup"),
+        (["--speedup", "4", "--ceiling", "--slo", "output_tokens_per_s > 100"], "--slo"),
+    ],
+    ids=["below-real-time", "real-routers", "rate-slo"],
+)
+def test_a_speedup_the_study_cannot_honour_is_a_one_line_usage_error(
+    flags: list[str], named: str
+) -> None:
+    result = subprocess.run(
+        [*AGENTLOAD, "route-study", "quickstart", *flags],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_an_unknown_router_is_a_one_line_usage_error(tmp_path: Path) -> None:

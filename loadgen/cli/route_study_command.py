@@ -6,18 +6,25 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loadgen.cli.arguments import parse_count, parse_duration
 from loadgen.cli.run_setup import default_out_dir
 from loadgen.errors import UsageError
 
+if TYPE_CHECKING:
+    from loadgen.orchestration.route_study import StudyArm
+    from loadgen.sim.config import SimConfig
+
 __all__ = ["register"]
+
+_MAX_SPEEDUP = 1000.0  # the simulator's own bound (SimConfig.speedup)
 
 _EXAMPLES = """\
 examples:
   agentload route-study coding-agent --replicas 4 --routers round-robin,session,prefix-load
   agentload route-study coding-agent --replicas 4 --ceiling --slo 'ttft_p95 < 2s'
+  agentload route-study coding-agent --replicas 4 --ceiling --slo 'ttft_p95 < 2s' --speedup 4
   agentload route-study assistant-memory --replicas 4 --routers round-robin,session --shared-store
   agentload route-study coding-agent --target rr=http://router-a/v1 --target kv=http://router-b/v1
 
@@ -80,6 +87,11 @@ def register(commands: Any) -> None:
                    help="ceiling: measured window per level")  # fmt: skip
     p.add_argument("--max-duration", type=parse_duration, metavar="DURATION",
                    help="ceiling: at most this long per router")  # fmt: skip
+    p.add_argument("--speedup", type=float, default=1.0, metavar="K",
+                   help="run the simulated fleet's clock K times faster than real time: the "
+                   "study takes about 1/K of the time; durations, SLOs and figures stay in "
+                   "modelled time, and the study says whether the fleet kept its pace "
+                   "(default 1; docs/twin.md, 'Faster than real time')")  # fmt: skip
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="results folder (default results/route-study-PROFILE-TIME)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="print only the table")
@@ -89,7 +101,11 @@ def register(commands: Any) -> None:
 def _sim_overrides(args: argparse.Namespace) -> dict[str, Any]:
     import yaml
 
-    settings: dict[str, Any] = {"replicas": args.replicas, "shared_store": args.shared_store}
+    settings: dict[str, Any] = {
+        "replicas": args.replicas,
+        "shared_store": args.shared_store,
+        "speedup": args.speedup,
+    }
     if args.prefix_load_weight is not None:
         settings["prefix_load_weight"] = args.prefix_load_weight
     for item in args.sim_set:
@@ -102,7 +118,8 @@ def _sim_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def route_study(args: argparse.Namespace) -> int:
     """Run each arm, print and write the comparison; 0 when every arm was measured."""
-    from loadgen.orchestration.route_study import StudyArm, StudySettings, run_study
+    from loadgen.orchestration.route_study import StudySettings, run_study
+    from loadgen.orchestration.time_warp import LOST_SHARE_LIMIT, TimeWarp
     from loadgen.profile.loader import load_profile
     from loadgen.report.route_study import (
         STUDY_FILE,
@@ -111,43 +128,25 @@ def route_study(args: argparse.Namespace) -> int:
         study_rows,
         write_study_report,
     )
-    from loadgen.sim.config import ROUTERS, profile_sim_config
 
     profile = load_profile(args.profile).profile  # a bad profile: exit 2 before anything runs
-    arms: list[StudyArm] = []
-    sim = None
-    if args.target:
-        for item in args.target:
-            name, sep, url = item.partition("=")
-            if not sep or not name or "://" not in url:
-                raise UsageError(f"--target {item!r}: write it as NAME=URL, e.g. rr=http://a/v1")
-            arms.append(StudyArm(name=name, url=url))
-    else:
-        routers = [r.strip() for r in args.routers.split(",") if r.strip()]
-        unknown = [r for r in routers if r not in ROUTERS]
-        if unknown or not routers:
-            raise UsageError(
-                f"--routers {args.routers!r}: use some of {', '.join(ROUTERS)}, comma-separated"
-            )
-        if args.replicas < 2:
-            raise UsageError("--replicas: a routing study needs a fleet of 2 or more")
-        sim = profile_sim_config({**profile.sim, **_sim_overrides(args)})
-        arms = [StudyArm(name=r, router=r) for r in routers]
+    if not 1.0 <= args.speedup <= _MAX_SPEEDUP:
+        raise UsageError(
+            f"--speedup {args.speedup:g}: give 1 (real time) to {_MAX_SPEEDUP:g} times faster"
+        )
+    if args.target and args.speedup != 1.0:
+        raise UsageError("--speedup: only a simulated fleet runs faster than real time; drop it "
+                         "with --target")  # fmt: skip
+    warp = TimeWarp(args.speedup)
+    warp.check_gates(args.slo)
+    warp.check_gates(profile.gates, flag="the profile's gate")
+    arms, sim = _arms(args, profile.sim)
     run_flags = ["--seed", str(args.seed)]
     if args.duration is not None:
         run_flags += ["--duration", str(args.duration)]
     if args.agents is not None:
         run_flags += ["--agents", str(args.agents)]
-    ceiling_flags = None
-    if args.ceiling:
-        ceiling_flags = ["--seed", str(args.seed)]
-        for flag, value in (("--start", args.start), ("--growth", args.growth),
-                            ("--warmup", args.warmup), ("--window", args.window),
-                            ("--max-duration", args.max_duration)):  # fmt: skip
-            if value is not None:
-                ceiling_flags += [flag, str(value)]
-        for slo in args.slo:
-            ceiling_flags += ["--slo", slo]
+    ceiling_flags = _ceiling_flags(args) if args.ceiling else None
     out = args.out or default_out_dir(profile.name, prefix="route-study-")
     out.mkdir(parents=True, exist_ok=True)
     settings = StudySettings(
@@ -157,12 +156,77 @@ def route_study(args: argparse.Namespace) -> int:
         ceiling_flags=None if ceiling_flags is None else tuple(ceiling_flags),
         sim=sim,
         progress=None if args.quiet else sys.stderr,
+        speedup=args.speedup,
     )
-    rows = study_rows(run_study(arms, settings))
-    document = {"profile": profile.name, "replicas": None if args.target else args.replicas,
-                "rows": rows}  # fmt: skip
+    rows = study_rows(run_study(arms, settings), args.speedup)
+    document: dict[str, Any] = {
+        "profile": profile.name,
+        "replicas": None if args.target else args.replicas,
+        "speedup": args.speedup,
+        "rows": rows,
+    }
+    if warp.active:
+        worst = max((r["lost_share"] or 0.0 for r in rows), default=0.0)
+        document["engine_clock"] = {
+            "lost_share_max": worst, "limit": LOST_SHARE_LIMIT,
+            "kept_up": worst <= LOST_SHARE_LIMIT,
+        }  # fmt: skip
     (out / STUDY_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     write_study_report(rows, profile.name, out / STUDY_REPORT)
     print(format_study(rows))
+    if warp.active:
+        print(_clock_line(document["engine_clock"], args.speedup))
     print(f"results: {out}")
     return 0
+
+
+def _arms(
+    args: argparse.Namespace, profile_sim: dict[str, Any]
+) -> tuple[list[StudyArm], SimConfig | None]:
+    """The study's arms, and the fleet its simulated ones run on (None for real routers)."""
+    from loadgen.orchestration.route_study import StudyArm
+    from loadgen.sim.config import ROUTERS, profile_sim_config
+
+    if args.target:
+        arms: list[StudyArm] = []
+        for item in args.target:
+            name, sep, url = item.partition("=")
+            if not sep or not name or "://" not in url:
+                raise UsageError(f"--target {item!r}: write it as NAME=URL, e.g. rr=http://a/v1")
+            arms.append(StudyArm(name=name, url=url))
+        return arms, None
+    routers = [r.strip() for r in args.routers.split(",") if r.strip()]
+    unknown = [r for r in routers if r not in ROUTERS]
+    if unknown or not routers:
+        raise UsageError(
+            f"--routers {args.routers!r}: use some of {', '.join(ROUTERS)}, comma-separated"
+        )
+    if args.replicas < 2:
+        raise UsageError("--replicas: a routing study needs a fleet of 2 or more")
+    sim = profile_sim_config({**profile_sim, **_sim_overrides(args)})
+    return [StudyArm(name=r, router=r) for r in routers], sim
+
+
+def _ceiling_flags(args: argparse.Namespace) -> list[str]:
+    flags = ["--seed", str(args.seed)]
+    for flag, value in (("--start", args.start), ("--growth", args.growth),
+                        ("--warmup", args.warmup), ("--window", args.window),
+                        ("--max-duration", args.max_duration)):  # fmt: skip
+        if value is not None:
+            flags += [flag, str(value)]
+    for slo in args.slo:
+        flags += ["--slo", slo]
+    return flags
+
+
+def _clock_line(clock: dict[str, Any], speedup: float) -> str:
+    pace = (
+        "kept its pace" if clock["kept_up"]
+        else "FELL BEHIND its pace: its latencies carry this machine's slowness; study again "
+        "with a lower --speedup"
+    )  # fmt: skip
+    return (
+        f"clock: the fleet ran {speedup:g}x faster than real time and {pace} (lost at most "
+        f"{clock['lost_share_max']:.2%} of its busy time; limit {clock['limit']:.0%}); figures are "
+        "in modelled time"
+    )

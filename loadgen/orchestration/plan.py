@@ -25,13 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
-from loadgen.ceiling.measure import GeneratorLimits, Windows
 from loadgen.errors import AgentloadError
 from loadgen.orchestration.route_study import serving
 from loadgen.orchestration.time_warp import LOST_SHARE_LIMIT, EngineClock, TimeWarp, engine_clock
-from loadgen.profile.loader import load_profile
 from loadgen.sim.config import SimConfig
 
 __all__ = [
@@ -139,33 +135,11 @@ def _agentload(args: Sequence[str]) -> None:
 
 def _run_profile(settings: PlanSettings) -> str:
     """The profile the runs load: the plan's own, or its copy in wall time at a speedup."""
-    warp = settings.warp
-    if not warp.active:
-        return settings.profile
-    path = settings.out_dir / f"profile-at-speedup-{settings.speedup:g}.yaml"
-    data = warp.profile(load_profile(settings.profile))
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return str(path)
+    return settings.warp.run_profile(settings.profile, settings.out_dir)
 
 
 def _ceiling_flags(settings: PlanSettings) -> list[str]:
-    warp = settings.warp
-    flags = list(settings.ceiling_flags)
-    if not warp.active:
-        return flags
-    # The search's own defaults are wall time: at a speedup they are given, in modelled time.
-    given = set(flags)
-    windows, limits = Windows(), GeneratorLimits()
-    for flag, default in (("--warmup", windows.warmup_s), ("--window", windows.window_s)):
-        if flag not in given:
-            flags += [flag, repr(default)]
-    if "--generator-max-schedule-lag" not in given:
-        # How late agents' steps start is lateness in modelled time too.
-        flags += ["--generator-max-schedule-lag", repr(limits.schedule_lag_s)]
-    return warp.wall_flags(
-        flags,
-        ("--warmup", "--window", "--max-window", "--max-duration", "--generator-max-schedule-lag"),
-    )
+    return settings.warp.ceiling_flags(settings.ceiling_flags)
 
 
 def _clocked(url: str, settings: PlanSettings) -> EngineClock | None:

@@ -3,12 +3,15 @@
 Each arm is an ordinary `agentload run` (and, with a ceiling, `agentload ceiling`) in its own
 process, so what the study compares is what users measure. Simulated arms share one fleet
 shape and differ only in the router; the fleet is served from this process, on a thread of
-its own, while the run's process loads it. Real arms are router URLs.
+its own, while the run's process loads it. Real arms are router URLs. At a speedup the
+simulated fleet's clock runs K times faster and the runs are told their times in wall time
+(time_warp.py); what they measure is brought back to modelled time in the study's rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from loadgen.errors import AgentloadError
+from loadgen.orchestration.time_warp import TimeWarp, engine_clock
 from loadgen.sim import sim_server
 from loadgen.sim.config import SimConfig
 
@@ -45,6 +49,16 @@ class StudySettings:
     ceiling_flags: tuple[str, ...] | None = None  # None: no ceiling search
     sim: SimConfig | None = None  # the fleet simulated arms run on (router replaced per arm)
     progress: TextIO | None = sys.stderr
+    # Simulated arms only: the fleet's clock runs this much faster than real time. The
+    # profile, run_flags and ceiling_flags are in modelled time and converted for the runs.
+    speedup: float = 1.0
+
+    run_profile: str = ""  # what the runs load (run_study sets it: the profile in wall time)
+
+    @property
+    def warp(self) -> TimeWarp:
+        """Modelled against wall time for this study's runs."""
+        return TimeWarp(self.speedup)
 
 
 @contextmanager
@@ -83,8 +97,11 @@ def _measure(arm: StudyArm, url: str, settings: StudySettings) -> dict[str, Any]
     if progress is not None:
         print(f"agentload route-study: {arm.name}: running {settings.profile}", file=progress,
               flush=True)  # fmt: skip
-    _agentload(["run", settings.profile, "--target", url, "--quiet", "--out", str(out / "run"),
-                *settings.run_flags], progress)  # fmt: skip
+    warp = settings.warp
+    profile = settings.run_profile
+    run_flags = warp.wall_flags(settings.run_flags, ("--duration",))
+    _agentload(["run", profile, "--target", url, "--quiet", "--out", str(out / "run"),
+                *run_flags], progress)  # fmt: skip
     result: dict[str, Any] = {
         "name": arm.name,
         "router": arm.router,
@@ -95,14 +112,19 @@ def _measure(arm: StudyArm, url: str, settings: StudySettings) -> dict[str, Any]
         if progress is not None:
             print(f"agentload route-study: {arm.name}: searching the ceiling", file=progress,
                   flush=True)  # fmt: skip
-        _agentload(["ceiling", settings.profile, "--target", url, "--quiet",
-                    "--out", str(out / "ceiling"), *settings.ceiling_flags], progress)  # fmt: skip
+        ceiling_flags = warp.ceiling_flags(settings.ceiling_flags)
+        _agentload(["ceiling", profile, "--target", url, "--quiet",
+                    "--out", str(out / "ceiling"), *ceiling_flags], progress)  # fmt: skip
         result["ceiling"] = json.loads((out / "ceiling" / "ceiling.json").read_text())
+    if warp.active:  # a fresh fleet per arm: its clock counts this arm's runs alone
+        result["lost_share"] = engine_clock(url).lost_share
     return result
 
 
 def run_study(arms: Sequence[StudyArm], settings: StudySettings) -> list[dict[str, Any]]:
     """Measure every arm in turn; each one's summary (and ceiling), in order."""
+    profile = settings.warp.run_profile(settings.profile, settings.out_dir)
+    settings = dataclasses.replace(settings, run_profile=profile)
     results = []
     for arm in arms:
         if arm.url is not None:

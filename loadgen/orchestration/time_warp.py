@@ -19,15 +19,18 @@ import re
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadgen.ceiling.measure import GeneratorLimits, Windows
 from loadgen.errors import AgentloadError, UsageError
 from loadgen.gates.gates import format_value, parse_gate
 from loadgen.gates.metrics import Unit
-from loadgen.profile.loader import LoadedProfile, portable_mapping
+from loadgen.profile.loader import LoadedProfile, load_profile, portable_mapping
 
 __all__ = [
     "LOST_SHARE_LIMIT",
@@ -54,6 +57,12 @@ _RATE = re.compile(
     r"(?<![\w.])(?P<n>\d+(?:\.\d+)?)(?P<per> \w+/(?:s|min))(?![\w])"
     r"(?: from (?P<was>\d+(?:\.\d+)?)(?![\w.]))?"  # "436 tokens/s from 806": both rates
 )
+
+
+# `agentload ceiling`'s flags that take a length of time.
+_CEILING_DURATIONS = (
+    "--warmup", "--window", "--max-window", "--max-duration", "--generator-max-schedule-lag",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,32 @@ class TimeWarp:
         }
         data["gates"] = [self.wall_gate(text) for text in profile.gates]
         return data
+
+    def run_profile(self, profile: str, out_dir: Path) -> str:
+        """The profile runs at this speedup load: `profile` itself at 1x, else its copy in
+        wall time, written to OUT_DIR/profile-at-speedup-K.yaml."""
+        if not self.active:
+            return profile
+        path = out_dir / f"profile-at-speedup-{self.speedup:g}.yaml"
+        data = self.profile(load_profile(profile))
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        return str(path)
+
+    def ceiling_flags(self, flags: Sequence[str]) -> list[str]:
+        """`agentload ceiling` arguments given in modelled time, in wall time."""
+        out = list(flags)
+        if not self.active:
+            return out
+        # The search's own defaults are wall time: at a speedup they are given, in modelled time.
+        given = set(out)
+        windows, limits = Windows(), GeneratorLimits()
+        for flag, default in (("--warmup", windows.warmup_s), ("--window", windows.window_s)):
+            if flag not in given:
+                out += [flag, repr(default)]
+        if "--generator-max-schedule-lag" not in given:
+            # How late agents' steps start is lateness in modelled time too.
+            out += ["--generator-max-schedule-lag", repr(limits.schedule_lag_s)]
+        return self.wall_flags(out, _CEILING_DURATIONS)
 
     def wall_flags(self, flags: Sequence[str], durations: Sequence[str]) -> list[str]:
         """A command's arguments with the values of the `durations` flags (seconds) and each

@@ -23,24 +23,35 @@ def _hit_ratio(summary: Mapping[str, Any]) -> float | None:
     return (tokens.get("cached") or 0) / prompt if prompt else None
 
 
-def study_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The figures each router is compared on."""
+def study_rows(results: Sequence[Mapping[str, Any]], speedup: float = 1.0) -> list[dict[str, Any]]:
+    """The figures each router is compared on; at a speedup, brought back to modelled time
+    (the runs measured wall time against a fleet whose clock ran `speedup` times faster)."""
+
+    def per_modelled(rate: float | None) -> float | None:
+        return None if rate is None else rate / speedup
+
     rows = []
     for result in results:
         s = result["summary"]
         failures = {k: n for k, n in (s.get("state_failures") or {}).items() if n}
         ceiling = result.get("ceiling")
         mark = ceiling.get("ceiling") if ceiling else None
+        unit = None if ceiling is None else ceiling.get("load_unit")
+        load = None if mark is None else mark["load"]
+        if load is not None and "/" in str(unit):  # an open loop's arrival rate
+            load = per_modelled(load)
+        ttft = read_metric(s, "ttft_p95")
         rows.append({
             "router": result["name"],
-            "output_tokens_per_s": read_metric(s, "output_tokens_per_s"),
-            "ttft_p95_s": read_metric(s, "ttft_p95"),
+            "output_tokens_per_s": per_modelled(read_metric(s, "output_tokens_per_s")),
+            "ttft_p95_s": None if ttft is None else ttft * speedup,
             "goodput": read_metric(s, "goodput_ratio"),
             "session_success": read_metric(s, "session_success_rate"),
             "cache_hit_ratio": _hit_ratio(s),
             "state_failures": failures,
-            "ceiling": None if mark is None else mark["load"],
-            "ceiling_unit": None if ceiling is None else ceiling.get("load_unit"),
+            "ceiling": load,
+            "ceiling_unit": unit,
+            "lost_share": result.get("lost_share"),
         })  # fmt: skip
     return rows
 

@@ -174,6 +174,19 @@ def test_the_profile_a_run_loads_is_in_wall_time(tmp_path: Path) -> None:
     assert warped.gates == ["itl_p99 < 50ms"]
 
 
+def test_a_searchs_windows_are_its_defaults_in_modelled_time_given_in_wall_time() -> None:
+    flags = TimeWarp(4).ceiling_flags(["--start", "32", "--max-duration", "1500", "--slo", SLO])
+    given = dict(zip(flags[::2], flags[1::2], strict=True))
+
+    assert given["--start"] == "32"  # agents are agents on either clock
+    assert float(given["--max-duration"]) == 375
+    assert float(given["--warmup"]) == 7.5  # the search's own 30 s and 60 s, modelled
+    assert float(given["--window"]) == 15
+    assert float(given["--generator-max-schedule-lag"]) > 0
+    assert parse_gate(given["--slo"]).threshold == pytest.approx(parse_gate(SLO).threshold / 4)
+    assert TimeWarp(1).ceiling_flags(["--start", "32"]) == ["--start", "32"]
+
+
 def test_an_open_loop_rate_is_k_times_higher_on_the_wall_clock(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(

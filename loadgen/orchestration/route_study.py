@@ -11,7 +11,6 @@ simulated fleet's clock runs K times faster and the runs are told their times in
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import subprocess
 import sys
@@ -53,8 +52,6 @@ class StudySettings:
     # profile, run_flags and ceiling_flags are in modelled time and converted for the runs.
     speedup: float = 1.0
 
-    run_profile: str = ""  # what the runs load (run_study sets it: the profile in wall time)
-
     @property
     def warp(self) -> TimeWarp:
         """Modelled against wall time for this study's runs."""
@@ -91,14 +88,14 @@ def _agentload(args: Sequence[str], progress: TextIO | None) -> None:
         print(f"  (exit 1: {args[0]} judged a gate or found no ceiling)", file=progress)
 
 
-def _measure(arm: StudyArm, url: str, settings: StudySettings) -> dict[str, Any]:
+def _measure(arm: StudyArm, url: str, settings: StudySettings, profile: str) -> dict[str, Any]:
+    """One arm's run (and ceiling) of `profile`: the study's own, in wall time."""
     out = settings.out_dir / arm.name
     progress = settings.progress
     if progress is not None:
         print(f"agentload route-study: {arm.name}: running {settings.profile}", file=progress,
               flush=True)  # fmt: skip
     warp = settings.warp
-    profile = settings.run_profile
     run_flags = warp.wall_flags(settings.run_flags, ("--duration",))
     _agentload(["run", profile, "--target", url, "--quiet", "--out", str(out / "run"),
                 *run_flags], progress)  # fmt: skip
@@ -124,15 +121,14 @@ def _measure(arm: StudyArm, url: str, settings: StudySettings) -> dict[str, Any]
 def run_study(arms: Sequence[StudyArm], settings: StudySettings) -> list[dict[str, Any]]:
     """Measure every arm in turn; each one's summary (and ceiling), in order."""
     profile = settings.warp.run_profile(settings.profile, settings.out_dir)
-    settings = dataclasses.replace(settings, run_profile=profile)
     results = []
     for arm in arms:
         if arm.url is not None:
-            results.append(_measure(arm, arm.url, settings))
+            results.append(_measure(arm, arm.url, settings, profile))
             continue
         assert settings.sim is not None, "simulated arms need the fleet"
         assert arm.router is not None, "a simulated arm names its router"
         config = settings.sim.model_copy(update={"router": arm.router})
         with serving(config) as url:  # a fresh fleet per arm: nothing cached carries over
-            results.append(_measure(arm, url, settings))
+            results.append(_measure(arm, url, settings, profile))
     return results

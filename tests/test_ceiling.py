@@ -202,6 +202,8 @@ async def test_session_time_and_goodput_slos_find_the_second_analytical_setting(
     # are the same share of throughput as the sessions are of those judged.
     for level in doc["levels"]:
         assert level["goodput"] is not None, runs
+        # Each session's second request resends its first: part of every window is cached.
+        assert 0 < level["cache_hit_ratio"] < 1, runs
         expected = level["output_tokens_per_s"] * level["goodput"]
         assert level["goodput_tokens_per_s"] == pytest.approx(expected, rel=0.01), runs
     above = [lv for lv in doc["levels"] if lv["load"] > ceiling["load"]]

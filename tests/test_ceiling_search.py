@@ -281,6 +281,17 @@ def test_goodput_tokens_are_the_tokens_of_the_judged_sessions_within_their_slos(
     assert figures["goodput_tokens_per_s"] == 250.0
 
 
+def test_a_levels_cache_hit_ratio_is_its_windows_cached_share_of_prompt_tokens() -> None:
+    sink = WindowSink(GoodputRule({}))
+    sink.begin(since_unix=100.0)
+    sink.open_slice()
+    piece = sink.close_slice(0.0, 1.0)
+    summary = {"tokens": {"prompt": 8000, "cached": 6000}, "throughput": {}}
+    figures = level_figures(8, summary, piece, generator={}, server=None)
+    assert figures["cache_hit_ratio"] == 0.75
+    assert level_figures(8, {}, piece, generator={}, server=None)["cache_hit_ratio"] is None
+
+
 def test_a_level_whose_goodput_fell_below_80_percent_of_a_held_lower_one_breaks() -> None:
     levels = [_level(4, 400, True), _level(8, 800, True), _level(12, 900, False)]
     assert _goodput_fell(_level(16, 700, True), levels) is None  # 700 >= 0.8 x 800

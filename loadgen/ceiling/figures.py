@@ -22,6 +22,8 @@ _LEVEL_METRICS = (
     ("session_success_rate", "session_success_rate"),
     ("error_rate", "error_rate"),
     ("goodput", "goodput_ratio"),
+    # What the server's prefix cache held of the window's prompts: where routing shows.
+    ("cache_hit_ratio", "cache_hit_ratio"),
 )
 _SLICE_METRICS = (
     ("output_tokens_per_s", "output_tokens_per_s"),

@@ -86,6 +86,7 @@ def ceiling_document(
             "answer_tokens_per_s": best.figures.get("answer_tokens_per_s"),
             "sessions_per_min": best.figures["sessions_per_min"],
             "goodput_tokens_per_s": best.figures["goodput_tokens_per_s"],
+            "cache_hit_ratio": best.figures.get("cache_hit_ratio"),
             "reason": f"beyond it: {reason}" if failed else reason,
         }
     return {

@@ -51,6 +51,8 @@ def study_rows(results: Sequence[Mapping[str, Any]], speedup: float = 1.0) -> li
             "state_failures": failures,
             "ceiling": load,
             "ceiling_unit": unit,
+            # At the ceiling's level, over its measured window (the run's is cache_hit_ratio).
+            "ceiling_cache_hit_ratio": None if mark is None else mark.get("cache_hit_ratio"),
             "lost_share": result.get("lost_share"),
         })  # fmt: skip
     return rows

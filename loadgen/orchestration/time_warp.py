@@ -34,6 +34,7 @@ from loadgen.profile.loader import LoadedProfile, load_profile, portable_mapping
 
 __all__ = [
     "LOST_SHARE_LIMIT",
+    "MAX_SPEEDUP",
     "RATE_METRICS",
     "EngineClock",
     "TimeWarp",
@@ -44,6 +45,7 @@ __all__ = [
 RATE_METRICS = frozenset(
     {"requests_per_s", "output_tokens_per_s", "answer_tokens_per_s", "sessions_per_min"}
 )
+MAX_SPEEDUP = 1000.0  # the simulator's own bound (SimConfig.speedup)
 # The share of its busy time an engine may fall behind its modelled pace before a run at this
 # speedup is reported as not kept up: past it, latencies carry the machine's slowness.
 LOST_SHARE_LIMIT = 0.02
@@ -107,6 +109,21 @@ class TimeWarp:
     """Modelled time is `speedup` times wall time; converts what runs are told and measure."""
 
     speedup: float = 1.0
+
+    @classmethod
+    def from_flags(
+        cls, speedup: float, slos: Sequence[str], profile_gates: Sequence[str]
+    ) -> TimeWarp:
+        """The warp a command's --speedup asks for, checked against the simulator's bound and
+        against the --slo and profile gates the runs will judge (UsageError otherwise)."""
+        if not 1.0 <= speedup <= MAX_SPEEDUP:
+            raise UsageError(
+                f"--speedup {speedup:g}: give 1 (real time) to {MAX_SPEEDUP:g} times faster"
+            )
+        warp = cls(speedup)
+        warp.check_gates(slos)
+        warp.check_gates(profile_gates, flag="the profile's gate")
+        return warp
 
     @property
     def active(self) -> bool:

@@ -118,9 +118,20 @@ async def test_affinity_routers_keep_coding_agents_prefixes_and_round_robin_lose
     assert summary["requests"]["failed"] == 0
     assert summary["requests"]["ok"] > 200
     assert low <= hit_ratio(summary) <= high, (router, summary["tokens"])
-    # Every replica served its share and the replicas' names are the fleet's.
-    assert set(summary["by_replica"]) == {"r0", "r1", "r2", "r3"}
     m = await sim_metrics(server)
+    # The client names the replicas the router sent the run's requests to. Hash and rotation
+    # spread 32 sessions over all four; prefix-load may leave one out: once a replica holds
+    # the shared system prompt, new sessions score higher there than on an empty replica, so
+    # one that missed the first moment's requests can serve none (prefix routing's hot spot).
+    routed = {
+        name: summed(m, "agentload_sim_router_decisions_total", router=router, replica=name)
+        for name in ("r0", "r1", "r2", "r3")
+    }
+    named = set(summary["by_replica"])
+    assert named <= {name for name, n in routed.items() if n > 0}, (named, routed)
+    assert {name for name, n in routed.items() if n > 1} <= named, (named, routed)
+    if router != "prefix-load":
+        assert named == set(routed)
     assert (
         summed(m, "agentload_sim_router_decisions_total", router=router)
         >= (summary["requests"]["total"])

@@ -116,3 +116,19 @@ def test_an_unknown_router_is_a_one_line_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--routers" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["route-study"], ["plan", "--twin", "twin.yaml", "--agents", "100"]]
+)
+def test_the_ceiling_level_flags_given_are_passed_on_to_each_search_and_the_rest_left_out(
+    command: list[str],
+) -> None:
+    from loadgen.cli.ceiling_command import level_flags
+    from loadgen.cli.main import build_parser
+
+    given = ["--resolution", "0.05", "--max-window", "90s", "--slo", "ttft_p95 < 2s"]
+    args = build_parser().parse_args([*command, "coding-agent", *given])
+
+    assert level_flags(args) == ["--resolution", "0.05", "--max-window", "90.0",
+                                 "--slo", "ttft_p95 < 2s"]  # fmt: skip

@@ -18,7 +18,7 @@ from loadgen.cli.run_command import (
 from loadgen.cli.run_setup import default_out_dir, launch_for
 from loadgen.errors import UsageError
 
-__all__ = ["register"]
+__all__ = ["add_level_arguments", "level_flags", "register"]
 
 _EXAMPLES = """\
 examples:
@@ -41,6 +41,40 @@ exit codes: 0 a ceiling was found; 1 no level held every SLO (or the search stop
             error (a bad flag or --slo); 3 target unreachable; 130/143 interrupted by
             Ctrl-C/SIGTERM (ceiling.json, rewritten after every level, keeps what was measured)
 """
+
+
+# The level flags a command that runs ceiling searches (plan, route-study) passes on as given;
+# one it was not given is left to the search's own default.
+_LEVEL_FLAGS = ("--start", "--growth", "--resolution", "--warmup", "--window", "--max-window")
+
+
+def add_level_arguments(p: argparse.ArgumentParser, load: str) -> None:
+    """The ceiling search's level flags, for a command that runs searches of `load` levels."""
+    p.add_argument("--start", type=float, metavar="LOAD",
+                   help=f"ceiling: first level, in {load} (default 1)")  # fmt: skip
+    p.add_argument("--growth", type=float, metavar="X",
+                   help="ceiling: factor between levels (default 2)")  # fmt: skip
+    p.add_argument("--resolution", type=float, metavar="SHARE",
+                   help="ceiling: bisect to this share of the ceiling (default 0.1)")  # fmt: skip
+    p.add_argument("--warmup", type=parse_duration, metavar="DURATION",
+                   help="ceiling: warm-up per level (default 30s)")  # fmt: skip
+    p.add_argument("--window", type=parse_duration, metavar="DURATION",
+                   help="ceiling: measured window per level (default 60s)")  # fmt: skip
+    p.add_argument("--max-window", type=parse_duration, metavar="DURATION",
+                   help="ceiling: how far a level's window may be extended (default twice "
+                   "--window)")  # fmt: skip
+
+
+def level_flags(args: argparse.Namespace) -> list[str]:
+    """The level flags given, and each --slo, as `agentload ceiling` takes them."""
+    flags: list[str] = []
+    for flag in _LEVEL_FLAGS:
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            flags += [flag, str(value)]
+    for slo in args.slo:
+        flags += ["--slo", slo]
+    return flags
 
 
 def register(commands: Any) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.cli.arguments import parse_count, parse_duration
+from loadgen.cli.ceiling_command import add_level_arguments, level_flags
 from loadgen.cli.run_setup import default_out_dir
 from loadgen.errors import UsageError
 
@@ -79,17 +80,7 @@ def register(commands: Any) -> None:
                    "until one holds (default 2; 0: only report the break)")  # fmt: skip
     p.add_argument("--max-duration", type=parse_duration, default=1200.0, metavar="DURATION",
                    help="cap on the ceiling search (default 20m)")  # fmt: skip
-    p.add_argument("--start", type=float, metavar="LOAD", help="ceiling: first level (agents)")
-    p.add_argument("--growth", type=float, metavar="X", help="ceiling: factor between levels")
-    p.add_argument("--resolution", type=float, metavar="SHARE",
-                   help="ceiling: bisect to this share of the ceiling (default 0.1)")  # fmt: skip
-    p.add_argument("--warmup", type=parse_duration, metavar="DURATION",
-                   help="ceiling: warm-up per level")  # fmt: skip
-    p.add_argument("--window", type=parse_duration, metavar="DURATION",
-                   help="ceiling: measured window per level")  # fmt: skip
-    p.add_argument("--max-window", type=parse_duration, metavar="DURATION",
-                   help="ceiling: how far a level's window may be extended (default twice "
-                   "--window)")  # fmt: skip
+    add_level_arguments(p, "agents")
     p.add_argument("--speedup", type=float, default=1.0, metavar="K",
                    help="run the twin's clock K times faster than real time: the plan takes "
                    "about 1/K of the time; every duration, SLO and figure stays in modelled "
@@ -103,15 +94,7 @@ def register(commands: Any) -> None:
 
 
 def _ceiling_flags(args: argparse.Namespace) -> list[str]:
-    flags = ["--by", "agents", "--max-duration", str(args.max_duration)]
-    for flag, value in (("--start", args.start), ("--growth", args.growth),
-                        ("--resolution", args.resolution), ("--warmup", args.warmup),
-                        ("--window", args.window), ("--max-window", args.max_window)):  # fmt: skip
-        if value is not None:
-            flags += [flag, str(value)]
-    for slo in args.slo:
-        flags += ["--slo", slo]
-    return flags
+    return ["--by", "agents", "--max-duration", str(args.max_duration), *level_flags(args)]
 
 
 def plan(args: argparse.Namespace) -> int:

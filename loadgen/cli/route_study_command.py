@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loadgen.cli.arguments import parse_count, parse_duration
+from loadgen.cli.ceiling_command import add_level_arguments, level_flags
 from loadgen.cli.run_setup import default_out_dir
 from loadgen.errors import UsageError
 
@@ -75,14 +76,7 @@ def register(commands: Any) -> None:
     p.add_argument("--ceiling", action="store_true", help="also search each router's ceiling")
     p.add_argument("--slo", action="append", default=[], metavar="EXPR",
                    help="the ceiling's SLOs, e.g. 'ttft_p95 < 2s' (repeatable)")  # fmt: skip
-    p.add_argument("--start", type=float, metavar="LOAD",
-                   help="ceiling: first level (agents or sessions/s)")  # fmt: skip
-    p.add_argument("--growth", type=float, metavar="X",
-                   help="ceiling: factor between levels")  # fmt: skip
-    p.add_argument("--warmup", type=parse_duration, metavar="DURATION",
-                   help="ceiling: warm-up per level")  # fmt: skip
-    p.add_argument("--window", type=parse_duration, metavar="DURATION",
-                   help="ceiling: measured window per level")  # fmt: skip
+    add_level_arguments(p, "agents or sessions/s")
     p.add_argument("--max-duration", type=parse_duration, metavar="DURATION",
                    help="ceiling: at most this long per router")  # fmt: skip
     p.add_argument("--speedup", type=float, default=1.0, metavar="K",
@@ -200,14 +194,9 @@ def _arms(
 
 
 def _ceiling_flags(args: argparse.Namespace) -> list[str]:
-    flags = ["--seed", str(args.seed)]
-    for flag, value in (("--start", args.start), ("--growth", args.growth),
-                        ("--warmup", args.warmup), ("--window", args.window),
-                        ("--max-duration", args.max_duration)):  # fmt: skip
-        if value is not None:
-            flags += [flag, str(value)]
-    for slo in args.slo:
-        flags += ["--slo", slo]
+    flags = ["--seed", str(args.seed), *level_flags(args)]
+    if args.max_duration is not None:
+        flags += ["--max-duration", str(args.max_duration)]
     return flags
 
 

@@ -21,7 +21,7 @@ import pytest
 from loadgen.errors import UsageError
 from loadgen.gates.gates import parse_gate
 from loadgen.orchestration.plan import format_plan, pace_at_speedup
-from loadgen.orchestration.time_warp import TimeWarp, engine_clock
+from loadgen.orchestration.time_warp import TimeWarp, engine_clock, pace_check, pace_lines
 from loadgen.profile.loader import load_profile, profile_from_mapping
 from loadgen.protocol.failures import FailureKind
 from loadgen.sim import SimServer
@@ -248,6 +248,17 @@ def test_a_saturated_load_generator_fails_the_pace_check_too() -> None:
     assert "the load generator saturated in the run of 4 replica(s)" in format_plan(
         _plan_doc(clock)
     )
+
+
+def test_a_study_whose_fleet_fell_behind_in_one_arm_tells_to_study_slower() -> None:
+    # A route study's rows: one arm lost 3% of its busy time, one was not clocked.
+    clock = pace_check([0.001, 0.03, None])
+    lines = pace_lines(clock, 4.0, "fleet", "study")
+
+    assert not clock["kept_up"]
+    assert clock["lost_share_max"] == 0.03
+    assert lines[0].startswith("clock: the fleet ran 4x faster than real time and FELL BEHIND")
+    assert lines[-1].endswith("study again with a lower --speedup")
 
 
 @pytest.mark.slow

@@ -111,7 +111,7 @@ def _sim_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def route_study(args: argparse.Namespace) -> int:
     """Run each arm, print and write the comparison; 0 when every arm was measured."""
     from loadgen.orchestration.route_study import StudySettings, run_study
-    from loadgen.orchestration.time_warp import LOST_SHARE_LIMIT, TimeWarp
+    from loadgen.orchestration.time_warp import TimeWarp, pace_check, pace_lines
     from loadgen.profile.loader import load_profile
     from loadgen.report.route_study import (
         STUDY_FILE,
@@ -152,16 +152,12 @@ def route_study(args: argparse.Namespace) -> int:
         "rows": rows,
     }
     if warp.active:
-        worst = max((r["lost_share"] or 0.0 for r in rows), default=0.0)
-        document["engine_clock"] = {
-            "lost_share_max": worst, "limit": LOST_SHARE_LIMIT,
-            "kept_up": worst <= LOST_SHARE_LIMIT,
-        }  # fmt: skip
+        document["engine_clock"] = pace_check(r["lost_share"] for r in rows)
     (out / STUDY_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     write_study_report(rows, profile.name, out / STUDY_REPORT)
     print(format_study(rows))
     if warp.active:
-        print(_clock_line(document["engine_clock"], args.speedup))
+        print("\n".join(pace_lines(document["engine_clock"], args.speedup, "fleet", "study")))
     print(f"results: {out}")
     return 0
 
@@ -198,16 +194,3 @@ def _ceiling_flags(args: argparse.Namespace) -> list[str]:
     if args.max_duration is not None:
         flags += ["--max-duration", str(args.max_duration)]
     return flags
-
-
-def _clock_line(clock: dict[str, Any], speedup: float) -> str:
-    pace = (
-        "kept its pace" if clock["kept_up"]
-        else "FELL BEHIND its pace: its latencies carry this machine's slowness; study again "
-        "with a lower --speedup"
-    )  # fmt: skip
-    return (
-        f"clock: the fleet ran {speedup:g}x faster than real time and {pace} (lost at most "
-        f"{clock['lost_share_max']:.2%} of its busy time; limit {clock['limit']:.0%}); figures are "
-        "in modelled time"
-    )

@@ -27,7 +27,13 @@ from typing import Any, TextIO
 
 from loadgen.errors import AgentloadError
 from loadgen.orchestration.route_study import serving
-from loadgen.orchestration.time_warp import LOST_SHARE_LIMIT, EngineClock, TimeWarp, engine_clock
+from loadgen.orchestration.time_warp import (
+    EngineClock,
+    TimeWarp,
+    engine_clock,
+    pace_check,
+    pace_lines,
+)
 from loadgen.sim.config import SimConfig
 
 __all__ = [
@@ -333,14 +339,7 @@ def pace_at_speedup(ceiling: dict[str, Any], checks: Sequence[dict[str, Any]]) -
         for run in (ceiling, *checks)
         if run.get("engine_clock") is not None
     ]
-    worst = max(shares, default=0.0)
-    saturated = [c["replicas"] for c in checks if c.get("generator_saturated")]
-    return {
-        "lost_share_max": worst,
-        "limit": LOST_SHARE_LIMIT,
-        "generator_saturated_at": saturated,
-        "kept_up": worst <= LOST_SHARE_LIMIT and not saturated,
-    }
+    return pace_check(shares, [c["replicas"] for c in checks if c.get("generator_saturated")])
 
 
 def _money(value: float | None, spec: str = ".2f") -> str:
@@ -401,18 +400,7 @@ def format_plan(doc: dict[str, Any]) -> str:
         )
     clock = doc.get("engine_clock")
     if clock is not None:
-        behind = clock["lost_share_max"] > clock["limit"]
-        pace = "FELL BEHIND its modelled pace" if behind else "kept its pace"
-        lines.append(
-            f"clock: the twin ran {doc['speedup']:g}x faster than real time and {pace} (lost "
-            f"{clock['lost_share_max']:.1%} of its busy time at worst, limit {clock['limit']:.0%})"
-        )
-        if clock["generator_saturated_at"]:
-            at = ", ".join(str(r) for r in clock["generator_saturated_at"])
-            lines.append(f"clock: the load generator saturated in the run of {at} replica(s)")
-        if not clock["kept_up"]:
-            lines.append("clock: latencies carry this machine's slowness, not the twin's: plan "
-                         "again with a lower --speedup")  # fmt: skip
+        lines += pace_lines(clock, doc["speedup"], "twin", "plan")
     lines.append(_conclusion(doc))
     return "\n".join(lines)
 

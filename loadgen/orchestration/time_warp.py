@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ __all__ = [
     "EngineClock",
     "TimeWarp",
     "engine_clock",
+    "pace_check",
+    "pace_lines",
 ]
 
 # Gate metrics measured per unit of time: a threshold on them scales the other way.
@@ -82,6 +84,39 @@ class EngineClock:
     def since(self, before: EngineClock) -> EngineClock:
         """What happened between `before` and this reading."""
         return EngineClock(self.busy_s - before.busy_s, self.lost_s - before.lost_s)
+
+
+def pace_check(
+    lost_shares: Iterable[float | None], saturated_at: Sequence[int] = ()
+) -> dict[str, Any]:
+    """Whether every run at a speedup kept its modelled pace (its engines lost at most
+    LOST_SHARE_LIMIT of their busy time) and its load generator its own (none saturated)."""
+    worst = max((share for share in lost_shares if share is not None), default=0.0)
+    return {
+        "lost_share_max": worst,
+        "limit": LOST_SHARE_LIMIT,
+        "generator_saturated_at": list(saturated_at),
+        "kept_up": worst <= LOST_SHARE_LIMIT and not saturated_at,
+    }
+
+
+def pace_lines(clock: Mapping[str, Any], speedup: float, server: str, command: str) -> list[str]:
+    """The `clock:` lines under what `command` (plan, study) printed of a `server` (the twin,
+    the fleet) run at `speedup`: its pace, and what to do when it was not kept."""
+    behind = clock["lost_share_max"] > clock["limit"]
+    pace = "FELL BEHIND its modelled pace" if behind else "kept its pace"
+    lines = [
+        f"clock: the {server} ran {speedup:g}x faster than real time and {pace} (lost "
+        f"{clock['lost_share_max']:.1%} of its busy time at worst, limit {clock['limit']:.0%}); "
+        "figures are in modelled time"
+    ]
+    if clock.get("generator_saturated_at"):
+        at = ", ".join(str(r) for r in clock["generator_saturated_at"])
+        lines.append(f"clock: the load generator saturated in the run of {at} replica(s)")
+    if not clock["kept_up"]:
+        lines.append(f"clock: latencies carry this machine's slowness, not the {server}'s: "
+                     f"{command} again with a lower --speedup")  # fmt: skip
+    return lines
 
 
 def engine_clock(base_url: str, timeout_s: float = 10.0) -> EngineClock:

@@ -261,6 +261,14 @@ def test_a_study_whose_fleet_fell_behind_in_one_arm_tells_to_study_slower() -> N
     assert lines[-1].endswith("study again with a lower --speedup")
 
 
+def test_a_study_arm_whose_load_generator_saturated_fails_the_pace_check_by_name() -> None:
+    clock = pace_check([0.0, 0.0], ["prefix-load"])
+    lines = pace_lines(clock, 4.0, "fleet", "study")
+
+    assert not clock["kept_up"]
+    assert "clock: the load generator saturated in the run of prefix-load" in lines
+
+
 @pytest.mark.slow
 def test_a_plan_at_speedup_4_answers_as_in_real_time_in_modelled_time(tmp_path: Path) -> None:
     # tests/test_twin_plan.py's plan (3 replicas hold 12 agents, 2 do not), every time given

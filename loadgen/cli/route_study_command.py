@@ -110,6 +110,7 @@ def _sim_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def route_study(args: argparse.Namespace) -> int:
     """Run each arm, print and write the comparison; 0 when every arm was measured."""
+    from loadgen.observe.generator_health import generator_saturated
     from loadgen.orchestration.route_study import StudySettings, run_study
     from loadgen.orchestration.time_warp import TimeWarp, pace_check, pace_lines
     from loadgen.profile.loader import load_profile
@@ -153,7 +154,7 @@ def route_study(args: argparse.Namespace) -> int:
         "rows": rows,
     }
     if warp.active:
-        saturated = [r["name"] for r in results if _generator_saturated(r["summary"])]
+        saturated = [r["name"] for r in results if generator_saturated(r["summary"])]
         document["engine_clock"] = pace_check((r["lost_share"] for r in rows), saturated)
     (out / STUDY_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     write_study_report(rows, profile.name, out / STUDY_REPORT)
@@ -196,7 +197,3 @@ def _ceiling_flags(args: argparse.Namespace) -> list[str]:
     if args.max_duration is not None:
         flags += ["--max-duration", str(args.max_duration)]
     return flags
-
-
-def _generator_saturated(summary: dict[str, Any]) -> bool:
-    return bool((summary.get("generator") or {}).get("saturated"))

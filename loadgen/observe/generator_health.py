@@ -18,6 +18,7 @@ __all__ = [
     "SCHEDULE_LAG_SATURATED_S",
     "GeneratorHealth",
     "combine_reports",
+    "generator_saturated",
 ]
 
 # How often the probe wakes; each wake-up costs microseconds, so 20 Hz is free.
@@ -138,6 +139,11 @@ def _judge(
         "saturated": bool(reasons),
         "reasons": reasons,
     }
+
+
+def generator_saturated(summary: Mapping[str, Any]) -> bool:
+    """Whether a run's summary.json says its load generator saturated."""
+    return bool((summary.get("generator") or {}).get("saturated"))
 
 
 def _worst(values: Iterable[float | None]) -> float | None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from loadgen.errors import AgentloadError
+from loadgen.observe.generator_health import generator_saturated
 from loadgen.orchestration.route_study import serving
 from loadgen.orchestration.time_warp import (
     EngineClock,
@@ -139,15 +140,6 @@ def _agentload(args: Sequence[str]) -> None:
         raise AgentloadError(f"`agentload {args[0]}` exited {result.returncode}: {last}")
 
 
-def _run_profile(settings: PlanSettings) -> str:
-    """The profile the runs load: the plan's own, or its copy in wall time at a speedup."""
-    return settings.warp.run_profile(settings.profile, settings.out_dir)
-
-
-def _ceiling_flags(settings: PlanSettings) -> list[str]:
-    return settings.warp.ceiling_flags(settings.ceiling_flags)
-
-
 def _clocked(url: str, settings: PlanSettings) -> EngineClock | None:
     return engine_clock(url) if settings.warp.active else None
 
@@ -167,7 +159,7 @@ def _search(settings: PlanSettings, profile: str) -> dict[str, Any]:
         before = _clocked(url, settings)
         _agentload(["ceiling", profile, "--target", url, "--quiet", "--out", str(out),
                     "--scrape-target-metrics", "--seed", str(settings.seed),
-                    *_ceiling_flags(settings)])  # fmt: skip
+                    *settings.warp.ceiling_flags(settings.ceiling_flags)])  # fmt: skip
         clock = _engine_clock(before, url)
     doc: dict[str, Any] = json.loads((out / "ceiling.json").read_text())
     if clock is not None:  # this file's times are the wall clock's: say so beside them
@@ -217,7 +209,7 @@ def _verify(
     }
     if clock is not None:
         check["engine_clock"] = clock
-        check["generator_saturated"] = bool((summary.get("generator") or {}).get("saturated"))
+        check["generator_saturated"] = generator_saturated(summary)
     return check
 
 
@@ -276,7 +268,7 @@ def run_plan(settings: PlanSettings, ceiling: dict[str, Any] | None = None) -> d
     searching again, e.g. when only the fleet's router changes."""
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     warp = settings.warp
-    profile = _run_profile(settings)
+    profile = warp.run_profile(settings.profile, settings.out_dir)  # wall time at a speedup
     if ceiling is None:
         ceiling = _search(settings, profile)
     per = _per_replica(ceiling, warp)
